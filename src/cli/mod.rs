@@ -1,0 +1,136 @@
+//! Command line: `natpass serve`, `natpass check-config`, `natpass credential`.
+
+use crate::config::{self, Cidr, ExternalIp, Overrides, PortRange, UserSpec, ValidConfig};
+use clap::{Args, Parser, Subcommand};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+/// natpass: STUN/TURN NAT-traversal server.
+#[derive(Debug, Parser)]
+#[command(name = "natpass", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the STUN/TURN server.
+    Serve(ServeArgs),
+    /// Validate a config file and print its errors (exit 1 on error).
+    CheckConfig {
+        /// The TOML file.
+        file: PathBuf,
+    },
+    /// Print a TURN REST API credential minted from a shared secret.
+    Credential(CredentialArgs),
+}
+
+/// `natpass serve` flags; every one overrides the config file.
+#[derive(Debug, Args, Default)]
+pub struct ServeArgs {
+    /// TOML config file (default: the embedded default).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Listen address for STUN/TURN (repeatable).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: Vec<SocketAddr>,
+    /// Realm for long-term credentials.
+    #[arg(long, value_name = "NAME")]
+    pub realm: Option<String>,
+    /// Static user NAME:PASSWORD or NAME:0xKEY (repeatable).
+    #[arg(long, value_name = "NAME:PASSWORD")]
+    pub user: Vec<UserSpec>,
+    /// TURN REST API shared secret (repeatable, for rotation).
+    #[arg(long, value_name = "SECRET")]
+    pub auth_secret: Vec<String>,
+    /// Peer range to allow despite the default deny list (repeatable).
+    #[arg(long, value_name = "CIDR")]
+    pub allow_peer: Vec<Cidr>,
+    /// Extra peer range to deny (repeatable).
+    #[arg(long, value_name = "CIDR")]
+    pub deny_peer: Vec<Cidr>,
+    /// Relay IP (repeatable). Default: the address routing to the internet, or the listen IP.
+    #[arg(long, value_name = "IP")]
+    pub relay_ip: Vec<IpAddr>,
+    /// Advertised IP behind 1:1 NAT: PUBLIC or PUBLIC/PRIVATE (repeatable, one per family).
+    #[arg(long, value_name = "IP[/IP]")]
+    pub external_ip: Vec<ExternalIp>,
+    /// Relay port range.
+    #[arg(long, value_name = "MIN-MAX")]
+    pub relay_ports: Option<PortRange>,
+    /// tracing filter, e.g. `info` or `natpass=debug`.
+    #[arg(long, value_name = "FILTER")]
+    pub log: Option<String>,
+    /// SOFTWARE attribute to send (none by default).
+    #[arg(long, value_name = "TEXT")]
+    pub software: Option<String>,
+    /// Worker shards (default: one per CPU).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+}
+
+/// `natpass credential` flags.
+#[derive(Debug, Args)]
+pub struct CredentialArgs {
+    /// The shared secret (as configured with --auth-secret).
+    #[arg(long)]
+    pub secret: String,
+    /// The user name part of the REST username.
+    #[arg(long)]
+    pub user: String,
+    /// Lifetime in seconds.
+    #[arg(long, default_value_t = 600)]
+    pub ttl: u64,
+    /// Print an RTCIceServer JSON entry (needs --uri) instead of two lines.
+    #[arg(long)]
+    pub json: bool,
+    /// TURN URI(s) for --json, e.g. turn:turn.example.org:3478.
+    #[arg(long)]
+    pub uri: Vec<String>,
+}
+
+impl ServeArgs {
+    /// Load the config file (or the embedded default) and apply these flags.
+    pub fn to_config(&self) -> Result<ValidConfig, config::ConfigError> {
+        let cli = Overrides {
+            listen: self.listen.clone(),
+            realm: self.realm.clone(),
+            users: self.user.clone(),
+            auth_secrets: self.auth_secret.clone(),
+            allow_peers: self.allow_peer.clone(),
+            deny_peers: self.deny_peer.clone(),
+            relay_ips: self.relay_ip.clone(),
+            external_ips: self.external_ip.clone(),
+            relay_ports: self.relay_ports,
+            log: self.log.clone(),
+            software: self.software.clone(),
+            threads: self.threads,
+        };
+        match &self.config {
+            Some(path) => {
+                let file = config::load_file(path)?;
+                ValidConfig::build(file, cli, &path.display().to_string())
+            }
+            None => ValidConfig::embedded(cli),
+        }
+    }
+}
+
+/// JSON string escaping for the few strings we print.
+pub fn json_str(s: &str) -> String {
+    let mut o = String::with_capacity(s.len() + 2);
+    o.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => o.push_str("\\\""),
+            '\\' => o.push_str("\\\\"),
+            c if (c as u32) < 0x20 => o.push_str(&format!("\\u{:04x}", c as u32)),
+            c => o.push(c),
+        }
+    }
+    o.push('"');
+    o
+}

@@ -1,0 +1,489 @@
+//! Configuration: a TOML file (kebab-case keys, unknown keys are errors that name the key and
+//! its line) overlaid by command-line flags (the command line wins), validated into a
+//! [`ValidConfig`]. `natpass serve` without `--config` uses the embedded
+//! `config/default.toml`.
+
+use crate::auth::{self, Credentials, Secret};
+use crate::relay::policy::parse_net;
+use ipnet::IpNet;
+use serde::Deserialize;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::str::FromStr;
+
+/// The embedded default configuration (`natpass serve` with no file).
+pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
+
+/// A configuration error, with the file and position when it comes from a file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// Path.
+        path: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// TOML syntax, an unknown key or a bad value (the message names the key and line).
+    #[error("{path}: {message}")]
+    Parse {
+        /// Path (or `<embedded default>`, `<command line>`).
+        path: String,
+        /// toml's message: line, column, the offending line and what was expected.
+        message: String,
+    },
+    /// A value that parsed but does not make sense.
+    #[error("{path}: key `{key}`: {message}")]
+    Invalid {
+        /// Path.
+        path: String,
+        /// Key path, e.g. `quota.max-lifetime`.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+macro_rules! from_str_de {
+    ($t:ty) => {
+        impl<'de> Deserialize<'de> for $t {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = String::deserialize(d)?;
+                s.parse().map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+/// A CIDR range (or a bare IP).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr(pub IpNet);
+impl FromStr for Cidr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        parse_net(s).map(Cidr)
+    }
+}
+from_str_de!(Cidr);
+
+/// `MIN-MAX` relay port range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortRange {
+    /// First port.
+    pub min: u16,
+    /// Last port (inclusive).
+    pub max: u16,
+}
+impl FromStr for PortRange {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("`{s}` is not a port range (expected MIN-MAX, e.g. 49152-65535)");
+        let (a, b) = s.split_once('-').ok_or_else(bad)?;
+        let min: u16 = a.trim().parse().map_err(|_| bad())?;
+        let max: u16 = b.trim().parse().map_err(|_| bad())?;
+        if min == 0 || min > max {
+            return Err(format!("`{s}`: MIN must be at least 1 and not above MAX"));
+        }
+        Ok(Self { min, max })
+    }
+}
+from_str_de!(PortRange);
+
+/// `PUBLIC` or `PUBLIC/PRIVATE`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExternalIp {
+    /// Advertised.
+    pub public: IpAddr,
+    /// Bound (when different).
+    pub private: Option<IpAddr>,
+}
+impl FromStr for ExternalIp {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = |p: &str| format!("`{p}` is not an IP address (expected PUBLIC or PUBLIC/PRIVATE)");
+        match s.split_once('/') {
+            Some((p, q)) => {
+                let public: IpAddr = p.trim().parse().map_err(|_| bad(p))?;
+                let private: IpAddr = q.trim().parse().map_err(|_| bad(q))?;
+                if public.is_ipv4() != private.is_ipv4() {
+                    return Err(format!("`{s}`: PUBLIC and PRIVATE must be of the same family"));
+                }
+                Ok(Self { public, private: Some(private) })
+            }
+            None => Ok(Self {
+                public: s.trim().parse().map_err(|_| bad(s))?,
+                private: None,
+            }),
+        }
+    }
+}
+from_str_de!(ExternalIp);
+
+/// A static user: `NAME:PASSWORD` or `NAME:0xKEY` (MD5 of `NAME:REALM:PASSWORD`, as coturn).
+#[derive(Clone, PartialEq, Eq)]
+pub struct UserSpec {
+    /// User name.
+    pub name: String,
+    secret: String,
+}
+impl fmt::Debug for UserSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "UserSpec({}:<redacted>)", self.name)
+    }
+}
+impl FromStr for UserSpec {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (name, secret) = s
+            .split_once(':')
+            .ok_or_else(|| "a user must be NAME:PASSWORD or NAME:0xKEY".to_owned())?;
+        if name.is_empty() || secret.is_empty() {
+            return Err("a user must be NAME:PASSWORD or NAME:0xKEY with both parts non-empty".into());
+        }
+        if name.len() > 512 || secret.len() > 512 {
+            return Err("user name and password are limited to 512 bytes".into());
+        }
+        Ok(Self {
+            name: name.into(),
+            secret: secret.into(),
+        })
+    }
+}
+from_str_de!(UserSpec);
+
+/// Quotas and lifetimes (`[quota]`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct QuotaSection {
+    /// Allocations per username.
+    pub allocations_per_user: usize,
+    /// Allocations per client IP.
+    pub allocations_per_ip: usize,
+    /// Allocations on the server.
+    pub total_allocations: usize,
+    /// Peers' permissions per allocation.
+    pub permissions_per_allocation: usize,
+    /// Channels per allocation.
+    pub channels_per_allocation: usize,
+    /// Allocation lifetime granted when a client asks for less (seconds).
+    pub default_lifetime: u32,
+    /// Maximum allocation lifetime (seconds).
+    pub max_lifetime: u32,
+    /// 401/438 answers per second per source IP.
+    pub challenges_per_second: f64,
+    /// Authentication failures answered per minute per source IP.
+    pub auth_failures_per_minute: f64,
+}
+
+impl Default for QuotaSection {
+    fn default() -> Self {
+        Self {
+            allocations_per_user: 10,
+            allocations_per_ip: 64,
+            total_allocations: 100_000,
+            permissions_per_allocation: 10,
+            channels_per_allocation: 64,
+            default_lifetime: 600,
+            max_lifetime: 3600,
+            challenges_per_second: 10.0,
+            auth_failures_per_minute: 20.0,
+        }
+    }
+}
+
+/// The file model. Every key is optional.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct FileConfig {
+    /// UDP listen addresses.
+    pub listen: Option<Vec<SocketAddr>>,
+    /// Realm.
+    pub realm: Option<String>,
+    /// Static users.
+    pub users: Option<Vec<UserSpec>>,
+    /// REST shared secrets.
+    pub auth_secrets: Option<Vec<String>>,
+    /// Maximum REST credential lifetime ahead of now (seconds).
+    pub rest_max_ttl: Option<u64>,
+    /// Nonce lifetime (seconds).
+    pub nonce_lifetime: Option<u64>,
+    /// Operator allow ranges (override the default deny list).
+    pub allow_peers: Option<Vec<Cidr>>,
+    /// Extra deny ranges.
+    pub deny_peers: Option<Vec<Cidr>>,
+    /// Relay IPs.
+    pub relay_ips: Option<Vec<IpAddr>>,
+    /// External (advertised) IPs.
+    pub external_ips: Option<Vec<ExternalIp>>,
+    /// Relay port range.
+    pub relay_ports: Option<PortRange>,
+    /// tracing filter.
+    pub log: Option<String>,
+    /// SOFTWARE attribute (none by default).
+    pub software: Option<String>,
+    /// Worker shards (default: one per CPU).
+    pub threads: Option<usize>,
+    /// Quotas.
+    pub quota: Option<QuotaSection>,
+}
+
+/// Command-line overrides (each `Some`/non-empty value wins over the file).
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--listen`.
+    pub listen: Vec<SocketAddr>,
+    /// `--realm`.
+    pub realm: Option<String>,
+    /// `--user`.
+    pub users: Vec<UserSpec>,
+    /// `--auth-secret`.
+    pub auth_secrets: Vec<String>,
+    /// `--allow-peer`.
+    pub allow_peers: Vec<Cidr>,
+    /// `--deny-peer`.
+    pub deny_peers: Vec<Cidr>,
+    /// `--relay-ip`.
+    pub relay_ips: Vec<IpAddr>,
+    /// `--external-ip`.
+    pub external_ips: Vec<ExternalIp>,
+    /// `--relay-ports`.
+    pub relay_ports: Option<PortRange>,
+    /// `--log`.
+    pub log: Option<String>,
+    /// `--software`.
+    pub software: Option<String>,
+    /// `--threads`.
+    pub threads: Option<usize>,
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct ValidConfig {
+    /// UDP listen addresses.
+    pub listen: Vec<SocketAddr>,
+    /// Realm.
+    pub realm: String,
+    /// Credentials (keys only).
+    pub credentials: Credentials,
+    /// True when no credential was configured and a secret was generated.
+    pub generated_secret: bool,
+    /// Allow ranges.
+    pub allow_peers: Vec<IpNet>,
+    /// Deny ranges.
+    pub deny_peers: Vec<IpNet>,
+    /// Relay IPs given explicitly (empty: choose at start).
+    pub relay_ips: Vec<IpAddr>,
+    /// External IPs.
+    pub external_ips: Vec<ExternalIp>,
+    /// Relay ports.
+    pub relay_ports: PortRange,
+    /// Log filter.
+    pub log: String,
+    /// SOFTWARE.
+    pub software: Option<String>,
+    /// Shards.
+    pub threads: usize,
+    /// Nonce lifetime.
+    pub nonce_lifetime: u64,
+    /// Quotas.
+    pub quota: QuotaSection,
+}
+
+/// Parse TOML text (`origin` names it in errors).
+pub fn parse_toml(text: &str, origin: &str) -> Result<FileConfig, ConfigError> {
+    toml::from_str(text).map_err(|e| ConfigError::Parse {
+        path: origin.to_owned(),
+        message: e.to_string().trim_end().to_owned(),
+    })
+}
+
+/// Read and parse a file.
+pub fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    parse_toml(&text, &path.display().to_string())
+}
+
+impl ValidConfig {
+    /// Merge `file` with `cli` and validate.
+    pub fn build(file: FileConfig, cli: Overrides, origin: &str) -> Result<Self, ConfigError> {
+        let invalid = |key: &str, message: String| ConfigError::Invalid {
+            path: origin.to_owned(),
+            key: key.to_owned(),
+            message,
+        };
+        fn pick<T>(cli: Vec<T>, file: Option<Vec<T>>) -> Vec<T> {
+            if cli.is_empty() { file.unwrap_or_default() } else { cli }
+        }
+        let listen = pick(cli.listen, file.listen);
+        let listen = if listen.is_empty() {
+            vec!["0.0.0.0:3478".parse().expect("valid"), "[::]:3478".parse().expect("valid")]
+        } else {
+            listen
+        };
+        let realm = cli.realm.or(file.realm).unwrap_or_else(|| "natpass".into());
+        if realm.is_empty() || realm.len() > 127 || realm.contains(['"', '\\']) {
+            return Err(invalid("realm", "must be 1–127 characters without quotes or backslashes".into()));
+        }
+        let quota = file.quota.unwrap_or_default();
+        if quota.default_lifetime == 0 || quota.default_lifetime > quota.max_lifetime {
+            return Err(invalid(
+                "quota.default-lifetime",
+                format!("must be between 1 and quota.max-lifetime ({})", quota.max_lifetime),
+            ));
+        }
+        for (k, v) in [
+            ("quota.allocations-per-user", quota.allocations_per_user),
+            ("quota.allocations-per-ip", quota.allocations_per_ip),
+            ("quota.total-allocations", quota.total_allocations),
+            ("quota.permissions-per-allocation", quota.permissions_per_allocation),
+            ("quota.channels-per-allocation", quota.channels_per_allocation),
+        ] {
+            if v == 0 {
+                return Err(invalid(k, "must be at least 1".into()));
+            }
+        }
+        if quota.channels_per_allocation > 4096 {
+            return Err(invalid("quota.channels-per-allocation", "at most 4096 channel numbers exist".into()));
+        }
+        for (k, v) in [
+            ("quota.challenges-per-second", quota.challenges_per_second),
+            ("quota.auth-failures-per-minute", quota.auth_failures_per_minute),
+        ] {
+            if !(v.is_finite() && v > 0.0) {
+                return Err(invalid(k, "must be a positive number".into()));
+            }
+        }
+        let rest_max_ttl = file.rest_max_ttl.unwrap_or(3600);
+        if rest_max_ttl == 0 {
+            return Err(invalid("rest-max-ttl", "must be at least 1 second".into()));
+        }
+        let nonce_lifetime = file.nonce_lifetime.unwrap_or(600);
+        if !(10..=86_400).contains(&nonce_lifetime) {
+            return Err(invalid("nonce-lifetime", "must be between 10 and 86400 seconds".into()));
+        }
+        let mut credentials = Credentials::new(realm.clone(), rest_max_ttl);
+        for u in pick(cli.users, file.users) {
+            match auth::parse_hex_key(&u.secret) {
+                Some(key) => credentials.add_user_key(&u.name, key),
+                None if u.secret.starts_with("0x") && u.secret.len() == 34 => {
+                    return Err(invalid("users", format!("user `{}`: key is not 32 hex digits", u.name)));
+                }
+                None => credentials.add_user(&u.name, &u.secret),
+            }
+        }
+        for s in pick(cli.auth_secrets, file.auth_secrets) {
+            if s.is_empty() {
+                return Err(invalid("auth-secrets", "a secret must not be empty".into()));
+            }
+            credentials.add_secret(Secret::new(s.into_bytes()));
+        }
+        if credentials.secrets().len() > 8 {
+            return Err(invalid("auth-secrets", "at most 8 secrets may be active at once".into()));
+        }
+        let generated_secret = credentials.is_empty();
+        if generated_secret {
+            credentials.add_secret(Secret::generate());
+        }
+        let relay_ports = cli
+            .relay_ports
+            .or(file.relay_ports)
+            .unwrap_or(PortRange { min: 49152, max: 65535 });
+        let threads = cli.threads.or(file.threads).unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        });
+        if threads == 0 || threads > 256 {
+            return Err(invalid("threads", "must be between 1 and 256".into()));
+        }
+        let log = cli.log.or(file.log).unwrap_or_else(|| "info".into());
+        if tracing_subscriber::EnvFilter::try_new(&log).is_err() {
+            return Err(invalid("log", format!("`{log}` is not a tracing filter (e.g. info, natpass=debug)")));
+        }
+        Ok(Self {
+            listen,
+            realm,
+            credentials,
+            generated_secret,
+            allow_peers: pick(cli.allow_peers, file.allow_peers).into_iter().map(|c| c.0).collect(),
+            deny_peers: pick(cli.deny_peers, file.deny_peers).into_iter().map(|c| c.0).collect(),
+            relay_ips: pick(cli.relay_ips, file.relay_ips),
+            external_ips: pick(cli.external_ips, file.external_ips),
+            relay_ports,
+            log,
+            software: cli.software.or(file.software).filter(|s| !s.is_empty()),
+            threads,
+            nonce_lifetime,
+            quota,
+        })
+    }
+
+    /// The embedded default with these overrides.
+    pub fn embedded(cli: Overrides) -> Result<Self, ConfigError> {
+        let file = parse_toml(DEFAULT_TOML, "<embedded default>")?;
+        Self::build(file, cli, "<embedded default>")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_key_is_an_error_naming_key_and_line() {
+        let e = parse_toml("realm = \"x\"\n\nlistne = [\"1.2.3.4:5\"]\n", "t.toml").unwrap_err();
+        let m = e.to_string();
+        assert!(m.contains("listne") && m.contains("line 3"), "{m}");
+    }
+
+    #[test]
+    fn bad_values_name_their_line() {
+        let e = parse_toml("relay-ports = \"9-3\"\n", "t.toml").unwrap_err().to_string();
+        assert!(e.contains("line 1") && e.contains("MIN"), "{e}");
+        let e = parse_toml("\nallow-peers = [\"10.0.0.0/40\"]\n", "t.toml").unwrap_err().to_string();
+        assert!(e.contains("line 2") && e.contains("10.0.0.0/40"), "{e}");
+        let e = parse_toml("[quota]\nmax-lifetime = \"x\"\n", "t.toml").unwrap_err().to_string();
+        assert!(e.contains("line 2"), "{e}");
+    }
+
+    #[test]
+    fn command_line_wins_and_validation_names_key_path() {
+        let file = parse_toml("realm = \"file\"\nlisten = [\"127.0.0.1:1\"]\n", "f").unwrap();
+        let cli = Overrides { realm: Some("cli".into()), ..Default::default() };
+        let v = ValidConfig::build(file, cli, "f").unwrap();
+        assert_eq!(v.realm, "cli");
+        assert_eq!(v.listen, vec!["127.0.0.1:1".parse::<SocketAddr>().unwrap()]);
+        assert!(v.generated_secret);
+        let file = parse_toml("[quota]\ndefault-lifetime = 7200\n", "f").unwrap();
+        let e = ValidConfig::build(file, Overrides::default(), "f").unwrap_err().to_string();
+        assert!(e.contains("quota.default-lifetime"), "{e}");
+    }
+
+    #[test]
+    fn users_by_password_and_by_key_and_secrets() {
+        let file = parse_toml(
+            "users = [\"alice:pw\", \"bob:0x00112233445566778899aabbccddeeff\"]\nauth-secrets = [\"s1\"]\n",
+            "f",
+        )
+        .unwrap();
+        let v = ValidConfig::build(file, Overrides::default(), "f").unwrap();
+        assert!(!v.generated_secret);
+        let (k, _) = v.credentials.keys_for("alice", 0).unwrap();
+        assert_eq!(k.as_slice()[0], auth::long_term_key("alice", "natpass", "pw"));
+        let (k, _) = v.credentials.keys_for("bob", 0).unwrap();
+        assert_eq!(k.as_slice()[0][0], 0x00);
+        assert_eq!(k.as_slice()[0][15], 0xff);
+        assert!(format!("{:?}", v).find("pw\"").is_none());
+    }
+
+    #[test]
+    fn external_ip_forms() {
+        let e: ExternalIp = "203.0.113.5/10.0.0.5".parse().unwrap();
+        assert_eq!(e.private, Some("10.0.0.5".parse().unwrap()));
+        assert!("203.0.113.5/::1".parse::<ExternalIp>().is_err());
+        assert!("nope".parse::<ExternalIp>().is_err());
+    }
+}

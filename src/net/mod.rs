@@ -1,0 +1,314 @@
+//! The shell: owns sockets and the clock, drives the sans-IO core.
+//!
+//! One OS thread per shard, each running a mio event loop over its own `SO_REUSEPORT` copy of
+//! every UDP listener plus the relay sockets of the allocations it owns. The kernel hashes a
+//! client's 4-tuple to one listener copy, so a client always meets the shard that holds its
+//! allocation, and no lock or channel is on the data path.
+
+mod shard;
+
+use crate::auth::Secret;
+use crate::config::ValidConfig;
+use crate::proto::{CoreConfig, RelayAddr, Shared};
+use crate::relay::policy::PeerPolicy;
+use crate::relay::ports::PortPool;
+use crate::relay::quota::{QuotaLimits, Quotas};
+use socket2::{Domain, Protocol, Socket, Type};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// Address.
+        addr: SocketAddr,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// No listener at all could be bound.
+    #[error("no listener could be bound")]
+    NoListener,
+    /// Event loop setup failed.
+    #[error("event loop: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A running server.
+#[derive(Debug)]
+pub struct ServerHandle {
+    /// Bound UDP listener addresses (actual ports when 0 was asked).
+    pub udp_addrs: Vec<SocketAddr>,
+    /// Relay addresses in use (bind/advertise).
+    pub relays: Vec<RelayAddr>,
+    /// Shared state (credentials, quotas, counters).
+    pub shared: Arc<Shared>,
+    stop: Arc<AtomicBool>,
+    wakers: Vec<Arc<mio::Waker>>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl ServerHandle {
+    /// The REST secrets the server accepts (the first one mints demo credentials).
+    pub fn rest_secret(&self) -> Option<Secret> {
+        self.shared.credentials().secrets().first().cloned()
+    }
+
+    /// Stop every shard, end all allocations and wait for the threads.
+    pub fn shutdown(mut self) {
+        self.stop_and_join();
+    }
+
+    fn stop_and_join(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        for w in &self.wakers {
+            let _ = w.wake();
+        }
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+
+    /// Block until the shards exit (after [`ServerHandle::stopper`] was used).
+    pub fn join(mut self) {
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+
+    /// A handle that can stop the server from another thread (signal handler).
+    pub fn stopper(&self) -> Stopper {
+        Stopper {
+            stop: self.stop.clone(),
+            wakers: self.wakers.clone(),
+        }
+    }
+}
+
+impl Drop for ServerHandle {
+    fn drop(&mut self) {
+        self.stop_and_join();
+    }
+}
+
+/// Stops a running server.
+#[derive(Debug, Clone)]
+pub struct Stopper {
+    stop: Arc<AtomicBool>,
+    wakers: Vec<Arc<mio::Waker>>,
+}
+
+impl Stopper {
+    /// Ask every shard to stop.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Release);
+        for w in &self.wakers {
+            let _ = w.wake();
+        }
+    }
+}
+
+/// The local address the kernel would use to reach the internet (no packet is sent: a UDP
+/// `connect` only consults the routing table). Documentation addresses are used as the
+/// destination, so nothing real is ever named.
+fn route_source(v6: bool) -> Option<IpAddr> {
+    let (bind, dst): (SocketAddr, SocketAddr) = if v6 {
+        ((Ipv6Addr::UNSPECIFIED, 0).into(), "[2001:db8::1]:9".parse().ok()?)
+    } else {
+        ((Ipv4Addr::UNSPECIFIED, 0).into(), "192.0.2.1:9".parse().ok()?)
+    };
+    let s = UdpSocket::bind(bind).ok()?;
+    s.connect(dst).ok()?;
+    let ip = s.local_addr().ok()?.ip();
+    (!ip.is_unspecified()).then_some(ip)
+}
+
+/// Relay IPs: explicit ones, else per listener family the listener IP (if not a wildcard) or
+/// the routing source address; then external-IP mappings.
+pub fn resolve_relays(cfg: &ValidConfig, listeners: &[SocketAddr]) -> Vec<RelayAddr> {
+    let mut ips: Vec<IpAddr> = cfg.relay_ips.clone();
+    if ips.is_empty() {
+        for l in listeners {
+            let ip = if l.ip().is_unspecified() {
+                route_source(l.is_ipv6()).or_else(|| {
+                    if l.is_ipv4() {
+                        tracing::warn!("no route to the internet: relaying on 127.0.0.1 only (set --relay-ip)");
+                        Some(IpAddr::V4(Ipv4Addr::LOCALHOST))
+                    } else {
+                        None
+                    }
+                })
+            } else {
+                Some(l.ip())
+            };
+            if let Some(ip) = ip {
+                if !ips.contains(&ip) {
+                    ips.push(ip);
+                }
+            }
+        }
+    }
+    for e in &cfg.external_ips {
+        if let Some(p) = e.private {
+            if !ips.contains(&p) {
+                ips.push(p);
+            }
+        }
+    }
+    ips.iter()
+        .map(|&bind| {
+            let advertise = cfg
+                .external_ips
+                .iter()
+                .find(|e| e.private == Some(bind))
+                .or_else(|| {
+                    cfg.external_ips
+                        .iter()
+                        .find(|e| e.private.is_none() && e.public.is_ipv4() == bind.is_ipv4())
+                })
+                .map_or(bind, |e| e.public);
+            RelayAddr { bind, advertise }
+        })
+        .collect()
+}
+
+fn udp_socket(addr: SocketAddr, reuse_port: bool) -> std::io::Result<Socket> {
+    let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    if reuse_port {
+        s.set_reuse_port(true)?;
+    }
+    // Bigger buffers absorb bursts; the kernel caps them at net.core.[rw]mem_max.
+    let _ = s.set_recv_buffer_size(4 << 20);
+    let _ = s.set_send_buffer_size(4 << 20);
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    Ok(s)
+}
+
+/// Bind one listener per shard for each address (the same actual port for every shard).
+fn bind_listeners(
+    cfg: &ValidConfig,
+) -> Result<(Vec<SocketAddr>, Vec<Vec<std::net::UdpSocket>>), StartError> {
+    let mut addrs = Vec::new();
+    let mut per_shard: Vec<Vec<std::net::UdpSocket>> = (0..cfg.threads).map(|_| Vec::new()).collect();
+    for &want in &cfg.listen {
+        let first = match udp_socket(want, true) {
+            Ok(s) => s,
+            Err(e) if want.is_ipv6() && want.ip().is_unspecified() => {
+                tracing::warn!(addr = %want, error = %e, "IPv6 listener unavailable; continuing without it");
+                continue;
+            }
+            Err(source) => return Err(StartError::Listen { addr: want, source }),
+        };
+        let actual = first
+            .local_addr()?
+            .as_socket()
+            .ok_or(StartError::NoListener)?;
+        per_shard[0].push(first.into());
+        for shard in per_shard.iter_mut().skip(1) {
+            let s = udp_socket(actual, true).map_err(|source| StartError::Listen { addr: actual, source })?;
+            shard.push(s.into());
+        }
+        addrs.push(actual);
+    }
+    if addrs.is_empty() {
+        return Err(StartError::NoListener);
+    }
+    Ok((addrs, per_shard))
+}
+
+/// Start the server with a validated config.
+pub fn start(cfg: &ValidConfig) -> Result<ServerHandle, StartError> {
+    let (udp_addrs, per_shard) = bind_listeners(cfg)?;
+    let relays = resolve_relays(cfg, &udp_addrs);
+    let mut own_ips: Vec<IpAddr> = Vec::new();
+    for r in &relays {
+        for ip in [r.bind, r.advertise] {
+            if !own_ips.contains(&ip) {
+                own_ips.push(ip);
+            }
+        }
+    }
+    let policy = PeerPolicy::new(
+        cfg.allow_peers.clone(),
+        cfg.deny_peers.clone(),
+        own_ips,
+        udp_addrs.clone(),
+    );
+    let bind_ips: Vec<IpAddr> = relays.iter().map(|r| r.bind).collect();
+    let ports = PortPool::new(&bind_ips, cfg.relay_ports.min..=cfg.relay_ports.max);
+    let quotas = Quotas::new(QuotaLimits {
+        per_user: cfg.quota.allocations_per_user,
+        per_ip: cfg.quota.allocations_per_ip,
+        total: cfg.quota.total_allocations,
+    });
+    let shared = Arc::new(Shared::new(
+        cfg.credentials.clone(),
+        policy,
+        quotas,
+        ports,
+        rand::random(),
+    ));
+    let shards = cfg.threads as f64;
+    let core_cfg = CoreConfig {
+        realm: cfg.realm.clone(),
+        software: cfg.software.clone(),
+        relays: relays.clone(),
+        default_lifetime: cfg.quota.default_lifetime,
+        max_lifetime: cfg.quota.max_lifetime,
+        max_permissions: cfg.quota.permissions_per_allocation,
+        max_channels: cfg.quota.channels_per_allocation,
+        nonce_lifetime: cfg.nonce_lifetime,
+        challenge_rate: cfg.quota.challenges_per_second / shards,
+        failures_per_minute: cfg.quota.auth_failures_per_minute / shards,
+        ..CoreConfig::default()
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut wakers = Vec::new();
+    let mut threads = Vec::new();
+    let unix_now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    for (i, sockets) in per_shard.into_iter().enumerate() {
+        let core = crate::proto::Core::new(
+            core_cfg.clone(),
+            shared.clone(),
+            rand::random(),
+            Instant::now(),
+            unix_now,
+        );
+        let shard = shard::Shard::new(i, core, sockets, stop.clone())?;
+        wakers.push(shard.waker());
+        threads.push(
+            std::thread::Builder::new()
+                .name(format!("natpass-shard-{i}"))
+                .spawn(move || shard.run())?,
+        );
+    }
+    for a in &udp_addrs {
+        tracing::info!(addr = %a, "STUN/TURN listening (udp)");
+    }
+    for r in &relays {
+        if r.bind == r.advertise {
+            tracing::info!(relay = %r.bind, ports = %format!("{}-{}", cfg.relay_ports.min, cfg.relay_ports.max), "relaying");
+        } else {
+            tracing::info!(relay = %r.bind, advertised = %r.advertise, "relaying behind 1:1 NAT");
+        }
+    }
+    Ok(ServerHandle {
+        udp_addrs,
+        relays,
+        shared,
+        stop,
+        wakers,
+        threads,
+    })
+}

@@ -1,0 +1,139 @@
+//! Allocation quotas (SECURITY.md "Exhaustion"): per username AND per source IP (ephemeral
+//! REST usernames defeat per-user quotas alone) and a global cap. Shared by every shard;
+//! touched only when allocations are created or freed, never per packet.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+
+/// Limits, all inclusive maxima.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuotaLimits {
+    /// Allocations per username (REST credentials: per the name after the expiry).
+    pub per_user: usize,
+    /// Allocations per client source IP.
+    pub per_ip: usize,
+    /// Allocations on the whole server.
+    pub total: usize,
+}
+
+impl Default for QuotaLimits {
+    fn default() -> Self {
+        Self {
+            per_user: 10,
+            per_ip: 64,
+            total: 100_000,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Counts {
+    users: HashMap<String, usize>,
+    ips: HashMap<IpAddr, usize>,
+    total: usize,
+}
+
+/// Quota bookkeeping.
+#[derive(Debug)]
+pub struct Quotas {
+    limits: Mutex<QuotaLimits>,
+    counts: Mutex<Counts>,
+}
+
+/// Why an allocation was refused (486).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum QuotaError {
+    /// Per-user cap.
+    #[error("allocation quota per user reached")]
+    User,
+    /// Per-IP cap.
+    #[error("allocation quota per source IP reached")]
+    Ip,
+    /// Global cap.
+    #[error("server allocation capacity reached")]
+    Total,
+}
+
+impl Quotas {
+    /// New bookkeeping with these limits.
+    pub fn new(limits: QuotaLimits) -> Self {
+        Self {
+            limits: Mutex::new(limits),
+            counts: Mutex::default(),
+        }
+    }
+
+    /// Replace the limits (reload); existing allocations are kept.
+    pub fn set_limits(&self, limits: QuotaLimits) {
+        *self.limits.lock().unwrap_or_else(|e| e.into_inner()) = limits;
+    }
+
+    /// Take one allocation for `user` from `ip`, or say which quota is full.
+    pub fn acquire(&self, user: &str, ip: IpAddr) -> Result<(), QuotaError> {
+        let limits = *self.limits.lock().unwrap_or_else(|e| e.into_inner());
+        let mut c = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        if c.total >= limits.total {
+            return Err(QuotaError::Total);
+        }
+        if c.users.get(user).copied().unwrap_or(0) >= limits.per_user {
+            return Err(QuotaError::User);
+        }
+        if c.ips.get(&ip).copied().unwrap_or(0) >= limits.per_ip {
+            return Err(QuotaError::Ip);
+        }
+        c.total += 1;
+        *c.users.entry(user.to_owned()).or_default() += 1;
+        *c.ips.entry(ip).or_default() += 1;
+        Ok(())
+    }
+
+    /// Give back one allocation taken by [`Quotas::acquire`].
+    pub fn release(&self, user: &str, ip: IpAddr) {
+        let mut c = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        c.total = c.total.saturating_sub(1);
+        if let Some(n) = c.users.get_mut(user) {
+            *n -= 1;
+            if *n == 0 {
+                c.users.remove(user);
+            }
+        }
+        if let Some(n) = c.ips.get_mut(&ip) {
+            *n -= 1;
+            if *n == 0 {
+                c.ips.remove(&ip);
+            }
+        }
+    }
+
+    /// Live allocations on the whole server.
+    pub fn total(&self) -> usize {
+        self.counts.lock().unwrap_or_else(|e| e.into_inner()).total
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_user_per_ip_and_total_caps_are_enforced_and_released() {
+        let q = Quotas::new(QuotaLimits {
+            per_user: 2,
+            per_ip: 3,
+            total: 4,
+        });
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        q.acquire("u1", a).unwrap();
+        q.acquire("u1", a).unwrap();
+        assert_eq!(q.acquire("u1", b), Err(QuotaError::User));
+        q.acquire("u2", a).unwrap();
+        assert_eq!(q.acquire("u3", a), Err(QuotaError::Ip));
+        q.acquire("u3", b).unwrap();
+        assert_eq!(q.acquire("u4", b), Err(QuotaError::Total));
+        q.release("u1", a);
+        q.acquire("u4", b).unwrap();
+        assert_eq!(q.total(), 4);
+    }
+}
