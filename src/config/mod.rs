@@ -225,6 +225,8 @@ pub struct FileConfig {
     pub software: Option<String>,
     /// Worker shards (default: one per CPU).
     pub threads: Option<usize>,
+    /// Accept only RFC 8656 channel numbers 0x4000-0x4FFF (default: RFC 5766's 0x4000-0x7FFF).
+    pub strict_channel_numbers: Option<bool>,
     /// Quotas.
     pub quota: Option<QuotaSection>,
 }
@@ -287,6 +289,8 @@ pub struct ValidConfig {
     pub threads: usize,
     /// Nonce lifetime.
     pub nonce_lifetime: u64,
+    /// RFC 8656 channel range only.
+    pub strict_channel_numbers: bool,
     /// Quotas.
     pub quota: QuotaSection,
 }
@@ -417,6 +421,7 @@ impl ValidConfig {
             software: cli.software.or(file.software).filter(|s| !s.is_empty()),
             threads,
             nonce_lifetime,
+            strict_channel_numbers: file.strict_channel_numbers.unwrap_or(false),
             quota,
         })
     }

@@ -266,6 +266,7 @@ pub fn start(cfg: &ValidConfig) -> Result<ServerHandle, StartError> {
         max_lifetime: cfg.quota.max_lifetime,
         max_permissions: cfg.quota.permissions_per_allocation,
         max_channels: cfg.quota.channels_per_allocation,
+        max_channel_number: if cfg.strict_channel_numbers { 0x4FFF } else { 0x7FFF },
         nonce_lifetime: cfg.nonce_lifetime,
         challenge_rate: cfg.quota.challenges_per_second / shards,
         failures_per_minute: cfg.quota.auth_failures_per_minute / shards,

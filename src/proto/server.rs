@@ -26,7 +26,7 @@ use std::collections::{BinaryHeap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use stun_types::AddressFamily;
 use stun_types::attribute::{
@@ -40,7 +40,8 @@ use stun_types::message::{
 };
 use turn_types::attribute::{
     AdditionalAddressFamily, AddressErrorCode, ChannelNumber, Data, EvenPort, Lifetime,
-    RequestedAddressFamily, RequestedTransport, XorPeerAddress, XorRelayedAddress,
+    RequestedAddressFamily, RequestedTransport, ReservationToken, XorPeerAddress,
+    XorRelayedAddress,
 };
 use turn_types::message::{ALLOCATE, CHANNEL_BIND, CREATE_PERMISSION, DATA, REFRESH, SEND};
 
@@ -75,6 +76,9 @@ pub struct CoreConfig {
     pub max_permissions: usize,
     /// Channels per allocation.
     pub max_channels: usize,
+    /// Highest channel number accepted: 0x7FFF (RFC 5766, what coturn's tools use) by default,
+    /// 0x4FFF with `strict-channel-numbers` (RFC 8656 §12).
+    pub max_channel_number: u16,
     /// Nonce lifetime in seconds.
     pub nonce_lifetime: u64,
     /// 401/438 challenges per second per source IP (this shard's share).
@@ -95,6 +99,7 @@ impl Default for CoreConfig {
             channel_lifetime: Duration::from_secs(600),
             max_permissions: 10,
             max_channels: 64,
+            max_channel_number: 0x7FFF,
             nonce_lifetime: 600,
             challenge_rate: 10.0,
             failures_per_minute: 20.0,
@@ -116,7 +121,13 @@ pub struct Shared {
     generation: AtomicU64,
     /// Counters shared by all shards (relaxed atomics).
     pub stats: Stats,
+    /// RESERVATION-TOKEN → reserved relay port (RFC 8656 §7.2; the second Allocate may come
+    /// from another 5-tuple, hence another shard).
+    reservations: Mutex<HashMap<u64, (IpAddr, u16, Instant)>>,
 }
+
+/// How long a reserved port waits for its RESERVATION-TOKEN (RFC 8656 §7.2: about 30 s).
+const RESERVATION_TTL: Duration = Duration::from_secs(30);
 
 /// Server-wide counters (for logs, tests and the metrics endpoint).
 #[derive(Debug, Default)]
@@ -158,7 +169,36 @@ impl Shared {
             nonce_key,
             generation: AtomicU64::new(0),
             stats: Stats::default(),
+            reservations: Mutex::default(),
         }
+    }
+
+    fn reserve_token(&self, token: u64, ip: IpAddr, port: u16, now: Instant) {
+        let mut r = self.reservations.lock().unwrap_or_else(|e| e.into_inner());
+        r.insert(token, (ip, port, now + RESERVATION_TTL));
+    }
+
+    fn take_token(&self, token: u64, now: Instant) -> Option<(IpAddr, u16)> {
+        let mut r = self.reservations.lock().unwrap_or_else(|e| e.into_inner());
+        match r.remove(&token) {
+            Some((ip, port, exp)) if exp > now => Some((ip, port)),
+            Some((ip, port, _)) => {
+                self.ports.release(ip, port);
+                None
+            }
+            None => None,
+        }
+    }
+
+    fn sweep_reservations(&self, now: Instant) {
+        let mut r = self.reservations.lock().unwrap_or_else(|e| e.into_inner());
+        r.retain(|_, (ip, port, exp)| {
+            let keep = *exp > now;
+            if !keep {
+                self.ports.release(*ip, *port);
+            }
+            keep
+        });
     }
     /// Current credentials.
     pub fn credentials(&self) -> Arc<Credentials> {
@@ -235,6 +275,13 @@ pub enum PeerRoute {
     Indication(Transmit),
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PortMode {
+    Any,
+    Even,
+    EvenPair,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Timer {
     Allocation { key: usize, serial: u32 },
@@ -269,6 +316,7 @@ struct Allocation {
     username: Box<str>,
     quota_id: Box<str>,
     key: LongTermKey,
+    pair_member: bool,
     relays: [Option<Relay>; 2],
     expires: Instant,
     perms: Vec<Permission>,
@@ -316,6 +364,7 @@ const KNOWN: &[u16] = &[
     0x0017, // REQUESTED-ADDRESS-FAMILY
     0x0018, // EVEN-PORT
     0x0019, // REQUESTED-TRANSPORT
+    0x0022, // RESERVATION-TOKEN
     0x0024, // PRIORITY (ICE, ignored)
     0x0025, // USE-CANDIDATE (ICE, ignored)
 ];
@@ -343,6 +392,7 @@ pub struct Core {
     challenges: RateLimiter,
     failures: RateLimiter,
     relay_rr: [usize; 2],
+    next_reservation_sweep: Instant,
 }
 
 fn opt_attr<'a, A>(msg: &'a Message<'a>) -> Result<Option<A>, ()>
@@ -430,6 +480,7 @@ impl Core {
             challenges,
             failures,
             relay_rr: [0; 2],
+            next_reservation_sweep: now,
         }
     }
 
@@ -739,6 +790,7 @@ impl Core {
         sign: Option<(Algo, &[u8])>,
         fp: bool,
     ) -> Vec<u8> {
+        tracing::debug!(method = %msg.method(), ?unknown, "420: unknown comprehension-required attributes");
         let mut r = Reply::error(msg, ErrorCode::UNKNOWN_ATTRIBUTE);
         r.add(&UnknownAttributes::new(unknown));
         r.finish(self.cfg.software.as_deref(), sign, fp)
@@ -850,33 +902,56 @@ impl Core {
         self.cfg.relays.iter().any(|r| family_index(r.bind) == family)
     }
 
+    /// Bind a relay socket of `family`. `mode`: any port, an even port, or an even port with
+    /// the next one held for a RESERVATION-TOKEN (returned as the second value).
     fn bind_relay(
         &mut self,
         family: usize,
-        even: bool,
+        mode: PortMode,
         owner: RelayOwner,
         relays: &mut dyn RelaySockets,
-    ) -> Option<Relay> {
+    ) -> Option<(Relay, Option<u16>)> {
         let ra = self.pick_relay(family)?;
         for _ in 0..16 {
             let seed: u32 = self.rng.random();
-            let port = self.shared.ports.reserve(ra.bind, seed, even)?;
-            let bind = SocketAddr::new(ra.bind, port);
-            match relays.bind(bind, owner) {
-                Ok(handle) => {
-                    return Some(Relay {
-                        handle,
-                        bind,
-                        advertise: SocketAddr::new(ra.advertise, port),
-                    });
-                }
-                Err(e) => {
-                    tracing::debug!(%bind, error = %e, "relay port unavailable, trying another");
-                    self.shared.ports.release(ra.bind, port);
+            let port = match mode {
+                PortMode::Any => self.shared.ports.reserve(ra.bind, seed, false)?,
+                PortMode::Even => self.shared.ports.reserve(ra.bind, seed, true)?,
+                PortMode::EvenPair => self.shared.ports.reserve_pair(ra.bind, seed)?,
+            };
+            match self.bind_port(ra, port, owner, relays) {
+                Some(r) => return Some((r, (mode == PortMode::EvenPair).then_some(port + 1))),
+                None => {
+                    if mode == PortMode::EvenPair {
+                        self.shared.ports.release(ra.bind, port + 1);
+                    }
                 }
             }
         }
         None
+    }
+
+    /// Bind an already reserved port; on failure the port goes back to the pool.
+    fn bind_port(
+        &mut self,
+        ra: RelayAddr,
+        port: u16,
+        owner: RelayOwner,
+        relays: &mut dyn RelaySockets,
+    ) -> Option<Relay> {
+        let bind = SocketAddr::new(ra.bind, port);
+        match relays.bind(bind, owner) {
+            Ok(handle) => Some(Relay {
+                handle,
+                bind,
+                advertise: SocketAddr::new(ra.advertise, port),
+            }),
+            Err(e) => {
+                tracing::debug!(%bind, error = %e, "relay port unavailable");
+                self.shared.ports.release(ra.bind, port);
+                None
+            }
+        }
     }
 
     /// Allocate (RFC 8656 §7.2).
@@ -898,14 +973,18 @@ impl Core {
         if transport.protocol() != RequestedTransport::UDP {
             return err(self, ErrorCode::UNSUPPORTED_TRANSPORT_PROTOCOL);
         }
-        let (Ok(requested), Ok(additional), Ok(even)) = (
+        let (Ok(requested), Ok(additional), Ok(even), Ok(token)) = (
             opt_attr::<RequestedAddressFamily>(msg),
             opt_attr::<AdditionalAddressFamily>(msg),
             opt_attr::<EvenPort>(msg),
+            opt_attr::<ReservationToken>(msg),
         ) else {
             return err(self, ErrorCode::BAD_REQUEST);
         };
         if requested.is_some() && additional.is_some() {
+            return err(self, ErrorCode::BAD_REQUEST);
+        }
+        if token.is_some() && (even.is_some() || requested.is_some() || additional.is_some()) {
             return err(self, ErrorCode::BAD_REQUEST);
         }
         if additional.as_ref().is_some_and(|a| a.family() != AddressFamily::IPV6) {
@@ -915,7 +994,7 @@ impl Core {
             Some(AddressFamily::IPV6) => 1,
             _ => 0,
         };
-        if !self.has_family(primary) {
+        if token.is_none() && !self.has_family(primary) {
             return err(self, ErrorCode::ADDRESS_FAMILY_NOT_SUPPORTED);
         }
         let want_v6_too = additional.is_some();
@@ -925,33 +1004,65 @@ impl Core {
             Err(()) => return err(self, ErrorCode::BAD_REQUEST),
         };
         let lifetime = lifetime.clamp(self.cfg.default_lifetime, self.cfg.max_lifetime);
-        if let Err(q) = self.shared.quotas.acquire(&auth.quota_id, ft.client.ip()) {
+        // An RTP/RTCP pair (EVEN-PORT R + RESERVATION-TOKEN) counts once against the user's and
+        // the IP's quota; the global cap counts both.
+        let pair_member = token.is_some();
+        let quota = if pair_member {
+            self.shared.quotas.acquire_pair_member()
+        } else {
+            self.shared.quotas.acquire(&auth.quota_id, ft.client.ip())
+        };
+        if let Err(q) = quota {
             tracing::debug!(%ft, user = %auth.username, reason = %q, "allocation refused: quota");
             return err(self, ErrorCode::ALLOCATION_QUOTA_REACHED);
         }
+        let release_quota = |this: &Self| {
+            if pair_member {
+                this.shared.quotas.release_pair_member();
+            } else {
+                this.shared.quotas.release(&auth.quota_id, ft.client.ip());
+            }
+        };
         let entry = self.allocs.vacant_entry();
         let key = entry.key();
         let serial = self.next_serial;
         self.next_serial = self.next_serial.wrapping_add(1).max(1);
         let owner = RelayOwner { alloc: key, serial };
-        let even = even.is_some();
-        let Some(first) = self.bind_relay(primary, even, owner, relays) else {
-            self.shared.quotas.release(&auth.quota_id, ft.client.ip());
+        let mode = match even.map(|e| e.requested()) {
+            None => PortMode::Any,
+            Some(false) => PortMode::Even,
+            Some(true) => PortMode::EvenPair,
+        };
+        let bound = match token {
+            Some(t) => self.bind_reserved(t.token(), owner, relays, now),
+            None => self.bind_relay(primary, mode, owner, relays),
+        };
+        let Some((first, reserved)) = bound else {
+            release_quota(self);
             return err(self, ErrorCode::INSUFFICIENT_CAPACITY);
         };
+        let primary = family_index(first.bind.ip());
         let mut pair: [Option<Relay>; 2] = [None, None];
         let second = if want_v6_too && !v6_error {
-            self.bind_relay(1, even, owner, relays)
+            self.bind_relay(1, PortMode::Any, owner, relays)
         } else {
             None
         };
         if want_v6_too && !v6_error && second.is_none() {
             self.release_relay(&first, relays);
-            self.shared.quotas.release(&auth.quota_id, ft.client.ip());
+            if let Some(p) = reserved {
+                self.shared.ports.release(first.bind.ip(), p);
+            }
+            release_quota(self);
             return err(self, ErrorCode::INSUFFICIENT_CAPACITY);
         }
+        let token_out = reserved.map(|p| {
+            let t: u64 = self.rng.random();
+            self.shared.reserve_token(t, first.bind.ip(), p, now);
+            t
+        });
         pair[primary] = Some(first);
-        if let Some(s) = second {
+        if let Some((s, _)) = second {
             pair[1] = Some(s);
         }
         let expires = now + Duration::from_secs(lifetime.into());
@@ -963,6 +1074,9 @@ impl Core {
         }
         r.add(&Lifetime::new(lifetime));
         r.add(&XorMappedAddress::new(ft.client, txid));
+        if let Some(t) = token_out {
+            r.add(&ReservationToken::new(t));
+        }
         if v6_error {
             if let Ok(code) = ErrorCode::new(ErrorCode::ADDRESS_FAMILY_NOT_SUPPORTED, "Address Family not Supported") {
                 r.add(&AddressErrorCode::new(AddressFamily::IPV6, code));
@@ -978,6 +1092,7 @@ impl Core {
             username: auth.username.clone().into(),
             quota_id: auth.quota_id.clone().into(),
             key: auth.key,
+            pair_member,
             relays: pair,
             expires,
             perms: Vec::new(),
@@ -997,6 +1112,22 @@ impl Core {
         r.finish(self.cfg.software.as_deref(), sign, fp)
     }
 
+    /// Bind the port held for a RESERVATION-TOKEN (508 when unknown or expired).
+    fn bind_reserved(
+        &mut self,
+        token: u64,
+        owner: RelayOwner,
+        relays: &mut dyn RelaySockets,
+        now: Instant,
+    ) -> Option<(Relay, Option<u16>)> {
+        let (ip, port) = self.shared.take_token(token, now)?;
+        let Some(ra) = self.cfg.relays.iter().find(|r| r.bind == ip).copied() else {
+            self.shared.ports.release(ip, port);
+            return None;
+        };
+        self.bind_port(ra, port, owner, relays).map(|r| (r, None))
+    }
+
     fn release_relay(&self, relay: &Relay, relays: &mut dyn RelaySockets) {
         relays.release(relay.handle);
         self.shared.ports.release(relay.bind.ip(), relay.bind.port());
@@ -1014,7 +1145,11 @@ impl Core {
         for r in a.relays.iter().flatten() {
             self.release_relay(r, relays);
         }
-        self.shared.quotas.release(&a.quota_id, a.ft.client.ip());
+        if a.pair_member {
+            self.shared.quotas.release_pair_member();
+        } else {
+            self.shared.quotas.release(&a.quota_id, a.ft.client.ip());
+        }
         self.shared
             .stats
             .allocations_ended
@@ -1151,7 +1286,8 @@ impl Core {
         };
         let number = number.channel();
         let peer = peer.addr(msg.transaction_id());
-        if !(0x4000..=0x4FFF).contains(&number) {
+        if !(0x4000..=self.cfg.max_channel_number).contains(&number) {
+            tracing::debug!(channel = number, max = self.cfg.max_channel_number, "channel number out of range");
             return self.error(msg, ErrorCode::BAD_REQUEST, sign, fp);
         }
         let a = &self.allocs[key];
@@ -1172,7 +1308,10 @@ impl Core {
                     return self.error(msg, ErrorCode::INSUFFICIENT_CAPACITY, sign, fp);
                 }
             }
-            _ => return self.error(msg, ErrorCode::BAD_REQUEST, sign, fp),
+            _ => {
+                tracing::debug!(parent: &a.span, channel = number, %peer, "channel bind conflicts with an existing binding");
+                return self.error(msg, ErrorCode::BAD_REQUEST, sign, fp);
+            }
         }
         if a.permission(peer.ip(), now).is_none()
             && a.perms.iter().filter(|p| p.expires > now).count() >= self.cfg.max_permissions
@@ -1295,6 +1434,10 @@ impl Core {
         }
         if !self.recent.is_empty() {
             self.recent.retain(|_, (_, _, exp)| *exp > now);
+        }
+        if now >= self.next_reservation_sweep {
+            self.next_reservation_sweep = now + Duration::from_secs(5);
+            self.shared.sweep_reservations(now);
         }
     }
 

@@ -4,9 +4,9 @@
 //!
 //! Order of decisions in [`PeerPolicy::check_ip`]:
 //! 1. canonicalise (IPv4-mapped, IPv4-compatible, NAT64 and 6to4 forms → embedded IPv4);
-//! 2. this server's own relay IPs → [`IpVerdict::OwnRelay`] (traffic only to allocated relay ports);
-//! 3. operator deny ranges → deny;
-//! 4. operator allow ranges → allow;
+//! 2. operator deny ranges → deny;
+//! 3. operator allow ranges → allow (an operator who opens a range means it);
+//! 4. this server's own relay IPs → [`IpVerdict::OwnRelay`] (traffic only to allocated relay ports);
 //! 5. default deny list → deny; anything else → allow.
 //!
 //! The server's own listener transport addresses are denied per address (IP *and* port) by
@@ -152,14 +152,14 @@ impl PeerPolicy {
     /// The decision for a peer IP (CreatePermission, ChannelBind, Send).
     pub fn check_ip(&self, ip: IpAddr) -> IpVerdict {
         let ip = canonical_ip(ip);
-        if self.own_relay_ips.contains(&ip) {
-            return IpVerdict::OwnRelay;
-        }
         if self.deny.iter().any(|n| n.contains(&ip)) {
             return IpVerdict::Deny;
         }
         if self.allow.iter().any(|n| n.contains(&ip)) {
             return IpVerdict::Allow;
+        }
+        if self.own_relay_ips.contains(&ip) {
+            return IpVerdict::OwnRelay;
         }
         if self.default_deny.iter().any(|n| n.contains(&ip)) {
             return IpVerdict::Deny;

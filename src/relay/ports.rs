@@ -96,6 +96,34 @@ impl PortPool {
         None
     }
 
+    /// Reserve an even port P and P+1 together (EVEN-PORT with the R bit, RFC 8656 §7.2);
+    /// returns P.
+    pub fn reserve_pair(&self, ip: IpAddr, seed: u32) -> Option<u16> {
+        let entry = self.ips.iter().find(|e| e.ip == ip)?;
+        let count = u32::from(self.max - self.min) + 1;
+        let start = seed % count;
+        for i in 0..count {
+            let idx = (start + i) % count;
+            let port = self.min + idx as u16;
+            if port % 2 != 0 || port == self.max {
+                continue;
+            }
+            let bit_of = |idx: u32| (&entry.bits[idx as usize / 64], 1u64 << (idx % 64));
+            let (w0, b0) = bit_of(idx);
+            if w0.fetch_or(b0, Ordering::AcqRel) & b0 != 0 {
+                continue;
+            }
+            let (w1, b1) = bit_of(idx + 1);
+            if w1.fetch_or(b1, Ordering::AcqRel) & b1 != 0 {
+                w0.fetch_and(!b0, Ordering::AcqRel);
+                continue;
+            }
+            self.in_use.fetch_add(2, Ordering::Relaxed);
+            return Some(port);
+        }
+        None
+    }
+
     /// Return a port to the pool.
     pub fn release(&self, ip: IpAddr, port: u16) {
         if let Some((word, bit)) = self.slot(ip, port) {
@@ -123,6 +151,18 @@ mod tests {
         assert!(!pool.is_allocated(ip, 50004));
         assert_eq!(pool.reserve(ip, 0, false), Some(50004));
         assert_eq!(pool.in_use(), 10);
+    }
+
+    #[test]
+    fn pairs_are_even_and_adjacent() {
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        let pool = PortPool::new(&[ip], 50001..=50005);
+        let p = pool.reserve_pair(ip, 0).unwrap();
+        assert!(p % 2 == 0 && pool.is_allocated(ip, p) && pool.is_allocated(ip, p + 1));
+        let q = pool.reserve_pair(ip, 0).unwrap();
+        assert_ne!(p, q);
+        assert_eq!(pool.reserve_pair(ip, 0), None);
+        assert_eq!(pool.in_use(), 4);
     }
 
     #[test]

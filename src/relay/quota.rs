@@ -88,6 +88,25 @@ impl Quotas {
         Ok(())
     }
 
+    /// Take one allocation that completes an RTP/RTCP pair (Allocate with a RESERVATION-TOKEN
+    /// issued to an allocation that already counted against the user and IP): only the global
+    /// cap applies. Release it with [`Quotas::release_pair_member`].
+    pub fn acquire_pair_member(&self) -> Result<(), QuotaError> {
+        let limits = *self.limits.lock().unwrap_or_else(|e| e.into_inner());
+        let mut c = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        if c.total >= limits.total {
+            return Err(QuotaError::Total);
+        }
+        c.total += 1;
+        Ok(())
+    }
+
+    /// Give back an allocation taken by [`Quotas::acquire_pair_member`].
+    pub fn release_pair_member(&self) {
+        let mut c = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        c.total = c.total.saturating_sub(1);
+    }
+
     /// Give back one allocation taken by [`Quotas::acquire`].
     pub fn release(&self, user: &str, ip: IpAddr) {
         let mut c = self.counts.lock().unwrap_or_else(|e| e.into_inner());
