@@ -242,7 +242,11 @@ mod tests {
     #[test]
     fn rfc5769_long_term_key_matches_known_md5() {
         // RFC 5769 §2.4: user "マトリックス" (after SASLprep) realm "example.org" password "TheMatrIX".
-        let key = long_term_key("\u{30DE}\u{30C8}\u{30EA}\u{30C3}\u{30AF}\u{30B9}", "example.org", "TheMatrIX");
+        let key = long_term_key(
+            "\u{30DE}\u{30C8}\u{30EA}\u{30C3}\u{30AF}\u{30B9}",
+            "example.org",
+            "TheMatrIX",
+        );
         let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
         // Python: hashlib.md5("マトリックス:example.org:TheMatrIX".encode()).hexdigest()
         assert_eq!(hex, "e8ca7ad59d5eb0518e312911d2dab2a9");
@@ -276,10 +280,19 @@ mod tests {
         assert_eq!(id, "bob");
         let (u, p) = mint_rest(&Secret::new("new"), "bob", 600, now);
         assert_eq!(keys.as_slice()[1], long_term_key(&u, "natpass", &p));
-        assert_eq!(c.keys_for("1699999999:bob", now).unwrap_err(), AuthError::Expired);
-        assert_eq!(c.keys_for("1700003601:bob", now).unwrap_err(), AuthError::TooLong);
+        assert_eq!(
+            c.keys_for("1699999999:bob", now).unwrap_err(),
+            AuthError::Expired
+        );
+        assert_eq!(
+            c.keys_for("1700003601:bob", now).unwrap_err(),
+            AuthError::TooLong
+        );
         assert_eq!(c.keys_for("bob", now).unwrap_err(), AuthError::UnknownUser);
-        assert_eq!(c.keys_for("99999999999999999999999:x", now).unwrap_err(), AuthError::UnknownUser);
+        assert_eq!(
+            c.keys_for("99999999999999999999999:x", now).unwrap_err(),
+            AuthError::UnknownUser
+        );
     }
 
     #[test]

@@ -116,7 +116,14 @@ mod tests {
     fn garbage_nonces_are_stale_not_panics() {
         let n = NonceIssuer::new([7; 32], 600);
         let a: IpAddr = "::1".parse().unwrap();
-        for g in ["", "x", "ffffffff", "€€€€€€€€€€€€€€€€€€€€€€€€€€€€€€€€", &"f".repeat(33), &"g".repeat(32)] {
+        for g in [
+            "",
+            "x",
+            "ffffffff",
+            "€€€€€€€€€€€€€€€€€€€€€€€€€€€€€€€€",
+            &"f".repeat(33),
+            &"g".repeat(32),
+        ] {
             assert_eq!(n.check(g, 0, a), NonceCheck::Stale);
         }
     }

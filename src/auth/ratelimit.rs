@@ -20,6 +20,7 @@ pub struct RateLimiter {
     max_entries: usize,
     buckets: HashMap<IpAddr, Bucket>,
     overflow: Bucket,
+    last_sweep: Instant,
 }
 
 impl RateLimiter {
@@ -30,7 +31,11 @@ impl RateLimiter {
             burst,
             max_entries,
             buckets: HashMap::new(),
-            overflow: Bucket { tokens: burst, last: now },
+            overflow: Bucket {
+                tokens: burst * 16.0,
+                last: now,
+            },
+            last_sweep: now,
         }
     }
 
@@ -44,10 +49,14 @@ impl RateLimiter {
     pub fn allow(&mut self, ip: IpAddr, now: Instant) -> bool {
         let (rate, burst) = (self.rate_per_sec, self.burst);
         if !self.buckets.contains_key(&ip) && self.buckets.len() >= self.max_entries {
-            // Sweep buckets that have refilled completely: they carry no information.
-            let full_after = Duration::from_secs_f64(burst / rate.max(f64::MIN_POSITIVE));
-            self.buckets
-                .retain(|_, b| now.saturating_duration_since(b.last) < full_after);
+            // Sweep buckets that have refilled completely (they carry no information), at most
+            // once a second so a flood of new sources costs O(1) per packet.
+            if now.saturating_duration_since(self.last_sweep) >= Duration::from_secs(1) {
+                self.last_sweep = now;
+                let full_after = Duration::from_secs_f64(burst / rate.max(f64::MIN_POSITIVE));
+                self.buckets
+                    .retain(|_, b| now.saturating_duration_since(b.last) < full_after);
+            }
             if self.buckets.len() >= self.max_entries {
                 let o = &mut self.overflow;
                 Self::refill(o, now, rate * 16.0, burst * 16.0);
@@ -58,7 +67,10 @@ impl RateLimiter {
                 return false;
             }
         }
-        let b = self.buckets.entry(ip).or_insert(Bucket { tokens: burst, last: now });
+        let b = self.buckets.entry(ip).or_insert(Bucket {
+            tokens: burst,
+            last: now,
+        });
         Self::refill(b, now, rate, burst);
         if b.tokens >= 1.0 {
             b.tokens -= 1.0;

@@ -102,15 +102,21 @@ pub struct ExternalIp {
 impl FromStr for ExternalIp {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let bad = |p: &str| format!("`{p}` is not an IP address (expected PUBLIC or PUBLIC/PRIVATE)");
+        let bad =
+            |p: &str| format!("`{p}` is not an IP address (expected PUBLIC or PUBLIC/PRIVATE)");
         match s.split_once('/') {
             Some((p, q)) => {
                 let public: IpAddr = p.trim().parse().map_err(|_| bad(p))?;
                 let private: IpAddr = q.trim().parse().map_err(|_| bad(q))?;
                 if public.is_ipv4() != private.is_ipv4() {
-                    return Err(format!("`{s}`: PUBLIC and PRIVATE must be of the same family"));
+                    return Err(format!(
+                        "`{s}`: PUBLIC and PRIVATE must be of the same family"
+                    ));
                 }
-                Ok(Self { public, private: Some(private) })
+                Ok(Self {
+                    public,
+                    private: Some(private),
+                })
             }
             None => Ok(Self {
                 public: s.trim().parse().map_err(|_| bad(s))?,
@@ -140,7 +146,9 @@ impl FromStr for UserSpec {
             .split_once(':')
             .ok_or_else(|| "a user must be NAME:PASSWORD or NAME:0xKEY".to_owned())?;
         if name.is_empty() || secret.is_empty() {
-            return Err("a user must be NAME:PASSWORD or NAME:0xKEY with both parts non-empty".into());
+            return Err(
+                "a user must be NAME:PASSWORD or NAME:0xKEY with both parts non-empty".into(),
+            );
         }
         if name.len() > 512 || secret.len() > 512 {
             return Err("user name and password are limited to 512 bytes".into());
@@ -321,42 +329,67 @@ impl ValidConfig {
             message,
         };
         fn pick<T>(cli: Vec<T>, file: Option<Vec<T>>) -> Vec<T> {
-            if cli.is_empty() { file.unwrap_or_default() } else { cli }
+            if cli.is_empty() {
+                file.unwrap_or_default()
+            } else {
+                cli
+            }
         }
         let listen = pick(cli.listen, file.listen);
         let listen = if listen.is_empty() {
-            vec!["0.0.0.0:3478".parse().expect("valid"), "[::]:3478".parse().expect("valid")]
+            vec![
+                "0.0.0.0:3478".parse().expect("valid"),
+                "[::]:3478".parse().expect("valid"),
+            ]
         } else {
             listen
         };
         let realm = cli.realm.or(file.realm).unwrap_or_else(|| "natpass".into());
         if realm.is_empty() || realm.len() > 127 || realm.contains(['"', '\\']) {
-            return Err(invalid("realm", "must be 1–127 characters without quotes or backslashes".into()));
+            return Err(invalid(
+                "realm",
+                "must be 1–127 characters without quotes or backslashes".into(),
+            ));
         }
         let quota = file.quota.unwrap_or_default();
         if quota.default_lifetime == 0 || quota.default_lifetime > quota.max_lifetime {
             return Err(invalid(
                 "quota.default-lifetime",
-                format!("must be between 1 and quota.max-lifetime ({})", quota.max_lifetime),
+                format!(
+                    "must be between 1 and quota.max-lifetime ({})",
+                    quota.max_lifetime
+                ),
             ));
         }
         for (k, v) in [
             ("quota.allocations-per-user", quota.allocations_per_user),
             ("quota.allocations-per-ip", quota.allocations_per_ip),
             ("quota.total-allocations", quota.total_allocations),
-            ("quota.permissions-per-allocation", quota.permissions_per_allocation),
-            ("quota.channels-per-allocation", quota.channels_per_allocation),
+            (
+                "quota.permissions-per-allocation",
+                quota.permissions_per_allocation,
+            ),
+            (
+                "quota.channels-per-allocation",
+                quota.channels_per_allocation,
+            ),
         ] {
             if v == 0 {
                 return Err(invalid(k, "must be at least 1".into()));
             }
         }
         if quota.channels_per_allocation > 4096 {
-            return Err(invalid("quota.channels-per-allocation", "at most 4096 channel numbers exist".into()));
+            return Err(invalid(
+                "quota.channels-per-allocation",
+                "at most 4096 channel numbers exist".into(),
+            ));
         }
         for (k, v) in [
             ("quota.challenges-per-second", quota.challenges_per_second),
-            ("quota.auth-failures-per-minute", quota.auth_failures_per_minute),
+            (
+                "quota.auth-failures-per-minute",
+                quota.auth_failures_per_minute,
+            ),
         ] {
             if !(v.is_finite() && v > 0.0) {
                 return Err(invalid(k, "must be a positive number".into()));
@@ -368,14 +401,20 @@ impl ValidConfig {
         }
         let nonce_lifetime = file.nonce_lifetime.unwrap_or(600);
         if !(10..=86_400).contains(&nonce_lifetime) {
-            return Err(invalid("nonce-lifetime", "must be between 10 and 86400 seconds".into()));
+            return Err(invalid(
+                "nonce-lifetime",
+                "must be between 10 and 86400 seconds".into(),
+            ));
         }
         let mut credentials = Credentials::new(realm.clone(), rest_max_ttl);
         for u in pick(cli.users, file.users) {
             match auth::parse_hex_key(&u.secret) {
                 Some(key) => credentials.add_user_key(&u.name, key),
                 None if u.secret.starts_with("0x") && u.secret.len() == 34 => {
-                    return Err(invalid("users", format!("user `{}`: key is not 32 hex digits", u.name)));
+                    return Err(invalid(
+                        "users",
+                        format!("user `{}`: key is not 32 hex digits", u.name),
+                    ));
                 }
                 None => credentials.add_user(&u.name, &u.secret),
             }
@@ -387,33 +426,46 @@ impl ValidConfig {
             credentials.add_secret(Secret::new(s.into_bytes()));
         }
         if credentials.secrets().len() > 8 {
-            return Err(invalid("auth-secrets", "at most 8 secrets may be active at once".into()));
+            return Err(invalid(
+                "auth-secrets",
+                "at most 8 secrets may be active at once".into(),
+            ));
         }
         let generated_secret = credentials.is_empty();
         if generated_secret {
             credentials.add_secret(Secret::generate());
         }
-        let relay_ports = cli
-            .relay_ports
-            .or(file.relay_ports)
-            .unwrap_or(PortRange { min: 49152, max: 65535 });
-        let threads = cli.threads.or(file.threads).unwrap_or_else(|| {
-            std::thread::available_parallelism().map_or(1, |n| n.get())
+        let relay_ports = cli.relay_ports.or(file.relay_ports).unwrap_or(PortRange {
+            min: 49152,
+            max: 65535,
         });
+        let threads = cli
+            .threads
+            .or(file.threads)
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
         if threads == 0 || threads > 256 {
             return Err(invalid("threads", "must be between 1 and 256".into()));
         }
         let log = cli.log.or(file.log).unwrap_or_else(|| "info".into());
         if tracing_subscriber::EnvFilter::try_new(&log).is_err() {
-            return Err(invalid("log", format!("`{log}` is not a tracing filter (e.g. info, natpass=debug)")));
+            return Err(invalid(
+                "log",
+                format!("`{log}` is not a tracing filter (e.g. info, natpass=debug)"),
+            ));
         }
         Ok(Self {
             listen,
             realm,
             credentials,
             generated_secret,
-            allow_peers: pick(cli.allow_peers, file.allow_peers).into_iter().map(|c| c.0).collect(),
-            deny_peers: pick(cli.deny_peers, file.deny_peers).into_iter().map(|c| c.0).collect(),
+            allow_peers: pick(cli.allow_peers, file.allow_peers)
+                .into_iter()
+                .map(|c| c.0)
+                .collect(),
+            deny_peers: pick(cli.deny_peers, file.deny_peers)
+                .into_iter()
+                .map(|c| c.0)
+                .collect(),
             relay_ips: pick(cli.relay_ips, file.relay_ips),
             external_ips: pick(cli.external_ips, file.external_ips),
             relay_ports,
@@ -446,24 +498,35 @@ mod tests {
 
     #[test]
     fn bad_values_name_their_line() {
-        let e = parse_toml("relay-ports = \"9-3\"\n", "t.toml").unwrap_err().to_string();
+        let e = parse_toml("relay-ports = \"9-3\"\n", "t.toml")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("line 1") && e.contains("MIN"), "{e}");
-        let e = parse_toml("\nallow-peers = [\"10.0.0.0/40\"]\n", "t.toml").unwrap_err().to_string();
+        let e = parse_toml("\nallow-peers = [\"10.0.0.0/40\"]\n", "t.toml")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("line 2") && e.contains("10.0.0.0/40"), "{e}");
-        let e = parse_toml("[quota]\nmax-lifetime = \"x\"\n", "t.toml").unwrap_err().to_string();
+        let e = parse_toml("[quota]\nmax-lifetime = \"x\"\n", "t.toml")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("line 2"), "{e}");
     }
 
     #[test]
     fn command_line_wins_and_validation_names_key_path() {
         let file = parse_toml("realm = \"file\"\nlisten = [\"127.0.0.1:1\"]\n", "f").unwrap();
-        let cli = Overrides { realm: Some("cli".into()), ..Default::default() };
+        let cli = Overrides {
+            realm: Some("cli".into()),
+            ..Default::default()
+        };
         let v = ValidConfig::build(file, cli, "f").unwrap();
         assert_eq!(v.realm, "cli");
         assert_eq!(v.listen, vec!["127.0.0.1:1".parse::<SocketAddr>().unwrap()]);
         assert!(v.generated_secret);
         let file = parse_toml("[quota]\ndefault-lifetime = 7200\n", "f").unwrap();
-        let e = ValidConfig::build(file, Overrides::default(), "f").unwrap_err().to_string();
+        let e = ValidConfig::build(file, Overrides::default(), "f")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("quota.default-lifetime"), "{e}");
     }
 
@@ -477,7 +540,10 @@ mod tests {
         let v = ValidConfig::build(file, Overrides::default(), "f").unwrap();
         assert!(!v.generated_secret);
         let (k, _) = v.credentials.keys_for("alice", 0).unwrap();
-        assert_eq!(k.as_slice()[0], auth::long_term_key("alice", "natpass", "pw"));
+        assert_eq!(
+            k.as_slice()[0],
+            auth::long_term_key("alice", "natpass", "pw")
+        );
         let (k, _) = v.credentials.keys_for("bob", 0).unwrap();
         assert_eq!(k.as_slice()[0][0], 0x00);
         assert_eq!(k.as_slice()[0][15], 0xff);

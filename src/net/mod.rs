@@ -118,9 +118,15 @@ impl Stopper {
 /// destination, so nothing real is ever named.
 fn route_source(v6: bool) -> Option<IpAddr> {
     let (bind, dst): (SocketAddr, SocketAddr) = if v6 {
-        ((Ipv6Addr::UNSPECIFIED, 0).into(), "[2001:db8::1]:9".parse().ok()?)
+        (
+            (Ipv6Addr::UNSPECIFIED, 0).into(),
+            "[2001:db8::1]:9".parse().ok()?,
+        )
     } else {
-        ((Ipv4Addr::UNSPECIFIED, 0).into(), "192.0.2.1:9".parse().ok()?)
+        (
+            (Ipv4Addr::UNSPECIFIED, 0).into(),
+            "192.0.2.1:9".parse().ok()?,
+        )
     };
     let s = UdpSocket::bind(bind).ok()?;
     s.connect(dst).ok()?;
@@ -137,7 +143,9 @@ pub fn resolve_relays(cfg: &ValidConfig, listeners: &[SocketAddr]) -> Vec<RelayA
             let ip = if l.ip().is_unspecified() {
                 route_source(l.is_ipv6()).or_else(|| {
                     if l.is_ipv4() {
-                        tracing::warn!("no route to the internet: relaying on 127.0.0.1 only (set --relay-ip)");
+                        tracing::warn!(
+                            "no route to the internet: relaying on 127.0.0.1 only (set --relay-ip)"
+                        );
                         Some(IpAddr::V4(Ipv4Addr::LOCALHOST))
                     } else {
                         None
@@ -198,7 +206,8 @@ fn bind_listeners(
     cfg: &ValidConfig,
 ) -> Result<(Vec<SocketAddr>, Vec<Vec<std::net::UdpSocket>>), StartError> {
     let mut addrs = Vec::new();
-    let mut per_shard: Vec<Vec<std::net::UdpSocket>> = (0..cfg.threads).map(|_| Vec::new()).collect();
+    let mut per_shard: Vec<Vec<std::net::UdpSocket>> =
+        (0..cfg.threads).map(|_| Vec::new()).collect();
     for &want in &cfg.listen {
         let first = match udp_socket(want, true) {
             Ok(s) => s,
@@ -214,7 +223,10 @@ fn bind_listeners(
             .ok_or(StartError::NoListener)?;
         per_shard[0].push(first.into());
         for shard in per_shard.iter_mut().skip(1) {
-            let s = udp_socket(actual, true).map_err(|source| StartError::Listen { addr: actual, source })?;
+            let s = udp_socket(actual, true).map_err(|source| StartError::Listen {
+                addr: actual,
+                source,
+            })?;
             shard.push(s.into());
         }
         addrs.push(actual);
@@ -266,7 +278,11 @@ pub fn start(cfg: &ValidConfig) -> Result<ServerHandle, StartError> {
         max_lifetime: cfg.quota.max_lifetime,
         max_permissions: cfg.quota.permissions_per_allocation,
         max_channels: cfg.quota.channels_per_allocation,
-        max_channel_number: if cfg.strict_channel_numbers { 0x4FFF } else { 0x7FFF },
+        max_channel_number: if cfg.strict_channel_numbers {
+            0x4FFF
+        } else {
+            0x7FFF
+        },
         nonce_lifetime: cfg.nonce_lifetime,
         challenge_rate: cfg.quota.challenges_per_second / shards,
         failures_per_minute: cfg.quota.auth_failures_per_minute / shards,

@@ -109,32 +109,63 @@ pub fn has_fingerprint(msg: &Message<'_>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use stun_types::message::{LongTermKeyCredentials, MessageIntegrityCredentials, IntegrityAlgorithm, BINDING, MessageWriteExt};
+    use stun_types::message::{
+        BINDING, IntegrityAlgorithm, LongTermKeyCredentials, MessageIntegrityCredentials,
+        MessageWriteExt,
+    };
 
     #[test]
-    fn our_sign_validates_with_stun_types_and_vice_versa() {
+    fn our_sha1_sign_validates_with_stun_types_and_vice_versa() {
         let creds = LongTermKeyCredentials::new("user".into(), "pass".into(), "realm".into());
         let key = crate::auth::long_term_key("user", "realm", "pass");
-        for (algo, lib_algo) in [(Algo::Sha1, IntegrityAlgorithm::Sha1), (Algo::Sha256, IntegrityAlgorithm::Sha256)] {
-            // ours → library
-            let mut w = Message::builder_request(BINDING, MessageWriteVec::new());
-            sign(&mut w, algo, &key);
-            w.add_fingerprint().unwrap();
-            let bytes = w.finish();
-            let m = Message::from_bytes(&bytes).unwrap();
-            let lib_key = MessageIntegrityCredentials::LongTerm(creds.clone()).make_key(IntegrityAlgorithm::Sha1);
-            assert_eq!(m.validate_integrity_with_key(&lib_key).unwrap(), lib_algo);
-            // library → ours
-            let mut w = Message::builder_request(BINDING, MessageWriteVec::new());
-            w.add_message_integrity(&MessageIntegrityCredentials::LongTerm(creds.clone()), lib_algo).unwrap();
-            let bytes = w.finish();
+        let lib_key =
+            MessageIntegrityCredentials::LongTerm(creds.clone()).make_key(IntegrityAlgorithm::Sha1);
+        // ours → library
+        let mut w = Message::builder_request(BINDING, MessageWriteVec::new());
+        sign(&mut w, Algo::Sha1, &key);
+        w.add_fingerprint().unwrap();
+        let bytes = w.finish();
+        let m = Message::from_bytes(&bytes).unwrap();
+        assert_eq!(
+            m.validate_integrity_with_key(&lib_key).unwrap(),
+            IntegrityAlgorithm::Sha1
+        );
+        // library → ours
+        let mut w = Message::builder_request(BINDING, MessageWriteVec::new());
+        w.add_message_integrity(
+            &MessageIntegrityCredentials::LongTerm(creds),
+            IntegrityAlgorithm::Sha1,
+        )
+        .unwrap();
+        let bytes = w.finish();
+        let m = Message::from_bytes(&bytes).unwrap();
+        let (found, off) = find(&m).unwrap();
+        assert_eq!(found, Algo::Sha1);
+        assert!(verify(&m, found, off, &key));
+        assert!(!verify(&m, found, off, &[0u8; 16]));
+    }
+
+    #[test]
+    fn sha256_round_trip_and_tamper_detection() {
+        let key = crate::auth::long_term_key("user", "realm", "pass");
+        let mut w = Message::builder_request(BINDING, MessageWriteVec::new());
+        sign(&mut w, Algo::Sha256, &key);
+        w.add_fingerprint().unwrap();
+        let mut bytes = w.finish();
+        {
             let m = Message::from_bytes(&bytes).unwrap();
             let (found, off) = find(&m).unwrap();
-            assert_eq!(found, algo);
-            if algo == Algo::Sha1 {
-                assert!(verify(&m, found, off, &key));
-                assert!(!verify(&m, found, off, &[0u8; 16]));
-            }
+            assert_eq!(found, Algo::Sha256);
+            assert!(verify(&m, found, off, &key));
         }
+        bytes[8] ^= 1; // transaction id bit
+        // FINGERPRINT now fails, so strip it by re-parsing only up to integrity.
+        let len = bytes.len() - 8;
+        bytes.truncate(len);
+        let l = (len - 20) as u16;
+        bytes[2..4].copy_from_slice(&l.to_be_bytes());
+        let m = Message::from_bytes(&bytes).unwrap();
+        let (found, off) = find(&m).unwrap();
+        assert!(!verify(&m, found, off, &key));
     }
 }

@@ -30,8 +30,8 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use stun_types::AddressFamily;
 use stun_types::attribute::{
-    Attribute, AttributeStaticType, AttributeType, AttributeWrite, ErrorCode, Fingerprint, MessageIntegrity,
-    MessageIntegritySha256, Nonce, Realm, Software, UnknownAttributes, Username,
+    Attribute, AttributeStaticType, AttributeType, AttributeWrite, ErrorCode, Fingerprint,
+    MessageIntegrity, MessageIntegritySha256, Nonce, Realm, Software, UnknownAttributes, Username,
     XorMappedAddress,
 };
 use stun_types::message::{
@@ -209,7 +209,10 @@ impl Shared {
     }
     /// Current peer policy.
     pub fn policy(&self) -> Arc<PeerPolicy> {
-        self.policy.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.policy
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
     /// Swap credentials and policy atomically for every shard (reload).
     pub fn reload(&self, credentials: Credentials, policy: PeerPolicy) {
@@ -608,9 +611,7 @@ impl Core {
             }
             // Send indication (RFC 8656 §11.2); other indications (Binding keepalives) are
             // silently absorbed.
-            MessageClass::Indication if msg.has_method(SEND) => {
-                self.send_indication(now, ft, &msg)
-            }
+            MessageClass::Indication if msg.has_method(SEND) => self.send_indication(now, ft, &msg),
             MessageClass::Indication => None,
             _ => {
                 self.drop_packet();
@@ -619,7 +620,12 @@ impl Core {
         }
     }
 
-    fn send_indication(&mut self, now: Instant, ft: FiveTuple, msg: &Message<'_>) -> Option<Forward> {
+    fn send_indication(
+        &mut self,
+        now: Instant,
+        ft: FiveTuple,
+        msg: &Message<'_>,
+    ) -> Option<Forward> {
         let fwd = self.send_route(now, ft, msg);
         let st = &self.shared.stats;
         match &fwd {
@@ -641,7 +647,10 @@ impl Core {
         }
         self.refresh_shared();
         let &key = self.by_ft.get(&ft)?;
-        let peer = msg.attribute::<XorPeerAddress>().ok()?.addr(msg.transaction_id());
+        let peer = msg
+            .attribute::<XorPeerAddress>()
+            .ok()?
+            .addr(msg.transaction_id());
         let (off, raw) = msg.raw_attribute_and_offset(Data::TYPE)?;
         let start = off + 4;
         let range = start..start + usize::from(raw.length());
@@ -774,12 +783,19 @@ impl Core {
                     self.recent.clear();
                 }
             }
-            self.recent.insert(ft, (txid, resp.clone(), now + RECENT_TTL));
+            self.recent
+                .insert(ft, (txid, resp.clone(), now + RECENT_TTL));
         }
         out.push(Transmit { ft, data: resp });
     }
 
-    fn error(&self, msg: &Message<'_>, code: u16, sign: Option<(Algo, &[u8])>, fp: bool) -> Vec<u8> {
+    fn error(
+        &self,
+        msg: &Message<'_>,
+        code: u16,
+        sign: Option<(Algo, &[u8])>,
+        fp: bool,
+    ) -> Vec<u8> {
         Reply::error(msg, code).finish(self.cfg.software.as_deref(), sign, fp)
     }
 
@@ -797,9 +813,20 @@ impl Core {
     }
 
     /// 401/438 with REALM and a fresh NONCE, rate limited per source IP.
-    fn challenge(&mut self, now: Instant, ft: FiveTuple, msg: &Message<'_>, code: u16, fp: bool, out: &mut Vec<Transmit>) {
+    fn challenge(
+        &mut self,
+        now: Instant,
+        ft: FiveTuple,
+        msg: &Message<'_>,
+        code: u16,
+        fp: bool,
+        out: &mut Vec<Transmit>,
+    ) {
         if !self.challenges.allow(ft.client.ip(), now) {
-            self.shared.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
+            self.shared
+                .stats
+                .rate_limited
+                .fetch_add(1, Ordering::Relaxed);
             return;
         }
         let nonce = self.nonces.issue(self.unix(now), ft.client.ip());
@@ -816,10 +843,23 @@ impl Core {
         });
     }
 
-    fn auth_failure(&mut self, now: Instant, ft: FiveTuple, msg: &Message<'_>, fp: bool, out: &mut Vec<Transmit>) {
-        self.shared.stats.auth_failures.fetch_add(1, Ordering::Relaxed);
+    fn auth_failure(
+        &mut self,
+        now: Instant,
+        ft: FiveTuple,
+        msg: &Message<'_>,
+        fp: bool,
+        out: &mut Vec<Transmit>,
+    ) {
+        self.shared
+            .stats
+            .auth_failures
+            .fetch_add(1, Ordering::Relaxed);
         if !self.failures.allow(ft.client.ip(), now) {
-            self.shared.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
+            self.shared
+                .stats
+                .rate_limited
+                .fetch_add(1, Ordering::Relaxed);
             return;
         }
         self.challenge(now, ft, msg, ErrorCode::UNAUTHORIZED, fp, out);
@@ -899,7 +939,10 @@ impl Core {
     }
 
     fn has_family(&self, family: usize) -> bool {
-        self.cfg.relays.iter().any(|r| family_index(r.bind) == family)
+        self.cfg
+            .relays
+            .iter()
+            .any(|r| family_index(r.bind) == family)
     }
 
     /// Bind a relay socket of `family`. `mode`: any port, an even port, or an even port with
@@ -987,7 +1030,10 @@ impl Core {
         if token.is_some() && (even.is_some() || requested.is_some() || additional.is_some()) {
             return err(self, ErrorCode::BAD_REQUEST);
         }
-        if additional.as_ref().is_some_and(|a| a.family() != AddressFamily::IPV6) {
+        if additional
+            .as_ref()
+            .is_some_and(|a| a.family() != AddressFamily::IPV6)
+        {
             return err(self, ErrorCode::BAD_REQUEST);
         }
         let primary = match requested.map(|r| r.family()) {
@@ -1078,7 +1124,10 @@ impl Core {
             r.add(&ReservationToken::new(t));
         }
         if v6_error {
-            if let Ok(code) = ErrorCode::new(ErrorCode::ADDRESS_FAMILY_NOT_SUPPORTED, "Address Family not Supported") {
+            if let Ok(code) = ErrorCode::new(
+                ErrorCode::ADDRESS_FAMILY_NOT_SUPPORTED,
+                "Address Family not Supported",
+            ) {
                 r.add(&AddressErrorCode::new(AddressFamily::IPV6, code));
             }
         }
@@ -1130,7 +1179,9 @@ impl Core {
 
     fn release_relay(&self, relay: &Relay, relays: &mut dyn RelaySockets) {
         relays.release(relay.handle);
-        self.shared.ports.release(relay.bind.ip(), relay.bind.port());
+        self.shared
+            .ports
+            .release(relay.bind.ip(), relay.bind.port());
     }
 
     fn free(&mut self, key: usize, relays: &mut dyn RelaySockets, why: &str) {
@@ -1177,7 +1228,11 @@ impl Core {
             return self.error(msg, ErrorCode::BAD_REQUEST, sign, fp);
         };
         if let Some(f) = family {
-            let idx = if f.family() == AddressFamily::IPV6 { 1 } else { 0 };
+            let idx = if f.family() == AddressFamily::IPV6 {
+                1
+            } else {
+                0
+            };
             if self.allocs[key].relays[idx].is_none() {
                 return self.error(msg, ErrorCode::PEER_ADDRESS_FAMILY_MISMATCH, sign, fp);
             }
@@ -1219,13 +1274,13 @@ impl Core {
             match msg.nth_attribute::<XorPeerAddress>(n) {
                 Ok(p) => {
                     let addr = p.addr(txid);
-                    if self.allocs[key].relay_for(&addr).is_none() {
-                        return self.error(msg, ErrorCode::PEER_ADDRESS_FAMILY_MISMATCH, sign, fp);
-                    }
                     let verdict = self.policy.check_ip(addr.ip());
                     if verdict == IpVerdict::Deny {
                         tracing::debug!(parent: &self.allocs[key].span, peer = %addr.ip(), "permission denied by peer policy");
                         return self.error(msg, ErrorCode::FORBIDDEN, sign, fp);
+                    }
+                    if self.allocs[key].relay_for(&addr).is_none() {
+                        return self.error(msg, ErrorCode::PEER_ADDRESS_FAMILY_MISMATCH, sign, fp);
                     }
                     if !peers.iter().any(|(ip, _)| *ip == addr.ip()) {
                         peers.push((addr.ip(), verdict));
@@ -1263,7 +1318,11 @@ impl Core {
             p.expires = expires;
             p.verdict = verdict;
         } else {
-            a.perms.push(Permission { ip, expires, verdict });
+            a.perms.push(Permission {
+                ip,
+                expires,
+                verdict,
+            });
         }
     }
 
@@ -1287,17 +1346,21 @@ impl Core {
         let number = number.channel();
         let peer = peer.addr(msg.transaction_id());
         if !(0x4000..=self.cfg.max_channel_number).contains(&number) {
-            tracing::debug!(channel = number, max = self.cfg.max_channel_number, "channel number out of range");
+            tracing::debug!(
+                channel = number,
+                max = self.cfg.max_channel_number,
+                "channel number out of range"
+            );
             return self.error(msg, ErrorCode::BAD_REQUEST, sign, fp);
         }
         let a = &self.allocs[key];
-        if a.relay_for(&peer).is_none() {
-            return self.error(msg, ErrorCode::PEER_ADDRESS_FAMILY_MISMATCH, sign, fp);
-        }
         let verdict = self.policy.check_ip(peer.ip());
         if !self.peer_addr_allowed(verdict, peer) {
             tracing::debug!(parent: &a.span, %peer, "channel bind denied by peer policy");
             return self.error(msg, ErrorCode::FORBIDDEN, sign, fp);
+        }
+        if a.relay_for(&peer).is_none() {
+            return self.error(msg, ErrorCode::PEER_ADDRESS_FAMILY_MISMATCH, sign, fp);
         }
         let by_number = a.channels.iter().position(|c| c.number == number);
         let by_peer = a.channels.iter().position(|c| c.peer == peer);
@@ -1361,7 +1424,13 @@ impl Core {
         route
     }
 
-    fn peer_route(&mut self, now: Instant, owner: RelayOwner, peer: SocketAddr, payload: &[u8]) -> PeerRoute {
+    fn peer_route(
+        &mut self,
+        now: Instant,
+        owner: RelayOwner,
+        peer: SocketAddr,
+        payload: &[u8],
+    ) -> PeerRoute {
         let Some(a) = self.allocs.get(owner.alloc) else {
             return PeerRoute::Drop;
         };
@@ -1478,5 +1547,9 @@ fn unknown_required(msg: &Message<'_>) -> Option<Vec<AttributeType>> {
             unknown.push(t);
         }
     }
-    if unknown.is_empty() { None } else { Some(unknown) }
+    if unknown.is_empty() {
+        None
+    } else {
+        Some(unknown)
+    }
 }

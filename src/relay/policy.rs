@@ -110,9 +110,15 @@ pub fn parse_net(s: &str) -> Result<IpNet, String> {
         return Ok(net.trunc());
     }
     match s.parse::<IpAddr>() {
-        Ok(IpAddr::V4(v4)) => Ok(IpNet::V4(Ipv4Net::new(v4, 32).expect("32 is a valid prefix"))),
-        Ok(IpAddr::V6(v6)) => Ok(IpNet::V6(Ipv6Net::new(v6, 128).expect("128 is a valid prefix"))),
-        Err(_) => Err(format!("`{s}` is not an IP range (expected e.g. 10.0.0.0/8 or ::1)")),
+        Ok(IpAddr::V4(v4)) => Ok(IpNet::V4(
+            Ipv4Net::new(v4, 32).expect("32 is a valid prefix"),
+        )),
+        Ok(IpAddr::V6(v6)) => Ok(IpNet::V6(
+            Ipv6Net::new(v6, 128).expect("128 is a valid prefix"),
+        )),
+        Err(_) => Err(format!(
+            "`{s}` is not an IP range (expected e.g. 10.0.0.0/8 or ::1)"
+        )),
     }
 }
 
@@ -205,7 +211,10 @@ mod tests {
             vec![],
             vec![],
             vec!["127.0.0.2".parse().unwrap()],
-            vec!["127.0.0.1:3478".parse().unwrap(), "0.0.0.0:8080".parse().unwrap()],
+            vec![
+                "127.0.0.1:3478".parse().unwrap(),
+                "0.0.0.0:8080".parse().unwrap(),
+            ],
         )
     }
 
@@ -247,7 +256,13 @@ mod tests {
     #[test]
     fn public_addresses_are_allowed() {
         let p = policy();
-        for s in ["8.8.8.8", "1.1.1.1", "2606:4700::1111", "::ffff:8.8.8.8", "172.32.0.1"] {
+        for s in [
+            "8.8.8.8",
+            "1.1.1.1",
+            "2606:4700::1111",
+            "::ffff:8.8.8.8",
+            "172.32.0.1",
+        ] {
             assert_eq!(p.check_ip(ip(s)), IpVerdict::Allow, "{s}");
         }
     }

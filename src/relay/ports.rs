@@ -142,7 +142,9 @@ mod tests {
     fn reserves_every_port_once_then_reports_exhaustion_and_recovers() {
         let ip: IpAddr = "127.0.0.1".parse().unwrap();
         let pool = PortPool::new(&[ip], 50000..=50009);
-        let mut got: Vec<u16> = (0..10).map(|i| pool.reserve(ip, i * 7, false).unwrap()).collect();
+        let mut got: Vec<u16> = (0..10)
+            .map(|i| pool.reserve(ip, i * 7, false).unwrap())
+            .collect();
         got.sort();
         assert_eq!(got, (50000..=50009).collect::<Vec<_>>());
         assert_eq!(pool.reserve(ip, 3, false), None);

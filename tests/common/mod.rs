@@ -1,0 +1,374 @@
+//! Test helpers: a client side built with stun-types' own integrity code (independent of
+//! natpass's), and a harness around the sans-IO core with fake time and fake relay sockets.
+#![allow(dead_code)]
+
+use natpass::auth::{Credentials, Secret};
+use natpass::proto::{
+    Core, CoreConfig, FiveTuple, Forward, PeerRoute, RelayAddr, RelayOwner, RelaySockets, Shared,
+    Transmit, Transport,
+};
+use natpass::relay::policy::{PeerPolicy, parse_net};
+use natpass::relay::ports::PortPool;
+use natpass::relay::quota::{QuotaLimits, Quotas};
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use stun_types::attribute::{
+    AttributeStaticType, ErrorCode, Fingerprint, Nonce, Realm, Username, XorMappedAddress,
+};
+use stun_types::message::{
+    IntegrityAlgorithm, LongTermKeyCredentials, Message, MessageClass, MessageIntegrityCredentials,
+    MessageType, MessageWrite, MessageWriteExt, MessageWriteVec, Method, TransactionId,
+};
+use turn_types::attribute::{
+    ChannelNumber, Data, Lifetime, RequestedTransport, XorPeerAddress, XorRelayedAddress,
+};
+use turn_types::message::{ALLOCATE, CHANNEL_BIND, CREATE_PERMISSION, REFRESH, SEND};
+
+pub const REALM: &str = "natpass";
+pub const UNIX0: u64 = 1_800_000_000;
+
+/// Relay sockets that only record what the core asked for.
+#[derive(Default)]
+pub struct FakeRelays {
+    pub bound: HashMap<usize, (SocketAddr, RelayOwner)>,
+    pub next: usize,
+    pub busy_ports: HashSet<u16>,
+}
+
+impl RelaySockets for FakeRelays {
+    fn bind(&mut self, addr: SocketAddr, owner: RelayOwner) -> std::io::Result<usize> {
+        if self.busy_ports.contains(&addr.port()) {
+            return Err(std::io::Error::new(std::io::ErrorKind::AddrInUse, "busy"));
+        }
+        self.next += 1;
+        self.bound.insert(self.next, (addr, owner));
+        Ok(self.next)
+    }
+    fn release(&mut self, handle: usize) {
+        self.bound.remove(&handle);
+    }
+}
+
+impl FakeRelays {
+    pub fn owner_of(&self, relay: SocketAddr) -> Option<RelayOwner> {
+        self.bound
+            .values()
+            .find(|(a, _)| *a == relay)
+            .map(|(_, o)| *o)
+    }
+}
+
+pub struct Options {
+    pub relays: Vec<RelayAddr>,
+    pub allow: Vec<&'static str>,
+    pub listeners: Vec<SocketAddr>,
+    pub ports: (u16, u16),
+    pub limits: QuotaLimits,
+    pub cfg: CoreConfig,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        let ip: IpAddr = "192.0.2.100".parse().unwrap();
+        Self {
+            relays: vec![RelayAddr {
+                bind: ip,
+                advertise: ip,
+            }],
+            allow: vec![],
+            listeners: vec![server_addr()],
+            ports: (50000, 50999),
+            limits: QuotaLimits::default(),
+            cfg: CoreConfig::default(),
+        }
+    }
+}
+
+pub fn server_addr() -> SocketAddr {
+    "192.0.2.1:3478".parse().unwrap()
+}
+
+pub fn udp(client: &str) -> FiveTuple {
+    FiveTuple {
+        transport: Transport::Udp,
+        client: client.parse().unwrap(),
+        server: server_addr(),
+    }
+}
+
+pub struct Harness {
+    pub core: Core,
+    pub relays: FakeRelays,
+    pub now: Instant,
+    pub shared: Arc<Shared>,
+    pub out: Vec<Transmit>,
+}
+
+pub fn credentials() -> Credentials {
+    let mut c = Credentials::new(REALM, 3600);
+    c.add_user("alice", "alicepw");
+    c.add_user("bob", "bobpw");
+    c.add_user_key(
+        "carol",
+        natpass::auth::long_term_key("carol", REALM, "carolpw"),
+    );
+    c.add_secret(Secret::new("old-secret"));
+    c.add_secret(Secret::new("new-secret"));
+    c
+}
+
+impl Harness {
+    pub fn new(o: Options) -> Self {
+        let mut own: Vec<IpAddr> = Vec::new();
+        for r in &o.relays {
+            own.push(r.bind);
+            own.push(r.advertise);
+        }
+        let policy = PeerPolicy::new(
+            o.allow.iter().map(|s| parse_net(s).unwrap()).collect(),
+            vec![],
+            own,
+            o.listeners.clone(),
+        );
+        let binds: Vec<IpAddr> = o.relays.iter().map(|r| r.bind).collect();
+        let shared = Arc::new(Shared::new(
+            credentials(),
+            policy,
+            Quotas::new(o.limits),
+            PortPool::new(&binds, o.ports.0..=o.ports.1),
+            [3; 32],
+        ));
+        let now = Instant::now();
+        let cfg = CoreConfig {
+            relays: o.relays,
+            ..o.cfg
+        };
+        let core = Core::new(cfg, shared.clone(), [9; 32], now, UNIX0);
+        Self {
+            core,
+            relays: FakeRelays::default(),
+            now,
+            shared,
+            out: Vec::new(),
+        }
+    }
+
+    pub fn advance(&mut self, secs: u64) {
+        self.now += Duration::from_secs(secs);
+        self.core.handle_timeout(self.now, &mut self.relays);
+    }
+
+    /// Send bytes from a client; returns (replies, forward).
+    pub fn send(&mut self, ft: FiveTuple, data: &[u8]) -> (Vec<Vec<u8>>, Option<Forward>) {
+        self.out.clear();
+        let fwd = self
+            .core
+            .handle_client(self.now, ft, data, &mut self.relays, &mut self.out);
+        for t in &self.out {
+            assert_eq!(t.ft, ft, "replies go back on the request's 5-tuple");
+        }
+        (self.out.drain(..).map(|t| t.data).collect(), fwd)
+    }
+
+    /// Send a request and return its single reply.
+    pub fn ask(&mut self, ft: FiveTuple, data: &[u8]) -> Vec<u8> {
+        let (mut r, _) = self.send(ft, data);
+        assert_eq!(r.len(), 1, "expected exactly one reply");
+        r.pop().unwrap()
+    }
+
+    pub fn peer(&mut self, relay: SocketAddr, peer: &str, payload: &[u8]) -> PeerRoute {
+        let owner = self.relays.owner_of(relay).expect("relay bound");
+        self.core
+            .handle_peer(self.now, owner, peer.parse().unwrap(), payload)
+    }
+
+    /// The 401 dance: returns the nonce.
+    pub fn nonce(&mut self, ft: FiveTuple) -> String {
+        let r = self.ask(ft, &allocate_plain());
+        let m = Message::from_bytes(&r).unwrap();
+        assert_eq!(error_code(&r), Some(401));
+        m.attribute::<Nonce>().unwrap().nonce().to_owned()
+    }
+
+    /// Allocate with user/password; returns the relayed address.
+    pub fn allocate(&mut self, ft: FiveTuple, user: &str, pass: &str) -> SocketAddr {
+        let nonce = self.nonce(ft);
+        let r = self.ask(
+            ft,
+            &signed(ALLOCATE, user, pass, &nonce, |w, _| {
+                w.add_attribute(&RequestedTransport::new(RequestedTransport::UDP))
+                    .unwrap();
+            }),
+        );
+        assert_eq!(
+            error_code(&r),
+            None,
+            "allocate failed: {:?}",
+            error_code(&r)
+        );
+        relayed(&r)
+    }
+}
+
+pub fn request(method: Method, f: impl FnOnce(&mut MessageWriteVec, TransactionId)) -> Vec<u8> {
+    let txid = TransactionId::generate();
+    let mut w = Message::builder(
+        MessageType::from_class_method(MessageClass::Request, method),
+        txid,
+        MessageWriteVec::new(),
+    );
+    f(&mut w, txid);
+    w.finish()
+}
+
+pub fn indication(method: Method, f: impl FnOnce(&mut MessageWriteVec, TransactionId)) -> Vec<u8> {
+    let txid = TransactionId::generate();
+    let mut w = Message::builder(
+        MessageType::from_class_method(MessageClass::Indication, method),
+        txid,
+        MessageWriteVec::new(),
+    );
+    f(&mut w, txid);
+    w.finish()
+}
+
+pub fn allocate_plain() -> Vec<u8> {
+    request(ALLOCATE, |w, _| {
+        w.add_attribute(&RequestedTransport::new(RequestedTransport::UDP))
+            .unwrap();
+    })
+}
+
+/// A request signed by stun-types' own MESSAGE-INTEGRITY code (SHA-1, MD5 long-term key), with
+/// FINGERPRINT, as browsers send.
+pub fn signed(
+    method: Method,
+    user: &str,
+    pass: &str,
+    nonce: &str,
+    f: impl FnOnce(&mut MessageWriteVec, TransactionId),
+) -> Vec<u8> {
+    signed_with(
+        method,
+        user,
+        pass,
+        REALM,
+        nonce,
+        IntegrityAlgorithm::Sha1,
+        f,
+    )
+}
+
+pub fn signed_with(
+    method: Method,
+    user: &str,
+    pass: &str,
+    realm: &str,
+    nonce: &str,
+    algo: IntegrityAlgorithm,
+    f: impl FnOnce(&mut MessageWriteVec, TransactionId),
+) -> Vec<u8> {
+    let txid = TransactionId::generate();
+    let mut w = Message::builder(
+        MessageType::from_class_method(MessageClass::Request, method),
+        txid,
+        MessageWriteVec::new(),
+    );
+    f(&mut w, txid);
+    w.add_attribute(&Username::new(user).unwrap()).unwrap();
+    w.add_attribute(&Realm::new(realm).unwrap()).unwrap();
+    w.add_attribute(&Nonce::new(nonce).unwrap()).unwrap();
+    let creds = LongTermKeyCredentials::new(user.into(), pass.into(), realm.into());
+    w.add_message_integrity(&MessageIntegrityCredentials::LongTerm(creds), algo)
+        .unwrap();
+    w.add_fingerprint().unwrap();
+    w.finish()
+}
+
+pub fn error_code(resp: &[u8]) -> Option<u16> {
+    let m = Message::from_bytes(resp).expect("reply parses");
+    if m.has_class(MessageClass::Error) {
+        Some(
+            m.attribute::<ErrorCode>()
+                .expect("error has ERROR-CODE")
+                .code(),
+        )
+    } else {
+        assert!(m.has_class(MessageClass::Success), "reply is a response");
+        None
+    }
+}
+
+pub fn relayed(resp: &[u8]) -> SocketAddr {
+    let m = Message::from_bytes(resp).unwrap();
+    m.attribute::<XorRelayedAddress>()
+        .unwrap()
+        .addr(m.transaction_id())
+}
+
+pub fn mapped(resp: &[u8]) -> SocketAddr {
+    let m = Message::from_bytes(resp).unwrap();
+    m.attribute::<XorMappedAddress>()
+        .unwrap()
+        .addr(m.transaction_id())
+}
+
+pub fn lifetime(resp: &[u8]) -> u32 {
+    Message::from_bytes(resp)
+        .unwrap()
+        .attribute::<Lifetime>()
+        .unwrap()
+        .seconds()
+}
+
+pub fn has_fingerprint(resp: &[u8]) -> bool {
+    Message::from_bytes(resp)
+        .unwrap()
+        .has_attribute(Fingerprint::TYPE)
+}
+
+pub fn peers_attr(w: &mut MessageWriteVec, txid: TransactionId, peer: &str) {
+    w.add_attribute(&XorPeerAddress::new(peer.parse().unwrap(), txid))
+        .unwrap();
+}
+
+pub fn create_permission(user: &str, pass: &str, nonce: &str, peers: &[&str]) -> Vec<u8> {
+    signed(CREATE_PERMISSION, user, pass, nonce, |w, t| {
+        for p in peers {
+            peers_attr(w, t, p);
+        }
+    })
+}
+
+pub fn channel_bind(user: &str, pass: &str, nonce: &str, ch: u16, peer: &str) -> Vec<u8> {
+    signed(CHANNEL_BIND, user, pass, nonce, |w, t| {
+        w.add_attribute(&ChannelNumber::new(ch)).unwrap();
+        peers_attr(w, t, peer);
+    })
+}
+
+pub fn refresh(user: &str, pass: &str, nonce: &str, secs: Option<u32>) -> Vec<u8> {
+    signed(REFRESH, user, pass, nonce, |w, _| {
+        if let Some(s) = secs {
+            w.add_attribute(&Lifetime::new(s)).unwrap();
+        }
+    })
+}
+
+pub fn send_indication(peer: &str, payload: &[u8]) -> Vec<u8> {
+    indication(SEND, |w, t| {
+        peers_attr(w, t, peer);
+        w.add_attribute(&Data::new(payload)).unwrap();
+    })
+}
+
+pub fn channel_data(ch: u16, payload: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(4 + payload.len());
+    v.extend_from_slice(&ch.to_be_bytes());
+    v.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+    v.extend_from_slice(payload);
+    v
+}
