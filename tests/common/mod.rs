@@ -372,3 +372,101 @@ pub fn channel_data(ch: u16, payload: &[u8]) -> Vec<u8> {
     v.extend_from_slice(payload);
     v
 }
+
+/// Start a natpass server on loopback with an ephemeral port and these extra overrides.
+pub fn start_server(mut o: natpass::config::Overrides) -> natpass::net::ServerHandle {
+    if o.listen.is_empty() {
+        o.listen = vec!["127.0.0.1:0".parse().unwrap()];
+    }
+    if o.threads.is_none() {
+        o.threads = Some(2);
+    }
+    let cfg = natpass::config::ValidConfig::embedded(o).expect("valid test config");
+    natpass::net::start(&cfg).expect("server starts")
+}
+
+/// The overrides most tests use: alice/secret, loopback peers allowed.
+pub fn alice_loopback() -> natpass::config::Overrides {
+    natpass::config::Overrides {
+        users: vec![
+            "alice:secret".parse().unwrap(),
+            "bob:bobsecret".parse().unwrap(),
+        ],
+        allow_peers: vec!["127.0.0.0/8".parse().unwrap()],
+        ..Default::default()
+    }
+}
+
+/// A blocking UDP client speaking raw STUN to a real server.
+pub struct UdpClient {
+    pub sock: std::net::UdpSocket,
+    pub server: SocketAddr,
+}
+
+impl UdpClient {
+    pub fn new(server: SocketAddr) -> Self {
+        let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        Self { sock, server }
+    }
+    pub fn local(&self) -> SocketAddr {
+        self.sock.local_addr().unwrap()
+    }
+    pub fn send(&self, data: &[u8]) {
+        self.sock.send_to(data, self.server).unwrap();
+    }
+    /// Next datagram from the server (None on timeout).
+    pub fn recv_timeout(&self, t: Duration) -> Option<Vec<u8>> {
+        self.sock.set_read_timeout(Some(t)).unwrap();
+        let mut buf = vec![0u8; 65536];
+        loop {
+            match self.sock.recv_from(&mut buf) {
+                Ok((n, from)) if from == self.server => return Some(buf[..n].to_vec()),
+                Ok(_) => continue,
+                Err(_) => return None,
+            }
+        }
+    }
+    pub fn ask(&self, data: &[u8]) -> Vec<u8> {
+        self.send(data);
+        self.recv_timeout(Duration::from_secs(2))
+            .expect("server answered")
+    }
+    pub fn nonce(&self) -> String {
+        let r = self.ask(&allocate_plain());
+        assert_eq!(error_code(&r), Some(401));
+        Message::from_bytes(&r)
+            .unwrap()
+            .attribute::<Nonce>()
+            .unwrap()
+            .nonce()
+            .to_owned()
+    }
+    /// Allocate; returns (nonce, relayed address).
+    pub fn allocate(&self, user: &str, pass: &str) -> (String, SocketAddr) {
+        let nonce = self.nonce();
+        let r = self.ask(&signed(ALLOCATE, user, pass, &nonce, |w, _| {
+            w.add_attribute(&RequestedTransport::new(RequestedTransport::UDP))
+                .unwrap();
+        }));
+        assert_eq!(error_code(&r), None, "allocate");
+        (nonce, relayed(&r))
+    }
+}
+
+/// Whether a program is on PATH; in CI a missing tool is a failure, elsewhere a skip.
+pub fn have_tool(name: &str) -> bool {
+    let found = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {name}"))
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !found {
+        if std::env::var("CI").is_ok() {
+            panic!("{name} is not installed (scripts/test.sh installs it)");
+        }
+        eprintln!("SKIP: {name} not installed");
+    }
+    found
+}

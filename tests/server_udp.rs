@@ -1,0 +1,229 @@
+//! The running server over loopback UDP, driven by independent clients: the webrtc-rs `turn`
+//! crate's client, and raw STUN built with stun-types.
+
+mod common;
+
+use common::*;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use stun_types::message::Message;
+use turn_types::attribute::{Data, XorPeerAddress};
+use webrtc_util::Conn;
+
+async fn echo_peer() -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = sock.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let mut buf = vec![0u8; 2048];
+        while let Ok((n, from)) = sock.recv_from(&mut buf).await {
+            let _ = sock.send_to(&buf[..n], from).await;
+        }
+    });
+    (addr, task)
+}
+
+async fn turn_client(server: SocketAddr, user: &str, pass: &str) -> turn::client::Client {
+    let conn = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let cfg = turn::client::ClientConfig {
+        stun_serv_addr: server.to_string(),
+        turn_serv_addr: server.to_string(),
+        username: user.into(),
+        password: pass.into(),
+        realm: "natpass".into(),
+        software: String::new(),
+        rto_in_ms: 0,
+        conn: Arc::new(conn),
+        vnet: None,
+    };
+    let c = turn::client::Client::new(cfg).await.unwrap();
+    c.listen().await.unwrap();
+    c
+}
+
+async fn relay_round_trips(server: SocketAddr, user: &str, pass: &str) {
+    let (peer, _task) = echo_peer().await;
+    let client = turn_client(server, user, pass).await;
+    let mapped = client.send_binding_request().await.unwrap();
+    assert_eq!(mapped.ip().to_string(), "127.0.0.1");
+    let relay = client.allocate().await.unwrap();
+    let relayed = relay.local_addr().unwrap();
+    assert_eq!(relayed.ip().to_string(), "127.0.0.1");
+    let mut buf = vec![0u8; 1500];
+    // The turn client creates a permission, then binds a channel in the background: the
+    // exchange covers Send/Data indications first and ChannelData later.
+    for i in 0..40u32 {
+        let msg = format!("ping {i}");
+        relay.send_to(msg.as_bytes(), peer).await.unwrap();
+        let (n, from) = tokio::time::timeout(Duration::from_secs(3), relay.recv_from(&mut buf))
+            .await
+            .expect("echo within 3 s")
+            .unwrap();
+        assert_eq!(from, peer);
+        assert_eq!(&buf[..n], msg.as_bytes());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    relay.close().await.unwrap();
+    client.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn turn_crate_client_allocates_and_relays_through_natpass() {
+    let server = start_server(alice_loopback());
+    relay_round_trips(server.udp_addrs[0], "alice", "secret").await;
+    let st = &server.shared.stats;
+    use std::sync::atomic::Ordering::Relaxed;
+    assert!(st.packets_to_peer.load(Relaxed) >= 40);
+    assert!(st.packets_to_client.load(Relaxed) >= 40);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn turn_crate_client_with_rest_credentials() {
+    let mut o = alice_loopback();
+    o.auth_secrets = vec!["rest-secret".into()];
+    let server = start_server(o);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let (u, p) =
+        natpass::auth::mint_rest(&natpass::auth::Secret::new("rest-secret"), "web", 600, now);
+    relay_round_trips(server.udp_addrs[0], &u, &p).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn turn_crate_client_with_wrong_password_fails() {
+    let server = start_server(alice_loopback());
+    let client = turn_client(server.udp_addrs[0], "alice", "nope").await;
+    assert!(client.allocate().await.is_err());
+    client.close().await.unwrap();
+}
+
+#[test]
+fn generated_secret_serves_rest_credentials_when_nothing_is_configured() {
+    let server = start_server(natpass::config::Overrides {
+        allow_peers: vec!["127.0.0.0/8".parse().unwrap()],
+        ..Default::default()
+    });
+    let secret = server.rest_secret().expect("a generated secret");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let (u, p) = natpass::auth::mint_rest(&secret, "demo", 600, now);
+    let c = UdpClient::new(server.udp_addrs[0]);
+    c.allocate(&u, &p);
+    // No open relay: without credentials, 401.
+    assert_eq!(error_code(&c.ask(&allocate_plain())), Some(401));
+}
+
+/// The acceptance scenario: default policy, `--relay-ip 127.0.0.2`.
+#[test]
+fn default_policy_with_relay_ip_127_0_0_2() {
+    let server = start_server(natpass::config::Overrides {
+        users: vec![
+            "alice:secret".parse().unwrap(),
+            "bob:bobsecret".parse().unwrap(),
+        ],
+        relay_ips: vec!["127.0.0.2".parse().unwrap()],
+        ..Default::default()
+    });
+    let a = UdpClient::new(server.udp_addrs[0]);
+    let b = UdpClient::new(server.udp_addrs[0]);
+    let (na, relay_a) = a.allocate("alice", "secret");
+    let (nb, relay_b) = b.allocate("bob", "bobsecret");
+    assert_eq!(relay_a.ip().to_string(), "127.0.0.2");
+    for denied in [
+        "127.0.0.1:5000",
+        "[::ffff:127.0.0.1]:5000",
+        "169.254.169.254:80",
+    ] {
+        let r = a.ask(&create_permission("alice", "secret", &na, &[denied]));
+        assert_eq!(error_code(&r), Some(403), "{denied}");
+    }
+    let r = a.ask(&create_permission("alice", "secret", &na, &["127.0.0.2:1"]));
+    assert_eq!(error_code(&r), None, "own relay IP: permission granted");
+    let r = b.ask(&create_permission(
+        "bob",
+        "bobsecret",
+        &nb,
+        &["127.0.0.2:1"],
+    ));
+    assert_eq!(error_code(&r), None);
+    // A Send indication to a port of 127.0.0.2 that is not an allocated relay port reaches
+    // nothing.
+    let victim = std::net::UdpSocket::bind("127.0.0.2:0").unwrap();
+    victim
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    a.send(&send_indication(
+        &victim.local_addr().unwrap().to_string(),
+        b"probe",
+    ));
+    let mut buf = [0u8; 64];
+    assert!(
+        victim.recv_from(&mut buf).is_err(),
+        "nothing reached a non-relay port"
+    );
+    // The two allocations relay to each other.
+    a.send(&send_indication(&relay_b.to_string(), b"hello bob"));
+    let d = b
+        .recv_timeout(Duration::from_secs(2))
+        .expect("Data indication to bob");
+    let m = Message::from_bytes(&d).unwrap();
+    assert_eq!(m.attribute::<Data>().unwrap().data(), b"hello bob");
+    assert_eq!(
+        m.attribute::<XorPeerAddress>()
+            .unwrap()
+            .addr(m.transaction_id()),
+        relay_a
+    );
+    // And with channels, both ways.
+    assert_eq!(
+        error_code(&a.ask(&channel_bind(
+            "alice",
+            "secret",
+            &na,
+            0x4000,
+            &relay_b.to_string()
+        ))),
+        None
+    );
+    assert_eq!(
+        error_code(&b.ask(&channel_bind(
+            "bob",
+            "bobsecret",
+            &nb,
+            0x4001,
+            &relay_a.to_string()
+        ))),
+        None
+    );
+    a.send(&channel_data(0x4000, b"over a channel"));
+    let d = b
+        .recv_timeout(Duration::from_secs(2))
+        .expect("ChannelData to bob");
+    assert_eq!(&d[..2], &[0x40, 0x01]);
+    assert_eq!(&d[4..], b"over a channel");
+}
+
+#[test]
+fn garbage_does_not_disturb_a_live_allocation() {
+    let server = start_server(alice_loopback());
+    let a = UdpClient::new(server.udp_addrs[0]);
+    let (na, _) = a.allocate("alice", "secret");
+    let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    peer.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let peer_addr = peer.local_addr().unwrap().to_string();
+    a.ask(&channel_bind("alice", "secret", &na, 0x4000, &peer_addr));
+    let junk = UdpClient::new(server.udp_addrs[0]);
+    for i in 0..2000u32 {
+        let mut g = i.to_be_bytes().repeat(1 + (i as usize % 40));
+        g[0] &= if i % 2 == 0 { 0x3f } else { 0x7f };
+        junk.send(&g);
+    }
+    a.send(&channel_data(0x4000, b"still here"));
+    let mut buf = [0u8; 64];
+    let (n, _) = peer.recv_from(&mut buf).expect("relayed after the garbage");
+    assert_eq!(&buf[..n], b"still here");
+}
