@@ -58,8 +58,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Credential(a) => {
             let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
-            let secret = natpass::auth::Secret::new(a.secret.into_bytes());
-            let (u, p) = natpass::auth::mint_rest(&secret, &a.user, a.ttl, now);
+            let (u, p) = natpass::auth::mint_rest(&a.secret, &a.user, a.ttl, now);
             if a.json {
                 let urls: Vec<String> = a.uri.iter().map(|u| json_str(u)).collect();
                 println!(

@@ -1095,3 +1095,46 @@ fn responses_carry_no_stale_bytes_and_fixed_reason_phrases() {
     // The whole response parses exactly (length field covers every byte).
     assert_eq!(r.len(), 20 + usize::from(u16::from_be_bytes([r[2], r[3]])));
 }
+
+#[test]
+fn strict_channel_numbers_follow_rfc8656_range() {
+    let mut h = Harness::new(Options {
+        cfg: CoreConfig {
+            max_channel_number: 0x4FFF,
+            ..CoreConfig::default()
+        },
+        ..Options::default()
+    });
+    let ft = udp("203.0.113.9:4000");
+    h.allocate(ft, "alice", "alicepw");
+    let nonce = h.nonce(ft);
+    assert_eq!(
+        error_code(&h.ask(
+            ft,
+            &channel_bind("alice", "alicepw", &nonce, 0x5000, PUBLIC_PEER)
+        )),
+        Some(400)
+    );
+    assert_eq!(
+        error_code(&h.ask(
+            ft,
+            &channel_bind("alice", "alicepw", &nonce, 0x4FFF, PUBLIC_PEER)
+        )),
+        None
+    );
+    // The default accepts RFC 5766 numbers up to 0x7FFF (coturn's tools use them).
+    let mut h = h_default();
+    h.allocate(ft, "alice", "alicepw");
+    let nonce = h.nonce(ft);
+    assert_eq!(
+        error_code(&h.ask(
+            ft,
+            &channel_bind("alice", "alicepw", &nonce, 0x7FFF, PUBLIC_PEER)
+        )),
+        None
+    );
+}
+
+fn h_default() -> Harness {
+    Harness::new(Options::default())
+}

@@ -80,7 +80,7 @@ async fn turn_crate_client_allocates_and_relays_through_natpass() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn turn_crate_client_with_rest_credentials() {
     let mut o = alice_loopback();
-    o.auth_secrets = vec!["rest-secret".into()];
+    o.auth_secrets = vec!["rest-secret".parse().unwrap()];
     let server = start_server(o);
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -226,4 +226,59 @@ fn garbage_does_not_disturb_a_live_allocation() {
     let mut buf = [0u8; 64];
     let (n, _) = peer.recv_from(&mut buf).expect("relayed after the garbage");
     assert_eq!(&buf[..n], b"still here");
+}
+
+/// RFC 6156: an IPv6 allocation on an IPv6 listener relays to an IPv6 peer.
+#[test]
+fn ipv6_allocation_relays_to_an_ipv6_peer() {
+    if std::net::UdpSocket::bind("[::1]:0").is_err() {
+        eprintln!("SKIP: no IPv6 loopback here");
+        return;
+    }
+    let server = start_server(natpass::config::Overrides {
+        listen: vec!["[::1]:0".parse().unwrap()],
+        users: vec!["alice:secret".parse().unwrap()],
+        allow_peers: vec!["::1/128".parse().unwrap()],
+        ..Default::default()
+    });
+    let sock = std::net::UdpSocket::bind("[::1]:0").unwrap();
+    let c = UdpClient {
+        sock,
+        server: server.udp_addrs[0],
+    };
+    let nonce = c.nonce();
+    let r = c.ask(&signed(
+        turn_types::message::ALLOCATE,
+        "alice",
+        "secret",
+        &nonce,
+        |w, _| {
+            use stun_types::message::MessageWriteExt;
+            w.add_attribute(&turn_types::attribute::RequestedTransport::new(17))
+                .unwrap();
+            w.add_attribute(&turn_types::attribute::RequestedAddressFamily::new(
+                turn_types::AddressFamily::IPV6,
+            ))
+            .unwrap();
+        },
+    ));
+    assert_eq!(error_code(&r), None);
+    let relay = relayed(&r);
+    assert_eq!(relay.ip().to_string(), "::1");
+    let peer = std::net::UdpSocket::bind("[::1]:0").unwrap();
+    peer.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let pa = peer.local_addr().unwrap().to_string();
+    assert_eq!(
+        error_code(&c.ask(&channel_bind("alice", "secret", &nonce, 0x4000, &pa))),
+        None
+    );
+    c.send(&channel_data(0x4000, b"v6 hello"));
+    let mut buf = [0u8; 64];
+    let (n, from) = peer.recv_from(&mut buf).expect("relayed over IPv6");
+    assert_eq!((&buf[..n], from), (&b"v6 hello"[..], relay));
+    peer.send_to(b"v6 back", from).unwrap();
+    let d = c
+        .recv_timeout(Duration::from_secs(2))
+        .expect("ChannelData back");
+    assert_eq!(&d[4..], b"v6 back");
 }

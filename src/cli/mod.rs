@@ -45,7 +45,7 @@ pub struct ServeArgs {
     pub user: Vec<UserSpec>,
     /// TURN REST API shared secret (repeatable, for rotation).
     #[arg(long, value_name = "SECRET")]
-    pub auth_secret: Vec<String>,
+    pub auth_secret: Vec<crate::auth::Secret>,
     /// Peer range to allow despite the default deny list (repeatable).
     #[arg(long, value_name = "CIDR")]
     pub allow_peer: Vec<Cidr>,
@@ -77,7 +77,7 @@ pub struct ServeArgs {
 pub struct CredentialArgs {
     /// The shared secret (as configured with --auth-secret).
     #[arg(long)]
-    pub secret: String,
+    pub secret: crate::auth::Secret,
     /// The user name part of the REST username.
     #[arg(long)]
     pub user: String,

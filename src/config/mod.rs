@@ -212,7 +212,7 @@ pub struct FileConfig {
     /// Static users.
     pub users: Option<Vec<UserSpec>>,
     /// REST shared secrets.
-    pub auth_secrets: Option<Vec<String>>,
+    pub auth_secrets: Option<Vec<Secret>>,
     /// Maximum REST credential lifetime ahead of now (seconds).
     pub rest_max_ttl: Option<u64>,
     /// Nonce lifetime (seconds).
@@ -249,7 +249,7 @@ pub struct Overrides {
     /// `--user`.
     pub users: Vec<UserSpec>,
     /// `--auth-secret`.
-    pub auth_secrets: Vec<String>,
+    pub auth_secrets: Vec<Secret>,
     /// `--allow-peer`.
     pub allow_peers: Vec<Cidr>,
     /// `--deny-peer`.
@@ -420,10 +420,7 @@ impl ValidConfig {
             }
         }
         for s in pick(cli.auth_secrets, file.auth_secrets) {
-            if s.is_empty() {
-                return Err(invalid("auth-secrets", "a secret must not be empty".into()));
-            }
-            credentials.add_secret(Secret::new(s.into_bytes()));
+            credentials.add_secret(s);
         }
         if credentials.secrets().len() > 8 {
             return Err(invalid(

@@ -329,3 +329,51 @@ pub fn start(cfg: &ValidConfig) -> Result<ServerHandle, StartError> {
         threads,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Overrides, ValidConfig};
+
+    fn cfg(relay: &[&str], external: &[&str]) -> ValidConfig {
+        ValidConfig::embedded(Overrides {
+            relay_ips: relay.iter().map(|s| s.parse().unwrap()).collect(),
+            external_ips: external.iter().map(|s| s.parse().unwrap()).collect(),
+            ..Default::default()
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn external_ip_advertises_public_and_binds_private() {
+        let l: Vec<SocketAddr> = vec!["0.0.0.0:3478".parse().unwrap()];
+        let r = resolve_relays(&cfg(&[], &["203.0.113.5/10.0.0.5"]), &l);
+        let want = RelayAddr {
+            bind: "10.0.0.5".parse().unwrap(),
+            advertise: "203.0.113.5".parse().unwrap(),
+        };
+        assert!(r.contains(&want), "{r:?}");
+        let r = resolve_relays(&cfg(&["10.0.0.7"], &["203.0.113.7"]), &l);
+        assert_eq!(
+            r,
+            vec![RelayAddr {
+                bind: "10.0.0.7".parse().unwrap(),
+                advertise: "203.0.113.7".parse().unwrap()
+            }]
+        );
+    }
+
+    #[test]
+    fn listen_address_is_the_default_relay_when_not_a_wildcard() {
+        let l: Vec<SocketAddr> = vec!["127.0.0.3:3478".parse().unwrap()];
+        let r = resolve_relays(&cfg(&[], &[]), &l);
+        let ip: IpAddr = "127.0.0.3".parse().unwrap();
+        assert_eq!(
+            r,
+            vec![RelayAddr {
+                bind: ip,
+                advertise: ip
+            }]
+        );
+    }
+}
