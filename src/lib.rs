@@ -9,7 +9,9 @@
 
 pub mod auth;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod net;
+pub mod probe;
 pub mod proto;
 pub mod relay;

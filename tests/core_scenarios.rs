@@ -1138,3 +1138,49 @@ fn strict_channel_numbers_follow_rfc8656_range() {
 fn h_default() -> Harness {
     Harness::new(Options::default())
 }
+
+#[test]
+fn change_request_without_rfc5780_gets_420_and_with_it_answers_from_the_other_address() {
+    let change = stun_types::attribute::RawAttribute::new(
+        stun_types::attribute::AttributeType::new(0x0003),
+        &[0, 0, 0, 6],
+    );
+    let req = request(BINDING, |w, _| w.add_attribute(&change).unwrap());
+    let mut plain = h_default();
+    let ft = udp("203.0.113.9:4000");
+    assert_eq!(error_code(&plain.ask(ft, &req)), Some(420));
+
+    let five = natpass::proto::Rfc5780 {
+        primary: server_addr(),
+        alt: "192.0.2.2:3479".parse().unwrap(),
+    };
+    let mut h = Harness::new(Options {
+        cfg: CoreConfig {
+            rfc5780: Some(five),
+            ..CoreConfig::default()
+        },
+        ..Options::default()
+    });
+    h.out.clear();
+    h.core
+        .handle_client(h.now, ft, &req, &mut h.relays, &mut h.out);
+    assert_eq!(h.out.len(), 1);
+    assert_eq!(h.out[0].ft.server, five.alt, "answered from A2:P2");
+    let m = Message::from_bytes(&h.out[0].data).unwrap();
+    assert!(
+        m.has_attribute(stun_types::attribute::AttributeType::new(0x802C)),
+        "OTHER-ADDRESS"
+    );
+    assert!(
+        m.has_attribute(stun_types::attribute::AttributeType::new(0x802B)),
+        "RESPONSE-ORIGIN"
+    );
+    assert_eq!(
+        five.flip(five.primary, false, true),
+        Some("192.0.2.1:3479".parse().unwrap())
+    );
+    assert_eq!(
+        five.flip("198.51.100.1:1".parse().unwrap(), true, true),
+        None
+    );
+}

@@ -1,4 +1,6 @@
-//! Command line: `natpass serve`, `natpass check-config`, `natpass credential`.
+//! Command line: `natpass serve`, `check-config`, `credential`, `probe …`, `peer`.
+
+pub mod probe;
 
 use crate::config::{self, Cidr, ExternalIp, Overrides, PortRange, UserSpec, ValidConfig};
 use clap::{Args, Parser, Subcommand};
@@ -26,6 +28,15 @@ pub enum Command {
     },
     /// Print a TURN REST API credential minted from a shared secret.
     Credential(CredentialArgs),
+    /// Check, diagnose and load any STUN/TURN server.
+    #[command(subcommand)]
+    Probe(probe::ProbeCmd),
+    /// A UDP echo peer (like turnutils_peer).
+    Peer {
+        /// Address to echo on (repeatable; default 127.0.0.1:3480).
+        #[arg(long, value_name = "ADDR:PORT")]
+        listen: Vec<SocketAddr>,
+    },
 }
 
 /// `natpass serve` flags; every one overrides the config file.
@@ -37,6 +48,9 @@ pub struct ServeArgs {
     /// Listen address for STUN/TURN (repeatable).
     #[arg(long, value_name = "ADDR:PORT")]
     pub listen: Vec<SocketAddr>,
+    /// RFC 5780 alternate address (a second IP and port) for NAT behaviour discovery.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub alt_listen: Option<SocketAddr>,
     /// Realm for long-term credentials.
     #[arg(long, value_name = "NAME")]
     pub realm: Option<String>,
@@ -97,6 +111,7 @@ impl ServeArgs {
     pub fn to_config(&self) -> Result<ValidConfig, config::ConfigError> {
         let cli = Overrides {
             listen: self.listen.clone(),
+            alt_listen: self.alt_listen,
             realm: self.realm.clone(),
             users: self.user.clone(),
             auth_secrets: self.auth_secret.clone(),

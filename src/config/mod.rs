@@ -207,6 +207,8 @@ impl Default for QuotaSection {
 pub struct FileConfig {
     /// UDP listen addresses.
     pub listen: Option<Vec<SocketAddr>>,
+    /// RFC 5780 alternate address (A2:P2) for NAT behaviour discovery.
+    pub alt_listen: Option<SocketAddr>,
     /// Realm.
     pub realm: Option<String>,
     /// Static users.
@@ -244,6 +246,8 @@ pub struct FileConfig {
 pub struct Overrides {
     /// `--listen`.
     pub listen: Vec<SocketAddr>,
+    /// `--alt-listen`.
+    pub alt_listen: Option<SocketAddr>,
     /// `--realm`.
     pub realm: Option<String>,
     /// `--user`.
@@ -273,6 +277,8 @@ pub struct Overrides {
 pub struct ValidConfig {
     /// UDP listen addresses.
     pub listen: Vec<SocketAddr>,
+    /// RFC 5780 alternate address.
+    pub alt_listen: Option<SocketAddr>,
     /// Realm.
     pub realm: String,
     /// Credentials (keys only).
@@ -344,6 +350,33 @@ impl ValidConfig {
         } else {
             listen
         };
+        let alt_listen = cli.alt_listen.or(file.alt_listen);
+        if let Some(alt) = alt_listen {
+            let primary = listen
+                .iter()
+                .find(|l| l.is_ipv4() == alt.is_ipv4() && !l.ip().is_unspecified());
+            match primary {
+                None => {
+                    return Err(invalid(
+                        "alt-listen",
+                        "needs a listen address of the same family that is not a wildcard".into(),
+                    ));
+                }
+                Some(p) if p.ip() == alt.ip() || alt.ip().is_unspecified() => {
+                    return Err(invalid(
+                        "alt-listen",
+                        "must be a second IP address, different from the listen address".into(),
+                    ));
+                }
+                Some(p) if p.port() == alt.port() && alt.port() != 0 => {
+                    return Err(invalid(
+                        "alt-listen",
+                        "must use a port other than the listen port".into(),
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
         let realm = cli.realm.or(file.realm).unwrap_or_else(|| "natpass".into());
         if realm.is_empty() || realm.len() > 127 || realm.contains(['"', '\\']) {
             return Err(invalid(
@@ -452,6 +485,7 @@ impl ValidConfig {
         }
         Ok(Self {
             listen,
+            alt_listen,
             realm,
             credentials,
             generated_secret,

@@ -44,6 +44,8 @@ pub enum StartError {
 pub struct ServerHandle {
     /// Bound UDP listener addresses (actual ports when 0 was asked).
     pub udp_addrs: Vec<SocketAddr>,
+    /// RFC 5780 addresses when `--alt-listen` is set.
+    pub rfc5780: Option<crate::proto::Rfc5780>,
     /// Relay addresses in use (bind/advertise).
     pub relays: Vec<RelayAddr>,
     /// Shared state (credentials, quotas, counters).
@@ -201,8 +203,55 @@ fn udp_socket(addr: SocketAddr, reuse_port: bool) -> std::io::Result<Socket> {
     Ok(s)
 }
 
-/// Bind one listener per shard for each address (the same actual port for every shard).
-fn bind_listeners(
+/// Bind `want` once per shard (the same actual port for every shard); returns the address.
+fn bind_everywhere(
+    want: SocketAddr,
+    per_shard: &mut [Vec<std::net::UdpSocket>],
+) -> Result<SocketAddr, StartError> {
+    let first =
+        udp_socket(want, true).map_err(|source| StartError::Listen { addr: want, source })?;
+    let actual = first
+        .local_addr()?
+        .as_socket()
+        .ok_or(StartError::NoListener)?;
+    per_shard[0].push(first.into());
+    for shard in per_shard.iter_mut().skip(1) {
+        let s = udp_socket(actual, true).map_err(|source| StartError::Listen {
+            addr: actual,
+            source,
+        })?;
+        shard.push(s.into());
+    }
+    Ok(actual)
+}
+
+type Listeners = (
+    Vec<SocketAddr>,
+    Option<crate::proto::Rfc5780>,
+    Vec<Vec<std::net::UdpSocket>>,
+);
+
+/// Bind the listeners, plus the three extra RFC 5780 addresses when an alternate is configured.
+fn bind_listeners(cfg: &ValidConfig) -> Result<Listeners, StartError> {
+    let (addrs, mut per_shard) = bind_primary(cfg)?;
+    let mut rfc5780 = None;
+    if let Some(alt) = cfg.alt_listen {
+        let primary = *addrs
+            .iter()
+            .find(|l| l.is_ipv4() == alt.is_ipv4() && !l.ip().is_unspecified())
+            .ok_or(StartError::NoListener)?;
+        let alt = bind_everywhere(alt, &mut per_shard)?;
+        let five = crate::proto::Rfc5780 { primary, alt };
+        let [_, a1p2, a2p1, _] = five.all();
+        bind_everywhere(a1p2, &mut per_shard)?;
+        bind_everywhere(a2p1, &mut per_shard)?;
+        rfc5780 = Some(five);
+    }
+    Ok((addrs, rfc5780, per_shard))
+}
+
+/// Bind one listener per shard for each listen address.
+fn bind_primary(
     cfg: &ValidConfig,
 ) -> Result<(Vec<SocketAddr>, Vec<Vec<std::net::UdpSocket>>), StartError> {
     let mut addrs = Vec::new();
@@ -239,8 +288,12 @@ fn bind_listeners(
 
 /// Start the server with a validated config.
 pub fn start(cfg: &ValidConfig) -> Result<ServerHandle, StartError> {
-    let (udp_addrs, per_shard) = bind_listeners(cfg)?;
+    let (udp_addrs, rfc5780, per_shard) = bind_listeners(cfg)?;
     let relays = resolve_relays(cfg, &udp_addrs);
+    let mut listener_addrs = udp_addrs.clone();
+    if let Some(f) = rfc5780 {
+        listener_addrs.extend_from_slice(&f.all()[1..]);
+    }
     let mut own_ips: Vec<IpAddr> = Vec::new();
     for r in &relays {
         for ip in [r.bind, r.advertise] {
@@ -253,7 +306,7 @@ pub fn start(cfg: &ValidConfig) -> Result<ServerHandle, StartError> {
         cfg.allow_peers.clone(),
         cfg.deny_peers.clone(),
         own_ips,
-        udp_addrs.clone(),
+        listener_addrs,
     );
     let bind_ips: Vec<IpAddr> = relays.iter().map(|r| r.bind).collect();
     let ports = PortPool::new(&bind_ips, cfg.relay_ports.min..=cfg.relay_ports.max);
@@ -286,6 +339,7 @@ pub fn start(cfg: &ValidConfig) -> Result<ServerHandle, StartError> {
         nonce_lifetime: cfg.nonce_lifetime,
         challenge_rate: cfg.quota.challenges_per_second / shards,
         failures_per_minute: cfg.quota.auth_failures_per_minute / shards,
+        rfc5780,
         ..CoreConfig::default()
     };
     let stop = Arc::new(AtomicBool::new(false));
@@ -313,6 +367,9 @@ pub fn start(cfg: &ValidConfig) -> Result<ServerHandle, StartError> {
     for a in &udp_addrs {
         tracing::info!(addr = %a, "STUN/TURN listening (udp)");
     }
+    if let Some(f) = rfc5780 {
+        tracing::info!(primary = %f.primary, alternate = %f.alt, "RFC 5780 NAT behaviour discovery enabled");
+    }
     for r in &relays {
         if r.bind == r.advertise {
             tracing::info!(relay = %r.bind, ports = %format!("{}-{}", cfg.relay_ports.min, cfg.relay_ports.max), "relaying");
@@ -322,6 +379,7 @@ pub fn start(cfg: &ValidConfig) -> Result<ServerHandle, StartError> {
     }
     Ok(ServerHandle {
         udp_addrs,
+        rfc5780,
         relays,
         shared,
         stop,

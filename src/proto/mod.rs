@@ -5,11 +5,13 @@
 //! relay sockets are opened through the [`RelaySockets`] trait the shell implements.
 
 pub mod classic;
+pub mod framing;
 pub mod integrity;
 pub mod server;
 
 pub use server::{
-    Core, CoreConfig, Forward, PeerRoute, RelayAddr, RelayOwner, RelaySockets, Shared, Transmit,
+    Core, CoreConfig, Forward, PeerRoute, RelayAddr, RelayOwner, RelaySockets, Rfc5780, Shared,
+    Transmit,
 };
 
 use std::net::SocketAddr;

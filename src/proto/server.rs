@@ -31,8 +31,8 @@ use std::time::{Duration, Instant};
 use stun_types::AddressFamily;
 use stun_types::attribute::{
     Attribute, AttributeStaticType, AttributeType, AttributeWrite, ErrorCode, Fingerprint,
-    MessageIntegrity, MessageIntegritySha256, Nonce, Realm, Software, UnknownAttributes, Username,
-    XorMappedAddress,
+    MappedSocketAddr, MessageIntegrity, MessageIntegritySha256, Nonce, Realm, Software,
+    UnknownAttributes, Username, XorMappedAddress,
 };
 use stun_types::message::{
     BINDING, Message, MessageClass, MessageType, MessageWrite, MessageWriteExt, MessageWriteVec,
@@ -81,6 +81,9 @@ pub struct CoreConfig {
     pub max_channel_number: u16,
     /// Nonce lifetime in seconds.
     pub nonce_lifetime: u64,
+    /// RFC 5780 NAT behaviour discovery: the primary (A1:P1) and alternate (A2:P2) addresses;
+    /// A1:P2 and A2:P1 are served too. None: CHANGE-REQUEST gets 420, no OTHER-ADDRESS.
+    pub rfc5780: Option<Rfc5780>,
     /// 401/438 challenges per second per source IP (this shard's share).
     pub challenge_rate: f64,
     /// Authentication failures per minute per source IP (this shard's share).
@@ -100,12 +103,70 @@ impl Default for CoreConfig {
             max_permissions: 10,
             max_channels: 64,
             max_channel_number: 0x7FFF,
+            rfc5780: None,
             nonce_lifetime: 600,
             challenge_rate: 10.0,
             failures_per_minute: 20.0,
         }
     }
 }
+
+/// RFC 5780 addresses: primary A1:P1 and alternate A2:P2.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rfc5780 {
+    /// A1:P1.
+    pub primary: SocketAddr,
+    /// A2:P2.
+    pub alt: SocketAddr,
+}
+
+impl Rfc5780 {
+    /// The listener reached by flipping IP and/or port of `at` (one of the four addresses).
+    pub fn flip(&self, at: SocketAddr, ip: bool, port: bool) -> Option<SocketAddr> {
+        let on_alt_ip = if at.ip() == self.primary.ip() {
+            false
+        } else if at.ip() == self.alt.ip() {
+            true
+        } else {
+            return None;
+        };
+        let on_alt_port = if at.port() == self.primary.port() {
+            false
+        } else if at.port() == self.alt.port() {
+            true
+        } else {
+            return None;
+        };
+        let ip_alt = on_alt_ip ^ ip;
+        let port_alt = on_alt_port ^ port;
+        Some(SocketAddr::new(
+            if ip_alt {
+                self.alt.ip()
+            } else {
+                self.primary.ip()
+            },
+            if port_alt {
+                self.alt.port()
+            } else {
+                self.primary.port()
+            },
+        ))
+    }
+
+    /// All four addresses.
+    pub fn all(&self) -> [SocketAddr; 4] {
+        [
+            self.primary,
+            SocketAddr::new(self.primary.ip(), self.alt.port()),
+            SocketAddr::new(self.alt.ip(), self.primary.port()),
+            self.alt,
+        ]
+    }
+}
+
+const CHANGE_REQUEST: u16 = 0x0003;
+const RESPONSE_ORIGIN: u16 = 0x802B;
+const OTHER_ADDRESS: u16 = 0x802C;
 
 /// State shared by every shard. Touched on control paths only, except the port pool's
 /// lock-free bitmap (relay-to-relay checks) and the generation counter.
@@ -700,14 +761,7 @@ impl Core {
         let fp = integrity::has_fingerprint(msg);
         let method = msg.method();
         if method == BINDING {
-            let resp = if let Some(unknown) = unknown_required(msg) {
-                self.unknown_reply(msg, &unknown, None, fp)
-            } else {
-                let mut r = Reply::success(msg);
-                r.add(&XorMappedAddress::new(ft.client, msg.transaction_id()));
-                r.finish(self.cfg.software.as_deref(), None, fp)
-            };
-            out.push(Transmit { ft, data: resp });
+            self.binding(ft, msg, fp, out);
             return;
         }
         if ![ALLOCATE, REFRESH, CREATE_PERMISSION, CHANNEL_BIND].contains(&method) {
@@ -787,6 +841,53 @@ impl Core {
                 .insert(ft, (txid, resp.clone(), now + RECENT_TTL));
         }
         out.push(Transmit { ft, data: resp });
+    }
+
+    /// Binding (RFC 8489 §7.3), with RFC 5780 CHANGE-REQUEST, OTHER-ADDRESS and
+    /// RESPONSE-ORIGIN when alternate addresses are configured.
+    fn binding(&mut self, ft: FiveTuple, msg: &Message<'_>, fp: bool, out: &mut Vec<Transmit>) {
+        let rfc5780 = self.cfg.rfc5780.filter(|_| ft.transport == Transport::Udp);
+        let unknown = unknown_required(msg).and_then(|mut u| {
+            if rfc5780.is_some() {
+                u.retain(|t| t.value() != CHANGE_REQUEST);
+            }
+            (!u.is_empty()).then_some(u)
+        });
+        if let Some(unknown) = unknown {
+            let resp = self.unknown_reply(msg, &unknown, None, fp);
+            out.push(Transmit { ft, data: resp });
+            return;
+        }
+        let mut r = Reply::success(msg);
+        r.add(&XorMappedAddress::new(ft.client, msg.transaction_id()));
+        let mut from = ft.server;
+        if let Some(five) = rfc5780 {
+            let (mut ip, mut port) = (false, false);
+            if let Some(raw) = msg.raw_attribute(AttributeType::new(CHANGE_REQUEST)) {
+                let Some(flags) = raw.value.get(..4) else {
+                    let resp = self.error(msg, ErrorCode::BAD_REQUEST, None, fp);
+                    out.push(Transmit { ft, data: resp });
+                    return;
+                };
+                ip = flags[3] & 0x04 != 0;
+                port = flags[3] & 0x02 != 0;
+            }
+            if let (Some(src), Some(other)) = (
+                five.flip(ft.server, ip, port),
+                five.flip(ft.server, true, true),
+            ) {
+                from = src;
+                let other = MappedSocketAddr::new(other);
+                r.add(&other.to_raw(AttributeType::new(OTHER_ADDRESS)));
+                let origin = MappedSocketAddr::new(src);
+                r.add(&origin.to_raw(AttributeType::new(RESPONSE_ORIGIN)));
+            }
+        }
+        let data = r.finish(self.cfg.software.as_deref(), None, fp);
+        out.push(Transmit {
+            ft: FiveTuple { server: from, ..ft },
+            data,
+        });
     }
 
     fn error(

@@ -1,0 +1,394 @@
+//! `natpass probe …` and `natpass peer`: argument models and output (text or JSON).
+
+use crate::auth::Secret;
+use crate::probe::{self, Creds, ProbeTransport, load};
+use clap::{Args, Subcommand};
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Probes.
+#[derive(Debug, Subcommand)]
+pub enum ProbeCmd {
+    /// Binding requests: mapped address, responding address, round-trip time.
+    Stun(StunArgs),
+    /// Allocate, permit, bind a channel and echo messages through a peer.
+    Turn(TurnArgs),
+    /// RFC 5780 NAT behaviour discovery (the server needs an alternate address).
+    Nat(NatArgs),
+    /// Load generator: many allocations relaying to echo peers.
+    Load(LoadArgs),
+}
+
+/// Common server and output flags.
+#[derive(Debug, Args)]
+pub struct Target {
+    /// host[:port], [v6]:port, or a stun:/turn:/turns: URL.
+    pub server: String,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `probe stun`.
+#[derive(Debug, Args)]
+pub struct StunArgs {
+    #[command(flatten)]
+    target: Target,
+    /// Transport (default: from the URL, else udp).
+    #[arg(long, value_enum)]
+    transport: Option<ProbeTransport>,
+    /// Requests to send.
+    #[arg(long, default_value_t = 1)]
+    count: u32,
+}
+
+/// Credentials.
+#[derive(Debug, Args)]
+pub struct CredArgs {
+    /// Long-term username (with --password), or the name to mint for (with --secret).
+    #[arg(long)]
+    user: Option<String>,
+    /// Long-term password.
+    #[arg(long)]
+    password: Option<String>,
+    /// TURN REST shared secret: mint a credential instead.
+    #[arg(long)]
+    secret: Option<Secret>,
+}
+
+impl CredArgs {
+    fn creds(&self) -> Result<Creds, String> {
+        match (&self.user, &self.password, &self.secret) {
+            (Some(u), Some(p), None) => Ok(Creds::User(u.clone(), p.clone())),
+            (u, None, Some(s)) => Ok(Creds::Secret(
+                s.clone(),
+                u.clone().unwrap_or_else(|| "probe".into()),
+            )),
+            _ => Err("give --user and --password, or --secret (and optionally --user)".into()),
+        }
+    }
+}
+
+/// `probe turn`.
+#[derive(Debug, Args)]
+pub struct TurnArgs {
+    #[command(flatten)]
+    target: Target,
+    #[command(flatten)]
+    creds: CredArgs,
+    /// Transport to the server (default: from the URL, else udp).
+    #[arg(long, value_enum)]
+    transport: Option<ProbeTransport>,
+    /// Relayed address family.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u8).range(4..=6))]
+    family: u8,
+    /// UDP echo peer (default: one started here when the server is local).
+    #[arg(long)]
+    peer: Option<SocketAddr>,
+    /// Messages to send.
+    #[arg(long, default_value_t = 20)]
+    count: u32,
+    /// Payload bytes.
+    #[arg(long, default_value_t = 100)]
+    size: usize,
+    /// Messages per second.
+    #[arg(long, default_value_t = 50.0)]
+    rate: f64,
+    /// Use Send/Data indications instead of a channel.
+    #[arg(long)]
+    no_channel: bool,
+}
+
+/// `probe nat`.
+#[derive(Debug, Args)]
+pub struct NatArgs {
+    #[command(flatten)]
+    target: Target,
+}
+
+/// `probe load`.
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    #[command(flatten)]
+    target: Target,
+    #[command(flatten)]
+    creds: CredArgs,
+    /// Transport to the server.
+    #[arg(long, value_enum, default_value = "udp")]
+    transport: ProbeTransport,
+    /// Concurrent allocations.
+    #[arg(long, default_value_t = 10)]
+    allocations: usize,
+    /// Payload bytes.
+    #[arg(long, default_value_t = 100)]
+    size: usize,
+    /// Total messages per second (0: as fast as the window allows).
+    #[arg(long, default_value_t = 1000.0)]
+    rate: f64,
+    /// Seconds of sending.
+    #[arg(long, default_value_t = 5.0)]
+    duration: f64,
+    /// Stop after this many messages.
+    #[arg(long)]
+    count: Option<u64>,
+    /// Worker threads.
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+    /// In-flight messages per allocation when --rate 0.
+    #[arg(long, default_value_t = 16)]
+    window: u32,
+    /// Use Send/Data indications instead of channels.
+    #[arg(long)]
+    no_channel: bool,
+    /// Echo peers (repeatable; default: local ones).
+    #[arg(long)]
+    peer: Vec<SocketAddr>,
+}
+
+fn fail(json: bool, e: impl std::fmt::Display) -> ExitCode {
+    if json {
+        println!("{}", serde_json::json!({ "error": e.to_string() }));
+    }
+    eprintln!("natpass probe: {e}");
+    ExitCode::FAILURE
+}
+
+fn print_json<T: serde::Serialize>(v: &T) {
+    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+}
+
+/// Run a probe.
+pub fn run(cmd: ProbeCmd) -> ExitCode {
+    let (server, json) = match &cmd {
+        ProbeCmd::Stun(a) => (&a.target.server, a.target.json),
+        ProbeCmd::Turn(a) => (&a.target.server, a.target.json),
+        ProbeCmd::Nat(a) => (&a.target.server, a.target.json),
+        ProbeCmd::Load(a) => (&a.target.server, a.target.json),
+    };
+    let spec = match probe::parse_server(server) {
+        Ok(s) => s,
+        Err(e) => return fail(json, e),
+    };
+    match cmd {
+        ProbeCmd::Stun(a) => {
+            let t = a
+                .transport
+                .or(spec.transport)
+                .unwrap_or(ProbeTransport::Udp);
+            match probe::stun(&spec, t, a.count.max(1)) {
+                Err(e) => fail(json, e),
+                Ok(r) => {
+                    if json {
+                        print_json(&r);
+                    } else {
+                        for (i, b) in r.results.iter().enumerate() {
+                            println!(
+                                "binding {}/{} to {} over {}: mapped {}, answered by {}, rtt {:.2} ms{}",
+                                i + 1,
+                                r.sent,
+                                r.server,
+                                r.transport,
+                                b.mapped.map_or("-".into(), |m| m.to_string()),
+                                b.from,
+                                b.rtt_ms,
+                                if b.tries > 1 {
+                                    format!(" ({} tries)", b.tries)
+                                } else {
+                                    String::new()
+                                }
+                            );
+                        }
+                        for e in &r.errors {
+                            println!("error: {e}");
+                        }
+                        println!("{} of {} answered", r.results.len(), r.sent);
+                    }
+                    if r.results.is_empty() {
+                        ExitCode::FAILURE
+                    } else {
+                        ExitCode::SUCCESS
+                    }
+                }
+            }
+        }
+        ProbeCmd::Turn(a) => {
+            let creds = match a.creds.creds() {
+                Ok(c) => c,
+                Err(e) => return fail(json, e),
+            };
+            let opts = probe::TurnOptions {
+                creds,
+                transport: a
+                    .transport
+                    .or(spec.transport)
+                    .unwrap_or(ProbeTransport::Udp),
+                family: a.family,
+                peer: a.peer,
+                count: a.count,
+                size: a.size,
+                rate: a.rate,
+                no_channel: a.no_channel,
+            };
+            match probe::turn(&spec, &opts) {
+                Err(e) => fail(json, e),
+                Ok(r) => {
+                    if json {
+                        print_json(&r);
+                    } else {
+                        let relayed: Vec<String> =
+                            r.relayed.iter().map(|a| a.to_string()).collect();
+                        println!("server        {} ({})", r.server, r.transport);
+                        println!("relayed       {}", relayed.join(", "));
+                        println!(
+                            "mapped        {}",
+                            r.mapped.map_or("-".into(), |m| m.to_string())
+                        );
+                        println!("lifetime      {} s", r.lifetime);
+                        println!(
+                            "peer          {} via {}",
+                            r.peer,
+                            if r.channel {
+                                "channel 0x4000"
+                            } else {
+                                "Send/Data indications"
+                            }
+                        );
+                        println!(
+                            "messages      sent {}, received {}, lost {} ({:.1}%)",
+                            r.sent,
+                            r.received,
+                            r.lost,
+                            if r.sent == 0 {
+                                0.0
+                            } else {
+                                r.lost as f64 * 100.0 / r.sent as f64
+                            }
+                        );
+                        if let Some([min, med, p99, max]) = r.rtt_ms {
+                            println!(
+                                "rtt           min {min:.2} / median {med:.2} / p99 {p99:.2} / max {max:.2} ms"
+                            );
+                        }
+                    }
+                    if r.lost == 0 {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::FAILURE
+                    }
+                }
+            }
+        }
+        ProbeCmd::Nat(_) => match probe::nat(&spec) {
+            Err(e) => fail(json, e),
+            Ok(r) => {
+                if json {
+                    print_json(&r);
+                } else {
+                    println!("local         {}", r.local);
+                    println!(
+                        "mapped        {}",
+                        r.mapped.map_or("-".into(), |m| m.to_string())
+                    );
+                    println!(
+                        "other address {}",
+                        r.other_address
+                            .map_or("- (no RFC 5780 support)".into(), |m| m.to_string())
+                    );
+                    println!("mapping       {}", r.mapping);
+                    println!("filtering     {}", r.filtering);
+                    println!("verdict       {}", r.verdict);
+                }
+                ExitCode::SUCCESS
+            }
+        },
+        ProbeCmd::Load(a) => {
+            let creds = match a.creds.creds() {
+                Ok(c) => c,
+                Err(e) => return fail(json, e),
+            };
+            if !(a.duration > 0.0 && a.duration <= 3600.0) {
+                return fail(json, "--duration must be between 0 and 3600 seconds");
+            }
+            let o = load::LoadOptions {
+                creds,
+                transport: a.transport,
+                allocations: a.allocations.max(1),
+                size: a.size,
+                rate: a.rate.max(0.0),
+                duration: Duration::from_secs_f64(a.duration),
+                count: a.count,
+                threads: a.threads.clamp(1, 64),
+                no_channel: a.no_channel,
+                peers: a.peer,
+                window: a.window,
+                bind_ip: None,
+            };
+            match load::run(&spec, &o) {
+                Err(e) => fail(json, e),
+                Ok(r) => {
+                    if json {
+                        print_json(&r);
+                    } else {
+                        println!(
+                            "server      {}  allocations {} (setup {:.2} s, {:.0}/s)  {} B via {}",
+                            r.server,
+                            r.allocations,
+                            r.setup_seconds,
+                            r.setup_rate,
+                            r.size,
+                            if r.channel {
+                                "channels"
+                            } else {
+                                "Send indications"
+                            }
+                        );
+                        println!(
+                            "offered     {}",
+                            if r.offered_rate > 0.0 {
+                                format!("{:.0} msg/s", r.offered_rate)
+                            } else {
+                                "unpaced".into()
+                            }
+                        );
+                        println!(
+                            "achieved    {:.0} msg/s, {:.2} Mbit/s over {:.1} s",
+                            r.achieved_rate, r.achieved_mbit, r.duration_seconds
+                        );
+                        println!(
+                            "messages    sent {}, received {}, lost {} ({:.3}%)",
+                            r.sent, r.received, r.lost, r.loss_percent
+                        );
+                        println!(
+                            "latency     p50 {} µs, p90 {} µs, p99 {} µs, max {} µs",
+                            r.latency_us.p50, r.latency_us.p90, r.latency_us.p99, r.latency_us.max
+                        );
+                    }
+                    ExitCode::SUCCESS
+                }
+            }
+        }
+    }
+}
+
+/// `natpass peer`: echo until killed.
+pub fn peer(listen: &[SocketAddr]) -> ExitCode {
+    let addrs: Vec<SocketAddr> = if listen.is_empty() {
+        vec!["127.0.0.1:3480".parse().expect("valid")]
+    } else {
+        listen.to_vec()
+    };
+    match probe::echo::EchoPeer::start(&addrs) {
+        Ok(e) => {
+            for a in e.addrs() {
+                println!("echo peer listening on {a} (udp)");
+            }
+            e.wait();
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("natpass peer: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,612 @@
+//! A small blocking STUN/TURN client for the probes (and tests): Binding with RFC 8489
+//! retransmission, and the TURN requests with the long-term credential dance (401/438 → retry
+//! with REALM/NONCE). Works over UDP and TCP (RFC 8656 stream framing).
+
+use crate::auth::long_term_key;
+use crate::proto::framing;
+use crate::proto::integrity::{self, Algo};
+use std::collections::VecDeque;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::time::{Duration, Instant};
+use stun_types::attribute::{ErrorCode, Nonce, Realm, Username, XorMappedAddress};
+use stun_types::message::{
+    BINDING, Message, MessageClass, MessageType, MessageWrite, MessageWriteExt, MessageWriteVec,
+    Method, TransactionId,
+};
+use turn_types::attribute::{
+    ChannelNumber, Data, Lifetime, RequestedAddressFamily, RequestedTransport, XorPeerAddress,
+    XorRelayedAddress,
+};
+use turn_types::message::{ALLOCATE, CHANNEL_BIND, CREATE_PERMISSION, DATA, REFRESH, SEND};
+
+/// A client-side failure, phrased for operators.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// No answer at all.
+    #[error("no response from {server} after {tries} tries ({:.1} s): is the server up and the port open?", .waited.as_secs_f64())]
+    Timeout {
+        /// Server.
+        server: SocketAddr,
+        /// Requests sent.
+        tries: u32,
+        /// Time waited.
+        waited: Duration,
+    },
+    /// Socket error.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// An error response.
+    #[error("{method} failed: {code} {reason} ({})", explain(*.code))]
+    Stun {
+        /// Request method name.
+        method: &'static str,
+        /// STUN error code.
+        code: u16,
+        /// Reason phrase sent by the server.
+        reason: String,
+    },
+    /// A response we cannot use.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+}
+
+/// What a STUN/TURN error code usually means, for humans.
+pub fn explain(code: u16) -> &'static str {
+    match code {
+        300 => "try the alternate server it names",
+        400 => "the server found the request malformed",
+        401 => "wrong username/password, wrong realm, or an expired REST credential",
+        403 => "the peer address is denied by the server's policy",
+        420 => "the server does not understand an attribute we sent",
+        437 => "allocation mismatch: no allocation on this 5-tuple, or one exists already",
+        438 => "stale nonce: the server wants a fresh one",
+        440 => "the server has no relay address of that family",
+        441 => "wrong credentials for this allocation",
+        442 => "the server does not relay that transport",
+        443 => "peer address family does not match the allocation",
+        486 => "allocation quota reached (per user, per IP or server-wide)",
+        500 => "server error",
+        508 => "insufficient capacity: no relay port free, or too many permissions/channels",
+        _ => "see RFC 8656 / RFC 8489",
+    }
+}
+
+fn method_name(m: Method) -> &'static str {
+    match m {
+        BINDING => "Binding",
+        ALLOCATE => "Allocate",
+        REFRESH => "Refresh",
+        CREATE_PERMISSION => "CreatePermission",
+        CHANNEL_BIND => "ChannelBind",
+        _ => "request",
+    }
+}
+
+/// The transport to the server.
+#[derive(Debug)]
+enum Conn {
+    Udp(UdpSocket),
+    Tcp { stream: TcpStream, rbuf: Vec<u8> },
+}
+
+/// Something the server sent that is not a response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Incoming {
+    /// A Data indication.
+    Data {
+        /// The peer.
+        peer: SocketAddr,
+        /// The payload.
+        data: Vec<u8>,
+    },
+    /// ChannelData.
+    Channel {
+        /// Channel number.
+        channel: u16,
+        /// The payload.
+        data: Vec<u8>,
+    },
+}
+
+/// A successful response.
+#[derive(Debug, Clone)]
+pub struct Response {
+    /// The message bytes.
+    pub bytes: Vec<u8>,
+    /// Who answered (UDP source address; the server for TCP).
+    pub from: SocketAddr,
+    /// Time from the last transmission to the answer.
+    pub rtt: Duration,
+    /// Requests sent (1 = no retransmission).
+    pub tries: u32,
+}
+
+impl Response {
+    /// Parse the response.
+    pub fn message(&self) -> Message<'_> {
+        Message::from_bytes(&self.bytes).expect("validated on receipt")
+    }
+    /// XOR-MAPPED-ADDRESS.
+    pub fn mapped(&self) -> Option<SocketAddr> {
+        let m = self.message();
+        m.attribute::<XorMappedAddress>()
+            .ok()
+            .map(|a| a.addr(m.transaction_id()))
+    }
+}
+
+/// A successful allocation.
+#[derive(Debug, Clone)]
+pub struct Allocation {
+    /// Relayed transport addresses (two for a dual allocation).
+    pub relayed: Vec<SocketAddr>,
+    /// Our address as the server sees it.
+    pub mapped: Option<SocketAddr>,
+    /// Granted lifetime.
+    pub lifetime: u32,
+    /// Round-trip time of the successful Allocate.
+    pub rtt: Duration,
+}
+
+/// Blocking STUN/TURN client.
+#[derive(Debug)]
+pub struct Client {
+    conn: Conn,
+    server: SocketAddr,
+    user: Option<(String, String)>,
+    realm: Option<String>,
+    nonce: Option<String>,
+    key: Option<[u8; 16]>,
+    /// Initial retransmission timeout (UDP).
+    pub rto: Duration,
+    /// Transmissions per request (UDP).
+    pub max_tries: u32,
+    pending: VecDeque<Incoming>,
+    buf: Vec<u8>,
+}
+
+impl Client {
+    /// A UDP client bound to `bind` (use an unspecified address of the server's family).
+    pub fn udp(server: SocketAddr, bind: Option<SocketAddr>) -> std::io::Result<Self> {
+        let bind = bind.unwrap_or(if server.is_ipv4() {
+            "0.0.0.0:0".parse().expect("valid")
+        } else {
+            "[::]:0".parse().expect("valid")
+        });
+        let sock = UdpSocket::bind(bind)?;
+        Ok(Self::with_conn(Conn::Udp(sock), server))
+    }
+
+    /// A TCP client.
+    pub fn tcp(server: SocketAddr, timeout: Duration) -> std::io::Result<Self> {
+        let stream = TcpStream::connect_timeout(&server, timeout)?;
+        stream.set_nodelay(true)?;
+        Ok(Self::with_conn(
+            Conn::Tcp {
+                stream,
+                rbuf: Vec::new(),
+            },
+            server,
+        ))
+    }
+
+    fn with_conn(conn: Conn, server: SocketAddr) -> Self {
+        Self {
+            conn,
+            server,
+            user: None,
+            realm: None,
+            nonce: None,
+            key: None,
+            rto: Duration::from_millis(250),
+            max_tries: 4,
+            pending: VecDeque::new(),
+            buf: vec![0; 65_536 + 4],
+        }
+    }
+
+    /// Use these long-term credentials for TURN requests.
+    pub fn set_credentials(&mut self, user: &str, password: &str) {
+        self.user = Some((user.to_owned(), password.to_owned()));
+    }
+
+    /// The realm and nonce learnt from the server, to start another client signed right away
+    /// (natpass binds nonces to the client IP, not the port).
+    pub fn realm_nonce(&self) -> Option<(String, String)> {
+        Some((self.realm.clone()?, self.nonce.clone()?))
+    }
+
+    /// Start with a known realm and nonce (after [`Client::set_credentials`]); a stale nonce
+    /// is replaced by the usual 438 dance.
+    pub fn set_realm_nonce(&mut self, realm: &str, nonce: &str) {
+        if let Some((user, pass)) = &self.user {
+            self.key = Some(long_term_key(user, realm, pass));
+            self.realm = Some(realm.to_owned());
+            self.nonce = Some(nonce.to_owned());
+        }
+    }
+
+    /// The local socket address.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        match &self.conn {
+            Conn::Udp(s) => s.local_addr(),
+            Conn::Tcp { stream, .. } => stream.local_addr(),
+        }
+    }
+
+    /// The UDP socket (None over TCP), e.g. to drive it from another loop.
+    pub fn udp_socket(&self) -> Option<&UdpSocket> {
+        match &self.conn {
+            Conn::Udp(s) => Some(s),
+            Conn::Tcp { .. } => None,
+        }
+    }
+
+    /// The server.
+    pub fn server(&self) -> SocketAddr {
+        self.server
+    }
+
+    fn send_raw(&mut self, data: &[u8]) -> std::io::Result<()> {
+        match &mut self.conn {
+            Conn::Udp(s) => s.send_to(data, self.server).map(|_| ()),
+            Conn::Tcp { stream, .. } => stream.write_all(data),
+        }
+    }
+
+    /// Receive one frame until `deadline`: (bytes, from). None on timeout.
+    fn recv_frame(
+        &mut self,
+        deadline: Instant,
+    ) -> Result<Option<(Vec<u8>, SocketAddr)>, ClientError> {
+        let server = self.server;
+        match &mut self.conn {
+            Conn::Udp(s) => loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Ok(None);
+                }
+                s.set_read_timeout(Some(left))?;
+                match s.recv_from(&mut self.buf) {
+                    Ok((n, from)) => return Ok(Some((self.buf[..n].to_vec(), from))),
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        ) =>
+                    {
+                        return Ok(None);
+                    }
+                    // ICMP port unreachable surfaces as ECONNREFUSED on some stacks: keep waiting.
+                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            },
+            Conn::Tcp { stream, rbuf } => loop {
+                match framing::frame_len(rbuf) {
+                    Err(e) => return Err(ClientError::Protocol(format!("stream: {e}"))),
+                    Ok(Some(n)) if rbuf.len() >= n => {
+                        let frame: Vec<u8> = rbuf.drain(..n).collect();
+                        return Ok(Some((frame, server)));
+                    }
+                    _ => {}
+                }
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Ok(None);
+                }
+                stream.set_read_timeout(Some(left))?;
+                match stream.read(&mut self.buf) {
+                    Ok(0) => {
+                        return Err(ClientError::Protocol("server closed the connection".into()));
+                    }
+                    Ok(n) => rbuf.extend_from_slice(&self.buf[..n]),
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        ) =>
+                    {
+                        return Ok(None);
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            },
+        }
+    }
+
+    /// Classify a non-response frame and queue it.
+    fn stash(&mut self, frame: &[u8]) {
+        if let Some(i) = parse_incoming(frame) {
+            self.pending.push_back(i);
+        }
+    }
+
+    /// Send `req` (already built) and wait for the response with its transaction id.
+    pub fn transact(&mut self, req: &[u8]) -> Result<Response, ClientError> {
+        let txid = &req[8..20];
+        let udp = matches!(self.conn, Conn::Udp(_));
+        let tries = if udp { self.max_tries.max(1) } else { 1 };
+        let started = Instant::now();
+        let mut rto = if udp {
+            self.rto
+        } else {
+            Duration::from_secs(10)
+        };
+        for attempt in 1..=tries {
+            let sent = Instant::now();
+            self.send_raw(req)?;
+            // The last transmission waits longer (RFC 8489 §6.2.1: Rm × RTO).
+            let wait = if attempt == tries && udp {
+                rto * 2
+            } else {
+                rto
+            };
+            let deadline = sent + wait;
+            while let Some((frame, from)) = self.recv_frame(deadline)? {
+                if frame.len() >= 20 && frame[0] >> 6 == 0 && &frame[8..20] == txid {
+                    let Ok(m) = Message::from_bytes(&frame) else {
+                        continue;
+                    };
+                    if !m.is_response() {
+                        continue;
+                    }
+                    return Ok(Response {
+                        rtt: sent.elapsed(),
+                        bytes: frame,
+                        from,
+                        tries: attempt,
+                    });
+                }
+                self.stash(&frame);
+            }
+            rto *= 2;
+        }
+        Err(ClientError::Timeout {
+            server: self.server,
+            tries,
+            waited: started.elapsed(),
+        })
+    }
+
+    /// A Binding request (RFC 8489 §6.2.1 retransmission over UDP).
+    pub fn binding(&mut self) -> Result<Response, ClientError> {
+        let req = build(MessageClass::Request, BINDING, |w, _| {
+            let _ = w.add_fingerprint();
+        });
+        let r = self.transact(&req)?;
+        check(&r, "Binding")?;
+        Ok(r)
+    }
+
+    /// A TURN request with long-term credentials: on 401/438 the realm and nonce are taken
+    /// from the answer and the request is sent again (at most twice).
+    pub fn request(
+        &mut self,
+        method: Method,
+        attrs: impl Fn(&mut MessageWriteVec, TransactionId),
+    ) -> Result<Response, ClientError> {
+        let mut last = None;
+        let mut retried = false;
+        for _ in 0..3 {
+            let req = build(MessageClass::Request, method, |w, txid| {
+                attrs(w, txid);
+                if let (Some((user, _)), Some(realm), Some(nonce), Some(key)) =
+                    (&self.user, &self.realm, &self.nonce, &self.key)
+                {
+                    if let (Ok(u), Ok(r), Ok(n)) =
+                        (Username::new(user), Realm::new(realm), Nonce::new(nonce))
+                    {
+                        let _ = w.add_attribute(&u);
+                        let _ = w.add_attribute(&r);
+                        let _ = w.add_attribute(&n);
+                        integrity::sign(w, Algo::Sha1, key);
+                    }
+                }
+                let _ = w.add_fingerprint();
+            });
+            let r = self.transact(&req)?;
+            let m = r.message();
+            if m.has_class(MessageClass::Error) {
+                let code = m.attribute::<ErrorCode>().map(|e| e.code()).unwrap_or(0);
+                // A 401 to a request signed after a challenge means the credentials are wrong.
+                if (code == 401 && !retried) || code == 438 {
+                    let realm = m.attribute::<Realm>().ok().map(|r| r.realm().to_owned());
+                    let nonce = m.attribute::<Nonce>().ok().map(|n| n.nonce().to_owned());
+                    if let (Some(realm), Some(nonce), Some((user, pass))) =
+                        (realm, nonce, &self.user)
+                    {
+                        self.key = Some(long_term_key(user, &realm, pass));
+                        self.realm = Some(realm);
+                        self.nonce = Some(nonce);
+                        retried = true;
+                        last = Some(r);
+                        continue;
+                    }
+                }
+            }
+            last = Some(r);
+            break;
+        }
+        let r = last.ok_or_else(|| ClientError::Protocol("no response".into()))?;
+        check(&r, method_name(method))?;
+        Ok(r)
+    }
+
+    /// Allocate a UDP relay (`family` 6 asks for IPv6).
+    pub fn allocate(
+        &mut self,
+        family: Option<u8>,
+        lifetime: Option<u32>,
+    ) -> Result<Allocation, ClientError> {
+        let r = self.request(ALLOCATE, |w, _| {
+            let _ = w.add_attribute(&RequestedTransport::new(RequestedTransport::UDP));
+            if family == Some(6) {
+                let _ = w.add_attribute(&RequestedAddressFamily::new(
+                    stun_types::AddressFamily::IPV6,
+                ));
+            }
+            if let Some(l) = lifetime {
+                let _ = w.add_attribute(&Lifetime::new(l));
+            }
+        })?;
+        let m = r.message();
+        let txid = m.transaction_id();
+        let relayed: Vec<SocketAddr> = (0..2)
+            .filter_map(|n| m.nth_attribute::<XorRelayedAddress>(n).ok())
+            .map(|a| a.addr(txid))
+            .collect();
+        if relayed.is_empty() {
+            return Err(ClientError::Protocol(
+                "Allocate success without XOR-RELAYED-ADDRESS".into(),
+            ));
+        }
+        Ok(Allocation {
+            relayed,
+            mapped: m.attribute::<XorMappedAddress>().ok().map(|a| a.addr(txid)),
+            lifetime: m.attribute::<Lifetime>().map(|l| l.seconds()).unwrap_or(0),
+            rtt: r.rtt,
+        })
+    }
+
+    /// Refresh; 0 deletes the allocation.
+    pub fn refresh(&mut self, lifetime: u32) -> Result<u32, ClientError> {
+        let r = self.request(REFRESH, |w, _| {
+            let _ = w.add_attribute(&Lifetime::new(lifetime));
+        })?;
+        Ok(r.message()
+            .attribute::<Lifetime>()
+            .map(|l| l.seconds())
+            .unwrap_or(0))
+    }
+
+    /// CreatePermission for these peers.
+    pub fn create_permission(&mut self, peers: &[SocketAddr]) -> Result<(), ClientError> {
+        self.request(CREATE_PERMISSION, |w, txid| {
+            for p in peers {
+                let _ = w.add_attribute(&XorPeerAddress::new(*p, txid));
+            }
+        })
+        .map(|_| ())
+    }
+
+    /// ChannelBind.
+    pub fn channel_bind(&mut self, channel: u16, peer: SocketAddr) -> Result<(), ClientError> {
+        self.request(CHANNEL_BIND, |w, txid| {
+            let _ = w.add_attribute(&ChannelNumber::new(channel));
+            let _ = w.add_attribute(&XorPeerAddress::new(peer, txid));
+        })
+        .map(|_| ())
+    }
+
+    /// Send indication.
+    pub fn send_indication(&mut self, peer: SocketAddr, data: &[u8]) -> Result<(), ClientError> {
+        let ind = send_indication_bytes(peer, data);
+        self.send_raw(&ind)?;
+        Ok(())
+    }
+
+    /// ChannelData (padded on streams).
+    pub fn send_channel(&mut self, channel: u16, data: &[u8]) -> Result<(), ClientError> {
+        let stream = matches!(self.conn, Conn::Tcp { .. });
+        let frame = channel_data_bytes(channel, data, stream);
+        self.send_raw(&frame)?;
+        Ok(())
+    }
+
+    /// Next Data indication or ChannelData until `deadline`.
+    pub fn recv_data(&mut self, deadline: Instant) -> Result<Option<Incoming>, ClientError> {
+        if let Some(i) = self.pending.pop_front() {
+            return Ok(Some(i));
+        }
+        while let Some((frame, _)) = self.recv_frame(deadline)? {
+            if let Some(i) = parse_incoming(&frame) {
+                return Ok(Some(i));
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// Build a message with a random transaction id.
+pub fn build(
+    class: MessageClass,
+    method: Method,
+    f: impl FnOnce(&mut MessageWriteVec, TransactionId),
+) -> Vec<u8> {
+    let txid = TransactionId::generate();
+    let mut w = Message::builder(
+        MessageType::from_class_method(class, method),
+        txid,
+        MessageWriteVec::with_capacity(128),
+    );
+    f(&mut w, txid);
+    w.finish()
+}
+
+/// A Send indication.
+pub fn send_indication_bytes(peer: SocketAddr, data: &[u8]) -> Vec<u8> {
+    build(MessageClass::Indication, SEND, |w, txid| {
+        let _ = w.add_attribute(&XorPeerAddress::new(peer, txid));
+        let _ = w.add_attribute(&Data::new(data));
+    })
+}
+
+/// A ChannelData frame (`padded` for streams).
+pub fn channel_data_bytes(channel: u16, data: &[u8], padded: bool) -> Vec<u8> {
+    let pad = if padded {
+        framing::channel_padding(data.len())
+    } else {
+        0
+    };
+    let mut v = Vec::with_capacity(4 + data.len() + pad);
+    v.extend_from_slice(&channel.to_be_bytes());
+    v.extend_from_slice(&(data.len() as u16).to_be_bytes());
+    v.extend_from_slice(data);
+    v.resize(4 + data.len() + pad, 0);
+    v
+}
+
+/// Parse a Data indication or ChannelData frame.
+pub fn parse_incoming(frame: &[u8]) -> Option<Incoming> {
+    match frame.first()? >> 6 {
+        1 => {
+            let ch = u16::from_be_bytes([frame[0], *frame.get(1)?]);
+            let len = usize::from(u16::from_be_bytes([*frame.get(2)?, *frame.get(3)?]));
+            Some(Incoming::Channel {
+                channel: ch,
+                data: frame.get(4..4 + len)?.to_vec(),
+            })
+        }
+        0 => {
+            let m = Message::from_bytes(frame).ok()?;
+            if !(m.has_class(MessageClass::Indication) && m.has_method(DATA)) {
+                return None;
+            }
+            let peer = m
+                .attribute::<XorPeerAddress>()
+                .ok()?
+                .addr(m.transaction_id());
+            let data = m.attribute::<Data>().ok()?.data().to_vec();
+            Some(Incoming::Data { peer, data })
+        }
+        _ => None,
+    }
+}
+
+fn check(r: &Response, method: &'static str) -> Result<(), ClientError> {
+    let m = r.message();
+    if m.has_class(MessageClass::Error) {
+        let (code, reason) = m
+            .attribute::<ErrorCode>()
+            .map(|e| (e.code(), e.reason().to_owned()))
+            .unwrap_or((0, "error response without ERROR-CODE".into()));
+        return Err(ClientError::Stun {
+            method,
+            code,
+            reason,
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,90 @@
+//! A UDP echo peer (what turnutils_peer does): every datagram goes back to its sender.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// Running echo sockets; stopped when dropped.
+#[derive(Debug)]
+pub struct EchoPeer {
+    addrs: Vec<SocketAddr>,
+    stop: Arc<AtomicBool>,
+    echoed: Arc<AtomicU64>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl EchoPeer {
+    /// Bind each address (port 0 picks one) and echo on a thread per socket.
+    pub fn start(addrs: &[SocketAddr]) -> std::io::Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let echoed = Arc::new(AtomicU64::new(0));
+        let mut bound = Vec::new();
+        let mut threads = Vec::new();
+        for a in addrs {
+            let s = socket2::Socket::new(
+                socket2::Domain::for_address(*a),
+                socket2::Type::DGRAM,
+                Some(socket2::Protocol::UDP),
+            )?;
+            if a.is_ipv6() {
+                s.set_only_v6(true)?;
+            }
+            let _ = s.set_recv_buffer_size(4 << 20);
+            let _ = s.set_send_buffer_size(4 << 20);
+            s.bind(&(*a).into())?;
+            let sock: UdpSocket = s.into();
+            sock.set_read_timeout(Some(Duration::from_millis(100)))?;
+            bound.push(sock.local_addr()?);
+            let stop = stop.clone();
+            let echoed = echoed.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name("natpass-echo".into())
+                    .spawn(move || {
+                        let mut buf = vec![0u8; 65_536];
+                        while !stop.load(Ordering::Relaxed) {
+                            if let Ok((n, from)) = sock.recv_from(&mut buf) {
+                                if sock.send_to(&buf[..n], from).is_ok() {
+                                    echoed.fetch_add(1, Ordering::Relaxed);
+                                }
+                            }
+                        }
+                    })?,
+            );
+        }
+        Ok(Self {
+            addrs: bound,
+            stop,
+            echoed,
+            threads,
+        })
+    }
+
+    /// The bound addresses.
+    pub fn addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    /// Datagrams echoed so far.
+    pub fn echoed(&self) -> u64 {
+        self.echoed.load(Ordering::Relaxed)
+    }
+
+    /// Block until the process is stopped (for `natpass peer`).
+    pub fn wait(mut self) {
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for EchoPeer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}

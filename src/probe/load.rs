@@ -1,0 +1,497 @@
+//! The load generator (`natpass probe load`): N allocations (one UDP socket each) spread over
+//! worker threads, each relaying messages through the server to echo peers via a channel
+//! (or Send indications), paced at a total rate or as fast as a bounded window allows, for a
+//! bounded duration and/or count. Reports offered and achieved rates, loss and latency.
+//!
+//! Messages carry a sequence number and a send timestamp; frames are built once per
+//! allocation and patched in place, so the hot loop allocates nothing.
+
+use super::{Creds, ProbeTransport, ServerSpec, echo::EchoPeer};
+use crate::client::{Client, ClientError};
+use mio::net::UdpSocket;
+use mio::{Events, Interest, Poll, Token};
+use serde::Serialize;
+use std::io::ErrorKind;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+use stun_types::attribute::AttributeStaticType;
+use stun_types::message::Message;
+use turn_types::attribute::Data;
+
+/// Load settings.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// Credentials (a REST secret mints one name per allocation).
+    pub creds: Creds,
+    /// Transport (UDP).
+    pub transport: ProbeTransport,
+    /// Concurrent allocations.
+    pub allocations: usize,
+    /// Payload bytes (at least 16).
+    pub size: usize,
+    /// Total messages per second; 0 = as fast as the window allows.
+    pub rate: f64,
+    /// How long to send.
+    pub duration: Duration,
+    /// Stop after this many messages in total.
+    pub count: Option<u64>,
+    /// Worker threads.
+    pub threads: usize,
+    /// Send indications instead of channels.
+    pub no_channel: bool,
+    /// Echo peers; empty starts local ones.
+    pub peers: Vec<SocketAddr>,
+    /// In-flight messages per allocation when rate is 0.
+    pub window: u32,
+    /// Local IP to bind client sockets to (default: per the route to the server).
+    pub bind_ip: Option<IpAddr>,
+}
+
+/// Latency percentiles in microseconds.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Latency {
+    /// Median.
+    pub p50: u64,
+    /// 90th percentile.
+    pub p90: u64,
+    /// 99th percentile.
+    pub p99: u64,
+    /// Maximum.
+    pub max: u64,
+}
+
+/// Load report.
+#[derive(Debug, Clone, Serialize)]
+pub struct LoadReport {
+    /// Server.
+    pub server: SocketAddr,
+    /// Allocations made.
+    pub allocations: usize,
+    /// Allocation setup time (s) and rate (allocations/s, with authentication).
+    pub setup_seconds: f64,
+    /// Allocations per second during setup.
+    pub setup_rate: f64,
+    /// Payload size.
+    pub size: usize,
+    /// Channel (true) or Send indications.
+    pub channel: bool,
+    /// Offered messages/s (0: unpaced).
+    pub offered_rate: f64,
+    /// Sending time (s).
+    pub duration_seconds: f64,
+    /// Messages sent.
+    pub sent: u64,
+    /// Echoes received.
+    pub received: u64,
+    /// Lost (sent − received).
+    pub lost: u64,
+    /// Loss in percent.
+    pub loss_percent: f64,
+    /// Messages/s achieved (echoes received per second of sending).
+    pub achieved_rate: f64,
+    /// Payload Mbit/s achieved (one direction).
+    pub achieved_mbit: f64,
+    /// Round-trip latency.
+    pub latency_us: Latency,
+}
+
+struct Flow {
+    sock: UdpSocket,
+    frame: Vec<u8>,
+    payload_at: usize,
+    in_flight: u32,
+}
+
+/// Latency histogram: 1 µs buckets to 1 ms, 10 µs to 100 ms, 1 ms to 10 s.
+#[derive(Clone)]
+struct Hist {
+    b: Vec<u64>,
+    max: u64,
+}
+
+impl Hist {
+    fn new() -> Self {
+        Self {
+            b: vec![0; 1000 + 9900 + 9900 + 1],
+            max: 0,
+        }
+    }
+    fn idx(us: u64) -> usize {
+        if us < 1000 {
+            us as usize
+        } else if us < 100_000 {
+            1000 + ((us - 1000) / 10) as usize
+        } else {
+            (10_900 + (us.min(10_000_000) - 100_000) / 1000) as usize
+        }
+    }
+    fn value(i: usize) -> u64 {
+        if i < 1000 {
+            i as u64
+        } else if i < 10_900 {
+            1000 + (i as u64 - 1000) * 10
+        } else {
+            100_000 + (i as u64 - 10_900) * 1000
+        }
+    }
+    fn add(&mut self, us: u64) {
+        let last = self.b.len() - 1;
+        self.b[Self::idx(us).min(last)] += 1;
+        self.max = self.max.max(us);
+    }
+    fn merge(&mut self, o: &Hist) {
+        for (a, b) in self.b.iter_mut().zip(&o.b) {
+            *a += b;
+        }
+        self.max = self.max.max(o.max);
+    }
+    fn pct(&self, p: f64) -> u64 {
+        let total: u64 = self.b.iter().sum();
+        if total == 0 {
+            return 0;
+        }
+        let want = ((total as f64) * p).ceil() as u64;
+        let mut acc = 0;
+        for (i, c) in self.b.iter().enumerate() {
+            acc += c;
+            if acc >= want.max(1) {
+                return Self::value(i);
+            }
+        }
+        self.max
+    }
+}
+
+struct WorkerResult {
+    sent: u64,
+    received: u64,
+    hist: Hist,
+}
+
+/// Set up the allocations, run the load, release the allocations.
+pub fn run(spec: &ServerSpec, o: &LoadOptions) -> Result<LoadReport, ClientError> {
+    if o.transport != ProbeTransport::Udp {
+        return Err(ClientError::Protocol(
+            "probe load supports UDP to the server in this build".into(),
+        ));
+    }
+    let size = o.size.max(16);
+    let bind_ip = match o.bind_ip {
+        Some(ip) => ip,
+        None => {
+            let any: SocketAddr = if spec.addr.is_ipv4() {
+                "0.0.0.0:0"
+            } else {
+                "[::]:0"
+            }
+            .parse()
+            .expect("valid");
+            let s = std::net::UdpSocket::bind(any)?;
+            s.connect(spec.addr)?;
+            s.local_addr()?.ip()
+        }
+    };
+    let _echo;
+    let peers = if o.peers.is_empty() {
+        let n = o.threads.clamp(1, 4);
+        let e = EchoPeer::start(&vec![SocketAddr::new(bind_ip, 0); n])?;
+        let p = e.addrs().to_vec();
+        _echo = Some(e);
+        p
+    } else {
+        o.peers.clone()
+    };
+    // Setup: allocate, permit and bind, from a few threads at once.
+    let setup_start = Instant::now();
+    let setup_threads = o.threads.clamp(1, 8).min(o.allocations.max(1));
+    let mut clients: Vec<(usize, Client)> = Vec::with_capacity(o.allocations);
+    let results: Vec<Result<Vec<(usize, Client)>, ClientError>> = std::thread::scope(|sc| {
+        let handles: Vec<_> = (0..setup_threads)
+            .map(|t| {
+                let peers = &peers;
+                sc.spawn(move || {
+                    let mut mine: Vec<(usize, Client)> = Vec::new();
+                    let mut known: Option<(String, String)> = None;
+                    for i in (t..o.allocations).step_by(setup_threads) {
+                        let mut c = Client::udp(spec.addr, Some(SocketAddr::new(bind_ip, 0)))?;
+                        let (u, p) = match &o.creds {
+                            Creds::Secret(s, name) => {
+                                Creds::Secret(s.clone(), format!("{name}{i}")).resolve()
+                            }
+                            c => c.resolve(),
+                        };
+                        c.set_credentials(&u, &p);
+                        if let Some((realm, nonce)) = &known {
+                            c.set_realm_nonce(realm, nonce);
+                        }
+                        c.allocate(None, None)?;
+                        known = c.realm_nonce();
+                        let peer = peers[i % peers.len()];
+                        c.create_permission(&[peer])?;
+                        if !o.no_channel {
+                            c.channel_bind(0x4000, peer)?;
+                        }
+                        mine.push((i, c));
+                    }
+                    Ok(mine)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("setup thread"))
+            .collect()
+    });
+    for r in results {
+        clients.extend(r?);
+    }
+    clients.sort_by_key(|(i, _)| *i);
+    let setup_seconds = setup_start.elapsed().as_secs_f64();
+
+    // Frames: built once per allocation, payload patched in place.
+    let mut flows: Vec<Vec<Flow>> = (0..o.threads.max(1)).map(|_| Vec::new()).collect();
+    for (i, c) in &clients {
+        let peer = peers[i % peers.len()];
+        let payload = vec![0u8; size];
+        let (frame, payload_at) = if o.no_channel {
+            let f = crate::client::send_indication_bytes(peer, &payload);
+            let m = Message::from_bytes(&f).map_err(|e| ClientError::Protocol(e.to_string()))?;
+            let (off, _) = m
+                .raw_attribute_and_offset(Data::TYPE)
+                .ok_or_else(|| ClientError::Protocol("no DATA".into()))?;
+            (f.clone(), off + 4)
+        } else {
+            (
+                crate::client::channel_data_bytes(0x4000, &payload, false),
+                4,
+            )
+        };
+        let std_sock = c
+            .udp_socket()
+            .ok_or_else(|| ClientError::Protocol("not UDP".into()))?;
+        let sock = std_sock.try_clone()?;
+        sock.set_nonblocking(true)?;
+        sock.connect(spec.addr)?;
+        flows[i % o.threads.max(1)].push(Flow {
+            sock: UdpSocket::from_std(sock),
+            frame,
+            payload_at,
+            in_flight: 0,
+        });
+    }
+    let start = Instant::now();
+    let per_thread_rate = o.rate / o.threads.max(1) as f64;
+    let per_thread_count = o.count.map(|c| c.div_ceil(o.threads.max(1) as u64));
+    let window = o.window.max(1);
+    let outcomes: Vec<WorkerResult> = std::thread::scope(|sc| {
+        let handles: Vec<_> = flows
+            .into_iter()
+            .map(|fl| {
+                sc.spawn(move || {
+                    worker(
+                        fl,
+                        start,
+                        o.duration,
+                        per_thread_rate,
+                        per_thread_count,
+                        window,
+                        o.no_channel,
+                    )
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("load worker"))
+            .collect()
+    });
+    let mut hist = Hist::new();
+    let (mut sent, mut received) = (0, 0);
+    for w in &outcomes {
+        sent += w.sent;
+        received += w.received;
+        hist.merge(&w.hist);
+    }
+    let send_end = o.duration.as_secs_f64().min(start.elapsed().as_secs_f64());
+    // Release the allocations (the sockets are blocking again for the client).
+    for (_, c) in &mut clients {
+        if let Some(s) = c.udp_socket() {
+            let _ = s.set_nonblocking(false);
+        }
+        c.max_tries = 2;
+        let _ = c.refresh(0);
+    }
+    let lost = sent.saturating_sub(received);
+    Ok(LoadReport {
+        server: spec.addr,
+        allocations: clients.len(),
+        setup_seconds,
+        setup_rate: clients.len() as f64 / setup_seconds.max(1e-9),
+        size,
+        channel: !o.no_channel,
+        offered_rate: o.rate,
+        duration_seconds: send_end,
+        sent,
+        received,
+        lost,
+        loss_percent: if sent == 0 {
+            0.0
+        } else {
+            lost as f64 * 100.0 / sent as f64
+        },
+        achieved_rate: received as f64 / send_end.max(1e-9),
+        achieved_mbit: received as f64 * size as f64 * 8.0 / 1e6 / send_end.max(1e-9),
+        latency_us: Latency {
+            p50: hist.pct(0.5),
+            p90: hist.pct(0.9),
+            p99: hist.pct(0.99),
+            max: hist.max,
+        },
+    })
+}
+
+fn worker(
+    mut flows: Vec<Flow>,
+    start: Instant,
+    duration: Duration,
+    rate: f64,
+    count: Option<u64>,
+    window: u32,
+    indications: bool,
+) -> WorkerResult {
+    let mut res = WorkerResult {
+        sent: 0,
+        received: 0,
+        hist: Hist::new(),
+    };
+    if flows.is_empty() {
+        return res;
+    }
+    let Ok(mut poll) = Poll::new() else {
+        return res;
+    };
+    for (i, f) in flows.iter_mut().enumerate() {
+        if poll
+            .registry()
+            .register(&mut f.sock, Token(i), Interest::READABLE)
+            .is_err()
+        {
+            return res;
+        }
+    }
+    let mut events = Events::with_capacity(1024);
+    let mut buf = vec![0u8; 65_536];
+    let mut next_flow = 0usize;
+    let grace = Duration::from_secs(1);
+    let mut seq: u64 = 0;
+    loop {
+        let now = Instant::now();
+        let elapsed = now.duration_since(start);
+        let sending = elapsed < duration && count.is_none_or(|c| res.sent < c);
+        if !sending && (res.received >= res.sent || elapsed > duration + grace) {
+            break;
+        }
+        if sending {
+            // How many messages are due now.
+            let due = if rate > 0.0 {
+                let target = (elapsed.as_secs_f64() * rate) as u64;
+                target.saturating_sub(res.sent).min(4096)
+            } else {
+                flows.len() as u64 * 8
+            };
+            let mut budget = due;
+            let mut tried = 0;
+            while budget > 0 && tried < flows.len() * 2 {
+                let n_flows = flows.len();
+                let f = &mut flows[next_flow];
+                next_flow = (next_flow + 1) % n_flows;
+                tried += 1;
+                if rate <= 0.0 && f.in_flight >= window {
+                    continue;
+                }
+                let t = Instant::now().duration_since(start).as_nanos() as u64;
+                let p = f.payload_at;
+                f.frame[p..p + 8].copy_from_slice(&seq.to_be_bytes());
+                f.frame[p + 8..p + 16].copy_from_slice(&t.to_be_bytes());
+                match f.sock.send(&f.frame) {
+                    Ok(_) => {
+                        seq += 1;
+                        res.sent += 1;
+                        f.in_flight += 1;
+                        budget -= 1;
+                        tried = 0;
+                        if count.is_some_and(|c| res.sent >= c) {
+                            break;
+                        }
+                    }
+                    Err(_) => break, // socket buffer full: read first
+                }
+            }
+        }
+        let timeout = if rate > 0.0 && sending {
+            let next_due = Duration::from_secs_f64((res.sent + 1) as f64 / rate);
+            next_due
+                .saturating_sub(start.elapsed())
+                .min(Duration::from_millis(5))
+        } else {
+            Duration::from_millis(if sending { 1 } else { 20 })
+        };
+        if poll.poll(&mut events, Some(timeout)).is_err() {
+            continue;
+        }
+        for ev in events.iter() {
+            let i = ev.token().0;
+            let Some(f) = flows.get_mut(i) else {
+                continue;
+            };
+            loop {
+                match f.sock.recv(&mut buf) {
+                    Ok(n) => {
+                        let payload = if indications {
+                            Message::from_bytes(&buf[..n])
+                                .ok()
+                                .and_then(|m| {
+                                    m.raw_attribute_and_offset(Data::TYPE)
+                                        .map(|(o, r)| (o + 4, usize::from(r.header.length())))
+                                })
+                                .and_then(|(o, l)| buf.get(o..o + l))
+                        } else {
+                            buf.get(4..n)
+                        };
+                        let Some(p) = payload.filter(|p| p.len() >= 16) else {
+                            continue;
+                        };
+                        let mut t = [0u8; 8];
+                        t.copy_from_slice(&p[8..16]);
+                        let sent_at = Duration::from_nanos(u64::from_be_bytes(t));
+                        let rtt = start.elapsed().saturating_sub(sent_at);
+                        res.hist.add(rtt.as_micros() as u64);
+                        res.received += 1;
+                        f.in_flight = f.in_flight.saturating_sub(1);
+                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(_) => break,
+                }
+            }
+        }
+    }
+    res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_percentiles_are_close() {
+        let mut h = Hist::new();
+        for us in 1..=10_000u64 {
+            h.add(us);
+        }
+        let p50 = h.pct(0.5);
+        assert!((4990..=5010).contains(&p50), "{p50}");
+        let p99 = h.pct(0.99);
+        assert!((9890..=9910).contains(&p99), "{p99}");
+        assert_eq!(h.max, 10_000);
+    }
+}

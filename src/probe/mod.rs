@@ -1,0 +1,598 @@
+//! turnutils-style probes: check, diagnose and load any STUN/TURN server (natpass, coturn, …).
+//!
+//! - [`stun`]: Binding requests with retransmission; mapped address, responder, RTT.
+//! - [`turn`]: allocate, permission, channel (or Send indications), echo through a peer.
+//! - [`nat`]: RFC 5780 NAT behaviour discovery (mapping and filtering).
+//! - [`load`]: the load generator.
+//! - [`echo`]: a UDP echo peer (`natpass peer`).
+
+pub mod echo;
+pub mod load;
+
+use crate::client::{Client, ClientError, Incoming};
+use serde::Serialize;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::time::{Duration, Instant};
+
+/// The transport a probe uses to reach the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ProbeTransport {
+    /// UDP.
+    Udp,
+    /// TCP.
+    Tcp,
+    /// TLS over TCP.
+    Tls,
+}
+
+impl std::fmt::Display for ProbeTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ProbeTransport::Udp => "udp",
+            ProbeTransport::Tcp => "tcp",
+            ProbeTransport::Tls => "tls",
+        })
+    }
+}
+
+/// A server named as `host[:port]` or a `stun:`/`turn:`/`turns:` URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerSpec {
+    /// Resolved address.
+    pub addr: SocketAddr,
+    /// Host as given (for TLS server names).
+    pub host: String,
+    /// Transport the URL implies (None: not said).
+    pub transport: Option<ProbeTransport>,
+}
+
+/// Why a server name is unusable.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot use server `{given}`: {why}")]
+pub struct SpecError {
+    given: String,
+    why: String,
+}
+
+/// Parse `host[:port]`, `[v6]:port`, `stun:host[:port]`, `turn:host[:port]?transport=tcp`,
+/// `turns:host[:port]`.
+pub fn parse_server(s: &str) -> Result<ServerSpec, SpecError> {
+    let err = |why: &str| SpecError {
+        given: s.to_owned(),
+        why: why.to_owned(),
+    };
+    let (scheme, rest) = match s.split_once(':') {
+        Some((sch @ ("stun" | "stuns" | "turn" | "turns"), rest)) => (Some(sch), rest),
+        _ => (None, s),
+    };
+    let (hostport, query) = match rest.split_once('?') {
+        Some((h, q)) => (h, Some(q)),
+        None => (rest, None),
+    };
+    let mut transport = match scheme {
+        Some("turns" | "stuns") => Some(ProbeTransport::Tls),
+        _ => None,
+    };
+    if let Some(q) = query {
+        for kv in q.split('&') {
+            match kv {
+                "transport=udp" => transport = Some(ProbeTransport::Udp),
+                "transport=tcp" if transport != Some(ProbeTransport::Tls) => {
+                    transport = Some(ProbeTransport::Tcp)
+                }
+                "transport=tcp" => {}
+                _ => return Err(err("unknown URL parameter (only transport=udp|tcp)")),
+            }
+        }
+    }
+    let default_port = if transport == Some(ProbeTransport::Tls) {
+        5349
+    } else {
+        3478
+    };
+    let (host, port) =
+        split_host_port(hostport, default_port).ok_or_else(|| err("expected host[:port]"))?;
+    if host.is_empty() {
+        return Err(err("empty host"));
+    }
+    let addr = (host.as_str(), port)
+        .to_socket_addrs()
+        .map_err(|e| err(&format!("cannot resolve: {e}")))?
+        .next()
+        .ok_or_else(|| err("no address"))?;
+    Ok(ServerSpec {
+        addr,
+        host,
+        transport,
+    })
+}
+
+fn split_host_port(s: &str, default_port: u16) -> Option<(String, u16)> {
+    if let Some(rest) = s.strip_prefix('[') {
+        let (h, after) = rest.split_once(']')?;
+        let port = match after.strip_prefix(':') {
+            Some(p) => p.parse().ok()?,
+            None if after.is_empty() => default_port,
+            None => return None,
+        };
+        return Some((h.to_owned(), port));
+    }
+    if s.matches(':').count() > 1 {
+        return Some((s.to_owned(), default_port)); // bare IPv6
+    }
+    match s.split_once(':') {
+        Some((h, p)) => Some((h.to_owned(), p.parse().ok()?)),
+        None => Some((s.to_owned(), default_port)),
+    }
+}
+
+/// Connect a client over `transport`.
+pub fn connect(spec: &ServerSpec, transport: ProbeTransport) -> Result<Client, ClientError> {
+    match transport {
+        ProbeTransport::Udp => Ok(Client::udp(spec.addr, None)?),
+        ProbeTransport::Tcp => Ok(Client::tcp(spec.addr, Duration::from_secs(5))?),
+        ProbeTransport::Tls => Err(ClientError::Protocol(
+            "TLS probes need the TLS transport, which this build does not have yet".into(),
+        )),
+    }
+}
+
+/// One Binding result.
+#[derive(Debug, Clone, Serialize)]
+pub struct BindingResult {
+    /// XOR-MAPPED-ADDRESS.
+    pub mapped: Option<SocketAddr>,
+    /// Who answered.
+    pub from: SocketAddr,
+    /// Round trip in milliseconds.
+    pub rtt_ms: f64,
+    /// Transmissions needed.
+    pub tries: u32,
+}
+
+/// `probe stun` report.
+#[derive(Debug, Clone, Serialize)]
+pub struct StunReport {
+    /// Server.
+    pub server: SocketAddr,
+    /// Transport.
+    pub transport: ProbeTransport,
+    /// Our local address.
+    pub local: Option<SocketAddr>,
+    /// Requests sent.
+    pub sent: u32,
+    /// Answers.
+    pub results: Vec<BindingResult>,
+    /// Errors met.
+    pub errors: Vec<String>,
+}
+
+/// Send `count` Binding requests.
+pub fn stun(
+    spec: &ServerSpec,
+    transport: ProbeTransport,
+    count: u32,
+) -> Result<StunReport, ClientError> {
+    let mut c = connect(spec, transport)?;
+    let mut report = StunReport {
+        server: spec.addr,
+        transport,
+        local: c.local_addr().ok(),
+        sent: 0,
+        results: Vec::new(),
+        errors: Vec::new(),
+    };
+    for i in 0..count {
+        report.sent += 1;
+        match c.binding() {
+            Ok(r) => report.results.push(BindingResult {
+                mapped: r.mapped(),
+                from: r.from,
+                rtt_ms: r.rtt.as_secs_f64() * 1e3,
+                tries: r.tries,
+            }),
+            Err(e) => report.errors.push(e.to_string()),
+        }
+        if i + 1 < count {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    Ok(report)
+}
+
+/// Credentials for the TURN probes.
+#[derive(Debug, Clone)]
+pub enum Creds {
+    /// Long-term user and password.
+    User(String, String),
+    /// A REST secret and the name to mint for.
+    Secret(crate::auth::Secret, String),
+}
+
+impl Creds {
+    /// (username, password), minting a REST credential when needed.
+    pub fn resolve(&self) -> (String, String) {
+        match self {
+            Creds::User(u, p) => (u.clone(), p.clone()),
+            Creds::Secret(s, name) => {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                crate::auth::mint_rest(s, name, 600, now)
+            }
+        }
+    }
+}
+
+/// `probe turn` settings.
+#[derive(Debug, Clone)]
+pub struct TurnOptions {
+    /// Credentials.
+    pub creds: Creds,
+    /// Transport to the server.
+    pub transport: ProbeTransport,
+    /// Relayed address family (4 or 6).
+    pub family: u8,
+    /// Echo peer; None starts one locally when the server is local.
+    pub peer: Option<SocketAddr>,
+    /// Messages.
+    pub count: u32,
+    /// Payload bytes (at least 12: sequence number and timestamp).
+    pub size: usize,
+    /// Messages per second.
+    pub rate: f64,
+    /// Send indications instead of a channel.
+    pub no_channel: bool,
+}
+
+/// `probe turn` report.
+#[derive(Debug, Clone, Serialize)]
+pub struct TurnReport {
+    /// Server.
+    pub server: SocketAddr,
+    /// Transport.
+    pub transport: ProbeTransport,
+    /// Relayed addresses.
+    pub relayed: Vec<SocketAddr>,
+    /// Mapped address.
+    pub mapped: Option<SocketAddr>,
+    /// Granted lifetime.
+    pub lifetime: u32,
+    /// The echo peer used.
+    pub peer: SocketAddr,
+    /// Whether a channel carried the data (else Send/Data indications).
+    pub channel: bool,
+    /// Sent messages.
+    pub sent: u32,
+    /// Echoes received.
+    pub received: u32,
+    /// Lost.
+    pub lost: u32,
+    /// RTT min/median/p99/max in ms.
+    pub rtt_ms: Option<[f64; 4]>,
+}
+
+fn is_local(ip: IpAddr) -> bool {
+    ip.is_loopback() || std::net::UdpSocket::bind(SocketAddr::new(ip, 0)).is_ok()
+}
+
+/// Allocate, permit, bind, echo `count` messages through the relay, then release.
+pub fn turn(spec: &ServerSpec, opts: &TurnOptions) -> Result<TurnReport, ClientError> {
+    let mut c = connect(spec, opts.transport)?;
+    let (user, pass) = opts.creds.resolve();
+    c.set_credentials(&user, &pass);
+    let alloc = c.allocate(Some(opts.family), None)?;
+    let relayed = alloc.relayed[0];
+    let mut _echo = None;
+    let peer = match opts.peer {
+        Some(p) => p,
+        None if is_local(spec.addr.ip()) => {
+            let ip = if relayed.is_ipv4() {
+                spec.addr.ip()
+            } else {
+                "::1".parse().expect("valid")
+            };
+            let ip = if relayed.is_ipv4() != ip.is_ipv4() {
+                relayed.ip()
+            } else {
+                ip
+            };
+            let e = echo::EchoPeer::start(&[SocketAddr::new(ip, 0)])?;
+            let a = e.addrs()[0];
+            _echo = Some(e);
+            a
+        }
+        None => {
+            return Err(ClientError::Protocol(
+                "the server is not local: give --peer ADDR of a UDP echo peer (e.g. `natpass peer`)".into(),
+            ));
+        }
+    };
+    c.create_permission(&[peer])?;
+    let channel = 0x4000;
+    if !opts.no_channel {
+        c.channel_bind(channel, peer)?;
+    }
+    let size = opts.size.max(12);
+    let interval = Duration::from_secs_f64(1.0 / opts.rate.max(0.1));
+    let start = Instant::now();
+    let mut rtts: Vec<f64> = Vec::new();
+    let mut received = 0u32;
+    let mut seen = vec![false; opts.count as usize];
+    let mut next = start;
+    let mut sent = 0u32;
+    let mut payload = vec![0u8; size];
+    loop {
+        let now = Instant::now();
+        if sent < opts.count && now >= next {
+            payload[..4].copy_from_slice(&sent.to_be_bytes());
+            let t = now.duration_since(start).as_nanos() as u64;
+            payload[4..12].copy_from_slice(&t.to_be_bytes());
+            if opts.no_channel {
+                c.send_indication(peer, &payload)?;
+            } else {
+                c.send_channel(channel, &payload)?;
+            }
+            sent += 1;
+            next += interval;
+            continue;
+        }
+        let deadline = if sent < opts.count {
+            next
+        } else {
+            // Everything sent: wait up to 2 s (or 10 RTTs) for the last echoes.
+            let grace = Duration::from_secs(2);
+            if received >= sent || now.duration_since(next) > grace {
+                break;
+            }
+            now + Duration::from_millis(50)
+        };
+        if let Some(inc) = c.recv_data(deadline)? {
+            let data = match inc {
+                Incoming::Channel { channel: ch, data } if ch == channel => data,
+                Incoming::Data { peer: p, data } if p == peer => data,
+                _ => continue,
+            };
+            if data.len() < 12 {
+                continue;
+            }
+            let seq = u32::from_be_bytes([data[0], data[1], data[2], data[3]]) as usize;
+            let mut t = [0u8; 8];
+            t.copy_from_slice(&data[4..12]);
+            if seq < seen.len() && !seen[seq] {
+                seen[seq] = true;
+                received += 1;
+                let sent_at = Duration::from_nanos(u64::from_be_bytes(t));
+                rtts.push((start.elapsed().saturating_sub(sent_at)).as_secs_f64() * 1e3);
+            }
+        }
+    }
+    let _ = c.refresh(0);
+    rtts.sort_by(f64::total_cmp);
+    let pct = |p: f64| rtts[((rtts.len() - 1) as f64 * p).round() as usize];
+    Ok(TurnReport {
+        server: spec.addr,
+        transport: opts.transport,
+        relayed: alloc.relayed.clone(),
+        mapped: alloc.mapped,
+        lifetime: alloc.lifetime,
+        peer,
+        channel: !opts.no_channel,
+        sent,
+        received,
+        lost: sent - received,
+        rtt_ms: (!rtts.is_empty()).then(|| [rtts[0], pct(0.5), pct(0.99), rtts[rtts.len() - 1]]),
+    })
+}
+
+/// NAT mapping or filtering behaviour (RFC 4787 terms).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Behaviour {
+    /// Endpoint-independent.
+    EndpointIndependent,
+    /// Address-dependent.
+    AddressDependent,
+    /// Address-and-port-dependent.
+    AddressAndPortDependent,
+    /// Could not be determined.
+    Unknown,
+}
+
+impl std::fmt::Display for Behaviour {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Behaviour::EndpointIndependent => "endpoint-independent",
+            Behaviour::AddressDependent => "address-dependent",
+            Behaviour::AddressAndPortDependent => "address-and-port-dependent",
+            Behaviour::Unknown => "unknown",
+        })
+    }
+}
+
+/// `probe nat` report.
+#[derive(Debug, Clone, Serialize)]
+pub struct NatReport {
+    /// Server.
+    pub server: SocketAddr,
+    /// Our local address.
+    pub local: SocketAddr,
+    /// Mapped address from the primary address.
+    pub mapped: Option<SocketAddr>,
+    /// The server's OTHER-ADDRESS (RFC 5780), if any.
+    pub other_address: Option<SocketAddr>,
+    /// Whether a NAT changes our address (mapped != local).
+    pub behind_nat: Option<bool>,
+    /// Mapping behaviour.
+    pub mapping: Behaviour,
+    /// Filtering behaviour.
+    pub filtering: Behaviour,
+    /// One-line verdict.
+    pub verdict: String,
+}
+
+const OTHER_ADDRESS: u16 = 0x802C;
+
+fn other_address(r: &crate::client::Response) -> Option<SocketAddr> {
+    let m = r.message();
+    let raw = m.raw_attribute(stun_types::attribute::AttributeType::new(OTHER_ADDRESS))?;
+    stun_types::attribute::MappedSocketAddr::from_raw(&raw)
+        .ok()
+        .map(|a| a.addr())
+}
+
+fn binding_to(
+    sock: &std::net::UdpSocket,
+    to: SocketAddr,
+    change: u8,
+    wait: Duration,
+) -> Option<crate::client::Response> {
+    use stun_types::message::{BINDING, MessageClass, MessageWriteExt};
+    let req = crate::client::build(MessageClass::Request, BINDING, |w, _| {
+        if change != 0 {
+            let v = [0, 0, 0, change];
+            let _ = w.add_attribute(&stun_types::attribute::RawAttribute::new(
+                stun_types::attribute::AttributeType::new(0x0003),
+                &v,
+            ));
+        }
+    });
+    let mut buf = [0u8; 1500];
+    let mut rto = Duration::from_millis(200);
+    let start = Instant::now();
+    while start.elapsed() < wait {
+        let sent = Instant::now();
+        let _ = sock.send_to(&req, to);
+        let deadline = sent + rto;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            let _ = sock.set_read_timeout(Some(left));
+            let Ok((n, from)) = sock.recv_from(&mut buf) else {
+                break;
+            };
+            if n >= 20 && buf[8..20] == req[8..20] {
+                if let Ok(m) = stun_types::message::Message::from_bytes(&buf[..n]) {
+                    if m.has_class(MessageClass::Success) {
+                        return Some(crate::client::Response {
+                            bytes: buf[..n].to_vec(),
+                            from,
+                            rtt: sent.elapsed(),
+                            tries: 1,
+                        });
+                    }
+                }
+            }
+        }
+        rto = (rto * 2).min(Duration::from_secs(1));
+    }
+    None
+}
+
+/// RFC 5780 §4.3 (mapping) and §4.4 (filtering) over UDP.
+pub fn nat(spec: &ServerSpec) -> Result<NatReport, ClientError> {
+    let wait = Duration::from_secs(3);
+    let any: SocketAddr = if spec.addr.is_ipv4() {
+        "0.0.0.0:0"
+    } else {
+        "[::]:0"
+    }
+    .parse()
+    .expect("valid");
+    // Learn the local IP the route to the server uses, then bind it exactly.
+    let probe = std::net::UdpSocket::bind(any)?;
+    probe.connect(spec.addr)?;
+    let local_ip = probe.local_addr()?.ip();
+    drop(probe);
+    let sock = std::net::UdpSocket::bind(SocketAddr::new(local_ip, 0))?;
+    let local = sock.local_addr()?;
+    let t1 = binding_to(&sock, spec.addr, 0, wait).ok_or(ClientError::Timeout {
+        server: spec.addr,
+        tries: 5,
+        waited: wait,
+    })?;
+    let m1 = t1.mapped();
+    let other = other_address(&t1);
+    let mut report = NatReport {
+        server: spec.addr,
+        local,
+        mapped: m1,
+        other_address: other,
+        behind_nat: m1.map(|m| m != local),
+        mapping: Behaviour::Unknown,
+        filtering: Behaviour::Unknown,
+        verdict: String::new(),
+    };
+    let Some(other) = other else {
+        report.mapping = if m1 == Some(local) {
+            Behaviour::EndpointIndependent
+        } else {
+            Behaviour::Unknown
+        };
+        report.verdict = format!(
+            "the server does not support RFC 5780 (no OTHER-ADDRESS): {}",
+            if m1 == Some(local) {
+                "you are not behind a NAT"
+            } else {
+                "behind a NAT of unknown behaviour"
+            }
+        );
+        return Ok(report);
+    };
+    // Mapping (§4.3): not NATed means the effective mapping is endpoint-independent.
+    report.mapping = if m1 == Some(local) {
+        Behaviour::EndpointIndependent
+    } else {
+        let t2 = binding_to(
+            &sock,
+            SocketAddr::new(other.ip(), spec.addr.port()),
+            0,
+            wait,
+        );
+        match t2.and_then(|r| r.mapped()) {
+            None => Behaviour::Unknown,
+            Some(m2) if Some(m2) == m1 => Behaviour::EndpointIndependent,
+            Some(m2) => match binding_to(&sock, other, 0, wait).and_then(|r| r.mapped()) {
+                Some(m3) if m3 == m2 => Behaviour::AddressDependent,
+                Some(_) => Behaviour::AddressAndPortDependent,
+                None => Behaviour::Unknown,
+            },
+        }
+    };
+    // Filtering (§4.4): change IP and port, then port only.
+    let short = Duration::from_millis(1500);
+    report.filtering = if binding_to(&sock, spec.addr, 0x06, short).is_some() {
+        Behaviour::EndpointIndependent
+    } else if binding_to(&sock, spec.addr, 0x02, short).is_some() {
+        Behaviour::AddressDependent
+    } else {
+        Behaviour::AddressAndPortDependent
+    };
+    let natted = report.behind_nat == Some(true);
+    report.verdict = match (report.mapping, report.filtering) {
+        (_, Behaviour::EndpointIndependent) if !natted => {
+            "not behind a NAT: direct calls work".into()
+        }
+        (_, f) if !natted => {
+            format!(
+                "not behind a NAT, but a firewall filters ({f}): direct calls mostly work, TURN helps"
+            )
+        }
+        (Behaviour::EndpointIndependent, Behaviour::EndpointIndependent) => {
+            "full-cone NAT: direct calls work with STUN".into()
+        }
+        (Behaviour::EndpointIndependent, f) => {
+            format!(
+                "endpoint-independent mapping with {f} filtering: hole punching works with STUN"
+            )
+        }
+        (Behaviour::AddressAndPortDependent | Behaviour::AddressDependent, _) => {
+            "symmetric NAT: direct calls will need TURN".into()
+        }
+        _ => "NAT behaviour could not be determined".into(),
+    };
+    Ok(report)
+}

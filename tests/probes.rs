@@ -1,0 +1,363 @@
+//! The probes, run as the `natpass` binary, against natpass and against coturn (a server
+//! nobody here wrote), plus their error paths.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::process::{Command, Output};
+
+fn natpass(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_natpass"))
+        .args(args)
+        .output()
+        .expect("runs")
+}
+
+fn json(out: &Output) -> Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+/// Servers to probe: natpass, and coturn when installed. (name, address, guard)
+fn servers() -> Vec<(&'static str, String, Box<dyn std::any::Any>)> {
+    let mut v: Vec<(&'static str, String, Box<dyn std::any::Any>)> = Vec::new();
+    let n = start_server(alice_loopback());
+    v.push(("natpass", n.udp_addrs[0].to_string(), Box::new(n)));
+    if let Some(c) = coturn(&[]) {
+        v.push(("coturn", format!("127.0.0.1:{}", c.port), Box::new(c)));
+    }
+    v
+}
+
+#[test]
+fn probe_stun_reports_mapped_address_on_both_servers() {
+    for (name, addr, _g) in servers() {
+        let out = natpass(&["probe", "stun", &addr, "--count", "2", "--json"]);
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let j = json(&out);
+        assert_eq!(j["results"].as_array().unwrap().len(), 2, "{name}");
+        let mapped = j["results"][0]["mapped"].as_str().unwrap();
+        assert_eq!(
+            mapped,
+            j["local"].as_str().unwrap().replace("0.0.0.0", "127.0.0.1"),
+            "{name}"
+        );
+        assert_eq!(j["results"][0]["from"].as_str().unwrap(), addr, "{name}");
+        // The stun: URL form and text output.
+        let out = natpass(&["probe", "stun", &format!("stun:{addr}")]);
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("mapped 127.0.0.1:"),
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn probe_turn_relays_with_channel_and_with_indications_on_both_servers() {
+    for (name, addr, _g) in servers() {
+        for extra in [&[][..], &["--no-channel"][..]] {
+            let mut args = vec![
+                "probe",
+                "turn",
+                &addr,
+                "--user",
+                "alice",
+                "--password",
+                "secret",
+                "--count",
+                "20",
+                "--rate",
+                "200",
+                "--json",
+            ];
+            args.extend_from_slice(extra);
+            let out = natpass(&args);
+            assert!(
+                out.status.success(),
+                "{name} {extra:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let j = json(&out);
+            assert_eq!(j["lost"], 0, "{name} {extra:?}");
+            assert_eq!(j["received"], 20, "{name} {extra:?}");
+            assert!(
+                j["relayed"][0].as_str().unwrap().starts_with("127.0.0.1:"),
+                "{name}"
+            );
+            assert_eq!(j["channel"], extra.is_empty());
+        }
+    }
+}
+
+#[test]
+fn probe_turn_over_tcp_against_coturn() {
+    let Some(c) = coturn(&[]) else { return };
+    let addr = format!("turn:127.0.0.1:{}?transport=tcp", c.port);
+    let out = natpass(&[
+        "probe",
+        "turn",
+        &addr,
+        "--user",
+        "alice",
+        "--password",
+        "secret",
+        "--count",
+        "10",
+        "--rate",
+        "200",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let j = json(&out);
+    assert_eq!(
+        (j["transport"].as_str(), j["lost"].as_u64()),
+        (Some("tcp"), Some(0))
+    );
+}
+
+#[test]
+fn probe_turn_with_rest_secret_against_both_servers() {
+    let mut o = alice_loopback();
+    o.auth_secrets = vec!["rest-s".parse().unwrap()];
+    let n = start_server(o);
+    let mut targets = vec![(n.udp_addrs[0].to_string(), None)];
+    let c = coturn(&["use-auth-secret", "static-auth-secret=rest-s"]);
+    if let Some(c) = &c {
+        targets.push((format!("127.0.0.1:{}", c.port), Some(())));
+    }
+    for (addr, _) in targets {
+        let out = natpass(&[
+            "probe", "turn", &addr, "--secret", "rest-s", "--user", "probe", "--count", "5",
+            "--rate", "200", "--json",
+        ]);
+        assert!(
+            out.status.success(),
+            "{addr}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(json(&out)["lost"], 0);
+    }
+}
+
+#[test]
+fn probe_nat_reports_endpoint_independent_mapping_on_loopback() {
+    let mut o = alice_loopback();
+    o.alt_listen = Some("127.0.0.2:0".parse().unwrap());
+    let n = start_server(o);
+    let mut targets = vec![n.udp_addrs[0].to_string()];
+    let c = coturn(&[]);
+    if let Some(c) = &c {
+        targets.push(format!("127.0.0.1:{}", c.port));
+    }
+    for addr in targets {
+        let out = natpass(&["probe", "nat", &addr, "--json"]);
+        assert!(
+            out.status.success(),
+            "{addr}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let j = json(&out);
+        assert_eq!(j["mapping"], "endpoint-independent", "{addr}: {j}");
+        assert_eq!(j["filtering"], "endpoint-independent", "{addr}: {j}");
+        assert_eq!(j["behind_nat"], false);
+        assert!(
+            j["other_address"]
+                .as_str()
+                .unwrap()
+                .starts_with("127.0.0.2:"),
+            "{addr}: {j}"
+        );
+    }
+    // Without an alternate address natpass is a plain RFC 8489 server: no OTHER-ADDRESS.
+    let plain = start_server(alice_loopback());
+    let out = natpass(&["probe", "nat", &plain.udp_addrs[0].to_string(), "--json"]);
+    let j = json(&out);
+    assert!(j["other_address"].is_null());
+    assert!(
+        j["verdict"]
+            .as_str()
+            .unwrap()
+            .contains("does not support RFC 5780")
+    );
+}
+
+#[test]
+fn probe_load_drives_both_servers() {
+    for (name, addr, _g) in servers() {
+        let out = natpass(&[
+            "probe",
+            "load",
+            &addr,
+            "--user",
+            "alice",
+            "--password",
+            "secret",
+            "--allocations",
+            "5",
+            "--rate",
+            "2000",
+            "--duration",
+            "1",
+            "--json",
+        ]);
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let j = json(&out);
+        let sent = j["sent"].as_u64().unwrap();
+        assert!(sent >= 1500, "{name}: {j}");
+        assert_eq!(j["allocations"], 5);
+        assert!(
+            j["received"].as_u64().unwrap() >= sent * 99 / 100,
+            "{name}: {j}"
+        );
+        assert!(j["latency_us"]["p50"].as_u64().unwrap() > 0);
+    }
+}
+
+#[test]
+fn probe_errors_are_clear_with_nonzero_exit() {
+    let n = start_server(alice_loopback());
+    let addr = n.udp_addrs[0].to_string();
+    let out = natpass(&[
+        "probe",
+        "turn",
+        &addr,
+        "--user",
+        "alice",
+        "--password",
+        "wrong",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("401") && err.contains("wrong username/password"),
+        "{err}"
+    );
+    // Denied peer: 403 with its meaning.
+    let out = natpass(&[
+        "probe",
+        "turn",
+        &addr,
+        "--user",
+        "alice",
+        "--password",
+        "secret",
+        "--peer",
+        "10.1.2.3:9",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("403") && err.contains("policy"), "{err}");
+    // Unreachable server: a timeout that says so.
+    let dead = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let dead_addr = dead.local_addr().unwrap().to_string();
+    let out = natpass(&["probe", "stun", &dead_addr]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("no response"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // Bad server names.
+    let out = natpass(&["probe", "stun", "turn:"]);
+    assert!(!out.status.success());
+    let out = natpass(&["probe", "turn", &addr]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--password"));
+}
+
+#[test]
+fn credential_and_peer_subcommands_work_together() {
+    let o = natpass::config::Overrides {
+        auth_secrets: vec!["abc".parse().unwrap()],
+        allow_peers: vec!["127.0.0.0/8".parse().unwrap()],
+        ..Default::default()
+    };
+    let n = start_server(o);
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut peer = Command::new(env!("CARGO_BIN_EXE_natpass"))
+        .args(["peer", "--listen", &listen])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let cred = natpass(&["credential", "--secret", "abc", "--user", "x"]);
+    let text = String::from_utf8_lossy(&cred.stdout);
+    let user = text
+        .lines()
+        .find_map(|l| l.strip_prefix("username: "))
+        .unwrap()
+        .to_owned();
+    let pass = text
+        .lines()
+        .find_map(|l| l.strip_prefix("password: "))
+        .unwrap()
+        .to_owned();
+    let out = natpass(&[
+        "probe",
+        "turn",
+        &n.udp_addrs[0].to_string(),
+        "--user",
+        &user,
+        "--password",
+        &pass,
+        "--peer",
+        &listen,
+        "--count",
+        "5",
+        "--rate",
+        "100",
+        "--json",
+    ]);
+    let _ = peer.kill();
+    let _ = peer.wait();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(json(&out)["lost"], 0);
+}
+
+#[test]
+fn server_names_parse_in_every_documented_form() {
+    use natpass::probe::{ProbeTransport, parse_server};
+    let s = parse_server("127.0.0.1").unwrap();
+    assert_eq!(s.addr.port(), 3478);
+    let s = parse_server("turns:127.0.0.1").unwrap();
+    assert_eq!(
+        (s.addr.port(), s.transport),
+        (5349, Some(ProbeTransport::Tls))
+    );
+    let s = parse_server("turn:127.0.0.1:3479?transport=tcp").unwrap();
+    assert_eq!(
+        (s.addr.port(), s.transport),
+        (3479, Some(ProbeTransport::Tcp))
+    );
+    let s = parse_server("[::1]:4000").unwrap();
+    assert_eq!(s.addr.to_string(), "[::1]:4000");
+    let s = parse_server("stun:[::1]").unwrap();
+    assert_eq!(s.addr.port(), 3478);
+    assert!(parse_server("turn:127.0.0.1?transport=sctp").is_err());
+    assert!(parse_server("127.0.0.1:notaport").is_err());
+}
