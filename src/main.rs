@@ -99,9 +99,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 use tokio::signal::unix::{SignalKind, signal};
                 let mut term = signal(SignalKind::terminate())?;
                 let mut int = signal(SignalKind::interrupt())?;
-                tokio::select! {
-                    _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-                    _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+                let mut hup = signal(SignalKind::hangup())?;
+                loop {
+                    tokio::select! {
+                        _ = term.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
+                        _ = int.recv() => { tracing::info!("SIGINT: shutting down"); break; }
+                        _ = hup.recv() => match server.reload_tls() {
+                            Ok(()) if server.tls.is_some() => tracing::info!("SIGHUP: TLS certificate reloaded"),
+                            Ok(()) => tracing::info!("SIGHUP: nothing to reload"),
+                            Err(e) => tracing::error!(error = %e, "SIGHUP: TLS reload failed; the previous certificate keeps serving"),
+                        },
+                    }
                 }
                 anyhow::Ok(())
             })?;

@@ -48,6 +48,15 @@ pub struct ServeArgs {
     /// Listen address for STUN/TURN (repeatable).
     #[arg(long, value_name = "ADDR:PORT")]
     pub listen: Vec<SocketAddr>,
+    /// TURN over TLS listen address (repeatable; plain TCP is accepted there too).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub tls_listen: Vec<SocketAddr>,
+    /// PEM certificate chain for TLS.
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for TLS.
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
     /// RFC 5780 alternate address (a second IP and port) for NAT behaviour discovery.
     #[arg(long, value_name = "ADDR:PORT")]
     pub alt_listen: Option<SocketAddr>,
@@ -112,6 +121,9 @@ impl ServeArgs {
         let cli = Overrides {
             listen: self.listen.clone(),
             alt_listen: self.alt_listen,
+            tls_listen: self.tls_listen.clone(),
+            tls_cert: self.tls_cert.clone(),
+            tls_key: self.tls_key.clone(),
             realm: self.realm.clone(),
             users: self.user.clone(),
             auth_secrets: self.auth_secret.clone(),

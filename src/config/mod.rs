@@ -183,6 +183,17 @@ pub struct QuotaSection {
     pub challenges_per_second: f64,
     /// Authentication failures answered per minute per source IP.
     pub auth_failures_per_minute: f64,
+    /// TCP/TLS connections per client IP.
+    pub connections_per_ip: usize,
+    /// Seconds a TCP/TLS connection has to send its first valid STUN message (and to finish
+    /// any frame it started).
+    pub first_message_timeout: u64,
+    /// Seconds a TCP/TLS connection without an allocation may stay idle.
+    pub idle_timeout: u64,
+    /// Concurrent TLS handshakes on the server.
+    pub tls_handshakes: usize,
+    /// Bytes buffered towards a slow TCP/TLS client before relayed data is dropped.
+    pub stream_buffer: usize,
 }
 
 impl Default for QuotaSection {
@@ -197,6 +208,11 @@ impl Default for QuotaSection {
             max_lifetime: 3600,
             challenges_per_second: 10.0,
             auth_failures_per_minute: 20.0,
+            connections_per_ip: 16,
+            first_message_timeout: 10,
+            idle_timeout: 60,
+            tls_handshakes: 256,
+            stream_buffer: 256 * 1024,
         }
     }
 }
@@ -209,6 +225,12 @@ pub struct FileConfig {
     pub listen: Option<Vec<SocketAddr>>,
     /// RFC 5780 alternate address (A2:P2) for NAT behaviour discovery.
     pub alt_listen: Option<SocketAddr>,
+    /// TLS listen addresses (TURN over TLS; plain TCP is accepted there too).
+    pub tls_listen: Option<Vec<SocketAddr>>,
+    /// PEM certificate chain.
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key.
+    pub tls_key: Option<std::path::PathBuf>,
     /// Realm.
     pub realm: Option<String>,
     /// Static users.
@@ -248,6 +270,12 @@ pub struct Overrides {
     pub listen: Vec<SocketAddr>,
     /// `--alt-listen`.
     pub alt_listen: Option<SocketAddr>,
+    /// `--tls-listen`.
+    pub tls_listen: Vec<SocketAddr>,
+    /// `--tls-cert`.
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// `--tls-key`.
+    pub tls_key: Option<std::path::PathBuf>,
     /// `--realm`.
     pub realm: Option<String>,
     /// `--user`.
@@ -279,6 +307,10 @@ pub struct ValidConfig {
     pub listen: Vec<SocketAddr>,
     /// RFC 5780 alternate address.
     pub alt_listen: Option<SocketAddr>,
+    /// TLS listen addresses.
+    pub tls_listen: Vec<SocketAddr>,
+    /// Certificate and key files (both or neither).
+    pub tls_files: Option<(std::path::PathBuf, std::path::PathBuf)>,
     /// Realm.
     pub realm: String,
     /// Credentials (keys only).
@@ -376,6 +408,29 @@ impl ValidConfig {
                 }
                 Some(_) => {}
             }
+        }
+        let tls_listen = pick(cli.tls_listen, file.tls_listen);
+        let tls_files = match (cli.tls_cert.or(file.tls_cert), cli.tls_key.or(file.tls_key)) {
+            (Some(c), Some(k)) => Some((c, k)),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(invalid(
+                    "tls-key",
+                    "tls-cert is set but tls-key is not".into(),
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(invalid(
+                    "tls-cert",
+                    "tls-key is set but tls-cert is not".into(),
+                ));
+            }
+        };
+        if !tls_listen.is_empty() && tls_files.is_none() {
+            return Err(invalid("tls-listen", "needs tls-cert and tls-key".into()));
+        }
+        if let Some((c, k)) = &tls_files {
+            crate::net::tls::load(c, k).map_err(|e| invalid("tls-cert", e.to_string()))?;
         }
         let realm = cli.realm.or(file.realm).unwrap_or_else(|| "natpass".into());
         if realm.is_empty() || realm.len() > 127 || realm.contains(['"', '\\']) {
@@ -483,9 +538,27 @@ impl ValidConfig {
                 format!("`{log}` is not a tracing filter (e.g. info, natpass=debug)"),
             ));
         }
+        for (k, v) in [
+            ("quota.connections-per-ip", quota.connections_per_ip as u64),
+            ("quota.first-message-timeout", quota.first_message_timeout),
+            ("quota.idle-timeout", quota.idle_timeout),
+            ("quota.tls-handshakes", quota.tls_handshakes as u64),
+        ] {
+            if v == 0 {
+                return Err(invalid(k, "must be at least 1".into()));
+            }
+        }
+        if quota.stream_buffer < 70_000 {
+            return Err(invalid(
+                "quota.stream-buffer",
+                "must hold at least one full frame (70000 bytes)".into(),
+            ));
+        }
         Ok(Self {
             listen,
             alt_listen,
+            tls_listen,
+            tls_files,
             realm,
             credentials,
             generated_secret,

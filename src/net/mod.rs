@@ -6,6 +6,7 @@
 //! allocation, and no lock or channel is on the data path.
 
 mod shard;
+pub mod tls;
 
 use crate::auth::Secret;
 use crate::config::ValidConfig;
@@ -14,15 +15,20 @@ use crate::relay::policy::PeerPolicy;
 use crate::relay::ports::PortPool;
 use crate::relay::quota::{QuotaLimits, Quotas};
 use socket2::{Domain, Protocol, Socket, Type};
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::Duration;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// The TLS certificate or key is unusable.
+    #[error("{0}")]
+    Tls(#[from] tls::TlsError),
     /// A listener could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Listen {
@@ -46,6 +52,12 @@ pub struct ServerHandle {
     pub udp_addrs: Vec<SocketAddr>,
     /// RFC 5780 addresses when `--alt-listen` is set.
     pub rfc5780: Option<crate::proto::Rfc5780>,
+    /// TCP listener addresses (same ports as UDP).
+    pub tcp_addrs: Vec<SocketAddr>,
+    /// TLS listener addresses.
+    pub tls_addrs: Vec<SocketAddr>,
+    /// The TLS certificate store (reloadable).
+    pub tls: Option<Arc<tls::TlsStore>>,
     /// Relay addresses in use (bind/advertise).
     pub relays: Vec<RelayAddr>,
     /// Shared state (credentials, quotas, counters).
@@ -56,6 +68,15 @@ pub struct ServerHandle {
 }
 
 impl ServerHandle {
+    /// Reload the TLS certificate and key (SIGHUP). On error the old certificate keeps
+    /// serving and the error is returned.
+    pub fn reload_tls(&self) -> Result<(), tls::TlsError> {
+        match &self.tls {
+            Some(t) => t.reload(),
+            None => Ok(()),
+        }
+    }
+
     /// The REST secrets the server accepts (the first one mints demo credentials).
     pub fn rest_secret(&self) -> Option<Secret> {
         self.shared.credentials().secrets().first().cloned()
@@ -113,6 +134,110 @@ impl Stopper {
             let _ = w.wake();
         }
     }
+}
+
+/// Connection limits shared by every shard (touched on accept and close only).
+#[derive(Debug)]
+pub struct ConnLimits {
+    per_ip: usize,
+    counts: Mutex<HashMap<IpAddr, usize>>,
+    handshakes: AtomicUsize,
+    max_handshakes: usize,
+}
+
+impl ConnLimits {
+    fn new(per_ip: usize, max_handshakes: usize) -> Self {
+        Self {
+            per_ip,
+            counts: Mutex::default(),
+            handshakes: AtomicUsize::new(0),
+            max_handshakes,
+        }
+    }
+    /// Count a new connection from `ip`; false when over the per-IP cap.
+    pub fn admit(&self, ip: IpAddr) -> bool {
+        let mut c = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        let n = c.entry(ip).or_default();
+        if *n >= self.per_ip {
+            return false;
+        }
+        *n += 1;
+        true
+    }
+    /// A connection from `ip` closed.
+    pub fn release(&self, ip: IpAddr) {
+        let mut c = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = c.get_mut(&ip) {
+            *n -= 1;
+            if *n == 0 {
+                c.remove(&ip);
+            }
+        }
+    }
+    /// A TLS handshake starts; false when too many are in progress.
+    pub fn handshake_start(&self) -> bool {
+        let prev = self.handshakes.fetch_add(1, Ordering::AcqRel);
+        if prev >= self.max_handshakes {
+            self.handshakes.fetch_sub(1, Ordering::AcqRel);
+            return false;
+        }
+        true
+    }
+    /// A TLS handshake finished or its connection closed.
+    pub fn handshake_done(&self) {
+        self.handshakes.fetch_sub(1, Ordering::AcqRel);
+    }
+    /// Open connections now.
+    pub fn open(&self) -> usize {
+        self.counts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .sum()
+    }
+}
+
+/// Stream (TCP/TLS) deadlines and buffers.
+#[derive(Debug, Clone)]
+pub struct StreamSettings {
+    /// Deadline for the first valid message and for finishing a started frame.
+    pub first_message: Duration,
+    /// Idle deadline without an allocation.
+    pub idle: Duration,
+    /// Write buffer cap per connection.
+    pub stream_buffer: usize,
+    /// TLS certificates (None: TLS ClientHellos are refused).
+    pub tls: Option<Arc<tls::TlsStore>>,
+}
+
+fn tcp_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    s.set_reuse_address(true)?;
+    s.set_reuse_port(true)?;
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    s.listen(1024)?;
+    Ok(s.into())
+}
+
+/// Bind a TCP listener per shard at `want`; returns the actual address.
+fn bind_tcp_everywhere(
+    want: SocketAddr,
+    per_shard: &mut [Vec<std::net::TcpListener>],
+) -> Result<SocketAddr, StartError> {
+    let first = tcp_listener(want).map_err(|source| StartError::Listen { addr: want, source })?;
+    let actual = first.local_addr()?;
+    per_shard[0].push(first);
+    for shard in per_shard.iter_mut().skip(1) {
+        shard.push(tcp_listener(actual).map_err(|source| StartError::Listen {
+            addr: actual,
+            source,
+        })?);
+    }
+    Ok(actual)
 }
 
 /// The local address the kernel would use to reach the internet (no packet is sent: a UDP
@@ -288,9 +413,24 @@ fn bind_primary(
 
 /// Start the server with a validated config.
 pub fn start(cfg: &ValidConfig) -> Result<ServerHandle, StartError> {
+    let tls_store = match &cfg.tls_files {
+        Some((c, k)) => Some(Arc::new(tls::TlsStore::new(c.clone(), k.clone())?)),
+        None => None,
+    };
     let (udp_addrs, rfc5780, per_shard) = bind_listeners(cfg)?;
+    let mut tcp_per_shard: Vec<Vec<std::net::TcpListener>> =
+        (0..cfg.threads).map(|_| Vec::new()).collect();
+    let mut tcp_addrs = Vec::new();
+    for a in &udp_addrs {
+        tcp_addrs.push(bind_tcp_everywhere(*a, &mut tcp_per_shard)?);
+    }
+    let mut tls_addrs = Vec::new();
+    for a in &cfg.tls_listen {
+        tls_addrs.push(bind_tcp_everywhere(*a, &mut tcp_per_shard)?);
+    }
     let relays = resolve_relays(cfg, &udp_addrs);
     let mut listener_addrs = udp_addrs.clone();
+    listener_addrs.extend_from_slice(&tls_addrs);
     if let Some(f) = rfc5780 {
         listener_addrs.extend_from_slice(&f.all()[1..]);
     }
@@ -348,7 +488,17 @@ pub fn start(cfg: &ValidConfig) -> Result<ServerHandle, StartError> {
     let unix_now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    for (i, sockets) in per_shard.into_iter().enumerate() {
+    let limits = Arc::new(ConnLimits::new(
+        cfg.quota.connections_per_ip,
+        cfg.quota.tls_handshakes,
+    ));
+    let settings = StreamSettings {
+        first_message: Duration::from_secs(cfg.quota.first_message_timeout),
+        idle: Duration::from_secs(cfg.quota.idle_timeout),
+        stream_buffer: cfg.quota.stream_buffer,
+        tls: tls_store.clone(),
+    };
+    for (i, (sockets, tcp)) in per_shard.into_iter().zip(tcp_per_shard).enumerate() {
         let core = crate::proto::Core::new(
             core_cfg.clone(),
             shared.clone(),
@@ -356,7 +506,15 @@ pub fn start(cfg: &ValidConfig) -> Result<ServerHandle, StartError> {
             Instant::now(),
             unix_now,
         );
-        let shard = shard::Shard::new(i, core, sockets, stop.clone())?;
+        let shard = shard::Shard::new(
+            i,
+            core,
+            sockets,
+            tcp,
+            stop.clone(),
+            limits.clone(),
+            settings.clone(),
+        )?;
         wakers.push(shard.waker());
         threads.push(
             std::thread::Builder::new()
@@ -365,7 +523,10 @@ pub fn start(cfg: &ValidConfig) -> Result<ServerHandle, StartError> {
         );
     }
     for a in &udp_addrs {
-        tracing::info!(addr = %a, "STUN/TURN listening (udp)");
+        tracing::info!(addr = %a, "STUN/TURN listening (udp, tcp{})", if tls_store.is_some() { ", tls" } else { "" });
+    }
+    for a in &tls_addrs {
+        tracing::info!(addr = %a, "STUN/TURN listening (tls, tcp)");
     }
     if let Some(f) = rfc5780 {
         tracing::info!(primary = %f.primary, alternate = %f.alt, "RFC 5780 NAT behaviour discovery enabled");
@@ -380,6 +541,9 @@ pub fn start(cfg: &ValidConfig) -> Result<ServerHandle, StartError> {
     Ok(ServerHandle {
         udp_addrs,
         rfc5780,
+        tcp_addrs,
+        tls_addrs,
+        tls: tls_store,
         relays,
         shared,
         stop,

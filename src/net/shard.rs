@@ -1,16 +1,27 @@
-//! One shard's event loop: mio over its listener copies and its relay sockets.
+//! One shard's event loop: mio over its listener copies (UDP, TCP), its TCP/TLS connections
+//! and its relay sockets.
 //!
 //! Hot path: `recv_from` into a fixed buffer (peer datagrams land 4 bytes in, so a ChannelData
 //! header is written in place), one call into the core, `send_to` of a sub-slice. No
 //! allocation, lock or `.await` between receive and send. Work per socket per wake-up is
 //! capped; sockets not drained are revisited before sleeping again.
+//!
+//! Streams (RFC 8656 §3.1): TCP and TLS connections are framed with
+//! [`crate::proto::framing`]; each connection is its own 5-tuple; a TLS ClientHello (first
+//! byte 0x16) on any TCP listener switches the connection to TLS when a certificate is
+//! configured, so one port can serve both. Limits: connections per IP, TLS handshakes in
+//! progress, a deadline for the first valid message and for any started frame, an idle
+//! deadline without an allocation, bounded read and write buffers.
 
+use super::{ConnLimits, StreamSettings};
+use crate::proto::framing;
 use crate::proto::{Core, FiveTuple, PeerRoute, RelayOwner, RelaySockets, Transmit, Transport};
-use mio::net::UdpSocket;
+use mio::net::{TcpListener, TcpStream, UdpSocket};
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
 use slab::Slab;
 use socket2::{Domain, Protocol, Socket, Type};
-use std::io::ErrorKind;
+use std::collections::HashMap;
+use std::io::{ErrorKind, Read, Write};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,10 +29,14 @@ use std::time::{Duration, Instant};
 
 const WAKER: Token = Token(0);
 const LISTENER_BASE: usize = 1;
+const TCP_LISTENER_BASE: usize = 1 << 16;
 const RELAY_BASE: usize = 1 << 20;
+const CONN_BASE: usize = 1 << 28;
 /// Datagrams read from one socket per wake-up before others get a turn.
 const BUDGET: usize = 256;
-const BUF: usize = 65_536 + 4;
+const BUF: usize = 65_536 + 8;
+/// The largest frame on a stream: a STUN message of 65535+20 bytes or padded ChannelData.
+const MAX_FRAME: usize = 65_536 + 20;
 
 struct RelaySock {
     sock: UdpSocket,
@@ -31,6 +46,35 @@ struct RelaySock {
 struct Listener {
     sock: UdpSocket,
     local: SocketAddr,
+}
+
+struct TcpListen {
+    sock: TcpListener,
+    local: SocketAddr,
+}
+
+#[derive(PartialEq, Eq)]
+enum Mode {
+    /// Waiting for the first byte.
+    Detect,
+    Plain,
+    Tls,
+}
+
+struct Conn {
+    stream: TcpStream,
+    ft: FiveTuple,
+    mode: Mode,
+    tls: Option<Box<rustls::ServerConnection>>,
+    rbuf: Vec<u8>,
+    wbuf: Vec<u8>,
+    accepted: Instant,
+    last_rx: Instant,
+    partial_since: Option<Instant>,
+    valid: bool,
+    handshaking: bool,
+    writable: bool,
+    closing: bool,
 }
 
 /// The relay sockets of this shard, handed to the core as its [`RelaySockets`].
@@ -68,10 +112,16 @@ pub(crate) struct Shard {
     poll: Poll,
     waker: Arc<Waker>,
     listeners: Vec<Listener>,
+    tcp_listeners: Vec<TcpListen>,
     relays: Slab<RelaySock>,
+    conns: Slab<Conn>,
+    conn_by_ft: HashMap<FiveTuple, usize>,
     core: Core,
     stop: Arc<AtomicBool>,
     out: Vec<Transmit>,
+    limits: Arc<ConnLimits>,
+    settings: StreamSettings,
+    next_sweep: Instant,
 }
 
 impl Shard {
@@ -79,7 +129,10 @@ impl Shard {
         id: usize,
         core: Core,
         sockets: Vec<std::net::UdpSocket>,
+        tcp: Vec<std::net::TcpListener>,
         stop: Arc<AtomicBool>,
+        limits: Arc<ConnLimits>,
+        settings: StreamSettings,
     ) -> std::io::Result<Self> {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
@@ -91,15 +144,32 @@ impl Shard {
                 .register(&mut sock, Token(LISTENER_BASE + i), Interest::READABLE)?;
             listeners.push(Listener { sock, local });
         }
+        let mut tcp_listeners = Vec::new();
+        for (i, l) in tcp.into_iter().enumerate() {
+            let local = l.local_addr()?;
+            let mut sock = TcpListener::from_std(l);
+            poll.registry().register(
+                &mut sock,
+                Token(TCP_LISTENER_BASE + i),
+                Interest::READABLE,
+            )?;
+            tcp_listeners.push(TcpListen { sock, local });
+        }
         Ok(Self {
             id,
             poll,
             waker,
             listeners,
+            tcp_listeners,
             relays: Slab::new(),
+            conns: Slab::new(),
+            conn_by_ft: HashMap::new(),
             core,
             stop,
             out: Vec::with_capacity(16),
+            limits,
+            settings,
+            next_sweep: Instant::now(),
         })
     }
 
@@ -130,6 +200,10 @@ impl Shard {
                 }
             }
             if self.stop.load(Ordering::Acquire) {
+                let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+                for k in keys {
+                    self.close_conn(k);
+                }
                 let mut relays = Relays {
                     registry: self.poll.registry(),
                     table: &mut self.relays,
@@ -139,12 +213,23 @@ impl Shard {
             }
             let now = Instant::now();
             next_again.clear();
-            let tokens = events.iter().map(|e| e.token()).chain(again.drain(..));
-            let tokens: Vec<Token> = tokens.collect();
-            for token in tokens {
+            let tokens: Vec<(Token, bool)> = events
+                .iter()
+                .map(|e| (e.token(), e.is_writable()))
+                .chain(again.drain(..).map(|t| (t, false)))
+                .collect();
+            for (token, writable) in tokens {
                 let more = match token.0 {
                     0 => false,
+                    t if t >= CONN_BASE => {
+                        self.conn_event(t - CONN_BASE, writable, now, &mut buf);
+                        false
+                    }
                     t if t >= RELAY_BASE => self.drain_relay(t - RELAY_BASE, now, &mut buf),
+                    t if t >= TCP_LISTENER_BASE => {
+                        self.accept(t - TCP_LISTENER_BASE, now);
+                        false
+                    }
                     t => self.drain_listener(t - LISTENER_BASE, now, &mut buf),
                 };
                 if more && !next_again.contains(&token) {
@@ -152,11 +237,16 @@ impl Shard {
                 }
             }
             std::mem::swap(&mut again, &mut next_again);
+            let now = Instant::now();
             let mut relays = Relays {
                 registry: self.poll.registry(),
                 table: &mut self.relays,
             };
-            self.core.handle_timeout(Instant::now(), &mut relays);
+            self.core.handle_timeout(now, &mut relays);
+            if now >= self.next_sweep {
+                self.next_sweep = now + Duration::from_millis(500);
+                self.sweep_conns(now);
+            }
         }
         tracing::debug!(shard = self.id, "shard stopped");
     }
@@ -165,11 +255,23 @@ impl Shard {
         self.listeners.iter().find(|l| l.local == server)
     }
 
+    /// Send built messages to their clients (UDP listener or stream connection).
     fn flush(&mut self) {
-        for t in self.out.drain(..) {
-            if let Some(l) = self.listeners.iter().find(|l| l.local == t.ft.server) {
-                let _ = l.sock.send_to(&t.data, t.ft.client);
+        let out = std::mem::take(&mut self.out);
+        for t in &out {
+            self.send_to_client(&t.ft, &t.data);
+        }
+        self.out = out;
+        self.out.clear();
+    }
+
+    fn send_to_client(&mut self, ft: &FiveTuple, data: &[u8]) {
+        if ft.transport == Transport::Udp {
+            if let Some(l) = self.listener_for(ft.server) {
+                let _ = l.sock.send_to(data, ft.client);
             }
+        } else if let Some(&k) = self.conn_by_ft.get(ft) {
+            self.conn_write(k, data);
         }
     }
 
@@ -215,7 +317,7 @@ impl Shard {
                 return false;
             };
             let owner = r.owner;
-            let (n, peer) = match r.sock.recv_from(&mut buf[4..]) {
+            let (n, peer) = match r.sock.recv_from(&mut buf[4..BUF - 4]) {
                 Ok(x) => x,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return false,
                 Err(_) => continue,
@@ -225,16 +327,367 @@ impl Shard {
                 PeerRoute::Channel { ft, channel } => {
                     buf[0..2].copy_from_slice(&channel.to_be_bytes());
                     buf[2..4].copy_from_slice(&(n as u16).to_be_bytes());
-                    if let Some(l) = self.listener_for(ft.server) {
-                        let _ = l.sock.send_to(&buf[..4 + n], ft.client);
+                    if ft.transport == Transport::Udp {
+                        if let Some(l) = self.listener_for(ft.server) {
+                            let _ = l.sock.send_to(&buf[..4 + n], ft.client);
+                        }
+                    } else {
+                        // Streams carry ChannelData padded to a multiple of 4.
+                        let pad = framing::channel_padding(n);
+                        buf[4 + n..4 + n + pad].fill(0);
+                        if let Some(&k) = self.conn_by_ft.get(&ft) {
+                            self.conn_write(k, &buf[..4 + n + pad]);
+                        }
                     }
                 }
-                PeerRoute::Indication(t) => {
-                    if let Some(l) = self.listener_for(t.ft.server) {
-                        let _ = l.sock.send_to(&t.data, t.ft.client);
+                PeerRoute::Indication(t) => self.send_to_client(&t.ft, &t.data),
+            }
+        }
+        true
+    }
+
+    fn accept(&mut self, idx: usize, now: Instant) {
+        for _ in 0..BUDGET {
+            let Some(l) = self.tcp_listeners.get(idx) else {
+                return;
+            };
+            let local = l.local;
+            let (mut stream, peer) = match l.sock.accept() {
+                Ok(x) => x,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    tracing::debug!(error = %e, "accept failed");
+                    return;
+                }
+            };
+            if !self.limits.admit(peer.ip()) {
+                tracing::debug!(client = %peer, "connection refused: per-IP connection cap");
+                continue; // dropping the stream closes it
+            }
+            let _ = stream.set_nodelay(true);
+            let entry = self.conns.vacant_entry();
+            let key = entry.key();
+            if self
+                .poll
+                .registry()
+                .register(&mut stream, Token(CONN_BASE + key), Interest::READABLE)
+                .is_err()
+            {
+                self.limits.release(peer.ip());
+                continue;
+            }
+            entry.insert(Conn {
+                stream,
+                ft: FiveTuple {
+                    transport: Transport::Tcp,
+                    client: peer,
+                    server: local,
+                },
+                mode: Mode::Detect,
+                tls: None,
+                rbuf: Vec::new(),
+                wbuf: Vec::new(),
+                accepted: now,
+                last_rx: now,
+                partial_since: None,
+                valid: false,
+                handshaking: false,
+                writable: false,
+                closing: false,
+            });
+        }
+    }
+
+    fn close_conn(&mut self, key: usize) {
+        let Some(mut c) = self.conns.try_remove(key) else {
+            return;
+        };
+        let _ = self.poll.registry().deregister(&mut c.stream);
+        if c.mode != Mode::Detect {
+            self.conn_by_ft.remove(&c.ft);
+        }
+        if c.handshaking {
+            self.limits.handshake_done();
+        }
+        self.limits.release(c.ft.client.ip());
+        let mut relays = Relays {
+            registry: self.poll.registry(),
+            table: &mut self.relays,
+        };
+        self.core.close_connection(c.ft, &mut relays);
+    }
+
+    fn sweep_conns(&mut self, now: Instant) {
+        let s = &self.settings;
+        let doomed: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| {
+                c.closing
+                    || (!c.valid && now.duration_since(c.accepted) > s.first_message)
+                    || c.partial_since
+                        .is_some_and(|t| now.duration_since(t) > s.first_message)
+                    || (now.duration_since(c.last_rx) > s.idle && !self.core.has_allocation(&c.ft))
+            })
+            .map(|(k, _)| k)
+            .collect();
+        for k in doomed {
+            tracing::debug!(client = %self.conns[k].ft.client, "closing connection: deadline");
+            self.close_conn(k);
+        }
+    }
+
+    /// Readable/writable on a connection.
+    fn conn_event(&mut self, key: usize, writable: bool, now: Instant, buf: &mut [u8]) {
+        if !self.conns.contains(key) {
+            return;
+        }
+        if writable && !self.conn_flush(key) {
+            self.close_conn(key);
+            return;
+        }
+        // Read what is there (bounded per wake-up), frame it, hand frames to the core.
+        for _ in 0..16 {
+            let c = &mut self.conns[key];
+            let n = match c.stream.read(&mut buf[..MAX_FRAME.min(BUF)]) {
+                Ok(0) => {
+                    self.close_conn(key);
+                    return;
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    self.close_conn(key);
+                    return;
+                }
+            };
+            c.last_rx = now;
+            if c.mode == Mode::Detect {
+                if buf[0] == 0x16 {
+                    let Some(cfg) = self.settings.tls.as_ref().map(|t| t.current()) else {
+                        self.close_conn(key);
+                        return;
+                    };
+                    if !self.limits.handshake_start() {
+                        tracing::debug!(client = %c.ft.client, "TLS handshake refused: too many in progress");
+                        self.close_conn(key);
+                        return;
                     }
+                    let Ok(tls) = rustls::ServerConnection::new(cfg) else {
+                        self.limits.handshake_done();
+                        self.close_conn(key);
+                        return;
+                    };
+                    c.tls = Some(Box::new(tls));
+                    c.handshaking = true;
+                    c.mode = Mode::Tls;
+                    c.ft.transport = Transport::Tls;
+                } else {
+                    c.mode = Mode::Plain;
+                }
+                self.conn_by_ft.insert(c.ft, key);
+            }
+            let ok = if self.conns[key].mode == Mode::Tls {
+                self.tls_input(key, n, buf)
+            } else {
+                let c = &mut self.conns[key];
+                c.rbuf.extend_from_slice(&buf[..n]);
+                true
+            };
+            if !ok || !self.process_frames(key, now) {
+                self.close_conn(key);
+                return;
+            }
+            if !self.conns.contains(key) {
+                return;
+            }
+        }
+    }
+
+    /// Feed `buf[..n]` (ciphertext) to rustls and move plaintext into `rbuf`.
+    fn tls_input(&mut self, key: usize, n: usize, buf: &mut [u8]) -> bool {
+        let c = &mut self.conns[key];
+        let Some(tls) = c.tls.as_mut() else {
+            return false;
+        };
+        let mut rd = &buf[..n];
+        while !rd.is_empty() {
+            match tls.read_tls(&mut rd) {
+                Ok(_) => {}
+                Err(_) => return false,
+            }
+            if tls.process_new_packets().is_err() {
+                // Send the alert, then close.
+                let _ = tls.write_tls(&mut c.stream);
+                return false;
+            }
+        }
+        if c.handshaking && !tls.is_handshaking() {
+            c.handshaking = false;
+            self.limits.handshake_done();
+        }
+        let mut plain = [0u8; 16 * 1024];
+        loop {
+            let Some(tls) = c.tls.as_mut() else {
+                return false;
+            };
+            match tls.reader().read(&mut plain) {
+                Ok(0) => break,
+                Ok(m) => {
+                    if c.rbuf.len() + m > MAX_FRAME + plain.len() {
+                        return false;
+                    }
+                    c.rbuf.extend_from_slice(&plain[..m]);
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(_) => return false,
+            }
+        }
+        // Handshake messages to send back.
+        self.conn_flush(key)
+    }
+
+    /// Frame `rbuf` and run each complete frame through the core. False: close.
+    fn process_frames(&mut self, key: usize, now: Instant) -> bool {
+        let mut consumed = 0;
+        loop {
+            let c = &mut self.conns[key];
+            let rest = &c.rbuf[consumed..];
+            let len = match framing::frame_len(rest) {
+                Err(_) => return false,
+                Ok(None) => break,
+                Ok(Some(l)) => l,
+            };
+            if len > MAX_FRAME {
+                return false;
+            }
+            if rest.len() < len {
+                break;
+            }
+            let ft = c.ft;
+            let frame_start = consumed;
+            consumed += len;
+            // The core sees the frame without stream padding (ChannelData length says it).
+            let frame = &c.rbuf[frame_start..frame_start + len];
+            if !c.valid {
+                if frame[0] >> 6 == 0 && stun_types::message::Message::from_bytes(frame).is_ok() {
+                    c.valid = true;
+                } else {
+                    return false;
                 }
             }
+            let mut relays = Relays {
+                registry: self.poll.registry(),
+                table: &mut self.relays,
+            };
+            let fwd = self
+                .core
+                .handle_client(now, ft, frame, &mut relays, &mut self.out);
+            if let Some(f) = fwd {
+                if let Some(r) = self.relays.get(f.handle) {
+                    let _ = r.sock.send_to(&frame[f.range], f.peer);
+                }
+            }
+            if !self.out.is_empty() {
+                self.flush();
+            }
+            if !self.conns.contains(key) {
+                return true;
+            }
+        }
+        let c = &mut self.conns[key];
+        c.rbuf.drain(..consumed);
+        c.partial_since = if c.rbuf.is_empty() {
+            None
+        } else {
+            c.partial_since.or(Some(now))
+        };
+        true
+    }
+
+    /// Queue bytes for a connection (TLS-encrypting them), dropping relayed data past the
+    /// buffer cap rather than growing without bound.
+    fn conn_write(&mut self, key: usize, data: &[u8]) {
+        let cap = self.settings.stream_buffer;
+        let Some(c) = self.conns.get_mut(key) else {
+            return;
+        };
+        if let Some(tls) = c.tls.as_mut() {
+            if tls.is_handshaking() {
+                return;
+            }
+            // rustls buffers ciphertext internally; keep its backlog bounded too.
+            tls.set_buffer_limit(Some(cap));
+            if tls.writer().write_all(data).is_err() {
+                return;
+            }
+        } else if c.wbuf.is_empty() {
+            match c.stream.write(data) {
+                Ok(n) if n == data.len() => return,
+                Ok(n) => c.wbuf.extend_from_slice(&data[n..]),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => c.wbuf.extend_from_slice(data),
+                Err(_) => {
+                    c.closing = true;
+                    return;
+                }
+            }
+        } else if c.wbuf.len() + data.len() <= cap {
+            c.wbuf.extend_from_slice(data);
+        } else {
+            return; // slow reader: drop, as UDP would
+        }
+        if !self.conn_flush(key) {
+            if let Some(c) = self.conns.get_mut(key) {
+                c.closing = true;
+            }
+        }
+    }
+
+    /// Write buffered bytes; (de)register interest in writability. False: the connection is
+    /// broken.
+    fn conn_flush(&mut self, key: usize) -> bool {
+        let Some(c) = self.conns.get_mut(key) else {
+            return true;
+        };
+        let mut pending = false;
+        if let Some(tls) = c.tls.as_mut() {
+            while tls.wants_write() {
+                match tls.write_tls(&mut c.stream) {
+                    Ok(_) => {}
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                        pending = true;
+                        break;
+                    }
+                    Err(_) => return false,
+                }
+            }
+        } else {
+            while !c.wbuf.is_empty() {
+                match c.stream.write(&c.wbuf) {
+                    Ok(0) => return false,
+                    Ok(n) => {
+                        c.wbuf.drain(..n);
+                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                        pending = true;
+                        break;
+                    }
+                    Err(_) => return false,
+                }
+            }
+        }
+        if pending != c.writable {
+            c.writable = pending;
+            let interest = if pending {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::READABLE
+            };
+            let _ =
+                self.poll
+                    .registry()
+                    .reregister(&mut c.stream, Token(CONN_BASE + key), interest);
         }
         true
     }

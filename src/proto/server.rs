@@ -923,7 +923,10 @@ impl Core {
         fp: bool,
         out: &mut Vec<Transmit>,
     ) {
-        if !self.challenges.allow(ft.client.ip(), now) {
+        // Over UDP (spoofable sources, amplification) challenges are rate limited per
+        // source IP; a stream's source is proven by its handshake and capped per IP, and a
+        // dropped answer there would leave an honest client waiting forever.
+        if ft.transport == Transport::Udp && !self.challenges.allow(ft.client.ip(), now) {
             self.shared
                 .stats
                 .rate_limited
@@ -1609,6 +1612,11 @@ impl Core {
             self.next_reservation_sweep = now + Duration::from_secs(5);
             self.shared.sweep_reservations(now);
         }
+    }
+
+    /// Whether `ft` holds an allocation.
+    pub fn has_allocation(&self, ft: &FiveTuple) -> bool {
+        self.by_ft.contains_key(ft)
     }
 
     /// The client's connection closed (TCP/TLS): its allocation ends at once.
