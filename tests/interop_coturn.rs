@@ -57,7 +57,7 @@ fn uclient(server_port: u16, peer_port: u16, extra: &[&str]) -> (u64, u64, u64, 
     args.extend(extra.iter().map(|s| s.to_string()));
     args.push("127.0.0.1".into());
     let out = Command::new("timeout")
-        .arg("90")
+        .args(["90", "stdbuf", "-oL", "-eL"])
         .arg("turnutils_uclient")
         .args(&args)
         .output()
@@ -86,9 +86,22 @@ fn relay_with(extra: &[&str]) {
     if !have_tool("turnutils_uclient") || !have_tool("turnutils_peer") {
         return;
     }
-    let server = start_server(alice_loopback());
+    let dir = temp_dir("uclient");
+    let (cert, key, _) = make_cert(&dir, "s", &["localhost"]);
+    let mut o = alice_loopback();
+    o.tls_listen = vec!["127.0.0.1:0".parse().unwrap()];
+    o.tls_cert = Some(cert);
+    o.tls_key = Some(key);
+    let server = start_server(o);
     let (_peer, peer_port) = start_peer();
-    let (sent, recv, lost, text) = uclient(server.udp_addrs[0].port(), peer_port, extra);
+    // `-S` (TLS) goes to the TLS port; the rest to the shared UDP/TCP port.
+    let port = if extra.contains(&"-S") {
+        server.tls_addrs[0].port()
+    } else {
+        server.udp_addrs[0].port()
+    };
+    let (sent, recv, lost, text) = uclient(port, peer_port, extra);
+    let _ = std::fs::remove_dir_all(dir);
     let tail: String = text.lines().rev().take(12).collect::<Vec<_>>().join("\n");
     println!("turnutils_uclient {extra:?}: sent={sent} received={recv} lost={lost}");
     assert_eq!(lost, 0, "lost messages:\n{tail}");
@@ -128,4 +141,24 @@ fn coturn_stunclient_gets_the_reflexive_address() {
         String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     println!("{text}");
     assert!(text.contains("UDP reflexive addr: 127.0.0.1:"), "{text}");
+}
+
+#[test]
+fn coturn_uclient_over_tcp_with_channels_without_loss() {
+    relay_with(&["-t"]);
+}
+
+#[test]
+fn coturn_uclient_over_tcp_with_send_indications_without_loss() {
+    relay_with(&["-t", "-s"]);
+}
+
+#[test]
+fn coturn_uclient_over_tls_with_channels_without_loss() {
+    relay_with(&["-t", "-S"]);
+}
+
+#[test]
+fn coturn_uclient_over_tls_with_send_indications_without_loss() {
+    relay_with(&["-t", "-S", "-s"]);
 }

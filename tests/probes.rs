@@ -361,3 +361,57 @@ fn server_names_parse_in_every_documented_form() {
     assert!(parse_server("turn:127.0.0.1?transport=sctp").is_err());
     assert!(parse_server("127.0.0.1:notaport").is_err());
 }
+
+#[test]
+fn probes_over_tcp_and_tls_against_natpass() {
+    let dir = temp_dir("probe-tls");
+    let (cert, key, _) = make_cert(&dir, "s", &["localhost"]);
+    let mut o = alice_loopback();
+    o.tls_listen = vec!["127.0.0.1:0".parse().unwrap()];
+    o.tls_cert = Some(cert.clone());
+    o.tls_key = Some(key);
+    let n = start_server(o);
+    let tcp = format!("turn:127.0.0.1:{}?transport=tcp", n.tcp_addrs[0].port());
+    let tls = format!("turns:localhost:{}", n.tls_addrs[0].port());
+    let ca = cert.to_str().unwrap();
+    let out = natpass(&["probe", "stun", &tcp, "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(json(&out)["transport"], "tcp");
+    for (target, extra) in [(&tcp, vec![]), (&tls, vec!["--ca", ca])] {
+        let mut args = vec![
+            "probe",
+            "turn",
+            target.as_str(),
+            "--user",
+            "alice",
+            "--password",
+            "secret",
+            "--count",
+            "10",
+            "--rate",
+            "200",
+            "--json",
+        ];
+        args.extend(extra);
+        let out = natpass(&args);
+        assert!(
+            out.status.success(),
+            "{target}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(json(&out)["lost"], 0, "{target}");
+    }
+    // Without trusting the self-signed certificate the probe says why it fails.
+    let out = natpass(&["probe", "stun", &tls]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("certificate"), "{err}");
+    let out = natpass(&["probe", "stun", &tls, "--insecure", "--json"]);
+    assert!(out.status.success());
+    assert_eq!(json(&out)["transport"], "tls");
+    let _ = std::fs::remove_dir_all(dir);
+}

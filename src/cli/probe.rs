@@ -30,11 +30,33 @@ pub struct Target {
     pub json: bool,
 }
 
+/// TLS verification flags.
+#[derive(Debug, Args)]
+pub struct TlsArgs {
+    /// Trust this PEM CA or self-signed certificate (TLS).
+    #[arg(long, value_name = "FILE")]
+    ca: Option<std::path::PathBuf>,
+    /// Do not verify the server certificate (TLS).
+    #[arg(long)]
+    insecure: bool,
+}
+
+impl TlsArgs {
+    fn options(&self) -> probe::TlsOptions {
+        probe::TlsOptions {
+            ca: self.ca.clone(),
+            insecure: self.insecure,
+        }
+    }
+}
+
 /// `probe stun`.
 #[derive(Debug, Args)]
 pub struct StunArgs {
     #[command(flatten)]
     target: Target,
+    #[command(flatten)]
+    tls: TlsArgs,
     /// Transport (default: from the URL, else udp).
     #[arg(long, value_enum)]
     transport: Option<ProbeTransport>,
@@ -75,6 +97,8 @@ impl CredArgs {
 pub struct TurnArgs {
     #[command(flatten)]
     target: Target,
+    #[command(flatten)]
+    tls: TlsArgs,
     #[command(flatten)]
     creds: CredArgs,
     /// Transport to the server (default: from the URL, else udp).
@@ -176,7 +200,7 @@ pub fn run(cmd: ProbeCmd) -> ExitCode {
                 .transport
                 .or(spec.transport)
                 .unwrap_or(ProbeTransport::Udp);
-            match probe::stun(&spec, t, a.count.max(1)) {
+            match probe::stun(&spec, t, a.count.max(1), &a.tls.options()) {
                 Err(e) => fail(json, e),
                 Ok(r) => {
                     if json {
@@ -229,6 +253,7 @@ pub fn run(cmd: ProbeCmd) -> ExitCode {
                 size: a.size,
                 rate: a.rate,
                 no_channel: a.no_channel,
+                tls: a.tls.options(),
             };
             match probe::turn(&spec, &opts) {
                 Err(e) => fail(json, e),

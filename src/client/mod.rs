@@ -87,7 +87,14 @@ fn method_name(m: Method) -> &'static str {
 #[derive(Debug)]
 enum Conn {
     Udp(UdpSocket),
-    Tcp { stream: TcpStream, rbuf: Vec<u8> },
+    Tcp {
+        stream: TcpStream,
+        rbuf: Vec<u8>,
+    },
+    Tls {
+        stream: Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>,
+        rbuf: Vec<u8>,
+    },
 }
 
 /// Something the server sent that is not a response.
@@ -191,6 +198,47 @@ impl Client {
         ))
     }
 
+    /// A TLS client (`name` is the server name to verify; an IP address works too).
+    pub fn tls(
+        server: SocketAddr,
+        name: &str,
+        config: std::sync::Arc<rustls::ClientConfig>,
+        timeout: Duration,
+    ) -> Result<Self, ClientError> {
+        let stream = TcpStream::connect_timeout(&server, timeout)?;
+        stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(timeout))?;
+        let sni = rustls::pki_types::ServerName::try_from(name.to_owned())
+            .map_err(|e| ClientError::Protocol(format!("TLS server name `{name}`: {e}")))?;
+        let conn = rustls::ClientConnection::new(config, sni)
+            .map_err(|e| ClientError::Protocol(format!("TLS: {e}")))?;
+        let mut s = rustls::StreamOwned::new(conn, stream);
+        // Complete the handshake now so certificate problems are reported as such.
+        while s.conn.is_handshaking() {
+            s.conn
+                .complete_io(&mut s.sock)
+                .map_err(|e| ClientError::Protocol(format!("TLS handshake with {server}: {e}")))?;
+        }
+        Ok(Self::with_conn(
+            Conn::Tls {
+                stream: Box::new(s),
+                rbuf: Vec::new(),
+            },
+            server,
+        ))
+    }
+
+    /// The TLS peer certificate chain (end entity first), for TLS clients.
+    pub fn peer_certificates(&self) -> Option<Vec<Vec<u8>>> {
+        match &self.conn {
+            Conn::Tls { stream, .. } => stream
+                .conn
+                .peer_certificates()
+                .map(|c| c.iter().map(|d| d.to_vec()).collect()),
+            _ => None,
+        }
+    }
+
     fn with_conn(conn: Conn, server: SocketAddr) -> Self {
         Self {
             conn,
@@ -232,6 +280,7 @@ impl Client {
         match &self.conn {
             Conn::Udp(s) => s.local_addr(),
             Conn::Tcp { stream, .. } => stream.local_addr(),
+            Conn::Tls { stream, .. } => stream.sock.local_addr(),
         }
     }
 
@@ -239,7 +288,7 @@ impl Client {
     pub fn udp_socket(&self) -> Option<&UdpSocket> {
         match &self.conn {
             Conn::Udp(s) => Some(s),
-            Conn::Tcp { .. } => None,
+            _ => None,
         }
     }
 
@@ -252,6 +301,10 @@ impl Client {
         match &mut self.conn {
             Conn::Udp(s) => s.send_to(data, self.server).map(|_| ()),
             Conn::Tcp { stream, .. } => stream.write_all(data),
+            Conn::Tls { stream, .. } => {
+                stream.write_all(data)?;
+                stream.flush()
+            }
         }
     }
 
@@ -280,6 +333,36 @@ impl Client {
                     }
                     // ICMP port unreachable surfaces as ECONNREFUSED on some stacks: keep waiting.
                     Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            },
+            Conn::Tls { stream, rbuf } => loop {
+                match framing::frame_len(rbuf) {
+                    Err(e) => return Err(ClientError::Protocol(format!("stream: {e}"))),
+                    Ok(Some(n)) if rbuf.len() >= n => {
+                        let frame: Vec<u8> = rbuf.drain(..n).collect();
+                        return Ok(Some((frame, server)));
+                    }
+                    _ => {}
+                }
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Ok(None);
+                }
+                stream.sock.set_read_timeout(Some(left))?;
+                match stream.read(&mut self.buf) {
+                    Ok(0) => {
+                        return Err(ClientError::Protocol("server closed the connection".into()));
+                    }
+                    Ok(n) => rbuf.extend_from_slice(&self.buf[..n]),
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        ) =>
+                    {
+                        return Ok(None);
+                    }
                     Err(e) => return Err(e.into()),
                 }
             },
@@ -509,7 +592,7 @@ impl Client {
 
     /// ChannelData (padded on streams).
     pub fn send_channel(&mut self, channel: u16, data: &[u8]) -> Result<(), ClientError> {
-        let stream = matches!(self.conn, Conn::Tcp { .. });
+        let stream = !matches!(self.conn, Conn::Udp(_));
         let frame = channel_data_bytes(channel, data, stream);
         self.send_raw(&frame)?;
         Ok(())

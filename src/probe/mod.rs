@@ -127,14 +127,103 @@ fn split_host_port(s: &str, default_port: u16) -> Option<(String, u16)> {
     }
 }
 
+/// How a TLS probe checks the server certificate.
+#[derive(Debug, Clone, Default)]
+pub struct TlsOptions {
+    /// Trust this PEM CA (or self-signed certificate) instead of the public roots.
+    pub ca: Option<std::path::PathBuf>,
+    /// Do not verify the certificate at all.
+    pub insecure: bool,
+}
+
+#[derive(Debug)]
+struct NoVerify(std::sync::Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for NoVerify {
+    fn verify_server_cert(
+        &self,
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        m: &[u8],
+        c: &rustls::pki_types::CertificateDer<'_>,
+        d: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(m, c, d, &self.0.signature_verification_algorithms)
+    }
+    fn verify_tls13_signature(
+        &self,
+        m: &[u8],
+        c: &rustls::pki_types::CertificateDer<'_>,
+        d: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(m, c, d, &self.0.signature_verification_algorithms)
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// A rustls client config for probes.
+pub fn tls_client_config(
+    o: &TlsOptions,
+) -> Result<std::sync::Arc<rustls::ClientConfig>, ClientError> {
+    use rustls::pki_types::pem::PemObject;
+    let provider = crate::net::tls::provider();
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| ClientError::Protocol(e.to_string()))?;
+    let mut cfg = if o.insecure {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(std::sync::Arc::new(NoVerify(provider)))
+            .with_no_client_auth()
+    } else {
+        let mut roots = rustls::RootCertStore::empty();
+        match &o.ca {
+            Some(path) => {
+                let bad = |e: &dyn std::fmt::Display| {
+                    ClientError::Protocol(format!("--ca {}: {e}", path.display()))
+                };
+                for c in
+                    rustls::pki_types::CertificateDer::pem_file_iter(path).map_err(|e| bad(&e))?
+                {
+                    roots.add(c.map_err(|e| bad(&e))?).map_err(|e| bad(&e))?;
+                }
+            }
+            None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+        }
+        builder.with_root_certificates(roots).with_no_client_auth()
+    };
+    cfg.alpn_protocols = vec![b"stun.turn".to_vec()];
+    Ok(std::sync::Arc::new(cfg))
+}
+
 /// Connect a client over `transport`.
 pub fn connect(spec: &ServerSpec, transport: ProbeTransport) -> Result<Client, ClientError> {
+    connect_with(spec, transport, &TlsOptions::default())
+}
+
+/// Connect a client over `transport`, with TLS settings.
+pub fn connect_with(
+    spec: &ServerSpec,
+    transport: ProbeTransport,
+    tls: &TlsOptions,
+) -> Result<Client, ClientError> {
     match transport {
         ProbeTransport::Udp => Ok(Client::udp(spec.addr, None)?),
         ProbeTransport::Tcp => Ok(Client::tcp(spec.addr, Duration::from_secs(5))?),
-        ProbeTransport::Tls => Err(ClientError::Protocol(
-            "TLS probes need the TLS transport, which this build does not have yet".into(),
-        )),
+        ProbeTransport::Tls => {
+            let cfg = tls_client_config(tls)?;
+            Client::tls(spec.addr, &spec.host, cfg, Duration::from_secs(5))
+        }
     }
 }
 
@@ -173,8 +262,9 @@ pub fn stun(
     spec: &ServerSpec,
     transport: ProbeTransport,
     count: u32,
+    tls: &TlsOptions,
 ) -> Result<StunReport, ClientError> {
-    let mut c = connect(spec, transport)?;
+    let mut c = connect_with(spec, transport, tls)?;
     let mut report = StunReport {
         server: spec.addr,
         transport,
@@ -244,6 +334,8 @@ pub struct TurnOptions {
     pub rate: f64,
     /// Send indications instead of a channel.
     pub no_channel: bool,
+    /// TLS verification.
+    pub tls: TlsOptions,
 }
 
 /// `probe turn` report.
@@ -279,7 +371,7 @@ fn is_local(ip: IpAddr) -> bool {
 
 /// Allocate, permit, bind, echo `count` messages through the relay, then release.
 pub fn turn(spec: &ServerSpec, opts: &TurnOptions) -> Result<TurnReport, ClientError> {
-    let mut c = connect(spec, opts.transport)?;
+    let mut c = connect_with(spec, opts.transport, &opts.tls)?;
     let (user, pass) = opts.creds.resolve();
     c.set_credentials(&user, &pass);
     let alloc = c.allocate(Some(opts.family), None)?;

@@ -374,15 +374,51 @@ pub fn channel_data(ch: u16, payload: &[u8]) -> Vec<u8> {
 }
 
 /// Start a natpass server on loopback with an ephemeral port and these extra overrides.
-pub fn start_server(mut o: natpass::config::Overrides) -> natpass::net::ServerHandle {
+pub fn start_server(o: natpass::config::Overrides) -> natpass::net::ServerHandle {
+    start_server_with(o, |_| {})
+}
+
+/// Like [`start_server`], with a chance to adjust the validated config (quotas, deadlines).
+pub fn start_server_with(
+    mut o: natpass::config::Overrides,
+    tweak: impl FnOnce(&mut natpass::config::ValidConfig),
+) -> natpass::net::ServerHandle {
     if o.listen.is_empty() {
         o.listen = vec!["127.0.0.1:0".parse().unwrap()];
     }
     if o.threads.is_none() {
         o.threads = Some(2);
     }
-    let cfg = natpass::config::ValidConfig::embedded(o).expect("valid test config");
+    let mut cfg = natpass::config::ValidConfig::embedded(o).expect("valid test config");
+    tweak(&mut cfg);
     natpass::net::start(&cfg).expect("server starts")
+}
+
+/// A self-signed certificate for `names`, written as PEM files in `dir`: (cert, key, DER).
+pub fn make_cert(
+    dir: &std::path::Path,
+    tag: &str,
+    names: &[&str],
+) -> (std::path::PathBuf, std::path::PathBuf, Vec<u8>) {
+    std::fs::create_dir_all(dir).unwrap();
+    let ck =
+        rcgen::generate_simple_self_signed(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+            .unwrap();
+    let cert = dir.join(format!("{tag}-cert.pem"));
+    let key = dir.join(format!("{tag}-key.pem"));
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
+    (cert, key, ck.cert.der().to_vec())
+}
+
+/// A fresh temporary directory for this test.
+pub fn temp_dir(tag: &str) -> std::path::PathBuf {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let d = std::env::temp_dir().join(format!("natpass-{tag}-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
 }
 
 /// The overrides most tests use: alice/secret, loopback peers allowed.
