@@ -196,38 +196,44 @@ fn probe_nat_reports_endpoint_independent_mapping_on_loopback() {
 }
 
 #[test]
-fn probe_load_drives_both_servers() {
+fn probe_load_drives_both_servers_over_udp_and_tcp() {
     for (name, addr, _g) in servers() {
-        let out = natpass(&[
-            "probe",
-            "load",
-            &addr,
-            "--user",
-            "alice",
-            "--password",
-            "secret",
-            "--allocations",
-            "5",
-            "--rate",
-            "2000",
-            "--duration",
-            "1",
-            "--json",
-        ]);
-        assert!(
-            out.status.success(),
-            "{name}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let j = json(&out);
-        let sent = j["sent"].as_u64().unwrap();
-        assert!(sent >= 1500, "{name}: {j}");
-        assert_eq!(j["allocations"], 5);
-        assert!(
-            j["received"].as_u64().unwrap() >= sent * 99 / 100,
-            "{name}: {j}"
-        );
-        assert!(j["latency_us"]["p50"].as_u64().unwrap() > 0);
+        for transport in ["udp", "tcp"] {
+            let args = [
+                "probe",
+                "load",
+                &addr,
+                "--user",
+                "alice",
+                "--password",
+                "secret",
+                "--allocations",
+                "5",
+                "--rate",
+                "2000",
+                "--duration",
+                "1",
+                "--transport",
+                transport,
+                "--json",
+            ];
+            let out = natpass(&args);
+            let what = format!("{name} over {transport}");
+            assert!(
+                out.status.success(),
+                "{what}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let j = json(&out);
+            let sent = j["sent"].as_u64().unwrap();
+            assert!(sent >= 1500, "{what}: {j}");
+            assert_eq!(j["allocations"], 5);
+            assert!(
+                j["received"].as_u64().unwrap() >= sent * 99 / 100,
+                "{what}: {j}"
+            );
+            assert!(j["latency_us"]["p50"].as_u64().unwrap() > 0);
+        }
     }
 }
 

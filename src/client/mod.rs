@@ -292,6 +292,14 @@ impl Client {
         }
     }
 
+    /// The TCP stream (plain TCP only).
+    pub fn tcp_stream(&self) -> Option<&TcpStream> {
+        match &self.conn {
+            Conn::Tcp { stream, .. } => Some(stream),
+            _ => None,
+        }
+    }
+
     /// The server.
     pub fn server(&self) -> SocketAddr {
         self.server

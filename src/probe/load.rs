@@ -11,7 +11,7 @@ use crate::client::{Client, ClientError};
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token};
 use serde::Serialize;
-use std::io::ErrorKind;
+use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 use stun_types::attribute::AttributeStaticType;
@@ -95,11 +95,53 @@ pub struct LoadReport {
     pub latency_us: Latency,
 }
 
+enum FlowSock {
+    Udp(UdpSocket),
+    /// TCP with its read buffer (frames) and unsent bytes.
+    Tcp(mio::net::TcpStream, Vec<u8>, Vec<u8>),
+}
+
 struct Flow {
-    sock: UdpSocket,
+    sock: FlowSock,
     frame: Vec<u8>,
     payload_at: usize,
     in_flight: u32,
+}
+
+impl Flow {
+    /// Send the frame; false when the socket cannot take it now.
+    fn send(&mut self) -> bool {
+        match &mut self.sock {
+            FlowSock::Udp(s) => s.send(&self.frame).is_ok(),
+            FlowSock::Tcp(s, _, wbuf) => {
+                if !flush(s, wbuf) {
+                    return false;
+                }
+                match s.write(&self.frame) {
+                    Ok(n) => {
+                        if n < self.frame.len() {
+                            wbuf.extend_from_slice(&self.frame[n..]);
+                        }
+                        true
+                    }
+                    Err(_) => false,
+                }
+            }
+        }
+    }
+}
+
+/// Write pending stream bytes; true when nothing is left.
+fn flush(s: &mut mio::net::TcpStream, wbuf: &mut Vec<u8>) -> bool {
+    while !wbuf.is_empty() {
+        match s.write(wbuf) {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => {
+                wbuf.drain(..n);
+            }
+        }
+    }
+    true
 }
 
 /// Latency histogram: 1 µs buckets to 1 ms, 10 µs to 100 ms, 1 ms to 10 s.
@@ -170,11 +212,12 @@ struct WorkerResult {
 
 /// Set up the allocations, run the load, release the allocations.
 pub fn run(spec: &ServerSpec, o: &LoadOptions) -> Result<LoadReport, ClientError> {
-    if o.transport != ProbeTransport::Udp {
+    if o.transport == ProbeTransport::Tls {
         return Err(ClientError::Protocol(
-            "probe load supports UDP to the server in this build".into(),
+            "probe load runs over udp or tcp".into(),
         ));
     }
+    let tcp = o.transport == ProbeTransport::Tcp;
     let size = o.size.max(16);
     let bind_ip = match o.bind_ip {
         Some(ip) => ip,
@@ -213,7 +256,11 @@ pub fn run(spec: &ServerSpec, o: &LoadOptions) -> Result<LoadReport, ClientError
                     let mut mine: Vec<(usize, Client)> = Vec::new();
                     let mut known: Option<(String, String)> = None;
                     for i in (t..o.allocations).step_by(setup_threads) {
-                        let mut c = Client::udp(spec.addr, Some(SocketAddr::new(bind_ip, 0)))?;
+                        let mut c = if tcp {
+                            Client::tcp(spec.addr, Duration::from_secs(5))?
+                        } else {
+                            Client::udp(spec.addr, Some(SocketAddr::new(bind_ip, 0)))?
+                        };
                         let (u, p) = match &o.creds {
                             Creds::Secret(s, name) => {
                                 Creds::Secret(s.clone(), format!("{name}{i}")).resolve()
@@ -261,19 +308,23 @@ pub fn run(spec: &ServerSpec, o: &LoadOptions) -> Result<LoadReport, ClientError
                 .ok_or_else(|| ClientError::Protocol("no DATA".into()))?;
             (f.clone(), off + 4)
         } else {
-            (
-                crate::client::channel_data_bytes(0x4000, &payload, false),
-                4,
-            )
+            (crate::client::channel_data_bytes(0x4000, &payload, tcp), 4)
         };
-        let std_sock = c
-            .udp_socket()
-            .ok_or_else(|| ClientError::Protocol("not UDP".into()))?;
-        let sock = std_sock.try_clone()?;
-        sock.set_nonblocking(true)?;
-        sock.connect(spec.addr)?;
+        let sock = if let Some(u) = c.udp_socket() {
+            let sock = u.try_clone()?;
+            sock.set_nonblocking(true)?;
+            sock.connect(spec.addr)?;
+            FlowSock::Udp(UdpSocket::from_std(sock))
+        } else {
+            let t = c
+                .tcp_stream()
+                .ok_or_else(|| ClientError::Protocol("no socket".into()))?
+                .try_clone()?;
+            t.set_nonblocking(true)?;
+            FlowSock::Tcp(mio::net::TcpStream::from_std(t), Vec::new(), Vec::new())
+        };
         flows[i % o.threads.max(1)].push(Flow {
-            sock: UdpSocket::from_std(sock),
+            sock,
             frame,
             payload_at,
             in_flight: 0,
@@ -318,6 +369,9 @@ pub fn run(spec: &ServerSpec, o: &LoadOptions) -> Result<LoadReport, ClientError
         if let Some(s) = c.udp_socket() {
             let _ = s.set_nonblocking(false);
         }
+        if let Some(s) = c.tcp_stream() {
+            let _ = s.set_nonblocking(false);
+        }
         c.max_tries = 2;
         let _ = c.refresh(0);
     }
@@ -350,6 +404,34 @@ pub fn run(spec: &ServerSpec, o: &LoadOptions) -> Result<LoadReport, ClientError
     })
 }
 
+/// Account one echoed frame; true when it carried a load message.
+fn on_frame(frame: &[u8], indications: bool, start: Instant, res: &mut WorkerResult) -> bool {
+    let payload = if indications {
+        Message::from_bytes(frame)
+            .ok()
+            .and_then(|m| {
+                m.raw_attribute_and_offset(Data::TYPE)
+                    .map(|(o, r)| (o + 4, usize::from(r.header.length())))
+            })
+            .and_then(|(o, l)| frame.get(o..o + l))
+    } else {
+        let len = frame
+            .get(2..4)
+            .map_or(0, |b| usize::from(u16::from_be_bytes([b[0], b[1]])));
+        frame.get(4..4 + len)
+    };
+    let Some(p) = payload.filter(|p| p.len() >= 16) else {
+        return false;
+    };
+    let mut t = [0u8; 8];
+    t.copy_from_slice(&p[8..16]);
+    let sent_at = Duration::from_nanos(u64::from_be_bytes(t));
+    let rtt = start.elapsed().saturating_sub(sent_at);
+    res.hist.add(rtt.as_micros() as u64);
+    res.received += 1;
+    true
+}
+
 fn worker(
     mut flows: Vec<Flow>,
     start: Instant,
@@ -371,11 +453,11 @@ fn worker(
         return res;
     };
     for (i, f) in flows.iter_mut().enumerate() {
-        if poll
-            .registry()
-            .register(&mut f.sock, Token(i), Interest::READABLE)
-            .is_err()
-        {
+        let r = match &mut f.sock {
+            FlowSock::Udp(s) => poll.registry().register(s, Token(i), Interest::READABLE),
+            FlowSock::Tcp(s, ..) => poll.registry().register(s, Token(i), Interest::READABLE),
+        };
+        if r.is_err() {
             return res;
         }
     }
@@ -413,8 +495,8 @@ fn worker(
                 let p = f.payload_at;
                 f.frame[p..p + 8].copy_from_slice(&seq.to_be_bytes());
                 f.frame[p + 8..p + 16].copy_from_slice(&t.to_be_bytes());
-                match f.sock.send(&f.frame) {
-                    Ok(_) => {
+                match f.send() {
+                    true => {
                         seq += 1;
                         res.sent += 1;
                         f.in_flight += 1;
@@ -424,7 +506,7 @@ fn worker(
                             break;
                         }
                     }
-                    Err(_) => break, // socket buffer full: read first
+                    false => break, // socket buffer full: read first
                 }
             }
         }
@@ -444,33 +526,33 @@ fn worker(
             let Some(f) = flows.get_mut(i) else {
                 continue;
             };
-            loop {
-                match f.sock.recv(&mut buf) {
-                    Ok(n) => {
-                        let payload = if indications {
-                            Message::from_bytes(&buf[..n])
-                                .ok()
-                                .and_then(|m| {
-                                    m.raw_attribute_and_offset(Data::TYPE)
-                                        .map(|(o, r)| (o + 4, usize::from(r.header.length())))
-                                })
-                                .and_then(|(o, l)| buf.get(o..o + l))
-                        } else {
-                            buf.get(4..n)
-                        };
-                        let Some(p) = payload.filter(|p| p.len() >= 16) else {
-                            continue;
-                        };
-                        let mut t = [0u8; 8];
-                        t.copy_from_slice(&p[8..16]);
-                        let sent_at = Duration::from_nanos(u64::from_be_bytes(t));
-                        let rtt = start.elapsed().saturating_sub(sent_at);
-                        res.hist.add(rtt.as_micros() as u64);
-                        res.received += 1;
-                        f.in_flight = f.in_flight.saturating_sub(1);
+            match &mut f.sock {
+                FlowSock::Udp(sock) => {
+                    while let Ok(n) = sock.recv(&mut buf) {
+                        if on_frame(&buf[..n], indications, start, &mut res) {
+                            f.in_flight = f.in_flight.saturating_sub(1);
+                        }
                     }
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                    Err(_) => break,
+                }
+                FlowSock::Tcp(sock, rbuf, wbuf) => {
+                    let _ = flush(sock, wbuf);
+                    while let Ok(n) = sock.read(&mut buf) {
+                        if n == 0 {
+                            break;
+                        }
+                        rbuf.extend_from_slice(&buf[..n]);
+                    }
+                    let mut at = 0;
+                    while let Ok(Some(len)) = crate::proto::framing::frame_len(&rbuf[at..]) {
+                        if rbuf.len() - at < len {
+                            break;
+                        }
+                        if on_frame(&rbuf[at..at + len], indications, start, &mut res) {
+                            f.in_flight = f.in_flight.saturating_sub(1);
+                        }
+                        at += len;
+                    }
+                    rbuf.drain(..at);
                 }
             }
         }
