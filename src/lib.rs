@@ -15,3 +15,4 @@ pub mod net;
 pub mod probe;
 pub mod proto;
 pub mod relay;
+pub mod web;

@@ -92,11 +92,36 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             let server = natpass::net::start(&cfg).context("starting the server")?;
             let stopper = server.stopper();
-            let rt = tokio::runtime::Builder::new_current_thread()
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .thread_name("natpass-web")
                 .enable_all()
                 .build()?;
             rt.block_on(async {
                 use tokio::signal::unix::{SignalKind, signal};
+                let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+                let web = match &cfg.http {
+                    Some(http) => {
+                        let mut rx = stop_rx.clone();
+                        let shutdown = async move {
+                            let _ = rx.wait_for(|s| *s).await;
+                        };
+                        let (addr, task) = natpass::web::launch(http, &server, shutdown)
+                            .await
+                            .with_context(|| format!("starting HTTP on {}", http.addr))?;
+                        let scheme = if http.tls == natpass::config::HttpTls::Off { "http" } else { "https" };
+                        let host = if addr.ip().is_loopback() || addr.ip().is_unspecified() {
+                            "localhost".to_owned()
+                        } else {
+                            addr.ip().to_string()
+                        };
+                        let url = format!("{scheme}://{host}:{}/", addr.port());
+                        tracing::info!(%addr, "call demo: open {url} in two tabs or on two devices");
+                        println!("natpass: call demo at {url}");
+                        Some(task)
+                    }
+                    None => None,
+                };
                 let mut term = signal(SignalKind::terminate())?;
                 let mut int = signal(SignalKind::interrupt())?;
                 let mut hup = signal(SignalKind::hangup())?;
@@ -110,6 +135,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                             Err(e) => tracing::error!(error = %e, "SIGHUP: TLS reload failed; the previous certificate keeps serving"),
                         },
                     }
+                }
+                let _ = stop_tx.send(true);
+                if let Some(t) = web {
+                    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), t).await;
                 }
                 anyhow::Ok(())
             })?;

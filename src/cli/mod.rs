@@ -57,6 +57,24 @@ pub struct ServeArgs {
     /// PEM private key for TLS.
     #[arg(long, value_name = "FILE")]
     pub tls_key: Option<PathBuf>,
+    /// HTTP listener for the demo page, signaling and credentials (e.g. 127.0.0.1:8080).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub http: Option<SocketAddr>,
+    /// HTTPS certificate chain for --http.
+    #[arg(long, value_name = "FILE")]
+    pub http_tls_cert: Option<PathBuf>,
+    /// HTTPS key for --http.
+    #[arg(long, value_name = "FILE")]
+    pub http_tls_key: Option<PathBuf>,
+    /// Serve --http over HTTPS with a self-signed certificate made at start (phones on a LAN).
+    #[arg(long)]
+    pub http_self_signed: bool,
+    /// Host name or IP put in the ICE server URLs handed to browsers.
+    #[arg(long, value_name = "NAME")]
+    pub public_host: Option<String>,
+    /// Extra origin allowed to open the signaling WebSocket (repeatable).
+    #[arg(long, value_name = "ORIGIN")]
+    pub allow_origin: Vec<String>,
     /// RFC 5780 alternate address (a second IP and port) for NAT behaviour discovery.
     #[arg(long, value_name = "ADDR:PORT")]
     pub alt_listen: Option<SocketAddr>,
@@ -124,6 +142,12 @@ impl ServeArgs {
             tls_listen: self.tls_listen.clone(),
             tls_cert: self.tls_cert.clone(),
             tls_key: self.tls_key.clone(),
+            http: self.http,
+            http_tls_cert: self.http_tls_cert.clone(),
+            http_tls_key: self.http_tls_key.clone(),
+            http_self_signed: self.http_self_signed,
+            public_host: self.public_host.clone(),
+            allow_origins: self.allow_origin.clone(),
             realm: self.realm.clone(),
             users: self.user.clone(),
             auth_secrets: self.auth_secret.clone(),

@@ -231,6 +231,22 @@ pub struct FileConfig {
     pub tls_cert: Option<std::path::PathBuf>,
     /// PEM private key.
     pub tls_key: Option<std::path::PathBuf>,
+    /// HTTP listener for the demo page, signaling and credentials (absent: off).
+    pub http: Option<SocketAddr>,
+    /// HTTPS certificate chain for the HTTP listener.
+    pub http_tls_cert: Option<std::path::PathBuf>,
+    /// HTTPS key.
+    pub http_tls_key: Option<std::path::PathBuf>,
+    /// Serve HTTPS with a self-signed certificate generated at start.
+    pub http_self_signed: Option<bool>,
+    /// Host name put in the ICE server URLs handed to browsers (default: the page's host).
+    pub public_host: Option<String>,
+    /// Extra origins allowed to open the signaling WebSocket.
+    pub allow_origins: Option<Vec<String>>,
+    /// Lifetime of credentials handed to browsers (seconds).
+    pub credential_ttl: Option<u64>,
+    /// Participants per signaling room.
+    pub room_size: Option<usize>,
     /// Realm.
     pub realm: Option<String>,
     /// Static users.
@@ -276,6 +292,18 @@ pub struct Overrides {
     pub tls_cert: Option<std::path::PathBuf>,
     /// `--tls-key`.
     pub tls_key: Option<std::path::PathBuf>,
+    /// `--http`.
+    pub http: Option<SocketAddr>,
+    /// `--http-tls-cert`.
+    pub http_tls_cert: Option<std::path::PathBuf>,
+    /// `--http-tls-key`.
+    pub http_tls_key: Option<std::path::PathBuf>,
+    /// `--http-self-signed`.
+    pub http_self_signed: bool,
+    /// `--public-host`.
+    pub public_host: Option<String>,
+    /// `--allow-origin`.
+    pub allow_origins: Vec<String>,
     /// `--realm`.
     pub realm: Option<String>,
     /// `--user`.
@@ -311,6 +339,8 @@ pub struct ValidConfig {
     pub tls_listen: Vec<SocketAddr>,
     /// Certificate and key files (both or neither).
     pub tls_files: Option<(std::path::PathBuf, std::path::PathBuf)>,
+    /// The web side (None: no HTTP listener).
+    pub http: Option<HttpConfig>,
     /// Realm.
     pub realm: String,
     /// Credentials (keys only).
@@ -339,6 +369,34 @@ pub struct ValidConfig {
     pub strict_channel_numbers: bool,
     /// Quotas.
     pub quota: QuotaSection,
+}
+
+/// HTTPS on the web listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HttpTls {
+    /// Plain HTTP.
+    Off,
+    /// Certificate and key files.
+    Files(std::path::PathBuf, std::path::PathBuf),
+    /// A self-signed certificate made at start.
+    SelfSigned,
+}
+
+/// The web side's settings.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// Listen address.
+    pub addr: SocketAddr,
+    /// HTTPS.
+    pub tls: HttpTls,
+    /// Host for ICE URLs.
+    pub public_host: Option<String>,
+    /// Extra WebSocket origins.
+    pub allow_origins: Vec<String>,
+    /// Browser credential lifetime.
+    pub credential_ttl: u64,
+    /// Room size cap.
+    pub room_size: usize,
 }
 
 /// Parse TOML text (`origin` names it in errors).
@@ -432,6 +490,46 @@ impl ValidConfig {
         if let Some((c, k)) = &tls_files {
             crate::net::tls::load(c, k).map_err(|e| invalid("tls-cert", e.to_string()))?;
         }
+        let rest_max_ttl = file.rest_max_ttl.unwrap_or(3600);
+        let http = match cli.http.or(file.http) {
+            None => None,
+            Some(addr) => {
+                let tls = match (
+                    cli.http_tls_cert.or(file.http_tls_cert),
+                    cli.http_tls_key.or(file.http_tls_key),
+                ) {
+                    (Some(c), Some(k)) => {
+                        crate::net::tls::load(&c, &k).map_err(|e| invalid("http-tls-cert", e.to_string()))?;
+                        HttpTls::Files(c, k)
+                    }
+                    (None, None) if cli.http_self_signed || file.http_self_signed == Some(true) => HttpTls::SelfSigned,
+                    (None, None) => HttpTls::Off,
+                    _ => return Err(invalid("http-tls-cert", "set both http-tls-cert and http-tls-key".into())),
+                };
+                let public_host = cli.public_host.or(file.public_host);
+                if let Some(h) = &public_host {
+                    if h.is_empty() || h.len() > 253 || !h.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:".contains(&b)) {
+                        return Err(invalid("public-host", format!("`{h}` is not a host name or IP address")));
+                    }
+                }
+                let credential_ttl = file.credential_ttl.unwrap_or(600);
+                if credential_ttl == 0 || credential_ttl > rest_max_ttl {
+                    return Err(invalid("credential-ttl", format!("must be between 1 and rest-max-ttl ({rest_max_ttl})")));
+                }
+                let room_size = file.room_size.unwrap_or(8);
+                if !(2..=64).contains(&room_size) {
+                    return Err(invalid("room-size", "must be between 2 and 64".into()));
+                }
+                Some(HttpConfig {
+                    addr,
+                    tls,
+                    public_host,
+                    allow_origins: pick(cli.allow_origins, file.allow_origins),
+                    credential_ttl,
+                    room_size,
+                })
+            }
+        };
         let realm = cli.realm.or(file.realm).unwrap_or_else(|| "natpass".into());
         if realm.is_empty() || realm.len() > 127 || realm.contains(['"', '\\']) {
             return Err(invalid(
@@ -516,7 +614,10 @@ impl ValidConfig {
                 "at most 8 secrets may be active at once".into(),
             ));
         }
-        let generated_secret = credentials.is_empty();
+        // A secret is generated when nothing is configured, and when the web side is on
+        // without one (it mints browser credentials from it; nothing else knows it).
+        let generated_secret = credentials.is_empty()
+            || (credentials.secrets().is_empty() && cli.http.or(file.http).is_some());
         if generated_secret {
             credentials.add_secret(Secret::generate());
         }
@@ -559,6 +660,7 @@ impl ValidConfig {
             alt_listen,
             tls_listen,
             tls_files,
+            http,
             realm,
             credentials,
             generated_secret,

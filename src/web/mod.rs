@@ -1,0 +1,415 @@
+//! The HTTP side (axum): the embedded video-call page, the signaling WebSocket, the ICE
+//! credential endpoint, `/healthz`.
+//!
+//! Security (SECURITY.md "Signaling"): Origin allow-list on the WebSocket (the page's own
+//! origin by default), CSP and other headers on every response, per-client rate limit on the
+//! credential endpoint, short-lived REST credentials, no SDP or credentials in logs.
+
+pub mod signaling;
+
+use crate::auth::ratelimit::RateLimiter;
+use crate::auth::{Secret, mint_rest};
+use axum::Router;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::Serialize;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+const INDEX: &str = include_str!("../../web-demo/index.html");
+const APP_JS: &str = include_str!("../../web-demo/app.js");
+const STYLE: &str = include_str!("../../web-demo/style.css");
+
+/// Content-Security-Policy for the page: everything from our own origin, nothing else.
+pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+    media-src 'self' blob: mediastream:; connect-src 'self' ws: wss:; frame-ancestors 'none'; \
+    base-uri 'none'; form-action 'self'";
+
+/// What natpass listens on, to build `iceServers` for browsers.
+#[derive(Debug, Clone, Default)]
+pub struct IceInfo {
+    /// UDP/TCP listener ports (STUN, TURN over UDP and TCP).
+    pub ports: Vec<u16>,
+    /// TLS listener ports (TURN over TLS).
+    pub tls_ports: Vec<u16>,
+    /// Host name or IP put in the URLs; None: the HTTP request's Host.
+    pub public_host: Option<String>,
+}
+
+/// One RTCIceServer entry.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct IceServer {
+    /// URLs.
+    pub urls: Vec<String>,
+    /// REST username (TURN entries only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// REST password (TURN entries only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
+}
+
+impl IceInfo {
+    /// `iceServers` for `host`, with a credential for `name` valid `ttl` seconds.
+    pub fn servers(&self, host: &str, secret: &Secret, ttl: u64, name: &str) -> Vec<IceServer> {
+        let host = if host.contains(':') && !host.starts_with('[') {
+            format!("[{host}]")
+        } else {
+            host.to_owned()
+        };
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let (username, credential) = mint_rest(secret, name, ttl, now);
+        let mut stun = Vec::new();
+        let mut turn = Vec::new();
+        for p in &self.ports {
+            stun.push(format!("stun:{host}:{p}"));
+            turn.push(format!("turn:{host}:{p}?transport=udp"));
+            turn.push(format!("turn:{host}:{p}?transport=tcp"));
+        }
+        for p in &self.tls_ports {
+            turn.push(format!("turns:{host}:{p}?transport=tcp"));
+        }
+        let mut out = Vec::new();
+        if !stun.is_empty() {
+            out.push(IceServer {
+                urls: stun,
+                username: None,
+                credential: None,
+            });
+        }
+        if !turn.is_empty() {
+            out.push(IceServer {
+                urls: turn,
+                username: Some(username),
+                credential: Some(credential),
+            });
+        }
+        out
+    }
+}
+
+/// Settings of the web side.
+#[derive(Debug, Clone)]
+pub struct WebConfig {
+    /// Where natpass's STUN/TURN listens.
+    pub ice: IceInfo,
+    /// REST secret used to mint browser credentials.
+    pub secret: Secret,
+    /// Credential lifetime in seconds.
+    pub ttl: u64,
+    /// Extra allowed WebSocket origins (the page's own origin is always allowed).
+    pub allowed_origins: Vec<String>,
+    /// Signaling limits.
+    pub signaling: signaling::Limits,
+}
+
+/// Shared state of the HTTP handlers.
+#[derive(Debug)]
+pub struct AppState {
+    cfg: WebConfig,
+    ice_limiter: Mutex<RateLimiter>,
+    /// Rooms and participants.
+    pub hub: Arc<signaling::Hub>,
+}
+
+impl AppState {
+    /// New state (starts nothing).
+    pub fn new(cfg: WebConfig) -> Arc<Self> {
+        let hub = signaling::Hub::new(cfg.signaling.clone());
+        Arc::new(Self {
+            ice_limiter: Mutex::new(RateLimiter::new(1.0, 20.0, 65_536, Instant::now())),
+            hub,
+            cfg,
+        })
+    }
+
+    /// The host browsers should use for ICE URLs.
+    fn ice_host(&self, headers: &HeaderMap, local: Option<SocketAddr>) -> String {
+        if let Some(h) = &self.cfg.ice.public_host {
+            return h.clone();
+        }
+        headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .and_then(host_only)
+            .or_else(|| local.map(|l| l.ip().to_string()))
+            .unwrap_or_else(|| "localhost".into())
+    }
+
+    /// iceServers for a participant (used by signaling too).
+    pub fn ice_servers(&self, host: &str, name: &str) -> Vec<IceServer> {
+        self.cfg.ice.servers(host, &self.cfg.secret, self.cfg.ttl, name)
+    }
+
+    /// Credential lifetime.
+    pub fn ttl(&self) -> u64 {
+        self.cfg.ttl
+    }
+
+    /// Is this Origin allowed for the WebSocket of a page served as `host`?
+    fn origin_allowed(&self, origin: Option<&str>, host: Option<&str>) -> bool {
+        let Some(origin) = origin else {
+            // Non-browser clients send no Origin; cross-site hijacking needs a browser.
+            return true;
+        };
+        if self.cfg.allowed_origins.iter().any(|o| o == origin) {
+            return true;
+        }
+        let Some(host) = host else {
+            return false;
+        };
+        let origin_host = origin
+            .strip_prefix("http://")
+            .or_else(|| origin.strip_prefix("https://"));
+        origin_host == Some(host)
+    }
+}
+
+/// The hostname part of a Host header, if it is made of sane characters.
+fn host_only(h: &str) -> Option<String> {
+    if h.is_empty()
+        || h.len() > 255
+        || !h
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
+    {
+        return None;
+    }
+    if let Some(rest) = h.strip_prefix('[') {
+        return rest.split(']').next().map(|s| s.to_owned());
+    }
+    Some(h.rsplit_once(':').map_or(h, |(a, _)| a).to_owned())
+}
+
+async fn security_headers(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let mut res = next.run(req).await;
+    let h = res.headers_mut();
+    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        "permissions-policy",
+        HeaderValue::from_static("camera=(self), microphone=(self)"),
+    );
+    res
+}
+
+fn asset(ct: &'static str, body: &'static str) -> Response {
+    (
+        [(header::CONTENT_TYPE, ct), (header::CACHE_CONTROL, "no-cache")],
+        body,
+    )
+        .into_response()
+}
+
+async fn ice_servers(
+    State(st): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    let allowed = st
+        .ice_limiter
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .allow(peer.ip(), Instant::now());
+    if !allowed {
+        return (StatusCode::TOO_MANY_REQUESTS, "too many credential requests\n").into_response();
+    }
+    let host = st.ice_host(&headers, None);
+    let servers = st.ice_servers(&host, "web");
+    axum::Json(serde_json::json!({ "iceServers": servers, "ttl": st.cfg.ttl })).into_response()
+}
+
+/// The router.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/", get(|| async { asset("text/html; charset=utf-8", INDEX) }))
+        .route("/app.js", get(|| async { asset("text/javascript; charset=utf-8", APP_JS) }))
+        .route("/style.css", get(|| async { asset("text/css; charset=utf-8", STYLE) }))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/api/ice-servers", get(ice_servers))
+        .route("/ws", get(signaling::upgrade))
+        .layer(axum::middleware::from_fn(security_headers))
+        .with_state(state)
+}
+
+/// Serve plain HTTP on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<AppState>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let _sweeper = signaling::Hub::spawn_sweeper(state.hub.clone());
+    axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}
+
+/// Serve HTTPS on `listener` with `tls` until `shutdown` resolves.
+pub async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    state: Arc<AppState>,
+    tls: Arc<rustls::ServerConfig>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use hyper_util::service::TowerToHyperService;
+    use tower_service_shim::add_connect_info;
+    let _sweeper = signaling::Hub::spawn_sweeper(state.hub.clone());
+    let mut cfg = (*tls).clone();
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+    let app = router(state);
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => r?,
+            _ = &mut shutdown => return Ok(()),
+        };
+        let acceptor = acceptor.clone();
+        let app = add_connect_info(app.clone(), peer);
+        tokio::spawn(async move {
+            let Ok(Ok(tls)) = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await else {
+                return;
+            };
+            let svc = TowerToHyperService::new(app);
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection_with_upgrades(TokioIo::new(tls), svc)
+                .await;
+        });
+    }
+}
+
+mod tower_service_shim {
+    //! Attach the peer address to requests served outside `axum::serve`.
+    use axum::Router;
+    use axum::extract::ConnectInfo;
+    use std::net::SocketAddr;
+
+    pub fn add_connect_info(app: Router, peer: SocketAddr) -> Router {
+        app.layer(axum::Extension(ConnectInfo(peer)))
+    }
+}
+
+/// Bind and serve the web side for a running server; returns the bound address and the task.
+pub async fn launch(
+    http: &crate::config::HttpConfig,
+    server: &crate::net::ServerHandle,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<std::io::Result<()>>)> {
+    let mut ports: Vec<u16> = server.udp_addrs.iter().map(|a| a.port()).collect();
+    ports.dedup();
+    let mut tls_ports: Vec<u16> = server.tls_addrs.iter().map(|a| a.port()).collect();
+    tls_ports.dedup();
+    let secret = server.rest_secret().ok_or_else(|| {
+        std::io::Error::other("no REST secret to mint browser credentials")
+    })?;
+    let cfg = WebConfig {
+        ice: IceInfo {
+            ports,
+            tls_ports,
+            public_host: http.public_host.clone(),
+        },
+        secret,
+        ttl: http.credential_ttl,
+        allowed_origins: http.allow_origins.clone(),
+        signaling: signaling::Limits {
+            room_size: http.room_size,
+            ..signaling::Limits::default()
+        },
+    };
+    let state = AppState::new(cfg);
+    let listener = tokio::net::TcpListener::bind(http.addr).await?;
+    let addr = listener.local_addr()?;
+    let task = match &http.tls {
+        crate::config::HttpTls::Off => tokio::spawn(serve(listener, state, shutdown)),
+        crate::config::HttpTls::Files(c, k) => {
+            let tls = crate::net::tls::load(c, k).map_err(std::io::Error::other)?;
+            tokio::spawn(serve_tls(listener, state, tls, shutdown))
+        }
+        crate::config::HttpTls::SelfSigned => {
+            let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
+            if let Some(h) = &http.public_host {
+                names.push(h.clone());
+            }
+            if !addr.ip().is_unspecified() {
+                names.push(addr.ip().to_string());
+            }
+            let (cert, key) = self_signed(&names).map_err(std::io::Error::other)?;
+            let tls = tls_from_pem(&cert, &key).map_err(std::io::Error::other)?;
+            tokio::spawn(serve_tls(listener, state, tls, shutdown))
+        }
+    };
+    Ok((addr, task))
+}
+
+fn tls_from_pem(cert: &str, key: &str) -> Result<Arc<rustls::ServerConfig>, String> {
+    use rustls::pki_types::pem::PemObject;
+    let certs: Vec<_> = rustls::pki_types::CertificateDer::pem_slice_iter(cert.as_bytes())
+        .collect::<Result<_, _>>()
+        .map_err(|e| e.to_string())?;
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(key.as_bytes()).map_err(|e| e.to_string())?;
+    let cfg = rustls::ServerConfig::builder_with_provider(crate::net::tls::provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| e.to_string())?;
+    Ok(Arc::new(cfg))
+}
+
+/// A self-signed certificate for `names` (for `--http-self-signed`): (chain, key) in PEM.
+pub fn self_signed(names: &[String]) -> Result<(String, String), String> {
+    let ck = rcgen::generate_simple_self_signed(names.to_vec()).map_err(|e| e.to_string())?;
+    Ok((ck.cert.pem(), ck.signing_key.serialize_pem()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ice_servers_cover_every_listener_with_a_working_credential() {
+        let info = IceInfo {
+            ports: vec![3478],
+            tls_ports: vec![5349, 443],
+            public_host: None,
+        };
+        let s = info.servers("turn.example.org", &Secret::new("k"), 600, "web");
+        assert_eq!(s[0].urls, vec!["stun:turn.example.org:3478"]);
+        assert!(s[0].username.is_none());
+        assert_eq!(
+            s[1].urls,
+            vec![
+                "turn:turn.example.org:3478?transport=udp",
+                "turn:turn.example.org:3478?transport=tcp",
+                "turns:turn.example.org:5349?transport=tcp",
+                "turns:turn.example.org:443?transport=tcp",
+            ]
+        );
+        let u = s[1].username.as_deref().unwrap();
+        assert!(u.ends_with(":web"));
+        assert_eq!(
+            s[1].credential.as_deref().unwrap(),
+            crate::auth::rest_password(&Secret::new("k"), u)
+        );
+        let v6 = info.servers("::1", &Secret::new("k"), 600, "web");
+        assert_eq!(v6[0].urls[0], "stun:[::1]:3478");
+    }
+
+    #[test]
+    fn host_header_parsing_rejects_junk() {
+        assert_eq!(host_only("example.org:8080").as_deref(), Some("example.org"));
+        assert_eq!(host_only("[::1]:8080").as_deref(), Some("::1"));
+        assert_eq!(host_only("localhost").as_deref(), Some("localhost"));
+        assert_eq!(host_only("evil.org/\"x"), None);
+        assert_eq!(host_only(""), None);
+    }
+}
