@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Run every natpass test. Installs the Debian packages the tests need when they are missing
-# (coturn's turnutils_* tools for interop), then: format check, clippy, the whole test suite.
+# Run every natpass test. Installs what the tests need when it is missing (Debian: coturn for
+# interop, chromium for the browser tests; npm: playwright-core from the committed lockfile,
+# never a downloaded browser), then: format check, clippy, the Rust suite, the browser suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,9 +14,15 @@ apt_install() {
 
 need=()
 command -v turnutils_uclient >/dev/null 2>&1 || need+=(coturn)
+command -v chromium >/dev/null 2>&1 || need+=(chromium fonts-dejavu-core)
+command -v node >/dev/null 2>&1 || need+=(nodejs npm)
 if [ ${#need[@]} -gt 0 ]; then
   echo "== installing: ${need[*]}"
   apt_install "${need[@]}"
+fi
+if [ ! -d tests/e2e/node_modules/playwright-core ]; then
+  echo "== npm ci (tests/e2e)"
+  (cd tests/e2e && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund)
 fi
 
 echo "== cargo fmt --check"
@@ -24,3 +31,6 @@ echo "== cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
 echo "== cargo test"
 cargo test --all-targets --locked
+echo "== browser tests (headless chromium)"
+cargo build --locked --bin natpass
+(cd tests/e2e && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 NATPASS_BIN="$PWD/../../target/debug/natpass" node --test --test-concurrency=1)

@@ -160,6 +160,8 @@ fn serve_runs_and_exits_cleanly_on_sigterm() {
             "serve",
             "--listen",
             "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
             "--user",
             "a:b",
             "--log",

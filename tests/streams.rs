@@ -483,6 +483,8 @@ fn certificate_swap_and_sighup_reach_new_connections_without_dropping_allocation
             live_key.to_str().unwrap(),
             "--user",
             "alice:secret",
+            "--http",
+            "127.0.0.1:0",
             "--log",
             "warn",
         ])

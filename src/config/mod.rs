@@ -499,22 +499,41 @@ impl ValidConfig {
                     cli.http_tls_key.or(file.http_tls_key),
                 ) {
                     (Some(c), Some(k)) => {
-                        crate::net::tls::load(&c, &k).map_err(|e| invalid("http-tls-cert", e.to_string()))?;
+                        crate::net::tls::load(&c, &k)
+                            .map_err(|e| invalid("http-tls-cert", e.to_string()))?;
                         HttpTls::Files(c, k)
                     }
-                    (None, None) if cli.http_self_signed || file.http_self_signed == Some(true) => HttpTls::SelfSigned,
+                    (None, None) if cli.http_self_signed || file.http_self_signed == Some(true) => {
+                        HttpTls::SelfSigned
+                    }
                     (None, None) => HttpTls::Off,
-                    _ => return Err(invalid("http-tls-cert", "set both http-tls-cert and http-tls-key".into())),
+                    _ => {
+                        return Err(invalid(
+                            "http-tls-cert",
+                            "set both http-tls-cert and http-tls-key".into(),
+                        ));
+                    }
                 };
                 let public_host = cli.public_host.or(file.public_host);
                 if let Some(h) = &public_host {
-                    if h.is_empty() || h.len() > 253 || !h.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:".contains(&b)) {
-                        return Err(invalid("public-host", format!("`{h}` is not a host name or IP address")));
+                    if h.is_empty()
+                        || h.len() > 253
+                        || !h
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b".-:".contains(&b))
+                    {
+                        return Err(invalid(
+                            "public-host",
+                            format!("`{h}` is not a host name or IP address"),
+                        ));
                     }
                 }
                 let credential_ttl = file.credential_ttl.unwrap_or(600);
                 if credential_ttl == 0 || credential_ttl > rest_max_ttl {
-                    return Err(invalid("credential-ttl", format!("must be between 1 and rest-max-ttl ({rest_max_ttl})")));
+                    return Err(invalid(
+                        "credential-ttl",
+                        format!("must be between 1 and rest-max-ttl ({rest_max_ttl})"),
+                    ));
                 }
                 let room_size = file.room_size.unwrap_or(8);
                 if !(2..=64).contains(&room_size) {

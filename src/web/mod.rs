@@ -60,7 +60,9 @@ impl IceInfo {
         } else {
             host.to_owned()
         };
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
         let (username, credential) = mint_rest(secret, name, ttl, now);
         let mut stun = Vec::new();
         let mut turn = Vec::new();
@@ -141,7 +143,9 @@ impl AppState {
 
     /// iceServers for a participant (used by signaling too).
     pub fn ice_servers(&self, host: &str, name: &str) -> Vec<IceServer> {
-        self.cfg.ice.servers(host, &self.cfg.secret, self.cfg.ttl, name)
+        self.cfg
+            .ice
+            .servers(host, &self.cfg.secret, self.cfg.ttl, name)
     }
 
     /// Credential lifetime.
@@ -187,9 +191,18 @@ fn host_only(h: &str) -> Option<String> {
 async fn security_headers(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
     let mut res = next.run(req).await;
     let h = res.headers_mut();
-    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(
         "permissions-policy",
@@ -200,7 +213,10 @@ async fn security_headers(req: axum::extract::Request, next: axum::middleware::N
 
 fn asset(ct: &'static str, body: &'static str) -> Response {
     (
-        [(header::CONTENT_TYPE, ct), (header::CACHE_CONTROL, "no-cache")],
+        [
+            (header::CONTENT_TYPE, ct),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
         body,
     )
         .into_response()
@@ -217,7 +233,11 @@ async fn ice_servers(
         .unwrap_or_else(|e| e.into_inner())
         .allow(peer.ip(), Instant::now());
     if !allowed {
-        return (StatusCode::TOO_MANY_REQUESTS, "too many credential requests\n").into_response();
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many credential requests\n",
+        )
+            .into_response();
     }
     let host = st.ice_host(&headers, None);
     let servers = st.ice_servers(&host, "web");
@@ -227,9 +247,18 @@ async fn ice_servers(
 /// The router.
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
-        .route("/", get(|| async { asset("text/html; charset=utf-8", INDEX) }))
-        .route("/app.js", get(|| async { asset("text/javascript; charset=utf-8", APP_JS) }))
-        .route("/style.css", get(|| async { asset("text/css; charset=utf-8", STYLE) }))
+        .route(
+            "/",
+            get(|| async { asset("text/html; charset=utf-8", INDEX) }),
+        )
+        .route(
+            "/app.js",
+            get(|| async { asset("text/javascript; charset=utf-8", APP_JS) }),
+        )
+        .route(
+            "/style.css",
+            get(|| async { asset("text/css; charset=utf-8", STYLE) }),
+        )
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/api/ice-servers", get(ice_servers))
         .route("/ws", get(signaling::upgrade))
@@ -276,7 +305,9 @@ pub async fn serve_tls(
         let acceptor = acceptor.clone();
         let app = add_connect_info(app.clone(), peer);
         tokio::spawn(async move {
-            let Ok(Ok(tls)) = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await else {
+            let Ok(Ok(tls)) =
+                tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await
+            else {
                 return;
             };
             let svc = TowerToHyperService::new(app);
@@ -308,9 +339,9 @@ pub async fn launch(
     ports.dedup();
     let mut tls_ports: Vec<u16> = server.tls_addrs.iter().map(|a| a.port()).collect();
     tls_ports.dedup();
-    let secret = server.rest_secret().ok_or_else(|| {
-        std::io::Error::other("no REST secret to mint browser credentials")
-    })?;
+    let secret = server
+        .rest_secret()
+        .ok_or_else(|| std::io::Error::other("no REST secret to mint browser credentials"))?;
     let cfg = WebConfig {
         ice: IceInfo {
             ports,
@@ -335,7 +366,11 @@ pub async fn launch(
             tokio::spawn(serve_tls(listener, state, tls, shutdown))
         }
         crate::config::HttpTls::SelfSigned => {
-            let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
+            let mut names = vec![
+                "localhost".to_owned(),
+                "127.0.0.1".to_owned(),
+                "::1".to_owned(),
+            ];
             if let Some(h) = &http.public_host {
                 names.push(h.clone());
             }
@@ -355,7 +390,8 @@ fn tls_from_pem(cert: &str, key: &str) -> Result<Arc<rustls::ServerConfig>, Stri
     let certs: Vec<_> = rustls::pki_types::CertificateDer::pem_slice_iter(cert.as_bytes())
         .collect::<Result<_, _>>()
         .map_err(|e| e.to_string())?;
-    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(key.as_bytes()).map_err(|e| e.to_string())?;
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(key.as_bytes())
+        .map_err(|e| e.to_string())?;
     let cfg = rustls::ServerConfig::builder_with_provider(crate::net::tls::provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
@@ -406,7 +442,10 @@ mod tests {
 
     #[test]
     fn host_header_parsing_rejects_junk() {
-        assert_eq!(host_only("example.org:8080").as_deref(), Some("example.org"));
+        assert_eq!(
+            host_only("example.org:8080").as_deref(),
+            Some("example.org")
+        );
         assert_eq!(host_only("[::1]:8080").as_deref(), Some("::1"));
         assert_eq!(host_only("localhost").as_deref(), Some("localhost"));
         assert_eq!(host_only("evil.org/\"x"), None);

@@ -104,7 +104,8 @@ fn random_hex(bytes: usize) -> String {
 fn valid_room(r: &str) -> bool {
     !r.is_empty()
         && r.len() <= 64
-        && r.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        && r.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 impl Hub {
@@ -152,14 +153,22 @@ impl Hub {
             let gone: Vec<String> = room
                 .members
                 .iter()
-                .filter(|(_, p)| p.detached_at.is_some_and(|t| now.duration_since(t) > self.limits.grace))
+                .filter(|(_, p)| {
+                    p.detached_at
+                        .is_some_and(|t| now.duration_since(t) > self.limits.grace)
+                })
                 .map(|(id, _)| id.clone())
                 .collect();
             for id in gone {
                 room.members.remove(&id);
                 room.order.retain(|x| *x != id);
                 tracing::debug!(participant = %id, "participant left (grace expired)");
-                Self::broadcast(room, &id, &json!({"type": "participant-left", "id": id}), cap);
+                Self::broadcast(
+                    room,
+                    &id,
+                    &json!({"type": "participant-left", "id": id}),
+                    cap,
+                );
             }
         }
         rooms.retain(|_, r| !r.members.is_empty());
@@ -226,7 +235,9 @@ async fn connection(socket: WebSocket, st: Arc<AppState>, ice_host: String) {
     let limits = hub.limits.clone();
     let (mut sink, mut stream) = socket.split();
     let (tx, mut rx) = mpsc::channel::<String>(limits.buffer);
-    let generation = hub.next_gen.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let generation = hub
+        .next_gen
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut session: Option<Session> = None;
     let mut tokens = limits.burst;
     let mut last_refill = Instant::now();
@@ -283,7 +294,10 @@ async fn connection(socket: WebSocket, st: Arc<AppState>, ice_host: String) {
     // Detach (not leave): the participant may come back within the grace period.
     if let Some(s) = session {
         let mut rooms = hub.rooms.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(p) = rooms.get_mut(&s.room).and_then(|r| r.members.get_mut(&s.pid)) {
+        if let Some(p) = rooms
+            .get_mut(&s.room)
+            .and_then(|r| r.members.get_mut(&s.pid))
+        {
             if p.tx.as_ref().is_some_and(|(g, _)| *g == s.generation) {
                 p.tx = None;
                 p.detached_at = Some(Instant::now());
@@ -322,7 +336,13 @@ fn handle(
             if !valid_room(room) {
                 return vec![error(&id, "room must be 1-64 letters, digits, - or _")];
             }
-            let name: String = v["name"].as_str().unwrap_or("").trim().chars().take(40).collect();
+            let name: String = v["name"]
+                .as_str()
+                .unwrap_or("")
+                .trim()
+                .chars()
+                .take(40)
+                .collect();
             if name.is_empty() || name.chars().any(char::is_control) {
                 return vec![error(&id, "name must be 1-40 printable characters")];
             }
@@ -391,12 +411,14 @@ fn handle(
                 pid: pid.clone(),
                 generation,
             });
-            let mut out = vec![json!({
-                "type": "joined", "id": id, "you": pid, "resume": token, "room": room,
-                "participants": participants,
-                "iceServers": st.ice_servers(ice_host, &pid), "ttl": st.ttl(),
-            })
-            .to_string()];
+            let mut out = vec![
+                json!({
+                    "type": "joined", "id": id, "you": pid, "resume": token, "room": room,
+                    "participants": participants,
+                    "iceServers": st.ice_servers(ice_host, &pid), "ttl": st.ttl(),
+                })
+                .to_string(),
+            ];
             out.extend(backlog);
             out
         }
@@ -421,7 +443,8 @@ fn handle(
                     let Some(target) = room.members.get_mut(to).filter(|_| to != s.pid) else {
                         return vec![error(&id, "no such participant")];
                     };
-                    let msg = json!({"type": "signal", "from": s.pid, "data": v["data"]}).to_string();
+                    let msg =
+                        json!({"type": "signal", "from": s.pid, "data": v["data"]}).to_string();
                     Hub::deliver(target, msg, cap);
                 }
                 "chat" => {
@@ -429,7 +452,11 @@ fn handle(
                     if text.is_empty() || text.chars().count() > 2000 {
                         return vec![error(&id, "chat text must be 1-2000 characters")];
                     }
-                    let name = room.members.get(&s.pid).map(|p| p.name.clone()).unwrap_or_default();
+                    let name = room
+                        .members
+                        .get(&s.pid)
+                        .map(|p| p.name.clone())
+                        .unwrap_or_default();
                     Hub::broadcast(
                         room,
                         &s.pid,
@@ -441,7 +468,12 @@ fn handle(
                     room.members.remove(&s.pid);
                     room.order.retain(|x| *x != s.pid);
                     tracing::debug!(participant = %s.pid, "participant left");
-                    Hub::broadcast(room, &s.pid, &json!({"type": "participant-left", "id": s.pid}), cap);
+                    Hub::broadcast(
+                        room,
+                        &s.pid,
+                        &json!({"type": "participant-left", "id": s.pid}),
+                        cap,
+                    );
                     if room.members.is_empty() {
                         let name = s.room.clone();
                         rooms.remove(&name);

@@ -1,0 +1,110 @@
+// The call in real browsers: headless Debian Chromium, fake camera/microphone, natpass's own
+// signaling and TURN. Two pages with "relay only" → relay/relay pair, frames decoded both ways,
+// chat delivered; a third joins and everyone sees everyone; a reload recovers the call.
+import { test, after, before } from 'node:test';
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { mkdirSync } from 'node:fs';
+import { startNatpass, launchChromium, waitConnected, waitFor, stats, repo } from './lib.mjs';
+
+let np;
+let chrome;
+
+before(async () => {
+  np = await startNatpass();
+  chrome = await launchChromium();
+});
+
+after(async () => {
+  if (chrome) await chrome.close();
+  if (np) await np.stop();
+});
+
+const room = 'e2e' + Math.random().toString(16).slice(2, 12);
+const url = (name, relay = true) => `${np.base.replace('127.0.0.1', 'localhost')}/?room=${room}&name=${name}${relay ? '&relay=1' : ''}`;
+
+test('relay-only call: relay candidates, frames both ways, chat, third participant, reload', { timeout: 240000 }, async () => {
+  const ctx = chrome.context;
+  const a = await ctx.newPage();
+  await a.setViewportSize({ width: 960, height: 640 });
+  await a.goto(url('Alice'));
+  const b = await ctx.newPage();
+  await b.goto(url('Bob'));
+
+  const sa = await waitConnected(a, 1, { relay: true });
+  const sb = await waitConnected(b, 1, { relay: true });
+  for (const s of [sa, sb]) {
+    const p = Object.values(s)[0];
+    assert.equal(p.localType, 'relay', 'selected local candidate is a natpass relay');
+    assert.equal(p.remoteType, 'relay', 'the remote side is relayed too');
+    assert.equal(p.relayProtocol, 'udp');
+    assert.ok(p.framesDecoded > 0);
+  }
+  // The connection panel says relay.
+  const route = await a.locator('[data-testid^="route-"]').first().textContent();
+  assert.match(route, /^relay/);
+  assert.equal(await a.locator('[data-testid="relay-only"]').isChecked(), true);
+
+  // Chat over the data channel (or signaling fallback) arrives.
+  await a.fill('[data-testid="chat-input"]', 'hello from alice');
+  await a.click('[data-testid="chat-send"]');
+  await waitFor('chat at Bob', async () => (await b.locator('[data-testid="chat-log"]').textContent()).includes('hello from alice'));
+  await b.fill('[data-testid="chat-input"]', '<b>bob</b> answers');
+  await b.click('[data-testid="chat-send"]');
+  await waitFor('chat at Alice', async () => (await a.locator('[data-testid="chat-log"]').textContent()).includes('<b>bob</b> answers'));
+  assert.equal(await a.locator('[data-testid="chat-log"] b').count(), 0, 'chat is text, never markup');
+
+  // A screenshot of a real call for the README (two live tiles).
+  await waitFor('frames keep coming', async () => Object.values(await stats(a))[0].framesDecoded > sa[Object.keys(sa)[0]].framesDecoded + 20);
+  // Written under target/; UPDATE_SCREENSHOT=1 refreshes the committed docs/call.png.
+  const shots = join(repo, process.env.UPDATE_SCREENSHOT ? 'docs' : 'target/e2e');
+  mkdirSync(shots, { recursive: true });
+  await a.screenshot({ path: join(shots, 'call.png') });
+
+  // A third participant: everyone sees everyone.
+  const c = await ctx.newPage();
+  await c.goto(url('Carol'));
+  await waitConnected(c, 2, { relay: true });
+  await waitConnected(a, 2, { relay: true });
+  await waitConnected(b, 2, { relay: true });
+  assert.equal(await a.locator('.tile').count(), 3, 'local tile and two remote tiles');
+
+  // Bob reloads: the call recovers for everyone.
+  const bobId = await b.evaluate(() => window.natpass.me());
+  await b.reload();
+  await waitConnected(b, 2, { relay: true, minFrames: 5 });
+  const sameId = await b.evaluate(() => window.natpass.me());
+  assert.equal(sameId, bobId, 'resumed identity after reload');
+  const framesOf = async (page) => (await stats(page))[bobId]?.framesDecoded ?? 0;
+  const before = await framesOf(a);
+  await waitFor('Alice decodes Bob again', async () => (await framesOf(a)) > before + 10 && (await stats(a))[bobId].connectionState === 'connected', 45000);
+  await waitFor('Carol decodes Bob again', async () => (await stats(c))[bobId]?.connectionState === 'connected' && (await stats(c))[bobId].framesDecoded > 10, 45000);
+  assert.equal(await a.locator('.tile').count(), 3, 'no stale tile after the reload');
+  await c.close();
+  await waitFor('Carol gone at Alice', async () => Object.keys(await stats(a)).length === 1, 45000);
+});
+
+test('without relay-only the same page connects too (host candidates on loopback)', { timeout: 120000 }, async () => {
+  const ctx = chrome.context;
+  const r2 = 'direct' + Math.random().toString(16).slice(2, 10);
+  const u = (n) => `${np.base.replace('127.0.0.1', 'localhost')}/?room=${r2}&name=${n}`;
+  const a = await ctx.newPage();
+  await a.goto(u('Ann'));
+  const b = await ctx.newPage();
+  await b.goto(u('Ben'));
+  const s = await waitConnected(a, 1);
+  assert.ok(Object.values(s)[0].framesDecoded > 0);
+  await a.close();
+  await b.close();
+});
+
+test('the credential endpoint hands out working iceServers', async () => {
+  const r = await fetch(`${np.base}/api/ice-servers`);
+  assert.equal(r.status, 200);
+  assert.match(r.headers.get('content-security-policy'), /default-src 'self'/);
+  const j = await r.json();
+  assert.equal(j.ttl, 600);
+  const turn = j.iceServers.find((s) => s.username);
+  assert.ok(turn.urls.some((u) => u.startsWith('turn:') && u.endsWith('transport=udp')));
+  assert.match(turn.username, /^\d+:web$/);
+});

@@ -1,0 +1,134 @@
+// Helpers for the browser tests: start natpass, start Debian's Chromium (never a downloaded
+// browser) and connect playwright-core to it over CDP, poll until a condition holds.
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import net from 'node:net';
+import { chromium } from 'playwright-core';
+
+const here = dirname(fileURLToPath(import.meta.url));
+export const repo = join(here, '..', '..');
+
+export function natpassBin() {
+  if (process.env.NATPASS_BIN) return process.env.NATPASS_BIN;
+  for (const p of ['target/debug/natpass', 'target/release/natpass']) {
+    const f = join(repo, p);
+    if (existsSync(f)) return f;
+  }
+  throw new Error('natpass binary not built (cargo build)');
+}
+
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.unref();
+    s.on('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+export async function waitFor(what, fn, timeoutMs = 30000, everyMs = 250) {
+  const start = Date.now();
+  let last;
+  while (Date.now() - start < timeoutMs) {
+    try {
+      last = await fn();
+      if (last) return last;
+    } catch (e) {
+      last = e;
+    }
+    await sleep(everyMs);
+  }
+  throw new Error(`timed out waiting for ${what}; last: ${JSON.stringify(last && last.message ? last.message : last)}`);
+}
+
+/** Start natpass with STUN/TURN and HTTP on free loopback ports (or as `opts` say). */
+export async function startNatpass(extra = [], opts = {}) {
+  const turnPort = opts.turnPort || (await freePort());
+  const httpPort = opts.httpPort || (await freePort());
+  const listen = opts.listen || `127.0.0.1:${turnPort}`;
+  const http = opts.http || `127.0.0.1:${httpPort}`;
+  const args = ['serve', '--listen', listen, '--http', http, '--log', process.env.NATPASS_LOG || 'warn', ...extra];
+  const cmd = opts.wrap ? [...opts.wrap, natpassBin(), ...args] : [natpassBin(), ...args];
+  const child = spawn(cmd[0], cmd.slice(1), { stdio: ['ignore', 'inherit', 'inherit'] });
+  const base = opts.base || `http://${http}`;
+  await waitFor('natpass HTTP', async () => {
+    if (child.exitCode !== null) throw new Error('natpass exited with ' + child.exitCode);
+    const r = await fetch(`${base}/healthz`);
+    return r.ok;
+  }, 15000, 100);
+  return {
+    child, turnPort, httpPort, base,
+    stop: async () => {
+      if (child.exitCode === null) {
+        child.kill('SIGTERM');
+        await Promise.race([new Promise((r) => child.once('exit', r)), sleep(5000)]);
+        if (child.exitCode === null) child.kill('SIGKILL');
+      }
+    },
+  };
+}
+
+export const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+
+export function chromiumFlags(userDataDir, extra = []) {
+  return [
+    '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+    '--disable-background-networking', '--disable-component-update', '--disable-sync',
+    '--disable-default-apps', '--disable-extensions', '--mute-audio',
+    '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
+    '--allow-loopback-in-peer-connection', '--autoplay-policy=no-user-gesture-required',
+    `--user-data-dir=${userDataDir}`, '--remote-debugging-address=127.0.0.1', '--remote-debugging-port=0',
+    ...extra,
+    'about:blank',
+  ];
+}
+
+/** Spawn Chromium (optionally wrapped, e.g. `ip netns exec NS`) and connect over CDP. */
+export async function launchChromium({ wrap = [], extraFlags = [] } = {}) {
+  const dir = mkdtempSync(join(tmpdir(), 'natpass-chromium-'));
+  const cmd = [...wrap, CHROMIUM, ...chromiumFlags(dir, extraFlags)];
+  const child = spawn(cmd[0], cmd.slice(1), { stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  child.stderr.on('data', (d) => { stderr = (stderr + d).slice(-4000); });
+  const portFile = join(dir, 'DevToolsActivePort');
+  const port = await waitFor('DevToolsActivePort', () => {
+    if (child.exitCode !== null) throw new Error('chromium exited: ' + stderr);
+    if (!existsSync(portFile)) return null;
+    const n = parseInt(readFileSync(portFile, 'utf8').split('\n')[0], 10);
+    return Number.isFinite(n) && n > 0 ? n : null;
+  }, 30000, 100);
+  const browser = await chromium.connectOverCDP(`http://127.0.0.1:${port}`);
+  return {
+    browser, child,
+    context: browser.contexts()[0],
+    close: async () => {
+      try { await browser.close(); } catch { /* already gone */ }
+      child.kill('SIGKILL');
+      await Promise.race([new Promise((r) => child.once('exit', r)), sleep(3000)]);
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** The call stats a page exposes (window.natpass.stats()). */
+export const stats = (page) => page.evaluate(() => window.natpass.stats());
+
+/** Wait until `page` has `n` peers, all connected with decoded frames (optionally relayed). */
+export async function waitConnected(page, n, { relay = false, minFrames = 10, timeoutMs = 45000 } = {}) {
+  return waitFor(`${n} connected peer(s)`, async () => {
+    const s = await stats(page);
+    const v = Object.values(s);
+    if (v.length !== n) return null;
+    const ok = v.every((p) => p.connectionState === 'connected' && p.framesDecoded >= minFrames &&
+      (!relay || p.localType === 'relay'));
+    return ok ? s : null;
+  }, timeoutMs, 500);
+}
