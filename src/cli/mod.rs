@@ -20,7 +20,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the STUN/TURN server.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Validate a config file and print its errors (exit 1 on error).
     CheckConfig {
         /// The TOML file.
