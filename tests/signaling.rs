@@ -439,3 +439,67 @@ fn issued_credentials_work_against_natpass_turn() {
         .expect("the issued credential allocates");
     assert_eq!(a.lifetime, 600);
 }
+
+/// `--http-self-signed`: the page and the API are served over HTTPS (phones on a LAN).
+#[test]
+fn self_signed_https_serves_the_page() {
+    let server = natpass::net::start(
+        &natpass::config::ValidConfig::embedded(natpass::config::Overrides {
+            listen: vec!["127.0.0.1:0".parse().unwrap()],
+            threads: Some(1),
+            ..Default::default()
+        })
+        .unwrap(),
+    )
+    .unwrap();
+    let http = natpass::config::HttpConfig {
+        addr: "127.0.0.1:0".parse().unwrap(),
+        tls: natpass::config::HttpTls::SelfSigned,
+        public_host: Some("192.0.2.10".into()),
+        allow_origins: vec![],
+        credential_ttl: 300,
+        room_size: 8,
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (page, ice) = rt.block_on(async {
+        let (addr, _task) = natpass::web::launch(&http, &server, std::future::pending())
+            .await
+            .unwrap();
+        let cfg = natpass::probe::tls_client_config(&natpass::probe::TlsOptions {
+            ca: None,
+            insecure: true,
+        })
+        .unwrap();
+        let mut cfg = (*cfg).clone();
+        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg));
+        let get = |path: &'static str| {
+            let connector = connector.clone();
+            async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+                let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+                let mut s = connector.connect(name, tcp).await.unwrap();
+                s.write_all(
+                    format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+                        .as_bytes(),
+                )
+                .await
+                .unwrap();
+                let mut out = Vec::new();
+                let _ = s.read_to_end(&mut out).await;
+                String::from_utf8_lossy(&out).to_string()
+            }
+        };
+        (get("/").await, get("/api/ice-servers").await)
+    });
+    assert!(
+        page.starts_with("HTTP/1.1 200") && page.contains("natpass call"),
+        "{page}"
+    );
+    assert!(
+        ice.contains("turn:192.0.2.10:"),
+        "public host in the ICE URLs: {ice}"
+    );
+    assert!(ice.contains("\"ttl\":300"));
+}
