@@ -57,7 +57,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Probe(p) => Ok(natpass::cli::probe::run(p)),
-        Command::Peer { listen } => Ok(natpass::cli::probe::peer(&listen)),
+        Command::Peer(a) => Ok(natpass::cli::probe::peer(a)),
         Command::Credential(a) => {
             let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
             let (u, p) = natpass::auth::mint_rest(&a.secret, &a.user, a.ttl, now);

@@ -32,11 +32,7 @@ pub enum Command {
     #[command(subcommand)]
     Probe(probe::ProbeCmd),
     /// A UDP echo peer (like turnutils_peer).
-    Peer {
-        /// Address to echo on (repeatable; default 127.0.0.1:3480).
-        #[arg(long, value_name = "ADDR:PORT")]
-        listen: Vec<SocketAddr>,
-    },
+    Peer(probe::PeerArgs),
 }
 
 /// `natpass serve` flags; every one overrides the config file.

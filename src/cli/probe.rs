@@ -396,12 +396,69 @@ pub fn run(cmd: ProbeCmd) -> ExitCode {
     }
 }
 
-/// `natpass peer`: echo until killed.
-pub fn peer(listen: &[SocketAddr]) -> ExitCode {
+/// `natpass peer`.
+#[derive(Debug, Args)]
+pub struct PeerArgs {
+    /// Address to echo on (repeatable; default 127.0.0.1:3480).
+    #[arg(long, value_name = "ADDR:PORT")]
+    listen: Vec<SocketAddr>,
+    /// Echo behind a TURN relay instead: allocate on this server and echo what arrives there
+    /// (a peer behind NAT). Prints `relayed ADDR` first.
+    #[arg(long, value_name = "SERVER")]
+    turn: Option<String>,
+    #[command(flatten)]
+    creds: CredArgs,
+    /// Transport to the TURN server.
+    #[arg(long, value_enum, default_value = "udp")]
+    transport: ProbeTransport,
+    /// IPs allowed to reach the relayed address (repeatable; default: the server's IP, which is
+    /// where other allocations of the same server send from).
+    #[arg(long, value_name = "IP")]
+    permit: Vec<std::net::IpAddr>,
+    /// Stop after this many seconds (default: run until killed).
+    #[arg(long)]
+    duration: Option<f64>,
+    #[command(flatten)]
+    tls: TlsArgs,
+}
+
+/// `natpass peer`: echo until killed (or for `--duration`).
+pub fn peer(a: PeerArgs) -> ExitCode {
+    if let Some(server) = &a.turn {
+        let spec = match probe::parse_server(server) {
+            Ok(s) => s,
+            Err(e) => return fail(false, e),
+        };
+        let creds = match a.creds.creds() {
+            Ok(c) => c,
+            Err(e) => return fail(false, e),
+        };
+        let permit = if a.permit.is_empty() {
+            vec![spec.addr.ip()]
+        } else {
+            a.permit.clone()
+        };
+        let duration = a.duration.map(Duration::from_secs_f64);
+        return match probe::relay_echo(
+            &spec,
+            a.transport,
+            &creds,
+            &permit,
+            duration,
+            &a.tls.options(),
+        ) {
+            Ok(n) => {
+                eprintln!("natpass peer: echoed {n} messages");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(false, e),
+        };
+    }
+    let listen = a.listen;
     let addrs: Vec<SocketAddr> = if listen.is_empty() {
         vec!["127.0.0.1:3480".parse().expect("valid")]
     } else {
-        listen.to_vec()
+        listen
     };
     match probe::echo::EchoPeer::start(&addrs) {
         Ok(e) => {

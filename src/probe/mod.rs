@@ -478,6 +478,50 @@ pub fn turn(spec: &ServerSpec, opts: &TurnOptions) -> Result<TurnReport, ClientE
     })
 }
 
+/// A peer behind a TURN relay: allocate, permit `permit`, print `relayed ADDR` on stdout, and
+/// echo every Data indication or ChannelData back to its sender (Send indications), refreshing
+/// the allocation and permissions as it goes. Returns the number of messages echoed.
+pub fn relay_echo(
+    spec: &ServerSpec,
+    transport: ProbeTransport,
+    creds: &Creds,
+    permit: &[IpAddr],
+    duration: Option<Duration>,
+    tls: &TlsOptions,
+) -> Result<u64, ClientError> {
+    use std::io::Write;
+    let mut c = connect_with(spec, transport, tls)?;
+    let (user, pass) = creds.resolve();
+    c.set_credentials(&user, &pass);
+    let alloc = c.allocate(None, None)?;
+    let peers: Vec<SocketAddr> = permit.iter().map(|ip| SocketAddr::new(*ip, 0)).collect();
+    c.create_permission(&peers)?;
+    println!("relayed {}", alloc.relayed[0]);
+    let _ = std::io::stdout().flush();
+    let start = Instant::now();
+    let mut last_refresh = Instant::now();
+    let mut echoed = 0u64;
+    loop {
+        if duration.is_some_and(|d| start.elapsed() >= d) {
+            break;
+        }
+        if last_refresh.elapsed() > Duration::from_secs(120) {
+            c.refresh(600)?;
+            c.create_permission(&peers)?;
+            last_refresh = Instant::now();
+        }
+        match c.recv_data(Instant::now() + Duration::from_millis(500))? {
+            Some(Incoming::Data { peer, data }) => {
+                c.send_indication(peer, &data)?;
+                echoed += 1;
+            }
+            Some(Incoming::Channel { .. }) | None => {}
+        }
+    }
+    let _ = c.refresh(0);
+    Ok(echoed)
+}
+
 /// NAT mapping or filtering behaviour (RFC 4787 terms).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
