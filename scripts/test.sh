@@ -16,6 +16,9 @@ need=()
 command -v turnutils_uclient >/dev/null 2>&1 || need+=(coturn)
 command -v chromium >/dev/null 2>&1 || need+=(chromium fonts-dejavu-core)
 command -v node >/dev/null 2>&1 || need+=(nodejs npm)
+command -v nft >/dev/null 2>&1 || need+=(nftables)
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
+command -v python3 >/dev/null 2>&1 || need+=(python3)
 if [ ${#need[@]} -gt 0 ]; then
   echo "== installing: ${need[*]}"
   apt_install "${need[@]}"
@@ -30,7 +33,9 @@ cargo fmt --check
 echo "== cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
 echo "== cargo test"
-cargo test --all-targets --locked
+cargo test --all-targets --locked -- --skip natlab_
+echo "== NAT lab (network namespaces; needs root)"
+cargo test --locked --test natlab -- --nocapture
 echo "== browser tests (headless chromium)"
 cargo build --locked --bin natpass
 (cd tests/e2e && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 NATPASS_BIN="$PWD/../../target/debug/natpass" node --test --test-concurrency=1)

@@ -61,6 +61,7 @@ export async function startNatpass(extra = [], opts = {}) {
   const base = opts.base || `http://${http}`;
   await waitFor('natpass HTTP', async () => {
     if (child.exitCode !== null) throw new Error('natpass exited with ' + child.exitCode);
+    if (opts.ready) return opts.ready();
     const r = await fetch(`${base}/healthz`);
     return r.ok;
   }, 15000, 100);
