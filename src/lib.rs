@@ -11,6 +11,7 @@ pub mod auth;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod metrics;
 pub mod net;
 pub mod probe;
 pub mod proto;

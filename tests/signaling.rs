@@ -399,9 +399,10 @@ fn issued_credentials_work_against_natpass_turn() {
     };
     let rt = tokio::runtime::Runtime::new().unwrap();
     let body = rt.block_on(async {
-        let (addr, _task) = natpass::web::launch(&http, &server, std::future::pending())
+        let addr = natpass::web::launch(&http, &server, std::future::pending())
             .await
-            .unwrap();
+            .unwrap()
+            .addr;
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
         s.write_all(
@@ -462,9 +463,10 @@ fn self_signed_https_serves_the_page() {
     };
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (page, ice) = rt.block_on(async {
-        let (addr, _task) = natpass::web::launch(&http, &server, std::future::pending())
+        let addr = natpass::web::launch(&http, &server, std::future::pending())
             .await
-            .unwrap();
+            .unwrap()
+            .addr;
         let cfg = natpass::probe::tls_client_config(&natpass::probe::TlsOptions {
             ca: None,
             insecure: true,

@@ -19,6 +19,7 @@ const state = {
   reqId: 0,
   backoff: 500,
   leaving: false,
+  signalChain: Promise.resolve(),
   stats: {},
 };
 
@@ -117,7 +118,8 @@ function onSignalingMessage(m) {
       removePeer(m.id);
       break;
     case 'signal':
-      onPeerSignal(m.from, m.data);
+      // One at a time, in arrival order: a candidate must not overtake its description.
+      state.signalChain = state.signalChain.then(() => onPeerSignal(m.from, m.data)).catch((e) => console.warn('signal', e));
       break;
     case 'chat':
       addChat(m.name || 'someone', m.text);
@@ -147,7 +149,7 @@ function createPeer(pid, name, initiator) {
   const pc = new RTCPeerConnection(pcConfig());
   const peer = {
     pid, name, pc, polite: state.me < pid, makingOffer: false, ignoreOffer: false,
-    dc: null, tile: makeTile(pid, name), lastBytes: 0, lastTime: 0,
+    dc: null, tile: makeTile(pid, name), lastBytes: 0, lastTime: 0, pending: [], flush: null,
   };
   state.peers.set(pid, peer);
   if (state.localStream) for (const t of state.localStream.getTracks()) pc.addTrack(t, state.localStream);
@@ -161,7 +163,19 @@ function createPeer(pid, name, initiator) {
     const v = peer.tile.querySelector('video');
     if (v.srcObject !== e.streams[0]) v.srcObject = e.streams[0] || new MediaStream([e.track]);
   };
-  pc.onicecandidate = ({ candidate }) => { if (candidate) sendSignal(pid, { candidate }); };
+  // Candidates go out in batches (one signaling message per 100 ms), well under the server's
+  // per-connection message rate.
+  pc.onicecandidate = ({ candidate }) => {
+    if (!candidate) return;
+    peer.pending.push(candidate.toJSON());
+    if (!peer.flush) {
+      peer.flush = setTimeout(() => {
+        peer.flush = null;
+        const candidates = peer.pending.splice(0);
+        if (candidates.length) sendSignal(pid, { candidates });
+      }, 100);
+    }
+  };
   pc.onnegotiationneeded = async () => {
     try {
       peer.makingOffer = true;
@@ -198,8 +212,10 @@ async function onPeerSignal(from, data) {
         await pc.setLocalDescription();
         sendSignal(from, { description: pc.localDescription });
       }
-    } else if (data.candidate) {
-      try { await pc.addIceCandidate(data.candidate); } catch (e) { if (!peer.ignoreOffer) throw e; }
+    } else if (data.candidates || data.candidate) {
+      for (const c of data.candidates || [data.candidate]) {
+        try { await pc.addIceCandidate(c); } catch (e) { if (!peer.ignoreOffer) console.warn('candidate', e); }
+      }
     }
   } catch (e) {
     console.warn('signal', e);
@@ -209,6 +225,7 @@ async function onPeerSignal(from, data) {
 function removePeer(pid) {
   const p = state.peers.get(pid);
   if (!p) return;
+  if (p.flush) clearTimeout(p.flush);
   try { p.pc.close(); } catch { /* closed */ }
   p.tile.remove();
   state.peers.delete(pid);

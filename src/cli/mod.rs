@@ -71,6 +71,26 @@ pub struct ServeArgs {
     /// Extra origin allowed to open the signaling WebSocket (repeatable).
     #[arg(long, value_name = "ORIGIN")]
     pub allow_origin: Vec<String>,
+    /// Separate listener for /metrics, /healthz and /readyz.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics: Option<SocketAddr>,
+    /// Admin API listener (default 127.0.0.1:8081 when a token is set).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub admin_listen: Option<SocketAddr>,
+    /// Admin API bearer token (prefer the config file or NATPASS_ADMIN_TOKEN: flags show in ps).
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "NATPASS_ADMIN_TOKEN",
+        hide_env_values = true
+    )]
+    pub admin_token: Option<crate::auth::Secret>,
+    /// Seconds existing allocations keep relaying after SIGTERM/SIGINT (default 5).
+    #[arg(long, value_name = "N")]
+    pub drain_seconds: Option<u64>,
+    /// Log format: text or json.
+    #[arg(long, value_name = "FORMAT")]
+    pub log_format: Option<String>,
     /// RFC 5780 alternate address (a second IP and port) for NAT behaviour discovery.
     #[arg(long, value_name = "ADDR:PORT")]
     pub alt_listen: Option<SocketAddr>,
@@ -144,6 +164,11 @@ impl ServeArgs {
             http_self_signed: self.http_self_signed,
             public_host: self.public_host.clone(),
             allow_origins: self.allow_origin.clone(),
+            metrics: self.metrics,
+            admin_listen: self.admin_listen,
+            admin_token: self.admin_token.clone(),
+            drain_seconds: self.drain_seconds,
+            log_format: self.log_format.clone(),
             realm: self.realm.clone(),
             users: self.user.clone(),
             auth_secrets: self.auth_secret.clone(),

@@ -247,6 +247,16 @@ pub struct FileConfig {
     pub credential_ttl: Option<u64>,
     /// Participants per signaling room.
     pub room_size: Option<usize>,
+    /// Separate listener for /metrics, /healthz, /readyz.
+    pub metrics: Option<SocketAddr>,
+    /// Admin API listener (default 127.0.0.1:8081 when a token is set).
+    pub admin_listen: Option<SocketAddr>,
+    /// Admin API bearer token (absent: admin API off).
+    pub admin_token: Option<Secret>,
+    /// Seconds existing allocations may keep relaying after SIGTERM/SIGINT.
+    pub drain_seconds: Option<u64>,
+    /// Log format: text or json.
+    pub log_format: Option<String>,
     /// Realm.
     pub realm: Option<String>,
     /// Static users.
@@ -304,6 +314,16 @@ pub struct Overrides {
     pub public_host: Option<String>,
     /// `--allow-origin`.
     pub allow_origins: Vec<String>,
+    /// `--metrics`.
+    pub metrics: Option<SocketAddr>,
+    /// `--admin-listen`.
+    pub admin_listen: Option<SocketAddr>,
+    /// `--admin-token`.
+    pub admin_token: Option<Secret>,
+    /// `--drain-seconds`.
+    pub drain_seconds: Option<u64>,
+    /// `--log-format`.
+    pub log_format: Option<String>,
     /// `--realm`.
     pub realm: Option<String>,
     /// `--user`.
@@ -341,6 +361,14 @@ pub struct ValidConfig {
     pub tls_files: Option<(std::path::PathBuf, std::path::PathBuf)>,
     /// The web side (None: no HTTP listener).
     pub http: Option<HttpConfig>,
+    /// Separate metrics listener.
+    pub metrics: Option<SocketAddr>,
+    /// Admin API: (listen address, token).
+    pub admin: Option<(SocketAddr, Secret)>,
+    /// Drain period at shutdown.
+    pub drain_seconds: u64,
+    /// JSON logs.
+    pub log_json: bool,
     /// Realm.
     pub realm: String,
     /// Credentials (keys only).
@@ -674,7 +702,44 @@ impl ValidConfig {
                 "must hold at least one full frame (70000 bytes)".into(),
             ));
         }
+        let admin = match (
+            cli.admin_token.or(file.admin_token),
+            cli.admin_listen.or(file.admin_listen),
+        ) {
+            (Some(t), l) => {
+                if t.expose().len() < 16 {
+                    return Err(invalid(
+                        "admin-token",
+                        "must be at least 16 characters".into(),
+                    ));
+                }
+                Some((
+                    l.unwrap_or_else(|| "127.0.0.1:8081".parse().expect("valid")),
+                    t,
+                ))
+            }
+            (None, Some(_)) => return Err(invalid("admin-listen", "needs admin-token".into())),
+            (None, None) => None,
+        };
+        let drain_seconds = cli.drain_seconds.or(file.drain_seconds).unwrap_or(5);
+        if drain_seconds > 3600 {
+            return Err(invalid("drain-seconds", "must be at most 3600".into()));
+        }
+        let log_json = match cli.log_format.or(file.log_format).as_deref() {
+            None | Some("text") => false,
+            Some("json") => true,
+            Some(other) => {
+                return Err(invalid(
+                    "log-format",
+                    format!("`{other}`: expected text or json"),
+                ));
+            }
+        };
         Ok(Self {
+            metrics: cli.metrics.or(file.metrics),
+            admin,
+            drain_seconds,
+            log_json,
             listen,
             alt_listen,
             tls_listen,

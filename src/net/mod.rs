@@ -45,6 +45,160 @@ pub enum StartError {
     Io(#[from] std::io::Error),
 }
 
+/// A command for a shard's thread.
+#[derive(Debug)]
+pub enum ShardCmd {
+    /// List allocations: (shard, allocations).
+    List(std::sync::mpsc::Sender<(usize, Vec<crate::proto::AllocationInfo>)>),
+    /// End allocations: one by (shard, key, serial), or all of a user's; replies with the count.
+    End {
+        /// (shard, key, serial).
+        id: Option<(usize, usize, u32)>,
+        /// Username.
+        user: Option<String>,
+        /// Reply channel.
+        reply: std::sync::mpsc::Sender<usize>,
+    },
+}
+
+/// A cloneable handle on a running server for operators (admin API, metrics, signals).
+#[derive(Debug, Clone)]
+pub struct Control {
+    /// Shared protocol state (counters, credentials, quotas).
+    pub shared: Arc<Shared>,
+    /// Connection counters.
+    pub limits: Arc<ConnLimits>,
+    /// TLS certificate store.
+    pub tls: Option<Arc<tls::TlsStore>>,
+    cmds: Vec<std::sync::mpsc::Sender<ShardCmd>>,
+    wakers: Vec<Arc<mio::Waker>>,
+    own_ips: Vec<IpAddr>,
+    listeners: Vec<SocketAddr>,
+}
+
+impl Control {
+    fn broadcast(&self, make: impl Fn() -> ShardCmd) {
+        for (tx, w) in self.cmds.iter().zip(&self.wakers) {
+            let _ = tx.send(make());
+            let _ = w.wake();
+        }
+    }
+
+    /// Every allocation, with its id `shard/key/serial`.
+    pub fn list_allocations(&self) -> Vec<(String, crate::proto::AllocationInfo)> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.broadcast(|| ShardCmd::List(tx.clone()));
+        drop(tx);
+        let mut out = Vec::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        for _ in 0..self.cmds.len() {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let Ok((shard, list)) = rx.recv_timeout(left) else {
+                break;
+            };
+            out.extend(
+                list.into_iter()
+                    .map(|a| (format!("{shard}-{}-{}", a.key, a.serial), a)),
+            );
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    /// End one allocation by id (`shard-key-serial`) or all of a user's; returns how many.
+    pub fn end_allocations(&self, id: Option<&str>, user: Option<&str>) -> usize {
+        let id = id.and_then(|s| {
+            let mut it = s.split('-');
+            Some((
+                it.next()?.parse().ok()?,
+                it.next()?.parse().ok()?,
+                it.next()?.parse().ok()?,
+            ))
+        });
+        if id.is_none() && user.is_none() {
+            return 0;
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        let user = user.map(str::to_owned);
+        self.broadcast(|| ShardCmd::End {
+            id,
+            user: user.clone(),
+            reply: tx.clone(),
+        });
+        drop(tx);
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        let mut n = 0;
+        for _ in 0..self.cmds.len() {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(k) => n += k,
+                Err(_) => break,
+            }
+        }
+        n
+    }
+
+    /// Refuse new allocations (shutdown drain) or accept them again.
+    pub fn set_draining(&self, on: bool) {
+        self.shared.draining.store(on, Ordering::Release);
+    }
+
+    /// Live allocations on the server.
+    pub fn live_allocations(&self) -> usize {
+        self.shared.quotas.total()
+    }
+
+    /// Apply a reloaded config: credentials, peer policy, quotas, TLS certificates. Listener
+    /// changes are not applied; the returned notes say what needs a restart.
+    pub fn apply(&self, old: &ValidConfig, new: &ValidConfig) -> Result<Vec<String>, String> {
+        let mut notes = Vec::new();
+        if old.listen != new.listen
+            || old.tls_listen != new.tls_listen
+            || old.alt_listen != new.alt_listen
+            || old.relay_ips != new.relay_ips
+            || old.external_ips != new.external_ips
+            || old.relay_ports != new.relay_ports
+            || old.threads != new.threads
+            || old.http.as_ref().map(|h| h.addr) != new.http.as_ref().map(|h| h.addr)
+        {
+            notes.push("listener, relay address, port range or thread changes need a restart; they were not applied".to_owned());
+        }
+        let (oq, nq) = (&old.quota, &new.quota);
+        if oq.permissions_per_allocation != nq.permissions_per_allocation
+            || oq.channels_per_allocation != nq.channels_per_allocation
+            || oq.default_lifetime != nq.default_lifetime
+            || oq.max_lifetime != nq.max_lifetime
+            || oq.connections_per_ip != nq.connections_per_ip
+        {
+            notes.push("per-allocation and per-connection limits (permissions, channels, lifetimes, connections) apply after a restart; allocation quotas were applied".to_owned());
+        }
+        if old.realm != new.realm {
+            notes.push("a new realm applies to new nonces and allocations".to_owned());
+        }
+        if let Some(t) = &self.tls {
+            t.reload().map_err(|e| e.to_string())?;
+        }
+        let policy = PeerPolicy::new(
+            new.allow_peers.clone(),
+            new.deny_peers.clone(),
+            self.own_ips.clone(),
+            self.listeners.clone(),
+        );
+        let mut creds = new.credentials.clone();
+        if new.generated_secret {
+            // Keep the running process's generated secret: browsers hold credentials minted from it.
+            creds = self.shared.credentials().as_ref().clone();
+        }
+        self.shared.reload(creds, policy);
+        self.shared.quotas.set_limits(QuotaLimits {
+            per_user: new.quota.allocations_per_user,
+            per_ip: new.quota.allocations_per_ip,
+            total: new.quota.total_allocations,
+        });
+        Ok(notes)
+    }
+}
+
 /// A running server.
 #[derive(Debug)]
 pub struct ServerHandle {
@@ -65,9 +219,15 @@ pub struct ServerHandle {
     stop: Arc<AtomicBool>,
     wakers: Vec<Arc<mio::Waker>>,
     threads: Vec<JoinHandle<()>>,
+    control: Control,
 }
 
 impl ServerHandle {
+    /// The operator handle.
+    pub fn control(&self) -> Control {
+        self.control.clone()
+    }
+
     /// Reload the TLS certificate and key (SIGHUP). On error the old certificate keeps
     /// serving and the error is returned.
     pub fn reload_tls(&self) -> Result<(), tls::TlsError> {
@@ -143,6 +303,10 @@ pub struct ConnLimits {
     counts: Mutex<HashMap<IpAddr, usize>>,
     handshakes: AtomicUsize,
     max_handshakes: usize,
+    /// Connections accepted.
+    pub accepted: std::sync::atomic::AtomicU64,
+    /// Connections refused by the per-IP cap or the handshake cap.
+    pub refused: std::sync::atomic::AtomicU64,
 }
 
 impl ConnLimits {
@@ -152,6 +316,8 @@ impl ConnLimits {
             counts: Mutex::default(),
             handshakes: AtomicUsize::new(0),
             max_handshakes,
+            accepted: Default::default(),
+            refused: Default::default(),
         }
     }
     /// Count a new connection from `ip`; false when over the per-IP cap.
@@ -159,9 +325,11 @@ impl ConnLimits {
         let mut c = self.counts.lock().unwrap_or_else(|e| e.into_inner());
         let n = c.entry(ip).or_default();
         if *n >= self.per_ip {
+            self.refused.fetch_add(1, Ordering::Relaxed);
             return false;
         }
         *n += 1;
+        self.accepted.fetch_add(1, Ordering::Relaxed);
         true
     }
     /// A connection from `ip` closed.
@@ -179,6 +347,7 @@ impl ConnLimits {
         let prev = self.handshakes.fetch_add(1, Ordering::AcqRel);
         if prev >= self.max_handshakes {
             self.handshakes.fetch_sub(1, Ordering::AcqRel);
+            self.refused.fetch_add(1, Ordering::Relaxed);
             return false;
         }
         true
@@ -186,6 +355,10 @@ impl ConnLimits {
     /// A TLS handshake finished or its connection closed.
     pub fn handshake_done(&self) {
         self.handshakes.fetch_sub(1, Ordering::AcqRel);
+    }
+    /// TLS handshakes in progress.
+    pub fn handshakes_in_progress(&self) -> usize {
+        self.handshakes.load(Ordering::Relaxed)
     }
     /// Open connections now.
     pub fn open(&self) -> usize {
@@ -435,6 +608,7 @@ pub fn start(cfg: &ValidConfig) -> Result<ServerHandle, StartError> {
         listener_addrs.extend_from_slice(&f.all()[1..]);
     }
     let mut own_ips: Vec<IpAddr> = Vec::new();
+    let mut cmd_senders = Vec::new();
     for r in &relays {
         for ip in [r.bind, r.advertise] {
             if !own_ips.contains(&ip) {
@@ -445,8 +619,8 @@ pub fn start(cfg: &ValidConfig) -> Result<ServerHandle, StartError> {
     let policy = PeerPolicy::new(
         cfg.allow_peers.clone(),
         cfg.deny_peers.clone(),
-        own_ips,
-        listener_addrs,
+        own_ips.clone(),
+        listener_addrs.clone(),
     );
     let bind_ips: Vec<IpAddr> = relays.iter().map(|r| r.bind).collect();
     let ports = PortPool::new(&bind_ips, cfg.relay_ports.min..=cfg.relay_ports.max);
@@ -506,6 +680,8 @@ pub fn start(cfg: &ValidConfig) -> Result<ServerHandle, StartError> {
             Instant::now(),
             unix_now,
         );
+        let (cmd_tx, cmd_rx) = std::sync::mpsc::channel();
+        cmd_senders.push(cmd_tx);
         let shard = shard::Shard::new(
             i,
             core,
@@ -514,6 +690,7 @@ pub fn start(cfg: &ValidConfig) -> Result<ServerHandle, StartError> {
             stop.clone(),
             limits.clone(),
             settings.clone(),
+            cmd_rx,
         )?;
         wakers.push(shard.waker());
         threads.push(
@@ -538,7 +715,17 @@ pub fn start(cfg: &ValidConfig) -> Result<ServerHandle, StartError> {
             tracing::info!(relay = %r.bind, advertised = %r.advertise, "relaying behind 1:1 NAT");
         }
     }
+    let control = Control {
+        shared: shared.clone(),
+        limits: limits.clone(),
+        tls: tls_store.clone(),
+        cmds: cmd_senders,
+        wakers: wakers.clone(),
+        own_ips,
+        listeners: listener_addrs,
+    };
     Ok(ServerHandle {
+        control,
         udp_addrs,
         rfc5780,
         tcp_addrs,

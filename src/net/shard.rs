@@ -13,7 +13,7 @@
 //! progress, a deadline for the first valid message and for any started frame, an idle
 //! deadline without an allocation, bounded read and write buffers.
 
-use super::{ConnLimits, StreamSettings};
+use super::{ConnLimits, ShardCmd, StreamSettings};
 use crate::proto::framing;
 use crate::proto::{Core, FiveTuple, PeerRoute, RelayOwner, RelaySockets, Transmit, Transport};
 use mio::net::{TcpListener, TcpStream, UdpSocket};
@@ -122,9 +122,11 @@ pub(crate) struct Shard {
     limits: Arc<ConnLimits>,
     settings: StreamSettings,
     next_sweep: Instant,
+    cmds: std::sync::mpsc::Receiver<ShardCmd>,
 }
 
 impl Shard {
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         id: usize,
         core: Core,
@@ -133,6 +135,7 @@ impl Shard {
         stop: Arc<AtomicBool>,
         limits: Arc<ConnLimits>,
         settings: StreamSettings,
+        cmds: std::sync::mpsc::Receiver<ShardCmd>,
     ) -> std::io::Result<Self> {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
@@ -170,6 +173,7 @@ impl Shard {
             limits,
             settings,
             next_sweep: Instant::now(),
+            cmds,
         })
     }
 
@@ -220,7 +224,10 @@ impl Shard {
                 .collect();
             for (token, writable) in tokens {
                 let more = match token.0 {
-                    0 => false,
+                    0 => {
+                        self.commands(now);
+                        false
+                    }
                     t if t >= CONN_BASE => {
                         self.conn_event(t - CONN_BASE, writable, now, &mut buf);
                         false
@@ -249,6 +256,28 @@ impl Shard {
             }
         }
         tracing::debug!(shard = self.id, "shard stopped");
+    }
+
+    /// Operator commands from other threads (admin API, shutdown).
+    fn commands(&mut self, now: Instant) {
+        while let Ok(cmd) = self.cmds.try_recv() {
+            match cmd {
+                ShardCmd::List(reply) => {
+                    let _ = reply.send((self.id, self.core.list(now)));
+                }
+                ShardCmd::End { id, user, reply } => {
+                    let id = id
+                        .filter(|(shard, _, _)| *shard == self.id)
+                        .map(|(_, k, s)| (k, s));
+                    let mut relays = Relays {
+                        registry: self.poll.registry(),
+                        table: &mut self.relays,
+                    };
+                    let n = self.core.end_matching(id, user.as_deref(), &mut relays);
+                    let _ = reply.send(n);
+                }
+            }
+        }
     }
 
     fn listener_for(&self, server: SocketAddr) -> Option<&Listener> {
@@ -635,7 +664,12 @@ impl Shard {
         } else if c.wbuf.len() + data.len() <= cap {
             c.wbuf.extend_from_slice(data);
         } else {
-            return; // slow reader: drop, as UDP would
+            // Slow reader: drop, as UDP would.
+            self.core
+                .shared()
+                .stats
+                .drop(crate::proto::server::DropReason::BufferFull);
+            return;
         }
         if !self.conn_flush(key) {
             if let Some(c) = self.conns.get_mut(key) {

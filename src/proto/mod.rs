@@ -10,8 +10,8 @@ pub mod integrity;
 pub mod server;
 
 pub use server::{
-    Core, CoreConfig, Forward, PeerRoute, RelayAddr, RelayOwner, RelaySockets, Rfc5780, Shared,
-    Transmit,
+    AllocationInfo, Core, CoreConfig, Forward, PeerRoute, RelayAddr, RelayOwner, RelaySockets,
+    Rfc5780, Shared, Transmit,
 };
 
 use std::net::SocketAddr;

@@ -25,7 +25,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use stun_types::AddressFamily;
@@ -185,18 +185,62 @@ pub struct Shared {
     /// RESERVATION-TOKEN → reserved relay port (RFC 8656 §7.2; the second Allocate may come
     /// from another 5-tuple, hence another shard).
     reservations: Mutex<HashMap<u64, (IpAddr, u16, Instant)>>,
+    /// Shutting down: new allocations are refused (508), existing ones keep relaying.
+    pub draining: std::sync::atomic::AtomicBool,
 }
 
 /// How long a reserved port waits for its RESERVATION-TOKEN (RFC 8656 §7.2: about 30 s).
 const RESERVATION_TTL: Duration = Duration::from_secs(30);
 
-/// Server-wide counters (for logs, tests and the metrics endpoint).
+/// Why a packet was not relayed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// Not a valid STUN/ChannelData message.
+    Malformed = 0,
+    /// No allocation on the 5-tuple, or ChannelData on an unbound channel.
+    NoAllocation = 1,
+    /// The peer has no (live) permission.
+    NoPermission = 2,
+    /// The peer address is denied by policy (listener, or a non-relay port of ours).
+    DeniedPeer = 3,
+    /// A slow TCP/TLS client's buffer was full.
+    BufferFull = 4,
+}
+
+/// Drop reasons in metric label order.
+pub const DROP_REASONS: [&str; 5] = [
+    "malformed",
+    "no_allocation",
+    "no_permission",
+    "denied_peer",
+    "buffer_full",
+];
+
+/// Error codes counted for Allocate failures.
+pub const ALLOCATE_ERROR_CODES: [u16; 13] = [
+    400, 401, 403, 420, 437, 438, 440, 441, 442, 443, 486, 500, 508,
+];
+
+/// Why an allocation ended, in metric label order (`ended`: by an operator or at shutdown).
+pub const END_REASONS: [&str; 4] = ["expired", "deleted", "closed", "ended"];
+
+/// Server-wide counters and gauges (relaxed atomics; read by `/metrics`).
 #[derive(Debug, Default)]
 pub struct Stats {
     /// Allocations created.
     pub allocations_created: AtomicU64,
-    /// Allocations ended (expired, refreshed to 0, closed).
-    pub allocations_ended: AtomicU64,
+    /// Allocations ended, by [`END_REASONS`].
+    pub allocations_ended_by: [AtomicU64; 4],
+    /// Live allocations by transport (udp, tcp, tls) and family (ipv4, ipv6).
+    pub allocations_live: [[AtomicI64; 2]; 3],
+    /// Allocate error responses by [`ALLOCATE_ERROR_CODES`].
+    pub allocate_errors: [AtomicU64; 13],
+    /// Live permissions.
+    pub permissions_live: AtomicI64,
+    /// Live channels.
+    pub channels_live: AtomicI64,
+    /// Binding requests answered.
+    pub bindings: AtomicU64,
     /// Packets relayed client → peer.
     pub packets_to_peer: AtomicU64,
     /// Payload bytes relayed client → peer.
@@ -205,12 +249,45 @@ pub struct Stats {
     pub packets_to_client: AtomicU64,
     /// Payload bytes relayed peer → client.
     pub bytes_to_client: AtomicU64,
-    /// Packets dropped (no permission, denied peer, unbound channel, malformed).
-    pub dropped: AtomicU64,
+    /// Packets dropped, by [`DROP_REASONS`].
+    pub drops: [AtomicU64; 5],
     /// Authentication failures.
     pub auth_failures: AtomicU64,
-    /// Challenges (401/438) or failure answers suppressed by rate limits.
-    pub rate_limited: AtomicU64,
+    /// 401/438 challenges not sent because of the per-source rate limit.
+    pub challenges_suppressed: AtomicU64,
+    /// Authentication failures not answered because of the per-source failure limit.
+    pub failures_suppressed: AtomicU64,
+}
+
+impl Stats {
+    /// Count a dropped packet.
+    pub fn drop(&self, why: DropReason) {
+        self.drops[why as usize].fetch_add(1, Ordering::Relaxed);
+    }
+    /// Packets dropped for any reason.
+    pub fn dropped(&self) -> u64 {
+        self.drops.iter().map(|d| d.load(Ordering::Relaxed)).sum()
+    }
+    /// Allocations ended for any reason.
+    pub fn allocations_ended(&self) -> u64 {
+        self.allocations_ended_by
+            .iter()
+            .map(|d| d.load(Ordering::Relaxed))
+            .sum()
+    }
+    fn allocate_error(&self, code: u16) {
+        if let Some(i) = ALLOCATE_ERROR_CODES.iter().position(|c| *c == code) {
+            self.allocate_errors[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+fn transport_index(t: Transport) -> usize {
+    match t {
+        Transport::Udp => 0,
+        Transport::Tcp => 1,
+        Transport::Tls => 2,
+    }
 }
 
 impl Shared {
@@ -231,6 +308,7 @@ impl Shared {
             generation: AtomicU64::new(0),
             stats: Stats::default(),
             reservations: Mutex::default(),
+            draining: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -387,6 +465,9 @@ struct Allocation {
     channels: Vec<Channel>,
     last: Option<(u128, Vec<u8>)>,
     span: tracing::Span,
+    created: Instant,
+    bytes_to_peer: u64,
+    bytes_to_client: u64,
 }
 
 impl Allocation {
@@ -435,6 +516,37 @@ const KNOWN: &[u16] = &[
 
 const MAX_RECENT: usize = 4096;
 const RECENT_TTL: Duration = Duration::from_secs(40);
+
+/// An allocation as the admin API shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AllocationInfo {
+    /// Slab key (with the shard number, forms the allocation id).
+    pub key: usize,
+    /// Serial.
+    pub serial: u32,
+    /// Username.
+    pub username: String,
+    /// Client transport.
+    pub transport: &'static str,
+    /// Client address.
+    pub client: SocketAddr,
+    /// Server address the client talks to.
+    pub server: SocketAddr,
+    /// Relayed addresses.
+    pub relayed: Vec<SocketAddr>,
+    /// Seconds since creation.
+    pub age_seconds: u64,
+    /// Seconds until expiry.
+    pub expires_in_seconds: u64,
+    /// Permissions.
+    pub permissions: usize,
+    /// Channels.
+    pub channels: usize,
+    /// Payload bytes relayed to peers.
+    pub bytes_to_peer: u64,
+    /// Payload bytes relayed to the client.
+    pub bytes_to_client: u64,
+}
 
 /// One shard's protocol state.
 #[derive(Debug)]
@@ -598,7 +710,7 @@ impl Core {
     }
 
     fn drop_packet(&self) {
-        self.shared.stats.dropped.fetch_add(1, Ordering::Relaxed);
+        self.shared.stats.drop(DropReason::Malformed);
     }
 
     /// ChannelData client → peer (RFC 8656 §12.5): one hash lookup, a permission check, and
@@ -615,17 +727,18 @@ impl Core {
             return None;
         }
         let Some(&(key, peer)) = self.chan_route.get(&(ft, ch)) else {
-            self.drop_packet();
+            self.shared.stats.drop(DropReason::NoAllocation);
             return None;
         };
-        let alloc = &self.allocs[key];
+        let alloc = &mut self.allocs[key];
         let (handle, relay) = match (alloc.permission(peer.ip(), now), alloc.relay_for(&peer)) {
             (Some(_), Some(r)) => (r.handle, r.bind),
             _ => {
-                self.drop_packet();
+                self.shared.stats.drop(DropReason::NoPermission);
                 return None;
             }
         };
+        alloc.bytes_to_peer += len as u64;
         let st = &self.shared.stats;
         st.packets_to_peer.fetch_add(1, Ordering::Relaxed);
         st.bytes_to_peer.fetch_add(len as u64, Ordering::Relaxed);
@@ -687,46 +800,58 @@ impl Core {
         ft: FiveTuple,
         msg: &Message<'_>,
     ) -> Option<Forward> {
-        let fwd = self.send_route(now, ft, msg);
+        let r = self.send_route(now, ft, msg);
         let st = &self.shared.stats;
-        match &fwd {
-            Some(f) => {
+        match r {
+            Ok(f) => {
                 st.packets_to_peer.fetch_add(1, Ordering::Relaxed);
                 st.bytes_to_peer
                     .fetch_add(f.range.len() as u64, Ordering::Relaxed);
+                Some(f)
             }
-            None => {
-                st.dropped.fetch_add(1, Ordering::Relaxed);
+            Err(why) => {
+                st.drop(why);
+                None
             }
         }
-        fwd
     }
 
-    fn send_route(&mut self, now: Instant, ft: FiveTuple, msg: &Message<'_>) -> Option<Forward> {
+    fn send_route(
+        &mut self,
+        now: Instant,
+        ft: FiveTuple,
+        msg: &Message<'_>,
+    ) -> Result<Forward, DropReason> {
         if unknown_required(msg).is_some() {
-            return None;
+            return Err(DropReason::Malformed);
         }
         self.refresh_shared();
-        let &key = self.by_ft.get(&ft)?;
+        let &key = self.by_ft.get(&ft).ok_or(DropReason::NoAllocation)?;
         let peer = msg
             .attribute::<XorPeerAddress>()
-            .ok()?
+            .map_err(|_| DropReason::Malformed)?
             .addr(msg.transaction_id());
-        let (off, raw) = msg.raw_attribute_and_offset(Data::TYPE)?;
+        let (off, raw) = msg
+            .raw_attribute_and_offset(Data::TYPE)
+            .ok_or(DropReason::Malformed)?;
         let start = off + 4;
         let range = start..start + usize::from(raw.length());
         let alloc = &self.allocs[key];
-        let perm = alloc.permission(peer.ip(), now)?;
+        let perm = alloc
+            .permission(peer.ip(), now)
+            .ok_or(DropReason::NoPermission)?;
         if !self.peer_addr_allowed(perm.verdict, peer) {
-            return None;
+            return Err(DropReason::DeniedPeer);
         }
-        let r = alloc.relay_for(&peer)?;
-        Some(Forward {
+        let r = alloc.relay_for(&peer).ok_or(DropReason::NoPermission)?;
+        let f = Forward {
             handle: r.handle,
             relay: r.bind,
             peer,
             range,
-        })
+        };
+        self.allocs[key].bytes_to_peer += f.range.len() as u64;
+        Ok(f)
     }
 
     /// Per-packet part of the peer policy: never a listener of ours; on our own relay IPs,
@@ -884,6 +1009,7 @@ impl Core {
             }
         }
         let data = r.finish(self.cfg.software.as_deref(), None, fp);
+        self.shared.stats.bindings.fetch_add(1, Ordering::Relaxed);
         out.push(Transmit {
             ft: FiveTuple { server: from, ..ft },
             data,
@@ -897,6 +1023,9 @@ impl Core {
         sign: Option<(Algo, &[u8])>,
         fp: bool,
     ) -> Vec<u8> {
+        if msg.method() == ALLOCATE {
+            self.shared.stats.allocate_error(code);
+        }
         Reply::error(msg, code).finish(self.cfg.software.as_deref(), sign, fp)
     }
 
@@ -929,9 +1058,12 @@ impl Core {
         if ft.transport == Transport::Udp && !self.challenges.allow(ft.client.ip(), now) {
             self.shared
                 .stats
-                .rate_limited
+                .challenges_suppressed
                 .fetch_add(1, Ordering::Relaxed);
             return;
+        }
+        if msg.method() == ALLOCATE {
+            self.shared.stats.allocate_error(code);
         }
         let nonce = self.nonces.issue(self.unix(now), ft.client.ip());
         let mut r = Reply::error(msg, code);
@@ -962,7 +1094,7 @@ impl Core {
         if !self.failures.allow(ft.client.ip(), now) {
             self.shared
                 .stats
-                .rate_limited
+                .failures_suppressed
                 .fetch_add(1, Ordering::Relaxed);
             return;
         }
@@ -1154,6 +1286,9 @@ impl Core {
             Err(()) => return err(self, ErrorCode::BAD_REQUEST),
         };
         let lifetime = lifetime.clamp(self.cfg.default_lifetime, self.cfg.max_lifetime);
+        if self.shared.draining.load(Ordering::Acquire) {
+            return err(self, ErrorCode::INSUFFICIENT_CAPACITY);
+        }
         // An RTP/RTCP pair (EVEN-PORT R + RESERVATION-TOKEN) counts once against the user's and
         // the IP's quota; the global cap counts both.
         let pair_member = token.is_some();
@@ -1252,16 +1387,18 @@ impl Core {
             channels: Vec::new(),
             last: None,
             span,
+            created: now,
+            bytes_to_peer: 0,
+            bytes_to_client: 0,
         };
         self.allocs.insert(alloc);
         self.by_ft.insert(ft, key);
         self.recent.remove(&ft);
         self.timers
             .push(Reverse((expires, Timer::Allocation { key, serial })));
-        self.shared
-            .stats
-            .allocations_created
-            .fetch_add(1, Ordering::Relaxed);
+        let st = &self.shared.stats;
+        st.allocations_created.fetch_add(1, Ordering::Relaxed);
+        st.allocations_live[transport_index(ft.transport)][primary].fetch_add(1, Ordering::Relaxed);
         r.finish(self.cfg.software.as_deref(), sign, fp)
     }
 
@@ -1305,10 +1442,22 @@ impl Core {
         } else {
             self.shared.quotas.release(&a.quota_id, a.ft.client.ip());
         }
-        self.shared
-            .stats
-            .allocations_ended
-            .fetch_add(1, Ordering::Relaxed);
+        let st = &self.shared.stats;
+        let idx = match why {
+            "expired" => 0,
+            "refresh with lifetime 0" => 1,
+            "connection closed" => 2,
+            _ => 3,
+        };
+        st.allocations_ended_by[idx].fetch_add(1, Ordering::Relaxed);
+        if let Some(r) = a.relays.iter().flatten().next() {
+            st.allocations_live[transport_index(a.ft.transport)][family_index(r.bind.ip())]
+                .fetch_sub(1, Ordering::Relaxed);
+        }
+        st.permissions_live
+            .fetch_sub(a.perms.len() as i64, Ordering::Relaxed);
+        st.channels_live
+            .fetch_sub(a.channels.len() as i64, Ordering::Relaxed);
         let _g = a.span.enter();
         tracing::debug!(reason = why, "allocation ended");
     }
@@ -1422,6 +1571,10 @@ impl Core {
             p.expires = expires;
             p.verdict = verdict;
         } else {
+            self.shared
+                .stats
+                .permissions_live
+                .fetch_add(1, Ordering::Relaxed);
             a.perms.push(Permission {
                 ip,
                 expires,
@@ -1497,6 +1650,10 @@ impl Core {
                     peer,
                     expires: chan_expires,
                 });
+                self.shared
+                    .stats
+                    .channels_live
+                    .fetch_add(1, Ordering::Relaxed);
                 self.chan_route.insert((ft, number), (key, peer));
             }
         }
@@ -1516,16 +1673,19 @@ impl Core {
         peer: SocketAddr,
         payload: &[u8],
     ) -> PeerRoute {
-        let route = self.peer_route(now, owner, peer, payload);
-        let st = &self.shared.stats;
-        if matches!(route, PeerRoute::Drop) {
-            st.dropped.fetch_add(1, Ordering::Relaxed);
-        } else {
-            st.packets_to_client.fetch_add(1, Ordering::Relaxed);
-            st.bytes_to_client
-                .fetch_add(payload.len() as u64, Ordering::Relaxed);
+        match self.peer_route(now, owner, peer, payload) {
+            Ok(route) => {
+                let st = &self.shared.stats;
+                st.packets_to_client.fetch_add(1, Ordering::Relaxed);
+                st.bytes_to_client
+                    .fetch_add(payload.len() as u64, Ordering::Relaxed);
+                route
+            }
+            Err(why) => {
+                self.shared.stats.drop(why);
+                PeerRoute::Drop
+            }
         }
-        route
     }
 
     fn peer_route(
@@ -1534,25 +1694,27 @@ impl Core {
         owner: RelayOwner,
         peer: SocketAddr,
         payload: &[u8],
-    ) -> PeerRoute {
-        let Some(a) = self.allocs.get(owner.alloc) else {
-            return PeerRoute::Drop;
+    ) -> Result<PeerRoute, DropReason> {
+        let Some(a) = self
+            .allocs
+            .get(owner.alloc)
+            .filter(|a| a.serial == owner.serial)
+        else {
+            return Err(DropReason::NoAllocation);
         };
-        if a.serial != owner.serial {
-            return PeerRoute::Drop;
-        }
         let Some(perm) = a.permission(peer.ip(), now) else {
-            return PeerRoute::Drop;
+            return Err(DropReason::NoPermission);
         };
         if perm.verdict == IpVerdict::OwnRelay && !self.own_relay_port_allocated(peer) {
-            return PeerRoute::Drop;
+            return Err(DropReason::DeniedPeer);
         }
         let ft = a.ft;
-        if let Some(c) = a.channels.iter().find(|c| c.peer == peer) {
-            return PeerRoute::Channel {
-                ft,
-                channel: c.number,
-            };
+        let channel = a.channels.iter().find(|c| c.peer == peer).map(|c| c.number);
+        if let Some(a) = self.allocs.get_mut(owner.alloc) {
+            a.bytes_to_client += payload.len() as u64;
+        }
+        if let Some(channel) = channel {
+            return Ok(PeerRoute::Channel { ft, channel });
         }
         let txid = TransactionId::from(self.rng.random::<u128>());
         let mut w = Message::builder(
@@ -1562,10 +1724,10 @@ impl Core {
         );
         let _ = w.add_attribute(&XorPeerAddress::new(peer, txid));
         let _ = w.add_attribute(&Data::new(payload));
-        PeerRoute::Indication(Transmit {
+        Ok(PeerRoute::Indication(Transmit {
             ft,
             data: w.finish(),
-        })
+        }))
     }
 
     /// Expire allocations, permissions and channels due by `now`.
@@ -1592,6 +1754,7 @@ impl Core {
                     if a.serial != serial {
                         continue;
                     }
+                    let (np, nc) = (a.perms.len(), a.channels.len());
                     a.perms.retain(|p| p.expires > now);
                     let ft = a.ft;
                     let routes = &mut self.chan_route;
@@ -1602,6 +1765,11 @@ impl Core {
                         }
                         keep
                     });
+                    let st = &self.shared.stats;
+                    st.permissions_live
+                        .fetch_sub((np - a.perms.len()) as i64, Ordering::Relaxed);
+                    st.channels_live
+                        .fetch_sub((nc - a.channels.len()) as i64, Ordering::Relaxed);
                 }
             }
         }
@@ -1612,6 +1780,54 @@ impl Core {
             self.next_reservation_sweep = now + Duration::from_secs(5);
             self.shared.sweep_reservations(now);
         }
+    }
+
+    /// What an operator sees of each allocation of this shard.
+    pub fn list(&self, now: Instant) -> Vec<AllocationInfo> {
+        self.allocs
+            .iter()
+            .map(|(key, a)| AllocationInfo {
+                key,
+                serial: a.serial,
+                username: a.username.to_string(),
+                transport: match a.ft.transport {
+                    Transport::Udp => "udp",
+                    Transport::Tcp => "tcp",
+                    Transport::Tls => "tls",
+                },
+                client: a.ft.client,
+                server: a.ft.server,
+                relayed: a.relays.iter().flatten().map(|r| r.advertise).collect(),
+                age_seconds: now.saturating_duration_since(a.created).as_secs(),
+                expires_in_seconds: a.expires.saturating_duration_since(now).as_secs(),
+                permissions: a.perms.len(),
+                channels: a.channels.len(),
+                bytes_to_peer: a.bytes_to_peer,
+                bytes_to_client: a.bytes_to_client,
+            })
+            .collect()
+    }
+
+    /// End allocations chosen by an operator (one by key and serial, or all of a user's).
+    pub fn end_matching(
+        &mut self,
+        id: Option<(usize, u32)>,
+        user: Option<&str>,
+        relays: &mut dyn RelaySockets,
+    ) -> usize {
+        let keys: Vec<usize> = self
+            .allocs
+            .iter()
+            .filter(|(k, a)| {
+                id.is_some_and(|(ik, is)| ik == *k && is == a.serial)
+                    || user.is_some_and(|u| *a.username == *u)
+            })
+            .map(|(k, _)| k)
+            .collect();
+        for k in &keys {
+            self.free(*k, relays, "ended by an operator");
+        }
+        keys.len()
     }
 
     /// Whether `ft` holds an allocation.

@@ -5,6 +5,7 @@
 //! origin by default), CSP and other headers on every response, per-client rate limit on the
 //! credential endpoint, short-lived REST credentials, no SDP or credentials in logs.
 
+pub mod admin;
 pub mod signaling;
 
 use crate::auth::ratelimit::RateLimiter;
@@ -115,6 +116,7 @@ pub struct AppState {
     ice_limiter: Mutex<RateLimiter>,
     /// Rooms and participants.
     pub hub: Arc<signaling::Hub>,
+    ops: Option<Arc<admin::OpsState>>,
 }
 
 impl AppState {
@@ -125,6 +127,7 @@ impl AppState {
             ice_limiter: Mutex::new(RateLimiter::new(1.0, 20.0, 65_536, Instant::now())),
             hub,
             cfg,
+            ops: None,
         })
     }
 
@@ -246,7 +249,8 @@ async fn ice_servers(
 
 /// The router.
 pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
+    let ops = state.ops.clone();
+    let r = Router::new()
         .route(
             "/",
             get(|| async { asset("text/html; charset=utf-8", INDEX) }),
@@ -259,11 +263,14 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/style.css",
             get(|| async { asset("text/css; charset=utf-8", STYLE) }),
         )
-        .route("/healthz", get(|| async { "ok\n" }))
         .route("/api/ice-servers", get(ice_servers))
         .route("/ws", get(signaling::upgrade))
-        .layer(axum::middleware::from_fn(security_headers))
-        .with_state(state)
+        .with_state(state);
+    let r = match ops {
+        Some(o) => r.merge(admin::ops_router(o)),
+        None => r.route("/healthz", get(|| async { "ok\n" })),
+    };
+    r.layer(axum::middleware::from_fn(security_headers))
 }
 
 /// Serve plain HTTP on `listener` until `shutdown` resolves.
@@ -329,12 +336,34 @@ mod tower_service_shim {
     }
 }
 
-/// Bind and serve the web side for a running server; returns the bound address and the task.
+/// A running web side.
+#[derive(Debug)]
+pub struct Launched {
+    /// Bound address.
+    pub addr: SocketAddr,
+    /// The server task.
+    pub task: tokio::task::JoinHandle<std::io::Result<()>>,
+    /// Rooms and participants.
+    pub hub: Arc<signaling::Hub>,
+}
+
+/// Bind and serve the web side for a running server (page, signaling, credentials, and
+/// `/metrics`, `/readyz` from `ops`).
 pub async fn launch(
     http: &crate::config::HttpConfig,
     server: &crate::net::ServerHandle,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<std::io::Result<()>>)> {
+) -> std::io::Result<Launched> {
+    launch_with(http, server, None, shutdown).await
+}
+
+/// [`launch`] with the operations endpoints merged in.
+pub async fn launch_with(
+    http: &crate::config::HttpConfig,
+    server: &crate::net::ServerHandle,
+    ops: Option<admin::OpsState>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<Launched> {
     let mut ports: Vec<u16> = server.udp_addrs.iter().map(|a| a.port()).collect();
     ports.dedup();
     let mut tls_ports: Vec<u16> = server.tls_addrs.iter().map(|a| a.port()).collect();
@@ -356,7 +385,14 @@ pub async fn launch(
             ..signaling::Limits::default()
         },
     };
-    let state = AppState::new(cfg);
+    let mut state = AppState::new(cfg);
+    let hub = state.hub.clone();
+    if let Some(mut ops) = ops {
+        ops.hub = Some(hub.clone());
+        if let Some(s) = Arc::get_mut(&mut state) {
+            s.ops = Some(Arc::new(ops));
+        }
+    }
     let listener = tokio::net::TcpListener::bind(http.addr).await?;
     let addr = listener.local_addr()?;
     let task = match &http.tls {
@@ -382,7 +418,7 @@ pub async fn launch(
             tokio::spawn(serve_tls(listener, state, tls, shutdown))
         }
     };
-    Ok((addr, task))
+    Ok(Launched { addr, task, hub })
 }
 
 fn tls_from_pem(cert: &str, key: &str) -> Result<Arc<rustls::ServerConfig>, String> {

@@ -62,7 +62,7 @@ impl Default for Limits {
             room_size: 8,
             max_message: 64 * 1024,
             rate: 20.0,
-            burst: 40.0,
+            burst: 100.0,
             idle: Duration::from_secs(45),
             grace: Duration::from_secs(20),
             buffer: 256,
@@ -86,6 +86,9 @@ struct Room {
     order: Vec<String>,
     members: HashMap<String, Participant>,
 }
+
+/// In-band instruction to a connection task: close the socket.
+const CLOSE: &str = "\u{0}close";
 
 /// All rooms.
 #[derive(Debug)]
@@ -143,6 +146,46 @@ impl Hub {
                 Self::deliver(p, text.clone(), cap);
             }
         }
+    }
+
+    /// Rooms with their participants (admin API).
+    pub fn snapshot(&self) -> Vec<Value> {
+        let rooms = self.rooms.lock().unwrap_or_else(|e| e.into_inner());
+        let mut v: Vec<Value> = rooms
+            .iter()
+            .map(|(name, r)| {
+                let people: Vec<Value> = r
+                    .order
+                    .iter()
+                    .filter_map(|pid| r.members.get(pid).map(|p| (pid, p)))
+                    .map(|(pid, p)| json!({"id": pid, "name": p.name, "connected": p.tx.is_some()}))
+                    .collect();
+                json!({"room": name, "participants": people})
+            })
+            .collect();
+        v.sort_by(|a, b| a["room"].as_str().cmp(&b["room"].as_str()));
+        v
+    }
+
+    /// Close a room: its participants are told and disconnected. Returns how many there were.
+    pub fn close_room(&self, room: &str) -> usize {
+        let mut rooms = self.rooms.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(r) = rooms.remove(room) else {
+            return 0;
+        };
+        let closed = json!({"type": "room-closed"}).to_string();
+        for p in r.members.values() {
+            if let Some((_, tx)) = &p.tx {
+                let _ = tx.try_send(closed.clone());
+                let _ = tx.try_send(CLOSE.to_owned());
+            }
+        }
+        tracing::info!(
+            room,
+            participants = r.members.len(),
+            "room closed by an operator"
+        );
+        r.members.len()
     }
 
     /// Remove participants detached longer than the grace period; tell the others.
@@ -276,6 +319,10 @@ async fn connection(socket: WebSocket, st: Arc<AppState>, ice_host: String) {
             }
             out = rx.recv() => {
                 let Some(out) = out else { break };
+                if out == CLOSE {
+                    session = None;
+                    break;
+                }
                 if sink.send(Message::Text(out.into())).await.is_err() {
                     break;
                 }

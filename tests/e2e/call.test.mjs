@@ -25,6 +25,9 @@ const url = (name, relay = true) => `${np.base.replace('127.0.0.1', 'localhost')
 
 test('relay-only call: relay candidates, frames both ways, chat, third participant, reload', { timeout: 240000 }, async () => {
   const ctx = chrome.context;
+  const logs = [];
+  ctx.on('page', (p) => p.on('console', (m) => { if (m.type() !== 'log') logs.push(`${p.url().split('name=')[1]}: ${m.text()}`); }));
+  process.on('exit', () => { if (process.exitCode) console.log('page console:\n' + logs.slice(-40).join('\n')); });
   const a = await ctx.newPage();
   await a.setViewportSize({ width: 960, height: 640 });
   await a.goto(url('Alice'));

@@ -123,13 +123,19 @@ export async function launchChromium({ wrap = [], extraFlags = [] } = {}) {
 export const stats = (page) => page.evaluate(() => window.natpass.stats());
 
 /** Wait until `page` has `n` peers, all connected with decoded frames (optionally relayed). */
-export async function waitConnected(page, n, { relay = false, minFrames = 10, timeoutMs = 45000 } = {}) {
-  return waitFor(`${n} connected peer(s)`, async () => {
-    const s = await stats(page);
-    const v = Object.values(s);
-    if (v.length !== n) return null;
-    const ok = v.every((p) => p.connectionState === 'connected' && p.framesDecoded >= minFrames &&
-      (!relay || p.localType === 'relay'));
-    return ok ? s : null;
-  }, timeoutMs, 500);
+export async function waitConnected(page, n, { relay = false, minFrames = 10, timeoutMs = 90000 } = {}) {
+  let seen = null;
+  try {
+    return await waitFor(`${n} connected peer(s)`, async () => {
+      const s = await stats(page);
+      seen = s;
+      const v = Object.values(s);
+      if (v.length !== n) return null;
+      const ok = v.every((p) => p.connectionState === 'connected' && p.framesDecoded >= minFrames &&
+        (!relay || p.localType === 'relay'));
+      return ok ? s : null;
+    }, timeoutMs, 500);
+  } catch (e) {
+    throw new Error(`${e.message}; page ${page.url()} saw ${JSON.stringify(seen)}`);
+  }
 }
