@@ -96,7 +96,9 @@ pub fn ops_router(st: Arc<OpsState>) -> Router {
 
 fn check(st: &OpsState, headers: &HeaderMap) -> Result<(), Box<Response>> {
     let Some(token) = &st.token else {
-        return Err(Box::new((StatusCode::NOT_FOUND, "admin API disabled\n").into_response()));
+        return Err(Box::new(
+            (StatusCode::NOT_FOUND, "admin API disabled\n").into_response(),
+        ));
     };
     let Some(given) = headers
         .get(header::AUTHORIZATION)
@@ -114,7 +116,9 @@ fn check(st: &OpsState, headers: &HeaderMap) -> Result<(), Box<Response>> {
     };
     let ok: bool = given.as_bytes().ct_eq(token.expose()).into();
     if !ok {
-        return Err(Box::new((StatusCode::FORBIDDEN, "wrong token\n").into_response()));
+        return Err(Box::new(
+            (StatusCode::FORBIDDEN, "wrong token\n").into_response(),
+        ));
     }
     Ok(())
 }
