@@ -11,12 +11,24 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, reload};
 
-/// stun-types logs malformed wire input at warn: keep attackers from writing our logs.
+/// A log filter with caps on other crates, whatever the operator asks for: stun-types logs
+/// malformed wire input at warn (attackers must not write our logs), and the HTTP/WebSocket
+/// stack logs whole messages and headers at trace (SDP with `a=ice-pwd`, bearer tokens).
 fn filter_for(filter: &str) -> Result<EnvFilter, String> {
     let mut f = filter.to_owned();
-    for quiet in ["stun_types", "turn_types", "stun_proto"] {
+    for (quiet, level) in [
+        ("stun_types", "error"),
+        ("turn_types", "error"),
+        ("stun_proto", "error"),
+        ("tungstenite", "info"),
+        ("tokio_tungstenite", "info"),
+        ("hyper", "info"),
+        ("hyper_util", "info"),
+        ("h2", "info"),
+        ("rustls", "info"),
+    ] {
         if !f.contains(quiet) {
-            f.push_str(&format!(",{quiet}=error"));
+            f.push_str(&format!(",{quiet}={level}"));
         }
     }
     EnvFilter::try_new(&f).map_err(|e| format!("`{filter}`: {e}"))

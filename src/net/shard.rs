@@ -583,6 +583,11 @@ impl Shard {
         loop {
             let c = &mut self.conns[key];
             let rest = &c.rbuf[consumed..];
+            // The first message on a connection must be STUN: anything else (an HTTP request,
+            // a port scanner) is closed at once instead of waiting for a frame that never ends.
+            if !c.valid && rest.first().is_some_and(|b| b >> 6 != 0) {
+                return false;
+            }
             let len = match framing::frame_len(rest) {
                 Err(_) => return false,
                 Ok(None) => break,

@@ -54,6 +54,8 @@ pub struct Limits {
     pub buffer: usize,
     /// Rooms on the server.
     pub max_rooms: usize,
+    /// Signaling connections per client IP.
+    pub per_ip: usize,
 }
 
 impl Default for Limits {
@@ -67,6 +69,7 @@ impl Default for Limits {
             grace: Duration::from_secs(20),
             buffer: 256,
             max_rooms: 10_000,
+            per_ip: 32,
         }
     }
 }
@@ -96,6 +99,25 @@ pub struct Hub {
     limits: Limits,
     rooms: Mutex<HashMap<String, Room>>,
     next_gen: std::sync::atomic::AtomicU64,
+    per_ip: Mutex<HashMap<std::net::IpAddr, usize>>,
+}
+
+/// Counts a signaling connection against its IP while alive.
+struct IpSlot {
+    hub: Arc<Hub>,
+    ip: std::net::IpAddr,
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut m = self.hub.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = m.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.ip);
+            }
+        }
+    }
 }
 
 fn random_hex(bytes: usize) -> String {
@@ -118,6 +140,7 @@ impl Hub {
             limits,
             rooms: Mutex::default(),
             next_gen: std::sync::atomic::AtomicU64::new(1),
+            per_ip: Mutex::default(),
         })
     }
 
@@ -254,23 +277,53 @@ pub async fn upgrade(
         tracing::debug!(client = %peer, "signaling refused: origin not allowed");
         return (StatusCode::FORBIDDEN, "origin not allowed\n").into_response();
     }
+    let slot = {
+        let mut m = st.hub.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+        let n = m.entry(peer.ip()).or_default();
+        if *n >= st.hub.limits.per_ip {
+            tracing::debug!(client = %peer, "signaling refused: too many connections from this address");
+            return (
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many signaling connections\n",
+            )
+                .into_response();
+        }
+        *n += 1;
+        IpSlot {
+            hub: st.hub.clone(),
+            ip: peer.ip(),
+        }
+    };
     let ice_host = st.ice_host(&headers, None);
     let max = st.hub.limits.max_message;
     ws.max_message_size(max)
         .max_frame_size(max)
-        .on_upgrade(move |socket| connection(socket, st, ice_host))
+        .on_upgrade(move |socket| async move {
+            let _slot = slot;
+            connection(socket, st, ice_host).await
+        })
 }
 
 fn error(id: &Value, reason: &str) -> String {
     json!({"type": "error", "id": id, "reason": reason}).to_string()
 }
 
-#[derive(Deserialize)]
-struct Req {
+/// Parse one client message: the JSON value and its `type`/`id`, or why it is refused.
+pub fn parse_request(text: &str) -> Result<(Value, Req), &'static str> {
+    let v: Value = serde_json::from_str(text).map_err(|_| "not JSON")?;
+    let req = serde_json::from_value::<Req>(v.clone()).map_err(|_| "missing \"type\"")?;
+    Ok((v, req))
+}
+
+/// The envelope of a client message.
+#[derive(Debug, Deserialize)]
+pub struct Req {
+    /// Message type.
     #[serde(rename = "type")]
-    kind: String,
+    pub kind: String,
+    /// Request id, echoed in the answer.
     #[serde(default)]
-    id: Value,
+    pub id: Value,
 }
 
 async fn connection(socket: WebSocket, st: Arc<AppState>, ice_host: String) {
@@ -365,12 +418,9 @@ fn handle(
     tx: &mpsc::Sender<String>,
     ice_host: &str,
 ) -> Vec<String> {
-    let v: Value = match serde_json::from_str(text) {
-        Ok(v) => v,
-        Err(_) => return vec![error(&Value::Null, "not JSON")],
-    };
-    let Ok(req) = serde_json::from_value::<Req>(v.clone()) else {
-        return vec![error(&Value::Null, "missing \"type\"")];
+    let (v, req) = match parse_request(text) {
+        Ok(x) => x,
+        Err(reason) => return vec![error(&Value::Null, reason)],
     };
     let id = req.id;
     let cap = limits.buffer;

@@ -72,8 +72,8 @@ async function call(mode, room) {
     await p1.goto(`http://${HTTP}/?room=${room}&name=h1`);
     await p2.goto(`http://${HTTP}/?room=${room}&name=h2`);
     assert.equal(await p1.evaluate(() => window.natpass.relayOnly()), false, 'default ICE policy');
-    const s1 = await waitConnected(p1, 1, { timeoutMs: 60000 });
-    const s2 = await waitConnected(p2, 1, { timeoutMs: 60000 });
+    const s1 = await waitConnected(p1, 1, { timeoutMs: 90000 });
+    const s2 = await waitConnected(p2, 1, { timeoutMs: 90000 });
     const a = Object.values(s1)[0];
     const b = Object.values(s2)[0];
     console.log(`natlab browsers (${mode}): h1 route ${a.route} (local ${a.localType}/${a.relayProtocol}, remote ${a.remoteType}), frames ${a.framesDecoded}; ` +

@@ -1,0 +1,9 @@
+//! The signaling message parser.
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(s) = std::str::from_utf8(data) {
+        let _ = natpass::web::signaling::parse_request(s);
+    }
+});
