@@ -1184,3 +1184,14 @@ fn change_request_without_rfc5780_gets_420_and_with_it_answers_from_the_other_ad
         None
     );
 }
+
+#[test]
+fn the_last_port_of_the_range_is_allocatable() {
+    // Regression: port 65535 overflowed `port + 1` (found by the soak test).
+    let mut h = Harness::new(Options {
+        ports: (65535, 65535),
+        ..Options::default()
+    });
+    let relay = h.allocate(udp("203.0.113.9:4000"), "alice", "alicepw");
+    assert_eq!(relay.port(), 65535);
+}

@@ -26,13 +26,40 @@ fn churn_leaves_nothing_behind() {
     peer.set_read_timeout(Some(Duration::from_millis(500)))
         .unwrap();
     let pa = peer.local_addr().unwrap().to_string();
-    let junk = UdpClient::new(addr);
+    // Garbage and floods come from another address, so they do not eat the churn's challenges.
+    let junk = UdpClient::from_ip(addr, "127.0.0.5");
+    // natpass binds nonces to the client IP: one nonce serves every churn client.
+    let mut nonce = UdpClient::new(addr).nonce();
+    let alloc = |c: &UdpClient, nonce: &str| {
+        c.ask(&signed(
+            turn_types::message::ALLOCATE,
+            "alice",
+            "secret",
+            nonce,
+            |w, _| {
+                use stun_types::message::MessageWriteExt;
+                w.add_attribute(&turn_types::attribute::RequestedTransport::new(17))
+                    .unwrap();
+            },
+        ))
+    };
     let t0 = Instant::now();
     let mut made = 0u64;
     let mut relayed = 0u64;
     while t0.elapsed() < Duration::from_secs(secs) {
         let c = UdpClient::new(addr);
-        let (n, _) = c.allocate("alice", "secret");
+        let mut r = alloc(&c, &nonce);
+        if error_code(&r) == Some(438) {
+            nonce = stun_types::message::Message::from_bytes(&r)
+                .unwrap()
+                .attribute::<stun_types::attribute::Nonce>()
+                .unwrap()
+                .nonce()
+                .to_owned();
+            r = alloc(&c, &nonce);
+        }
+        assert_eq!(error_code(&r), None, "churn allocation");
+        let n = nonce.clone();
         made += 1;
         c.ask(&channel_bind("alice", "secret", &n, 0x4000, &pa));
         for _ in 0..5 {

@@ -168,6 +168,9 @@ pub struct LoadArgs {
     /// Echo peers (repeatable; default: local ones).
     #[arg(long)]
     peer: Vec<SocketAddr>,
+    /// No TURN: plain UDP to SERVER, which must echo (measures the floor for comparisons).
+    #[arg(long)]
+    raw: bool,
 }
 
 fn fail(json: bool, e: impl std::fmt::Display) -> ExitCode {
@@ -328,9 +331,10 @@ pub fn run(cmd: ProbeCmd) -> ExitCode {
             }
         },
         ProbeCmd::Load(a) => {
-            let creds = match a.creds.creds() {
-                Ok(c) => c,
-                Err(e) => return fail(json, e),
+            let creds = match (a.raw, a.creds.creds()) {
+                (_, Ok(c)) => c,
+                (true, Err(_)) => Creds::User(String::new(), String::new()),
+                (false, Err(e)) => return fail(json, e),
             };
             if !(a.duration > 0.0 && a.duration <= 3600.0) {
                 return fail(json, "--duration must be between 0 and 3600 seconds");
@@ -348,6 +352,7 @@ pub fn run(cmd: ProbeCmd) -> ExitCode {
                 peers: a.peer,
                 window: a.window,
                 bind_ip: None,
+                raw: a.raw,
             };
             match load::run(&spec, &o) {
                 Err(e) => fail(json, e),

@@ -45,6 +45,8 @@ pub struct LoadOptions {
     pub window: u32,
     /// Local IP to bind client sockets to (default: per the route to the server).
     pub bind_ip: Option<IpAddr>,
+    /// No TURN: send plain UDP to SERVER, which must echo (to measure the floor).
+    pub raw: bool,
 }
 
 /// Latency percentiles in microseconds.
@@ -234,6 +236,9 @@ pub fn run(spec: &ServerSpec, o: &LoadOptions) -> Result<LoadReport, ClientError
             s.local_addr()?.ip()
         }
     };
+    if o.raw {
+        return run_raw(spec, o, bind_ip, size);
+    }
     let _echo;
     let peers = if o.peers.is_empty() {
         let n = o.threads.clamp(1, 4);
@@ -330,40 +335,7 @@ pub fn run(spec: &ServerSpec, o: &LoadOptions) -> Result<LoadReport, ClientError
             in_flight: 0,
         });
     }
-    let start = Instant::now();
-    let per_thread_rate = o.rate / o.threads.max(1) as f64;
-    let per_thread_count = o.count.map(|c| c.div_ceil(o.threads.max(1) as u64));
-    let window = o.window.max(1);
-    let outcomes: Vec<WorkerResult> = std::thread::scope(|sc| {
-        let handles: Vec<_> = flows
-            .into_iter()
-            .map(|fl| {
-                sc.spawn(move || {
-                    worker(
-                        fl,
-                        start,
-                        o.duration,
-                        per_thread_rate,
-                        per_thread_count,
-                        window,
-                        o.no_channel,
-                    )
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("load worker"))
-            .collect()
-    });
-    let mut hist = Hist::new();
-    let (mut sent, mut received) = (0, 0);
-    for w in &outcomes {
-        sent += w.sent;
-        received += w.received;
-        hist.merge(&w.hist);
-    }
-    let send_end = o.duration.as_secs_f64().min(start.elapsed().as_secs_f64());
+    let (sent, received, hist, send_end) = drive(flows, o, if o.no_channel { 1 } else { 0 });
     // Release the allocations (the sockets are blocking again for the client).
     for (_, c) in &mut clients {
         if let Some(s) = c.udp_socket() {
@@ -375,12 +347,70 @@ pub fn run(spec: &ServerSpec, o: &LoadOptions) -> Result<LoadReport, ClientError
         c.max_tries = 2;
         let _ = c.refresh(0);
     }
-    let lost = sent.saturating_sub(received);
-    Ok(LoadReport {
-        server: spec.addr,
-        allocations: clients.len(),
+    Ok(report(
+        spec,
+        o,
+        clients.len(),
         setup_seconds,
-        setup_rate: clients.len() as f64 / setup_seconds.max(1e-9),
+        size,
+        sent,
+        received,
+        &hist,
+        send_end,
+    ))
+}
+
+/// Plain UDP to an echo server: the floor the TURN figures are compared with.
+fn run_raw(
+    spec: &ServerSpec,
+    o: &LoadOptions,
+    bind_ip: IpAddr,
+    size: usize,
+) -> Result<LoadReport, ClientError> {
+    let mut flows: Vec<Vec<Flow>> = (0..o.threads.max(1)).map(|_| Vec::new()).collect();
+    for i in 0..o.allocations {
+        let sock = std::net::UdpSocket::bind(SocketAddr::new(bind_ip, 0))?;
+        sock.set_nonblocking(true)?;
+        sock.connect(spec.addr)?;
+        flows[i % o.threads.max(1)].push(Flow {
+            sock: FlowSock::Udp(UdpSocket::from_std(sock)),
+            frame: vec![0u8; size],
+            payload_at: 0,
+            in_flight: 0,
+        });
+    }
+    let (sent, received, hist, send_end) = drive(flows, o, 2);
+    Ok(report(
+        spec,
+        o,
+        o.allocations,
+        0.0,
+        size,
+        sent,
+        received,
+        &hist,
+        send_end,
+    ))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn report(
+    spec: &ServerSpec,
+    o: &LoadOptions,
+    allocations: usize,
+    setup_seconds: f64,
+    size: usize,
+    sent: u64,
+    received: u64,
+    hist: &Hist,
+    send_end: f64,
+) -> LoadReport {
+    let lost = sent.saturating_sub(received);
+    LoadReport {
+        server: spec.addr,
+        allocations,
+        setup_seconds,
+        setup_rate: allocations as f64 / setup_seconds.max(1e-9),
         size,
         channel: !o.no_channel,
         offered_rate: o.rate,
@@ -401,12 +431,53 @@ pub fn run(spec: &ServerSpec, o: &LoadOptions) -> Result<LoadReport, ClientError
             p99: hist.pct(0.99),
             max: hist.max,
         },
-    })
+    }
+}
+
+/// Run the workers over `flows`; (sent, received, latency histogram, sending seconds).
+fn drive(flows: Vec<Vec<Flow>>, o: &LoadOptions, kind: u8) -> (u64, u64, Hist, f64) {
+    let start = Instant::now();
+    let per_thread_rate = o.rate / o.threads.max(1) as f64;
+    let per_thread_count = o.count.map(|c| c.div_ceil(o.threads.max(1) as u64));
+    let window = o.window.max(1);
+    let outcomes: Vec<WorkerResult> = std::thread::scope(|sc| {
+        let handles: Vec<_> = flows
+            .into_iter()
+            .map(|fl| {
+                sc.spawn(move || {
+                    worker(
+                        fl,
+                        start,
+                        o.duration,
+                        per_thread_rate,
+                        per_thread_count,
+                        window,
+                        kind,
+                    )
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("load worker"))
+            .collect()
+    });
+    let mut hist = Hist::new();
+    let (mut sent, mut received) = (0, 0);
+    for w in &outcomes {
+        sent += w.sent;
+        received += w.received;
+        hist.merge(&w.hist);
+    }
+    let send_end = o.duration.as_secs_f64().min(start.elapsed().as_secs_f64());
+    (sent, received, hist, send_end)
 }
 
 /// Account one echoed frame; true when it carried a load message.
-fn on_frame(frame: &[u8], indications: bool, start: Instant, res: &mut WorkerResult) -> bool {
-    let payload = if indications {
+fn on_frame(frame: &[u8], kind: u8, start: Instant, res: &mut WorkerResult) -> bool {
+    let payload = if kind == 2 {
+        Some(frame)
+    } else if kind == 1 {
         Message::from_bytes(frame)
             .ok()
             .and_then(|m| {
@@ -439,7 +510,7 @@ fn worker(
     rate: f64,
     count: Option<u64>,
     window: u32,
-    indications: bool,
+    kind: u8,
 ) -> WorkerResult {
     let mut res = WorkerResult {
         sent: 0,
@@ -529,7 +600,7 @@ fn worker(
             match &mut f.sock {
                 FlowSock::Udp(sock) => {
                     while let Ok(n) = sock.recv(&mut buf) {
-                        if on_frame(&buf[..n], indications, start, &mut res) {
+                        if on_frame(&buf[..n], kind, start, &mut res) {
                             f.in_flight = f.in_flight.saturating_sub(1);
                         }
                     }
@@ -547,7 +618,7 @@ fn worker(
                         if rbuf.len() - at < len {
                             break;
                         }
-                        if on_frame(&rbuf[at..at + len], indications, start, &mut res) {
+                        if on_frame(&rbuf[at..at + len], kind, start, &mut res) {
                             f.in_flight = f.in_flight.saturating_sub(1);
                         }
                         at += len;

@@ -1199,7 +1199,7 @@ impl Core {
                 PortMode::EvenPair => self.shared.ports.reserve_pair(ra.bind, seed)?,
             };
             match self.bind_port(ra, port, owner, relays) {
-                Some(r) => return Some((r, (mode == PortMode::EvenPair).then_some(port + 1))),
+                Some(r) => return Some((r, (mode == PortMode::EvenPair).then(|| port + 1))),
                 None => {
                     if mode == PortMode::EvenPair {
                         self.shared.ports.release(ra.bind, port + 1);
