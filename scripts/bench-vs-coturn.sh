@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# Side-by-side relay benchmark on this machine: natpass vs Debian's coturn vs the floor (a
+# minimal recvmmsg/sendmmsg UDP echo, benches/floor/echo.c), driven by the same generator
+# (`natpass probe load`) with the same settings, in one run. Prints a markdown table.
+#
+#   scripts/bench-vs-coturn.sh [SECONDS_PER_RUN] [RATE]      (defaults: 5 s, 20000 msg/s)
+#
+# Method: each server gets one core (taskset -c 0, one worker: natpass --threads 1, coturn
+# relay-threads=1); the generator and its echo peers run on the other core (taskset -c 1).
+# A relayed message is client→server→peer→server→client: two datagram pairs through the
+# server. The floor is measured at twice the message rate in plain datagrams, so its CPU per
+# message compares like for like. Server CPU comes from /proc/PID/stat (utime+stime) around the
+# run; RSS from /proc/PID/status. Every run is bounded by its duration.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECS=${1:-5}
+RATE=${2:-20000}
+command -v turnserver >/dev/null || { echo "needs coturn (apt-get install coturn)" >&2; exit 1; }
+cargo build --release --locked --bin natpass >/dev/null 2>&1
+NP=target/release/natpass
+TMP=$(mktemp -d)
+cc -O2 -o "$TMP/echo" benches/floor/echo.c
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$TMP"; }
+trap cleanup EXIT
+
+port() { python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+NPORT=$(port); CPORT=$(port); FPORT=$(port)
+
+cat > "$TMP/natpass.toml" <<EOF
+users = ["alice:secret"]
+allow-peers = ["127.0.0.0/8"]
+log = "warn"
+[quota]
+allocations-per-user = 100000
+allocations-per-ip = 100000
+challenges-per-second = 100000
+EOF
+taskset -c 0 "$NP" serve --config "$TMP/natpass.toml" --listen "127.0.0.1:$NPORT" --http 127.0.0.1:0 \
+  --threads 1 >/dev/null 2>&1 & PIDS+=($!); NPID=$!
+cat > "$TMP/turnserver.conf" <<EOF
+listening-ip=127.0.0.1
+listening-port=$CPORT
+relay-ip=127.0.0.1
+relay-threads=1
+min-port=55000
+max-port=59999
+lt-cred-mech
+user=alice:secret
+realm=natpass
+no-tls
+no-dtls
+no-cli
+allow-loopback-peers
+no-software-attribute
+userdb=$TMP/turndb
+log-file=/dev/null
+pidfile=$TMP/turn.pid
+EOF
+taskset -c 0 turnserver -c "$TMP/turnserver.conf" >/dev/null 2>&1 & PIDS+=($!); CPID=$!
+taskset -c 0 "$TMP/echo" 127.0.0.1 "$FPORT" & PIDS+=($!); FPID=$!
+sleep 1
+
+cpu() { awk '{print $14+$15}' "/proc/$1/stat"; }
+rss() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+hz=$(getconf CLK_TCK)
+
+# run NAME PID TARGET MSGS_PER_S SIZE EXTRA...  → one table row
+run() {
+  local name=$1 pid=$2 target=$3 rate=$4 size=$5; shift 5
+  local c0 c1 j
+  c0=$(cpu "$pid")
+  j=$(taskset -c 1 "$NP" probe load "$target" --user alice --password secret --allocations 20 \
+      --size "$size" --rate "$rate" --duration "$SECS" --threads 1 --json "$@")
+  c1=$(cpu "$pid")
+  python3 - "$name" "$c0" "$c1" "$hz" "$(rss "$pid")" "$j" <<'PY'
+import json, sys
+name, c0, c1, hz, rss, j = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], json.loads(sys.argv[6])
+cpu = (c1 - c0) / hz
+msgs = max(j["received"], 1)
+print(f"| {name} | {j['size']} | {j['offered_rate'] or 'max':>6} | {j['achieved_rate']:,.0f} | {j['loss_percent']:.3f}% | "
+      f"{j['latency_us']['p50']} / {j['latency_us']['p99']} | {cpu*1e6/msgs:.1f} | {rss} |")
+PY
+}
+
+echo "| server | payload B | offered msg/s | achieved msg/s | loss | latency p50 / p99 µs | server CPU µs/msg | RSS KiB |"
+echo "|---|---|---|---|---|---|---|---|"
+for size in 100 1000; do
+  run "natpass channel" "$NPID" "127.0.0.1:$NPORT" "$RATE" "$size"
+  run "coturn channel" "$CPID" "127.0.0.1:$CPORT" "$RATE" "$size"
+  run "natpass Send/Data" "$NPID" "127.0.0.1:$NPORT" "$RATE" "$size" --no-channel
+  run "coturn Send/Data" "$CPID" "127.0.0.1:$CPORT" "$RATE" "$size" --no-channel
+  # The floor: twice the datagrams (a relayed message is two pairs), counted per message.
+  c0=$(cpu "$FPID")
+  j=$(taskset -c 1 "$NP" probe load "127.0.0.1:$FPORT" --raw --allocations 20 --size "$size" \
+      --rate $((RATE * 2)) --duration "$SECS" --threads 1 --json)
+  c1=$(cpu "$FPID")
+  python3 - "$c0" "$c1" "$hz" "$(rss "$FPID")" "$j" "$size" "$RATE" <<'PY'
+import json, sys
+c0, c1, hz, rss, j, size, rate = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], json.loads(sys.argv[5]), sys.argv[6], sys.argv[7]
+cpu = (c1 - c0) / hz
+msgs = max(j["received"], 1) / 2
+print(f"| floor (echo ×2) | {size} | {rate:>6} | {msgs/ max(j['duration_seconds'],1e-9):,.0f} | {j['loss_percent']:.3f}% | "
+      f"{j['latency_us']['p50']} / {j['latency_us']['p99']} | {cpu*1e6/msgs:.1f} | {rss} |")
+PY
+done
+# Highest throughput, unpaced with a bounded window per allocation.
+run "natpass channel, unpaced" "$NPID" "127.0.0.1:$NPORT" 0 100
+run "coturn channel, unpaced" "$CPID" "127.0.0.1:$CPORT" 0 100
