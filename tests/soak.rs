@@ -19,7 +19,10 @@ fn churn_leaves_nothing_behind() {
     });
     let addr = server.udp_addrs[0];
     // Warm up once so lazily allocated buffers do not count as growth.
-    UdpClient::new(addr).allocate("alice", "secret");
+    // The warm-up client stays alive: its port must not be reused by a churn client (that
+    // 5-tuple still holds the warm-up allocation, and would rightly get 437).
+    let warm = UdpClient::new(addr);
+    warm.allocate("alice", "secret");
     let fds = fd_count();
     let rss = rss_kib();
     let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
