@@ -1195,3 +1195,37 @@ fn the_last_port_of_the_range_is_allocatable() {
     let relay = h.allocate(udp("203.0.113.9:4000"), "alice", "alicepw");
     assert_eq!(relay.port(), 65535);
 }
+
+#[test]
+fn churn_does_not_grow_the_timer_heap_without_bound() {
+    // Allocate and delete in a loop: timers of dead allocations must not pile up until their
+    // deadlines (found by the soak test: memory grew with churn rate × lifetime).
+    let mut h = Harness::new(Options {
+        cfg: CoreConfig {
+            challenge_rate: 1e9,
+            ..CoreConfig::default()
+        },
+        ..Options::default()
+    });
+    let ft = udp("203.0.113.9:4000");
+    for i in 0..20_000u32 {
+        let ft = natpass::proto::FiveTuple {
+            client: format!("203.0.113.9:{}", 1000 + i % 50_000)
+                .parse()
+                .unwrap(),
+            ..ft
+        };
+        h.allocate(ft, "alice", "alicepw");
+        let nonce = h.nonce(ft);
+        h.ask(ft, &refresh("alice", "alicepw", &nonce, Some(0)));
+        if i % 100 == 0 {
+            h.core.handle_timeout(h.now, &mut h.relays);
+        }
+    }
+    h.core.handle_timeout(h.now, &mut h.relays);
+    assert!(
+        h.core.timer_entries() <= 4096 + 8,
+        "{} timer entries after 20,000 ended allocations",
+        h.core.timer_entries()
+    );
+}

@@ -1776,6 +1776,7 @@ impl Core {
         if !self.recent.is_empty() {
             self.recent.retain(|_, (_, _, exp)| *exp > now);
         }
+        self.compact_timers();
         if now >= self.next_reservation_sweep {
             self.next_reservation_sweep = now + Duration::from_secs(5);
             self.shared.sweep_reservations(now);
@@ -1833,6 +1834,32 @@ impl Core {
     /// Whether `ft` holds an allocation.
     pub fn has_allocation(&self, ft: &FiveTuple) -> bool {
         self.by_ft.contains_key(ft)
+    }
+
+    /// Timers of ended allocations stay in the heap until their deadline; under heavy churn
+    /// (allocate, delete, repeat) that is memory proportional to rate × lifetime. When dead
+    /// entries dominate, drop them (O(n), amortised over the entries that made them).
+    fn compact_timers(&mut self) {
+        let live = self.allocs.len();
+        if self.timers.len() <= 4096 + 8 * live {
+            return;
+        }
+        let allocs = &self.allocs;
+        self.timers.retain(|Reverse((_, t))| {
+            let (Timer::Allocation { key, serial } | Timer::Sweep { key, serial }) = *t;
+            allocs.get(key).is_some_and(|a| a.serial == serial)
+        });
+        if self.timers.capacity() > 4 * self.timers.len() + 4096 {
+            self.timers.shrink_to_fit();
+        }
+        if self.recent.capacity() > 4 * self.recent.len() + 1024 {
+            self.recent.shrink_to_fit();
+        }
+    }
+
+    /// Timer entries held (for tests of the churn bound).
+    pub fn timer_entries(&self) -> usize {
+        self.timers.len()
     }
 
     /// The client's connection closed (TCP/TLS): its allocation ends at once.
