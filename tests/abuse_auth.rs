@@ -45,7 +45,7 @@ fn authentication_abuse_is_bounded() {
         answered as f64 <= 10.0 + 10.0 * secs + 2.0,
         "{answered} answers in {secs:.2} s"
     );
-    assert!(answered >= 5);
+    assert!(answered >= 1, "the source still gets challenges");
     let st = &a.server.shared.stats;
     assert!(
         st.challenges_suppressed
