@@ -344,66 +344,10 @@ impl Client {
                     Err(e) => return Err(e.into()),
                 }
             },
-            Conn::Tls { stream, rbuf } => loop {
-                match framing::frame_len(rbuf) {
-                    Err(e) => return Err(ClientError::Protocol(format!("stream: {e}"))),
-                    Ok(Some(n)) if rbuf.len() >= n => {
-                        let frame: Vec<u8> = rbuf.drain(..n).collect();
-                        return Ok(Some((frame, server)));
-                    }
-                    _ => {}
-                }
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    return Ok(None);
-                }
-                stream.sock.set_read_timeout(Some(left))?;
-                match stream.read(&mut self.buf) {
-                    Ok(0) => {
-                        return Err(ClientError::Protocol("server closed the connection".into()));
-                    }
-                    Ok(n) => rbuf.extend_from_slice(&self.buf[..n]),
-                    Err(e)
-                        if matches!(
-                            e.kind(),
-                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                        ) =>
-                    {
-                        return Ok(None);
-                    }
-                    Err(e) => return Err(e.into()),
-                }
-            },
-            Conn::Tcp { stream, rbuf } => loop {
-                match framing::frame_len(rbuf) {
-                    Err(e) => return Err(ClientError::Protocol(format!("stream: {e}"))),
-                    Ok(Some(n)) if rbuf.len() >= n => {
-                        let frame: Vec<u8> = rbuf.drain(..n).collect();
-                        return Ok(Some((frame, server)));
-                    }
-                    _ => {}
-                }
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    return Ok(None);
-                }
-                stream.set_read_timeout(Some(left))?;
-                match stream.read(&mut self.buf) {
-                    Ok(0) => {
-                        return Err(ClientError::Protocol("server closed the connection".into()));
-                    }
-                    Ok(n) => rbuf.extend_from_slice(&self.buf[..n]),
-                    Err(e)
-                        if matches!(
-                            e.kind(),
-                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                        ) =>
-                    {
-                        return Ok(None);
-                    }
-                    Err(e) => return Err(e.into()),
-                }
-            },
+            Conn::Tls { stream, rbuf } => {
+                read_frame(stream.as_mut(), rbuf, &mut self.buf, deadline, server)
+            }
+            Conn::Tcp { stream, rbuf } => read_frame(stream, rbuf, &mut self.buf, deadline, server),
         }
     }
 
@@ -617,6 +561,61 @@ impl Client {
             }
         }
         Ok(None)
+    }
+}
+
+/// A byte stream whose underlying TCP socket takes a read timeout.
+trait TimedRead: Read {
+    fn set_timeout(&self, d: Duration) -> std::io::Result<()>;
+}
+
+impl TimedRead for TcpStream {
+    fn set_timeout(&self, d: Duration) -> std::io::Result<()> {
+        self.set_read_timeout(Some(d))
+    }
+}
+
+impl TimedRead for rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+    fn set_timeout(&self, d: Duration) -> std::io::Result<()> {
+        self.sock.set_read_timeout(Some(d))
+    }
+}
+
+/// Read one frame from a byte stream (plain or TLS) into `rbuf` until `deadline`.
+fn read_frame(
+    stream: &mut dyn TimedRead,
+    rbuf: &mut Vec<u8>,
+    buf: &mut [u8],
+    deadline: Instant,
+    server: SocketAddr,
+) -> Result<Option<(Vec<u8>, SocketAddr)>, ClientError> {
+    loop {
+        match framing::frame_len(rbuf) {
+            Err(e) => return Err(ClientError::Protocol(format!("stream: {e}"))),
+            Ok(Some(n)) if rbuf.len() >= n => {
+                let frame: Vec<u8> = rbuf.drain(..n).collect();
+                return Ok(Some((frame, server)));
+            }
+            _ => {}
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(None);
+        }
+        stream.set_timeout(left)?;
+        match stream.read(buf) {
+            Ok(0) => return Err(ClientError::Protocol("server closed the connection".into())),
+            Ok(n) => rbuf.extend_from_slice(&buf[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Ok(None);
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
 }
 
