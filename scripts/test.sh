@@ -33,7 +33,9 @@ cargo fmt --check
 echo "== cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
 echo "== cargo test"
-cargo test --all-targets --locked -- --skip natlab_
+cargo test --locked --lib --bins --tests -- --skip natlab_
+echo "== benches, once each (criterion's test mode)"
+cargo test --locked --benches
 echo "== NAT lab (network namespaces; needs root)"
 cargo test --locked --test natlab -- --nocapture
 echo "== browser tests (headless chromium)"
