@@ -144,12 +144,13 @@ function pcConfig() {
   return { iceServers: state.iceServers, iceTransportPolicy: state.relayOnly ? 'relay' : 'all' };
 }
 
-function createPeer(pid, name, initiator) {
+function createPeer(pid, name, initiator, initial = {}) {
   removePeer(pid);
   const pc = new RTCPeerConnection(pcConfig());
   const peer = {
     pid, name, pc, polite: state.me < pid, makingOffer: false, ignoreOffer: false,
     dc: null, tile: makeTile(pid, name), lastBytes: 0, lastTime: 0, pending: [], flush: null,
+    initiator, created: performance.now(), retries: initial.retries || 0,
   };
   state.peers.set(pid, peer);
   if (state.localStream) for (const t of state.localStream.getTracks()) pc.addTrack(t, state.localStream);
@@ -294,7 +295,21 @@ $('chat-form').addEventListener('submit', (e) => {
 });
 
 // ---------- stats ----------
+// Watchdog: a negotiation that never got off the ground (still "new" after 8 s) is started
+// over from scratch by the side that initiated it, a few times at most.
+function watchdog() {
+  for (const [pid, peer] of [...state.peers]) {
+    if (peer.initiator && peer.pc.connectionState === 'new' && peer.retries < 3 &&
+        performance.now() - peer.created > 8000) {
+      console.warn('negotiation stalled, starting over with', pid);
+      createPeer(pid, peer.name, true, { retries: peer.retries + 1 });
+      sendSignal(pid, { reset: true, name: state.name });
+    }
+  }
+}
+
 async function updateStats() {
+  watchdog();
   for (const [pid, peer] of state.peers) {
     let report;
     try { report = await peer.pc.getStats(); } catch { continue; }
