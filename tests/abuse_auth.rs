@@ -7,16 +7,6 @@ mod common;
 
 use common::*;
 use std::time::{Duration, Instant};
-use stun_types::message::MessageWriteExt;
-use turn_types::attribute::RequestedTransport;
-use turn_types::message::ALLOCATE;
-
-fn alloc_req(user: &str, pass: &str, nonce: &str) -> Vec<u8> {
-    signed(ALLOCATE, user, pass, nonce, |w, _| {
-        w.add_attribute(&RequestedTransport::new(RequestedTransport::UDP))
-            .unwrap()
-    })
-}
 
 /// Count answers on `c` until `quiet` passes without one.
 fn drain(c: &UdpClient, quiet: Duration) -> usize {
@@ -60,17 +50,17 @@ fn authentication_abuse_is_bounded() {
     let bn = brute.nonce();
     let mut answered = 0;
     for i in 0..60 {
-        brute.send(&alloc_req("alice", &format!("guess{i}"), &bn));
+        brute.send(&allocate_req("alice", &format!("guess{i}"), &bn));
         if brute.recv_timeout(Duration::from_millis(30)).is_some() {
             answered += 1;
         }
     }
     assert!(answered <= 21, "brute force answered {answered} times");
     // The right password still works from another source.
-    other.ask(&alloc_req("alice", "secret", &nonce));
+    other.ask(&allocate_req("alice", "secret", &nonce));
     // A nonce replayed from another address is stale (438).
     let thief = UdpClient::from_ip(a.addr(), "127.0.0.4");
-    let r = thief.ask(&alloc_req("bob", "bobsecret", &nonce));
+    let r = thief.ask(&allocate_req("bob", "bobsecret", &nonce));
     assert_eq!(error_code(&r), Some(438));
     // Garbage nonces: 438, never a crash.
     for n in ["", "x", &"f".repeat(32), &"€".repeat(8)] {
@@ -79,7 +69,7 @@ fn authentication_abuse_is_bounded() {
             continue;
         }
         assert_eq!(
-            error_code(&c.ask(&alloc_req("alice", "secret", n))),
+            error_code(&c.ask(&allocate_req("alice", "secret", n))),
             Some(438),
             "{n}"
         );
@@ -98,7 +88,7 @@ fn authentication_abuse_is_bounded() {
         let c = UdpClient::from_ip(a.addr(), "127.0.0.6");
         let n = c.nonce();
         assert_eq!(
-            error_code(&c.ask(&alloc_req(&user, &pass, &n))),
+            error_code(&c.ask(&allocate_req(&user, &pass, &n))),
             Some(401),
             "{why}"
         );

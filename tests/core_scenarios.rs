@@ -160,13 +160,7 @@ fn stale_nonce_gets_438_with_a_fresh_nonce() {
     let ft = udp("203.0.113.9:4000");
     let nonce = h.nonce(ft);
     h.advance(601);
-    let r = h.ask(
-        ft,
-        &signed(ALLOCATE, "alice", "alicepw", &nonce, |w, _| {
-            w.add_attribute(&RequestedTransport::new(RequestedTransport::UDP))
-                .unwrap()
-        }),
-    );
+    let r = h.ask(ft, &allocate_req("alice", "alicepw", &nonce));
     assert_eq!(error_code(&r), Some(438));
     let fresh = Message::from_bytes(&r)
         .unwrap()
@@ -175,13 +169,7 @@ fn stale_nonce_gets_438_with_a_fresh_nonce() {
         .nonce()
         .to_owned();
     assert_ne!(fresh, nonce);
-    let r = h.ask(
-        ft,
-        &signed(ALLOCATE, "alice", "alicepw", &fresh, |w, _| {
-            w.add_attribute(&RequestedTransport::new(RequestedTransport::UDP))
-                .unwrap()
-        }),
-    );
+    let r = h.ask(ft, &allocate_req("alice", "alicepw", &fresh));
     assert_eq!(error_code(&r), None);
 }
 
@@ -191,10 +179,7 @@ fn nonce_is_bound_to_the_client_address() {
     let nonce = h.nonce(udp("203.0.113.9:4000"));
     let r = h.ask(
         udp("203.0.113.10:4000"),
-        &signed(ALLOCATE, "alice", "alicepw", &nonce, |w, _| {
-            w.add_attribute(&RequestedTransport::new(RequestedTransport::UDP))
-                .unwrap()
-        }),
+        &allocate_req("alice", "alicepw", &nonce),
     );
     assert_eq!(error_code(&r), Some(438));
 }
@@ -250,20 +235,14 @@ fn second_allocate_on_live_5tuple_gets_437_and_retransmission_gets_same_answer()
     let mut h = h();
     let ft = udp("203.0.113.9:4000");
     let nonce = h.nonce(ft);
-    let req = signed(ALLOCATE, "alice", "alicepw", &nonce, |w, _| {
-        w.add_attribute(&RequestedTransport::new(RequestedTransport::UDP))
-            .unwrap()
-    });
+    let req = allocate_req("alice", "alicepw", &nonce);
     let first = h.ask(ft, &req);
     assert_eq!(error_code(&first), None);
     let again = h.ask(ft, &req);
     assert_eq!(first, again, "retransmission answered identically");
     assert_eq!(h.core.allocation_count(), 1);
     assert_eq!(h.shared.ports.in_use(), 1);
-    let other = signed(ALLOCATE, "alice", "alicepw", &nonce, |w, _| {
-        w.add_attribute(&RequestedTransport::new(RequestedTransport::UDP))
-            .unwrap()
-    });
+    let other = allocate_req("alice", "alicepw", &nonce);
     assert_eq!(error_code(&h.ask(ft, &other)), Some(437));
     assert_eq!(h.core.allocation_count(), 1);
 }
@@ -410,22 +389,10 @@ fn rest_credentials_work_with_either_active_secret_and_expired_ones_fail() {
     let ft = udp("203.0.113.9:5000");
     h.advance(61);
     let nonce = h.nonce(ft);
-    let r = h.ask(
-        ft,
-        &signed(ALLOCATE, &user, &pass, &nonce, |w, _| {
-            w.add_attribute(&RequestedTransport::new(RequestedTransport::UDP))
-                .unwrap()
-        }),
-    );
+    let r = h.ask(ft, &allocate_req(&user, &pass, &nonce));
     assert_eq!(error_code(&r), Some(401));
     let (user, pass) = mint_rest(&Secret::new("unknown"), "web", 600, UNIX0);
-    let r = h.ask(
-        ft,
-        &signed(ALLOCATE, &user, &pass, &nonce, |w, _| {
-            w.add_attribute(&RequestedTransport::new(RequestedTransport::UDP))
-                .unwrap()
-        }),
-    );
+    let r = h.ask(ft, &allocate_req(&user, &pass, &nonce));
     assert_eq!(error_code(&r), Some(401));
 }
 
@@ -715,12 +682,7 @@ fn quotas_per_user_per_ip_give_486_and_are_returned() {
     h.allocate(udp("203.0.113.2:1"), "alice", "alicepw");
     let ft = udp("203.0.113.3:1");
     let nonce = h.nonce(ft);
-    let alloc = |u: &str, p: &str, n: &str| {
-        signed(ALLOCATE, u, p, n, |w, _| {
-            w.add_attribute(&RequestedTransport::new(RequestedTransport::UDP))
-                .unwrap()
-        })
-    };
+    let alloc = |u: &str, p: &str, n: &str| allocate_req(u, p, n);
     assert_eq!(
         error_code(&h.ask(ft, &alloc("alice", "alicepw", &nonce))),
         Some(486)
@@ -751,12 +713,7 @@ fn relay_port_exhaustion_gives_508_and_recovers_after_frees() {
     h.allocate(udp("203.0.113.1:1"), "alice", "alicepw");
     let ft = udp("203.0.113.2:1");
     let nonce = h.nonce(ft);
-    let req = || {
-        signed(ALLOCATE, "bob", "bobpw", &nonce, |w, _| {
-            w.add_attribute(&RequestedTransport::new(RequestedTransport::UDP))
-                .unwrap()
-        })
-    };
+    let req = || allocate_req("bob", "bobpw", &nonce);
     assert_eq!(error_code(&h.ask(ft, &req())), Some(508));
     assert_eq!(
         h.shared.quotas.total(),
@@ -1057,12 +1014,7 @@ fn authentication_failures_are_rate_limited_per_source() {
     let mut h = h();
     let ft = udp("203.0.113.9:4000");
     let nonce = h.nonce(ft);
-    let bad = || {
-        signed(ALLOCATE, "alice", "guess", &nonce, |w, _| {
-            w.add_attribute(&RequestedTransport::new(RequestedTransport::UDP))
-                .unwrap()
-        })
-    };
+    let bad = || allocate_req("alice", "guess", &nonce);
     let mut answered = 0;
     for i in 0..60 {
         if i % 9 == 0 {

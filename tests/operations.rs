@@ -223,13 +223,7 @@ fn sighup_reloads_users_and_rejects_an_invalid_file() {
     let n = start(CONFIG, &[]);
     let c = UdpClient::new(n.udp);
     let nonce = c.nonce();
-    let alloc = |user: &str, pass: &str, nonce: &str| {
-        signed(turn_types::message::ALLOCATE, user, pass, nonce, |w, _| {
-            use stun_types::message::MessageWriteExt;
-            w.add_attribute(&turn_types::attribute::RequestedTransport::new(17))
-                .unwrap();
-        })
-    };
+    let alloc = |user: &str, pass: &str, nonce: &str| allocate_req(user, pass, nonce);
     assert_eq!(
         error_code(&c.ask(&alloc("carol", "pw2", &nonce))),
         Some(401)
@@ -378,17 +372,7 @@ fn sigterm_drains_then_exits_zero() {
     assert_eq!(http(n.metrics, "GET", "/readyz", None, "").0, 503);
     let c2 = UdpClient::new(n.udp);
     let nonce = c2.nonce();
-    let r = c2.ask(&signed(
-        turn_types::message::ALLOCATE,
-        "alice",
-        "secret",
-        &nonce,
-        |w, _| {
-            use stun_types::message::MessageWriteExt;
-            w.add_attribute(&turn_types::attribute::RequestedTransport::new(17))
-                .unwrap();
-        },
-    ));
+    let r = c2.ask(&allocate_req("alice", "secret", &nonce));
     assert_eq!(error_code(&r), Some(508));
     let status = loop {
         if let Some(s) = n.child.try_wait().unwrap() {

@@ -33,19 +33,7 @@ fn churn_leaves_nothing_behind() {
     let junk = UdpClient::from_ip(addr, "127.0.0.5");
     // natpass binds nonces to the client IP: one nonce serves every churn client.
     let mut nonce = UdpClient::new(addr).nonce();
-    let alloc = |c: &UdpClient, nonce: &str| {
-        c.ask(&signed(
-            turn_types::message::ALLOCATE,
-            "alice",
-            "secret",
-            nonce,
-            |w, _| {
-                use stun_types::message::MessageWriteExt;
-                w.add_attribute(&turn_types::attribute::RequestedTransport::new(17))
-                    .unwrap();
-            },
-        ))
-    };
+    let alloc = |c: &UdpClient, nonce: &str| c.ask(&allocate_req("alice", "secret", nonce));
     let t0 = Instant::now();
     let mut made = 0u64;
     let mut relayed = 0u64;

@@ -109,17 +109,7 @@ fn full_flow<S: Read + Write>(mut c: Framed<S>) {
         .unwrap()
         .nonce()
         .to_owned();
-    let r = c.ask(&signed(
-        turn_types::message::ALLOCATE,
-        "alice",
-        "secret",
-        &nonce,
-        |w, _| {
-            use stun_types::message::MessageWriteExt;
-            w.add_attribute(&turn_types::attribute::RequestedTransport::new(17))
-                .unwrap();
-        },
-    ));
+    let r = c.ask(&allocate_req("alice", "secret", &nonce));
     assert_eq!(error_code(&r), None);
     let relay = relayed(&r);
     assert_eq!(
@@ -331,17 +321,7 @@ fn closing_a_connection_releases_its_allocation_at_once() {
         .unwrap()
         .nonce()
         .to_owned();
-    let r = c.ask(&signed(
-        turn_types::message::ALLOCATE,
-        "alice",
-        "secret",
-        &nonce,
-        |w, _| {
-            use stun_types::message::MessageWriteExt;
-            w.add_attribute(&turn_types::attribute::RequestedTransport::new(17))
-                .unwrap();
-        },
-    ));
+    let r = c.ask(&allocate_req("alice", "secret", &nonce));
     assert_eq!(error_code(&r), None);
     assert_eq!(server.shared.quotas.total(), 1);
     drop(c);
@@ -429,17 +409,7 @@ fn idle_connection_without_allocation_is_closed_but_one_with_an_allocation_stays
         .unwrap()
         .nonce()
         .to_owned();
-    let r = busy.ask(&signed(
-        turn_types::message::ALLOCATE,
-        "alice",
-        "secret",
-        &nonce,
-        |w, _| {
-            use stun_types::message::MessageWriteExt;
-            w.add_attribute(&turn_types::attribute::RequestedTransport::new(17))
-                .unwrap();
-        },
-    ));
+    let r = busy.ask(&allocate_req("alice", "secret", &nonce));
     assert_eq!(error_code(&r), None);
     let mut s = idle.s;
     assert!(
@@ -509,17 +479,7 @@ fn certificate_swap_and_sighup_reach_new_connections_without_dropping_allocation
         .unwrap()
         .nonce()
         .to_owned();
-    let r = old.ask(&signed(
-        turn_types::message::ALLOCATE,
-        "alice",
-        "secret",
-        &nonce,
-        |w, _| {
-            use stun_types::message::MessageWriteExt;
-            w.add_attribute(&turn_types::attribute::RequestedTransport::new(17))
-                .unwrap();
-        },
-    ));
+    let r = old.ask(&allocate_req("alice", "secret", &nonce));
     assert_eq!(error_code(&r), None);
     // Swap to B and signal.
     std::fs::copy(&cert_b, &live_cert).unwrap();

@@ -335,6 +335,14 @@ pub fn peers_attr(w: &mut MessageWriteVec, txid: TransactionId, peer: &str) {
         .unwrap();
 }
 
+/// A signed Allocate for UDP relaying.
+pub fn allocate_req(user: &str, pass: &str, nonce: &str) -> Vec<u8> {
+    signed(ALLOCATE, user, pass, nonce, |w, _| {
+        w.add_attribute(&RequestedTransport::new(RequestedTransport::UDP))
+            .unwrap();
+    })
+}
+
 pub fn create_permission(user: &str, pass: &str, nonce: &str, peers: &[&str]) -> Vec<u8> {
     signed(CREATE_PERMISSION, user, pass, nonce, |w, t| {
         for p in peers {
