@@ -196,27 +196,6 @@ fn full_flow_over_tls_on_the_tls_port_and_on_the_shared_port() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-/// A connection is closed when `read` returns EOF or an error within `within`.
-fn closed_within(s: &mut TcpStream, within: Duration) -> bool {
-    s.set_read_timeout(Some(within)).unwrap();
-    let mut b = [0u8; 1024];
-    loop {
-        match s.read(&mut b) {
-            Ok(0) => return true,
-            Ok(_) => continue,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                return false;
-            }
-            Err(_) => return true,
-        }
-    }
-}
-
 fn short_deadlines(cfg: &mut natpass::config::ValidConfig) {
     cfg.quota.first_message_timeout = 1;
     cfg.quota.idle_timeout = 2;

@@ -556,27 +556,17 @@ fn bind_primary(
     let mut per_shard: Vec<Vec<std::net::UdpSocket>> =
         (0..cfg.threads).map(|_| Vec::new()).collect();
     for &want in &cfg.listen {
-        let first = match udp_socket(want, true) {
-            Ok(s) => s,
-            Err(e) if want.is_ipv6() && want.ip().is_unspecified() => {
-                tracing::warn!(addr = %want, error = %e, "IPv6 listener unavailable; continuing without it");
-                continue;
+        let before = per_shard[0].len();
+        match bind_everywhere(want, &mut per_shard) {
+            Ok(actual) => addrs.push(actual),
+            // The default [::] listener on a host without IPv6: carry on without it.
+            Err(StartError::Listen { source, .. })
+                if want.is_ipv6() && want.ip().is_unspecified() && per_shard[0].len() == before =>
+            {
+                tracing::warn!(addr = %want, error = %source, "IPv6 listener unavailable; continuing without it");
             }
-            Err(source) => return Err(StartError::Listen { addr: want, source }),
-        };
-        let actual = first
-            .local_addr()?
-            .as_socket()
-            .ok_or(StartError::NoListener)?;
-        per_shard[0].push(first.into());
-        for shard in per_shard.iter_mut().skip(1) {
-            let s = udp_socket(actual, true).map_err(|source| StartError::Listen {
-                addr: actual,
-                source,
-            })?;
-            shard.push(s.into());
+            Err(e) => return Err(e),
         }
-        addrs.push(actual);
     }
     if addrs.is_empty() {
         return Err(StartError::NoListener);
