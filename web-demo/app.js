@@ -54,9 +54,26 @@ $('join-form').addEventListener('submit', (e) => {
 $('name').value = params.get('name') || localStorage.getItem('natpass-name') || '';
 
 // ---------- signaling ----------
+// Outgoing messages are paced under the server's per-connection limit (20/s, bursts of 100)
+// so a burst of signals (a reload with several peers) is delayed, never dropped.
+const outbox = { queue: [], tokens: 60, last: performance.now(), timer: null };
+
+function pump() {
+  const now = performance.now();
+  outbox.tokens = Math.min(60, outbox.tokens + ((now - outbox.last) / 1000) * 15);
+  outbox.last = now;
+  while (outbox.queue.length && outbox.tokens >= 1 && state.ws && state.ws.readyState === WebSocket.OPEN) {
+    state.ws.send(outbox.queue.shift());
+    outbox.tokens -= 1;
+  }
+  outbox.timer = outbox.queue.length ? setTimeout(pump, 70) : null;
+}
+
 function send(obj) {
   obj.id = ++state.reqId;
-  if (state.ws && state.ws.readyState === WebSocket.OPEN) state.ws.send(JSON.stringify(obj));
+  if (!state.ws || state.ws.readyState !== WebSocket.OPEN) return;
+  outbox.queue.push(JSON.stringify(obj));
+  if (!outbox.timer) pump();
 }
 
 function setStatus(t) { $('status').textContent = t; }
