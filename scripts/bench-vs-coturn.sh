@@ -4,6 +4,7 @@
 # (`natpass probe load`) with the same settings, in one run. Prints a markdown table.
 #
 #   scripts/bench-vs-coturn.sh [SECONDS_PER_RUN] [RATE]      (defaults: 5 s, 20000 msg/s)
+#   NATPASS_BASELINE=/path/to/older/natpass scripts/bench-vs-coturn.sh   (adds its rows: before/after)
 #
 # Method: each server gets one core (taskset -c 0, one worker: natpass --threads 1, coturn
 # relay-threads=1); the generator and its echo peers run on the other core (taskset -c 1).
@@ -57,6 +58,11 @@ userdb=$TMP/turndb
 log-file=/dev/null
 pidfile=$TMP/turn.pid
 EOF
+if [ -n "${NATPASS_BASELINE:-}" ]; then
+  BPORT=$(port)
+  taskset -c 0 "$NATPASS_BASELINE" serve --config "$TMP/natpass.toml" --listen "127.0.0.1:$BPORT" \
+    --http 127.0.0.1:0 --threads 1 >/dev/null 2>&1 & PIDS+=($!); BPID=$!
+fi
 taskset -c 0 turnserver -c "$TMP/turnserver.conf" >/dev/null 2>&1 & PIDS+=($!); CPID=$!
 taskset -c 0 "$TMP/echo" 127.0.0.1 "$FPORT" & PIDS+=($!); FPID=$!
 sleep 1
@@ -83,27 +89,49 @@ print(f"| {name} | {j['size']} | {j['offered_rate'] or 'max':>6} | {j['achieved_
 PY
 }
 
+# floor SIZE DATAGRAMS_PER_S PAIRS_PER_MSG MSG_RATE_LABEL  → one table row for the echo floor
+floor() {
+  local size=$1 rate=$2 per=$3 label=$4 c0 c1 j
+  c0=$(cpu "$FPID")
+  j=$(taskset -c 1 "$NP" probe load "127.0.0.1:$FPORT" --raw --allocations 20 --size "$size" \
+      --rate "$rate" --duration "$SECS" --threads 1 --json)
+  c1=$(cpu "$FPID")
+  python3 - "$c0" "$c1" "$hz" "$(rss "$FPID")" "$j" "$size" "$label" "$per" <<'PY'
+import json, sys
+c0, c1, hz, rss, j, size, rate, per = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], json.loads(sys.argv[5]), sys.argv[6], sys.argv[7], int(sys.argv[8])
+cpu = (c1 - c0) / hz
+msgs = max(j["received"], 1) / per
+print(f"| floor (echo ×{per}) | {size} | {rate:>6} | {msgs/ max(j['duration_seconds'],1e-9):,.0f} | {j['loss_percent']:.3f}% | "
+      f"{j['latency_us']['p50']} / {j['latency_us']['p99']} | {cpu*1e6/msgs:.1f} | {rss} |")
+PY
+}
+
 echo "| server | payload B | offered msg/s | achieved msg/s | loss | latency p50 / p99 µs | server CPU µs/msg | RSS KiB |"
 echo "|---|---|---|---|---|---|---|---|"
 for size in 100 1000; do
   run "natpass channel" "$NPID" "127.0.0.1:$NPORT" "$RATE" "$size"
+  [ -n "${BPID:-}" ] && run "natpass (baseline) channel" "$BPID" "127.0.0.1:$BPORT" "$RATE" "$size"
   run "coturn channel" "$CPID" "127.0.0.1:$CPORT" "$RATE" "$size"
   run "natpass Send/Data" "$NPID" "127.0.0.1:$NPORT" "$RATE" "$size" --no-channel
+  [ -n "${BPID:-}" ] && run "natpass (baseline) Send/Data" "$BPID" "127.0.0.1:$BPORT" "$RATE" "$size" --no-channel
   run "coturn Send/Data" "$CPID" "127.0.0.1:$CPORT" "$RATE" "$size" --no-channel
-  # The floor: twice the datagrams (a relayed message is two pairs), counted per message.
-  c0=$(cpu "$FPID")
-  j=$(taskset -c 1 "$NP" probe load "127.0.0.1:$FPORT" --raw --allocations 20 --size "$size" \
-      --rate $((RATE * 2)) --duration "$SECS" --threads 1 --json)
-  c1=$(cpu "$FPID")
-  python3 - "$c0" "$c1" "$hz" "$(rss "$FPID")" "$j" "$size" "$RATE" <<'PY'
-import json, sys
-c0, c1, hz, rss, j, size, rate = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], json.loads(sys.argv[5]), sys.argv[6], sys.argv[7]
-cpu = (c1 - c0) / hz
-msgs = max(j["received"], 1) / 2
-print(f"| floor (echo ×2) | {size} | {rate:>6} | {msgs/ max(j['duration_seconds'],1e-9):,.0f} | {j['loss_percent']:.3f}% | "
-      f"{j['latency_us']['p50']} / {j['latency_us']['p99']} | {cpu*1e6/msgs:.1f} | {rss} |")
-PY
+  floor "$size" $((RATE * 2)) 2 "$RATE"
 done
+# STUN Binding: one request in, one answer out per message; the floor at the same datagram rate.
+run "natpass Binding" "$NPID" "127.0.0.1:$NPORT" "$RATE" 20 --binding
+[ -n "${BPID:-}" ] && run "natpass (baseline) Binding" "$BPID" "127.0.0.1:$BPORT" "$RATE" 20 --binding
+run "coturn Binding" "$CPID" "127.0.0.1:$CPORT" "$RATE" 20 --binding
+floor 20 "$RATE" 1 "$RATE"
 # Highest throughput, unpaced with a bounded window per allocation.
-run "natpass channel, unpaced" "$NPID" "127.0.0.1:$NPORT" 0 100
+UNPACED=$(run "natpass channel, unpaced" "$NPID" "127.0.0.1:$NPORT" 0 100); echo "$UNPACED"
+[ -n "${BPID:-}" ] && run "natpass (baseline) channel, unpaced" "$BPID" "127.0.0.1:$BPORT" 0 100
 run "coturn channel, unpaced" "$CPID" "127.0.0.1:$CPORT" 0 100
+run "natpass Binding, unpaced" "$NPID" "127.0.0.1:$NPORT" 0 20 --binding
+run "coturn Binding, unpaced" "$CPID" "127.0.0.1:$CPORT" 0 20 --binding
+# Latency at half of natpass's unpaced capacity.
+CAP=$(echo "$UNPACED" | awk -F'|' '{gsub(/[ ,]/, "", $5); print int($5)}')
+HALF=$((CAP / 2))
+run "natpass channel, 50% of capacity" "$NPID" "127.0.0.1:$NPORT" "$HALF" 100
+run "coturn channel, same load" "$CPID" "127.0.0.1:$CPORT" "$HALF" 100
+# The generator's and the kernel's own share of that latency: the floor at the same datagrams.
+floor 100 $((HALF * 2)) 2 "$HALF"

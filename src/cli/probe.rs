@@ -169,8 +169,12 @@ pub struct LoadArgs {
     #[arg(long)]
     peer: Vec<SocketAddr>,
     /// No TURN: plain UDP to SERVER, which must echo (measures the floor for comparisons).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "binding")]
     raw: bool,
+    /// No TURN: STUN Binding requests to SERVER, each answer counted (measures a STUN
+    /// server's Binding throughput and CPU per answer).
+    #[arg(long, conflicts_with = "no_channel")]
+    binding: bool,
 }
 
 fn fail(json: bool, e: impl std::fmt::Display) -> ExitCode {
@@ -331,7 +335,7 @@ pub fn run(cmd: ProbeCmd) -> ExitCode {
             }
         },
         ProbeCmd::Load(a) => {
-            let creds = match (a.raw, a.creds.creds()) {
+            let creds = match (a.raw || a.binding, a.creds.creds()) {
                 (_, Ok(c)) => c,
                 (true, Err(_)) => Creds::User(String::new(), String::new()),
                 (false, Err(e)) => return fail(json, e),
@@ -353,6 +357,7 @@ pub fn run(cmd: ProbeCmd) -> ExitCode {
                 window: a.window,
                 bind_ip: None,
                 raw: a.raw,
+                binding: a.binding,
             };
             match load::run(&spec, &o) {
                 Err(e) => fail(json, e),

@@ -13,6 +13,7 @@
 //! progress, a deadline for the first valid message and for any started frame, an idle
 //! deadline without an allocation, bounded read and write buffers.
 
+use super::batch::{PEER_OFFSET, Pool, Tx, TxSock};
 use super::{ConnLimits, ShardCmd, StreamSettings};
 use crate::proto::framing;
 use crate::proto::{Core, FiveTuple, PeerRoute, RelayOwner, RelaySockets, Transmit, Transport};
@@ -23,6 +24,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -41,6 +43,17 @@ const MAX_FRAME: usize = 65_536 + 20;
 struct RelaySock {
     sock: UdpSocket,
     owner: RelayOwner,
+    /// Receive headers are kept per address family.
+    v6: bool,
+    /// Bumped on every bind so queued datagrams never leave from a reused slab key.
+    generation: u64,
+}
+
+/// The shard's relay sockets by slab key.
+#[derive(Default)]
+struct RelayTable {
+    slab: Slab<RelaySock>,
+    next_generation: u64,
 }
 
 struct Listener {
@@ -80,7 +93,7 @@ struct Conn {
 /// The relay sockets of this shard, handed to the core as its [`RelaySockets`].
 struct Relays<'a> {
     registry: &'a Registry,
-    table: &'a mut Slab<RelaySock>,
+    table: &'a mut RelayTable,
 }
 
 impl RelaySockets for Relays<'_> {
@@ -92,16 +105,22 @@ impl RelaySockets for Relays<'_> {
         s.set_nonblocking(true)?;
         s.bind(&addr.into())?;
         let mut sock = UdpSocket::from_std(s.into());
-        let entry = self.table.vacant_entry();
+        let entry = self.table.slab.vacant_entry();
         let key = entry.key();
         self.registry
             .register(&mut sock, Token(RELAY_BASE + key), Interest::READABLE)?;
-        entry.insert(RelaySock { sock, owner });
+        self.table.next_generation += 1;
+        entry.insert(RelaySock {
+            sock,
+            owner,
+            v6: addr.is_ipv6(),
+            generation: self.table.next_generation,
+        });
         Ok(key)
     }
 
     fn release(&mut self, handle: usize) {
-        if let Some(mut r) = self.table.try_remove(handle) {
+        if let Some(mut r) = self.table.slab.try_remove(handle) {
             let _ = self.registry.deregister(&mut r.sock);
         }
     }
@@ -113,7 +132,7 @@ pub(crate) struct Shard {
     waker: Arc<Waker>,
     listeners: Vec<Listener>,
     tcp_listeners: Vec<TcpListen>,
-    relays: Slab<RelaySock>,
+    relays: RelayTable,
     conns: Slab<Conn>,
     conn_by_ft: HashMap<FiveTuple, usize>,
     core: Core,
@@ -123,6 +142,9 @@ pub(crate) struct Shard {
     settings: StreamSettings,
     next_sweep: Instant,
     cmds: std::sync::mpsc::Receiver<ShardCmd>,
+    /// Same-destination runs go out as UDP GSO sends (`NATPASS_UDP_GSO=0` turns it off, to
+    /// measure the difference).
+    gso: bool,
 }
 
 impl Shard {
@@ -164,7 +186,7 @@ impl Shard {
             waker,
             listeners,
             tcp_listeners,
-            relays: Slab::new(),
+            relays: RelayTable::default(),
             conns: Slab::new(),
             conn_by_ft: HashMap::new(),
             core,
@@ -174,6 +196,7 @@ impl Shard {
             settings,
             next_sweep: Instant::now(),
             cmds,
+            gso: std::env::var("NATPASS_UDP_GSO").map_or(true, |v| v != "0"),
         })
     }
 
@@ -183,9 +206,12 @@ impl Shard {
 
     pub(crate) fn run(mut self) {
         let mut events = Events::with_capacity(1024);
+        // Stream reads (TCP/TLS) use `buf`; UDP datagrams go through the batch pool.
         let mut buf = vec![0u8; BUF].into_boxed_slice();
+        let mut pool = Pool::new();
         let mut again: Vec<Token> = Vec::new();
         let mut next_again: Vec<Token> = Vec::new();
+        let mut tokens: Vec<(Token, bool)> = Vec::with_capacity(1024);
         loop {
             let now = Instant::now();
             let timeout = if again.is_empty() {
@@ -217,12 +243,10 @@ impl Shard {
             }
             let now = Instant::now();
             next_again.clear();
-            let tokens: Vec<(Token, bool)> = events
-                .iter()
-                .map(|e| (e.token(), e.is_writable()))
-                .chain(again.drain(..).map(|t| (t, false)))
-                .collect();
-            for (token, writable) in tokens {
+            tokens.clear();
+            tokens.extend(events.iter().map(|e| (e.token(), e.is_writable())));
+            tokens.extend(again.drain(..).map(|t| (t, false)));
+            for &(token, writable) in &tokens {
                 let more = match token.0 {
                     0 => {
                         self.commands(now);
@@ -232,17 +256,18 @@ impl Shard {
                         self.conn_event(t - CONN_BASE, writable, now, &mut buf);
                         false
                     }
-                    t if t >= RELAY_BASE => self.drain_relay(t - RELAY_BASE, now, &mut buf),
+                    t if t >= RELAY_BASE => self.drain_relay(t - RELAY_BASE, now, &mut pool),
                     t if t >= TCP_LISTENER_BASE => {
                         self.accept(t - TCP_LISTENER_BASE, now);
                         false
                     }
-                    t => self.drain_listener(t - LISTENER_BASE, now, &mut buf),
+                    t => self.drain_listener(t - LISTENER_BASE, now, &mut pool),
                 };
                 if more && !next_again.contains(&token) {
                     next_again.push(token);
                 }
             }
+            self.send_queued(&mut pool);
             std::mem::swap(&mut again, &mut next_again);
             let now = Instant::now();
             let mut relays = Relays {
@@ -284,6 +309,10 @@ impl Shard {
         self.listeners.iter().find(|l| l.local == server)
     }
 
+    fn listener_index(&self, server: SocketAddr) -> Option<usize> {
+        self.listeners.iter().position(|l| l.local == server)
+    }
+
     /// Send built messages to their clients (UDP listener or stream connection).
     fn flush(&mut self) {
         let out = std::mem::take(&mut self.out);
@@ -304,72 +333,162 @@ impl Shard {
         }
     }
 
+    /// Send every queued datagram, one `sendmmsg` per socket, and free the pool.
+    fn send_queued(&mut self, pool: &mut Pool) {
+        if pool.tx.is_empty() {
+            pool.reset();
+            return;
+        }
+        pool.sorted_tx();
+        let mut i = 0;
+        while i < pool.tx.len() {
+            let sock = pool.tx[i].sock;
+            let mut j = i + 1;
+            while j < pool.tx.len() && pool.tx[j].sock == sock {
+                j += 1;
+            }
+            let fd = match sock {
+                TxSock::Listener(idx) => self.listeners.get(idx).map(|l| l.sock.as_raw_fd()),
+                TxSock::Relay { key, generation } => self
+                    .relays
+                    .slab
+                    .get(key)
+                    .filter(|r| r.generation == generation)
+                    .map(|r| r.sock.as_raw_fd()),
+            };
+            if let Some(fd) = fd {
+                pool.send_group(fd, i..j, self.gso);
+            }
+            i = j;
+        }
+        pool.reset();
+    }
+
     /// Returns true when the budget ran out before the socket was drained.
-    fn drain_listener(&mut self, idx: usize, now: Instant, buf: &mut [u8]) -> bool {
+    fn drain_listener(&mut self, idx: usize, now: Instant, pool: &mut Pool) -> bool {
         let Some(l) = self.listeners.get(idx) else {
             return false;
         };
         let local = l.local;
-        for _ in 0..BUDGET {
-            let (n, src) = match self.listeners[idx].sock.recv_from(buf) {
-                Ok(x) => x,
+        let fd = l.sock.as_raw_fd();
+        let mut handled = 0;
+        while handled < BUDGET {
+            if pool.free() == 0 {
+                self.send_queued(pool);
+            }
+            let first = pool.next_slot();
+            let want = pool.free();
+            let n = match pool.recv(fd, local.is_ipv6(), 0, want) {
+                Ok(n) => n,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return false,
-                Err(_) => continue, // ICMP-induced errors on UDP: nothing to do
+                Err(_) => {
+                    // ICMP-induced errors on UDP: nothing to do but read on.
+                    handled += 1;
+                    continue;
+                }
             };
-            let ft = FiveTuple {
-                transport: Transport::Udp,
-                client: src,
-                server: local,
-            };
-            let mut relays = Relays {
-                registry: self.poll.registry(),
-                table: &mut self.relays,
-            };
-            let fwd = self
-                .core
-                .handle_client(now, ft, &buf[..n], &mut relays, &mut self.out);
-            if let Some(f) = fwd {
-                if let Some(r) = self.relays.get(f.handle) {
-                    let _ = r.sock.send_to(&buf[f.range], f.peer);
+            for i in 0..n {
+                let meta = pool.meta[i];
+                let slot = first + i;
+                let ft = FiveTuple {
+                    transport: Transport::Udp,
+                    client: meta.src,
+                    server: local,
+                };
+                let mut relays = Relays {
+                    registry: self.poll.registry(),
+                    table: &mut self.relays,
+                };
+                let fwd = self.core.handle_client(
+                    now,
+                    ft,
+                    &pool.slot(slot)[..meta.len],
+                    &mut relays,
+                    &mut self.out,
+                );
+                if let Some(f) = fwd {
+                    if let Some(r) = self.relays.slab.get(f.handle) {
+                        pool.tx.push(Tx {
+                            sock: TxSock::Relay {
+                                key: f.handle,
+                                generation: r.generation,
+                            },
+                            slot,
+                            start: f.range.start,
+                            end: f.range.end,
+                            dest: f.peer,
+                        });
+                    }
+                }
+                if !self.out.is_empty() {
+                    self.flush();
                 }
             }
-            if !self.out.is_empty() {
-                self.flush();
+            handled += n;
+            if n < want {
+                // The queue was empty when read: a later datagram raises a new event.
+                return false;
             }
         }
         true
     }
 
-    fn drain_relay(&mut self, key: usize, now: Instant, buf: &mut [u8]) -> bool {
-        for _ in 0..BUDGET {
-            let Some(r) = self.relays.get(key) else {
+    fn drain_relay(&mut self, key: usize, now: Instant, pool: &mut Pool) -> bool {
+        let mut handled = 0;
+        while handled < BUDGET {
+            if pool.free() == 0 {
+                self.send_queued(pool);
+            }
+            let Some(r) = self.relays.slab.get(key) else {
                 return false;
             };
-            let owner = r.owner;
-            let (n, peer) = match r.sock.recv_from(&mut buf[4..BUF - 4]) {
-                Ok(x) => x,
+            let (owner, fd, v6) = (r.owner, r.sock.as_raw_fd(), r.v6);
+            let first = pool.next_slot();
+            let want = pool.free();
+            let n = match pool.recv(fd, v6, PEER_OFFSET, want) {
+                Ok(n) => n,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return false,
-                Err(_) => continue,
+                Err(_) => {
+                    handled += 1;
+                    continue;
+                }
             };
-            match self.core.handle_peer(now, owner, peer, &buf[4..4 + n]) {
-                PeerRoute::Drop => {}
-                PeerRoute::Channel { ft, channel } => {
-                    buf[0..2].copy_from_slice(&channel.to_be_bytes());
-                    buf[2..4].copy_from_slice(&(n as u16).to_be_bytes());
-                    if ft.transport == Transport::Udp {
-                        if let Some(l) = self.listener_for(ft.server) {
-                            let _ = l.sock.send_to(&buf[..4 + n], ft.client);
-                        }
-                    } else {
-                        // Streams carry ChannelData padded to a multiple of 4.
-                        let pad = framing::channel_padding(n);
-                        buf[4 + n..4 + n + pad].fill(0);
-                        if let Some(&k) = self.conn_by_ft.get(&ft) {
-                            self.conn_write(k, &buf[..4 + n + pad]);
+            for i in 0..n {
+                let meta = pool.meta[i];
+                let slot = first + i;
+                let len = meta.len;
+                let payload = &pool.slot(slot)[PEER_OFFSET..PEER_OFFSET + len];
+                match self.core.handle_peer(now, owner, meta.src, payload) {
+                    PeerRoute::Drop => {}
+                    PeerRoute::Channel { ft, channel } => {
+                        let b = pool.slot_mut(slot);
+                        b[0..2].copy_from_slice(&channel.to_be_bytes());
+                        b[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+                        if ft.transport == Transport::Udp {
+                            if let Some(l) = self.listener_index(ft.server) {
+                                pool.tx.push(Tx {
+                                    sock: TxSock::Listener(l),
+                                    slot,
+                                    start: 0,
+                                    end: PEER_OFFSET + len,
+                                    dest: ft.client,
+                                });
+                            }
+                        } else {
+                            // Streams carry ChannelData padded to a multiple of 4.
+                            let pad = framing::channel_padding(len);
+                            b[4 + len..4 + len + pad].fill(0);
+                            if let Some(&k) = self.conn_by_ft.get(&ft) {
+                                self.conn_write(k, &pool.slot(slot)[..4 + len + pad]);
+                            }
                         }
                     }
+                    PeerRoute::Indication(t) => self.send_to_client(&t.ft, &t.data),
                 }
-                PeerRoute::Indication(t) => self.send_to_client(&t.ft, &t.data),
+            }
+            handled += n;
+            if n < want {
+                return false;
             }
         }
         true
@@ -619,7 +738,7 @@ impl Shard {
                 .core
                 .handle_client(now, ft, frame, &mut relays, &mut self.out);
             if let Some(f) = fwd {
-                if let Some(r) = self.relays.get(f.handle) {
+                if let Some(r) = self.relays.slab.get(f.handle) {
                     let _ = r.sock.send_to(&frame[f.range], f.peer);
                 }
             }

@@ -1,6 +1,8 @@
 //! A UDP echo peer (what turnutils_peer does): every datagram goes back to its sender.
 
+use crate::net::batch::{Pool, Tx, TxSock};
 use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
@@ -22,9 +24,9 @@ impl EchoPeer {
         let echoed = Arc::new(AtomicU64::new(0));
         let mut bound = Vec::new();
         let mut threads = Vec::new();
-        for a in addrs {
+        for &a in addrs {
             let s = socket2::Socket::new(
-                socket2::Domain::for_address(*a),
+                socket2::Domain::for_address(a),
                 socket2::Type::DGRAM,
                 Some(socket2::Protocol::UDP),
             )?;
@@ -33,7 +35,7 @@ impl EchoPeer {
             }
             let _ = s.set_recv_buffer_size(4 << 20);
             let _ = s.set_send_buffer_size(4 << 20);
-            s.bind(&(*a).into())?;
+            s.bind(&a.into())?;
             let sock: UdpSocket = s.into();
             sock.set_read_timeout(Some(Duration::from_millis(100)))?;
             bound.push(sock.local_addr()?);
@@ -43,13 +45,29 @@ impl EchoPeer {
                 std::thread::Builder::new()
                     .name("natpass-echo".into())
                     .spawn(move || {
-                        let mut buf = vec![0u8; 65_536];
+                        // Batched like the server (recvmmsg, then sendmmsg/GSO back), so the
+                        // load generator's peers are not what limits a benchmark.
+                        let mut pool = Pool::new();
+                        let fd = sock.as_raw_fd();
+                        let v6 = a.is_ipv6();
                         while !stop.load(Ordering::Relaxed) {
-                            if let Ok((n, from)) = sock.recv_from(&mut buf) {
-                                if sock.send_to(&buf[..n], from).is_ok() {
-                                    echoed.fetch_add(1, Ordering::Relaxed);
-                                }
+                            let Ok(n) = pool.recv_wait(fd, v6) else {
+                                continue;
+                            };
+                            for i in 0..n {
+                                let m = pool.meta[i];
+                                pool.tx.push(Tx {
+                                    sock: TxSock::Listener(0),
+                                    slot: i,
+                                    start: 0,
+                                    end: m.len,
+                                    dest: m.src,
+                                });
                             }
+                            pool.sorted_tx();
+                            pool.send_group(fd, 0..n, true);
+                            pool.reset();
+                            echoed.fetch_add(n as u64, Ordering::Relaxed);
                         }
                     })?,
             );

@@ -8,6 +8,7 @@
 
 use super::{Creds, ProbeTransport, ServerSpec, echo::EchoPeer};
 use crate::client::{Client, ClientError};
+use crate::net::batch::{Pool, SLOTS};
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token};
 use serde::Serialize;
@@ -47,6 +48,8 @@ pub struct LoadOptions {
     pub bind_ip: Option<IpAddr>,
     /// No TURN: send plain UDP to SERVER, which must echo (to measure the floor).
     pub raw: bool,
+    /// No TURN: send STUN Binding requests to SERVER and count the answers.
+    pub binding: bool,
 }
 
 /// Latency percentiles in microseconds.
@@ -236,7 +239,7 @@ pub fn run(spec: &ServerSpec, o: &LoadOptions) -> Result<LoadReport, ClientError
             s.local_addr()?.ip()
         }
     };
-    if o.raw {
+    if o.raw || o.binding {
         return run_raw(spec, o, bind_ip, size);
     }
     let _echo;
@@ -360,7 +363,9 @@ pub fn run(spec: &ServerSpec, o: &LoadOptions) -> Result<LoadReport, ClientError
     ))
 }
 
-/// Plain UDP to an echo server: the floor the TURN figures are compared with.
+/// Plain UDP to an echo server (the floor the TURN figures are compared with), or STUN
+/// Binding requests (20 bytes, no attributes; the transaction ID carries the sequence number
+/// and the send time).
 fn run_raw(
     spec: &ServerSpec,
     o: &LoadOptions,
@@ -372,20 +377,28 @@ fn run_raw(
         let sock = std::net::UdpSocket::bind(SocketAddr::new(bind_ip, 0))?;
         sock.set_nonblocking(true)?;
         sock.connect(spec.addr)?;
+        let (frame, payload_at) = if o.binding {
+            let mut f = vec![0u8; 20];
+            f[0..2].copy_from_slice(&0x0001u16.to_be_bytes());
+            f[4..8].copy_from_slice(&stun_types::message::MAGIC_COOKIE.to_be_bytes());
+            (f, BINDING_TXID)
+        } else {
+            (vec![0u8; size], 0)
+        };
         flows[i % o.threads.max(1)].push(Flow {
             sock: FlowSock::Udp(UdpSocket::from_std(sock)),
-            frame: vec![0u8; size],
-            payload_at: 0,
+            frame,
+            payload_at,
             in_flight: 0,
         });
     }
-    let (sent, received, hist, send_end) = drive(flows, o, 2);
+    let (sent, received, hist, send_end) = drive(flows, o, if o.binding { 3 } else { 2 });
     Ok(report(
         spec,
         o,
         o.allocations,
         0.0,
-        size,
+        if o.binding { 20 } else { size },
         sent,
         received,
         &hist,
@@ -473,9 +486,19 @@ fn drive(flows: Vec<Vec<Flow>>, o: &LoadOptions, kind: u8) -> (u64, u64, Hist, f
     (sent, received, hist, send_end)
 }
 
+/// Where a Binding request's sequence number and send time go: the transaction ID's last 12
+/// bytes hold 4 bytes of sequence and 8 of time, like a load message's first 16 minus 4.
+const BINDING_TXID: usize = 4;
+
 /// Account one echoed frame; true when it carried a load message.
 fn on_frame(frame: &[u8], kind: u8, start: Instant, res: &mut WorkerResult) -> bool {
-    let payload = if kind == 2 {
+    let payload = if kind == 3 {
+        // A Binding success response; its transaction ID is bytes 8..20.
+        frame
+            .get(0..2)
+            .filter(|t| t == &[0x01, 0x01])
+            .and_then(|_| frame.get(BINDING_TXID..20))
+    } else if kind == 2 {
         Some(frame)
     } else if kind == 1 {
         Message::from_bytes(frame)
@@ -501,6 +524,24 @@ fn on_frame(frame: &[u8], kind: u8, start: Instant, res: &mut WorkerResult) -> b
     res.hist.add(rtt.as_micros() as u64);
     res.received += 1;
     true
+}
+
+/// Most messages sent per loop turn when paced: a generator that falls behind catches up in
+/// steps, reading echoes in between, instead of queueing its own backlog into the latency.
+const DUE_MAX: u64 = 256;
+
+/// Most messages sent to one flow in one GSO burst.
+const BURST_MAX: usize = 32;
+
+/// Write the sequence number and send time into a load message (or a Binding request's
+/// transaction ID, keeping its magic cookie).
+fn stamp(frame: &mut [u8], p: usize, kind: u8, seq: u64, t: u64) {
+    if kind == 3 {
+        frame[8..12].copy_from_slice(&(seq as u32).to_be_bytes());
+    } else {
+        frame[p..p + 8].copy_from_slice(&seq.to_be_bytes());
+    }
+    frame[p + 8..p + 16].copy_from_slice(&t.to_be_bytes());
 }
 
 fn worker(
@@ -534,6 +575,12 @@ fn worker(
     }
     let mut events = Events::with_capacity(1024);
     let mut buf = vec![0u8; 65_536];
+    let mut pool = Pool::new();
+    let v6 = flows.iter().any(|f| match &f.sock {
+        FlowSock::Udp(s) => s.local_addr().is_ok_and(|a| a.is_ipv6()),
+        FlowSock::Tcp(..) => false,
+    });
+    let mut scratch = vec![0u8; BURST_MAX * 1400];
     let mut next_flow = 0usize;
     let grace = Duration::from_secs(1);
     let mut seq: u64 = 0;
@@ -548,12 +595,13 @@ fn worker(
             // How many messages are due now.
             let due = if rate > 0.0 {
                 let target = (elapsed.as_secs_f64() * rate) as u64;
-                target.saturating_sub(res.sent).min(4096)
+                target.saturating_sub(res.sent).min(DUE_MAX)
             } else {
                 flows.len() as u64 * 8
             };
             let mut budget = due;
             let mut tried = 0;
+            let flows_len = flows.len();
             while budget > 0 && tried < flows.len() * 2 {
                 let n_flows = flows.len();
                 let f = &mut flows[next_flow];
@@ -562,10 +610,55 @@ fn worker(
                 if rate <= 0.0 && f.in_flight >= window {
                     continue;
                 }
+                // Unpaced UDP: a burst per flow up to its window, in one GSO send (the
+                // kernel splits it again; the server sees separate datagrams). Keeps the
+                // generator from being what limits a throughput run.
+                let mut burst = if rate <= 0.0 {
+                    (window - f.in_flight) as usize
+                } else {
+                    // Paced: what is due, spread over the flows.
+                    (budget as usize).div_ceil(flows_len)
+                };
+                burst = burst.min(budget as usize).min(BURST_MAX);
+                if let Some(c) = count {
+                    burst = burst.min(c.saturating_sub(res.sent) as usize).max(1);
+                }
+                let flen = f.frame.len();
+                if burst > 1 && matches!(f.sock, FlowSock::Udp(_)) && flen <= 1400 {
+                    for b in 0..burst {
+                        let t = Instant::now().duration_since(start).as_nanos() as u64;
+                        stamp(&mut f.frame, f.payload_at, kind, seq + b as u64, t);
+                        scratch[b * flen..(b + 1) * flen].copy_from_slice(&f.frame);
+                    }
+                    let FlowSock::Udp(sock) = &f.sock else {
+                        unreachable!("checked above")
+                    };
+                    let seg = flen as u16;
+                    let iov = [std::io::IoSlice::new(&scratch[..burst * flen])];
+                    let cm = [nix::sys::socket::ControlMessage::UdpGsoSegments(&seg)];
+                    let ok = nix::sys::socket::sendmsg::<()>(
+                        std::os::fd::AsRawFd::as_raw_fd(sock),
+                        &iov,
+                        &cm,
+                        nix::sys::socket::MsgFlags::MSG_DONTWAIT,
+                        None,
+                    )
+                    .is_ok();
+                    if ok {
+                        seq += burst as u64;
+                        res.sent += burst as u64;
+                        f.in_flight += burst as u32;
+                        budget -= burst as u64;
+                        tried = 0;
+                        if count.is_some_and(|c| res.sent >= c) {
+                            break;
+                        }
+                        continue;
+                    }
+                    // GSO refused: fall back to one datagram at a time.
+                }
                 let t = Instant::now().duration_since(start).as_nanos() as u64;
-                let p = f.payload_at;
-                f.frame[p..p + 8].copy_from_slice(&seq.to_be_bytes());
-                f.frame[p + 8..p + 16].copy_from_slice(&t.to_be_bytes());
+                stamp(&mut f.frame, f.payload_at, kind, seq, t);
                 match f.send() {
                     true => {
                         seq += 1;
@@ -599,9 +692,20 @@ fn worker(
             };
             match &mut f.sock {
                 FlowSock::Udp(sock) => {
-                    while let Ok(n) = sock.recv(&mut buf) {
-                        if on_frame(&buf[..n], kind, start, &mut res) {
-                            f.in_flight = f.in_flight.saturating_sub(1);
+                    let fd = std::os::fd::AsRawFd::as_raw_fd(sock);
+                    loop {
+                        pool.reset();
+                        let Ok(n) = pool.recv(fd, v6, 0, SLOTS) else {
+                            break;
+                        };
+                        for i in 0..n {
+                            let len = pool.meta[i].len;
+                            if on_frame(&pool.slot(i)[..len], kind, start, &mut res) {
+                                f.in_flight = f.in_flight.saturating_sub(1);
+                            }
+                        }
+                        if n < SLOTS {
+                            break;
                         }
                     }
                 }

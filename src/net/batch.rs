@@ -1,0 +1,475 @@
+//! Batched UDP I/O for the shard loop: `recvmmsg` into a pool of slots, `sendmmsg` per
+//! destination socket (issue 8: fewer wake-ups and syscalls per datagram).
+//!
+//! A shard owns one [`Pool`]: `SLOTS` buffers of `SLOT` bytes (2 MiB of address space; only
+//! the pages datagrams touch become resident). Datagrams are received into free slots, handed
+//! to the core in place, and what goes out (a ChannelData header written in front of a peer
+//! datagram, or a client's payload forwarded to a peer) is queued as a [`Tx`] pointing into its
+//! slot. The queue is flushed when the pool is full and at the end of every loop iteration,
+//! grouped per socket so one `sendmmsg` carries every datagram for that socket.
+//!
+//! Draining: a `recvmmsg` that returns fewer datagrams than asked for found the receive queue
+//! empty, so no extra `EAGAIN` read is needed; a datagram arriving afterwards raises a new
+//! edge-triggered readiness event (epoll signals every arrival on a socket).
+//!
+//! nix's safe wrappers are used (no `unsafe` here). One quirk: `recvmmsg` does not reset
+//! `msg_namelen` between calls, so each address family keeps its own headers (a socket only
+//! ever reports addresses of its own family, so the length the kernel wrote back stays right).
+
+use nix::errno::Errno;
+use nix::sys::socket::{
+    ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, sendmmsg,
+};
+use std::io::{self, IoSlice, IoSliceMut};
+use std::net::SocketAddr;
+use std::os::fd::RawFd;
+
+/// Slots in a shard's pool: at most this many datagrams per `recvmmsg`/`sendmmsg`.
+pub(crate) const SLOTS: usize = 32;
+/// One slot: the largest UDP payload plus room for a ChannelData header in front (peer
+/// datagrams land at [`PEER_OFFSET`]) and stream padding behind.
+pub(crate) const SLOT: usize = 65_536 + 8;
+/// Where peer datagrams are received in their slot, so a ChannelData header fits in front.
+pub(crate) const PEER_OFFSET: usize = 4;
+/// The largest datagram sent as part of a GSO bundle: above it a segment may exceed the path
+/// MTU, which the kernel refuses for GSO (it would fragment a single datagram instead).
+const GSO_MAX_SEGMENT: usize = 1400;
+/// Bytes in one GSO send (the kernel's limit is 64 KiB minus headers).
+const GSO_MAX_BYTES: usize = 60_000;
+
+/// Which socket a queued datagram leaves from.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+pub(crate) enum TxSock {
+    /// A UDP listener, by index.
+    Listener(usize),
+    /// A relay socket: slab key and the generation it was bound with, so a datagram queued
+    /// for an allocation freed (and its key reused) later in the same batch is dropped rather
+    /// than sent from someone else's relay address.
+    Relay { key: usize, generation: u64 },
+}
+
+/// A queued datagram: `pool[slot][start..end]` to `dest` from `sock`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Tx {
+    pub sock: TxSock,
+    pub slot: usize,
+    pub start: usize,
+    pub end: usize,
+    pub dest: SocketAddr,
+}
+
+/// Per received datagram: length and source.
+#[derive(Clone, Copy)]
+pub(crate) struct RxMeta {
+    pub len: usize,
+    pub src: SocketAddr,
+}
+
+pub(crate) struct Pool {
+    mem: Box<[u8]>,
+    /// Slots `0..used` hold queued or already handled datagrams.
+    used: usize,
+    pub tx: Vec<Tx>,
+    rx_v4: MultiHeaders<SockaddrStorage>,
+    rx_v6: MultiHeaders<SockaddrStorage>,
+    tx_hdrs: MultiHeaders<SockaddrStorage>,
+    /// Headers with room for the UDP_SEGMENT control message (kept apart: a header with an
+    /// empty control buffer would make the kernel reject a plain send).
+    tx_gso: MultiHeaders<SockaddrStorage>,
+    pub meta: [RxMeta; SLOTS],
+}
+
+impl Pool {
+    pub(crate) fn new() -> Self {
+        let unspecified = RxMeta {
+            len: 0,
+            src: SocketAddr::from(([0, 0, 0, 0], 0)),
+        };
+        Self {
+            // Zeroed allocation: pages become resident only when a datagram touches them.
+            mem: vec![0u8; SLOTS * SLOT].into_boxed_slice(),
+            used: 0,
+            tx: Vec::with_capacity(SLOTS),
+            rx_v4: MultiHeaders::preallocate(SLOTS, None),
+            rx_v6: MultiHeaders::preallocate(SLOTS, None),
+            tx_hdrs: MultiHeaders::preallocate(SLOTS, None),
+            tx_gso: MultiHeaders::preallocate(SLOTS, Some(nix::cmsg_space!(u16))),
+            meta: [unspecified; SLOTS],
+        }
+    }
+
+    /// Free slots left before a flush is needed.
+    pub(crate) fn free(&self) -> usize {
+        SLOTS - self.used
+    }
+
+    /// The first slot the next [`Pool::recv`] fills.
+    pub(crate) fn next_slot(&self) -> usize {
+        self.used
+    }
+
+    pub(crate) fn slot(&self, i: usize) -> &[u8] {
+        &self.mem[i * SLOT..(i + 1) * SLOT]
+    }
+
+    pub(crate) fn slot_mut(&mut self, i: usize) -> &mut [u8] {
+        &mut self.mem[i * SLOT..(i + 1) * SLOT]
+    }
+
+    /// Receive up to `max` datagrams (bounded by the free slots) from `fd`, each at `offset`
+    /// in its slot. Their metadata is in `meta[..n]`, their slots are `next_slot()..+n`
+    /// (read `next_slot()` before calling). Returns n ≥ 1, or `WouldBlock`.
+    pub(crate) fn recv(
+        &mut self,
+        fd: RawFd,
+        v6: bool,
+        offset: usize,
+        max: usize,
+    ) -> io::Result<usize> {
+        self.recv_with(fd, v6, offset, max, MsgFlags::MSG_DONTWAIT)
+    }
+
+    /// [`Pool::recv`] on a blocking socket: waits (up to the socket's receive timeout) for the
+    /// first datagram, then takes what else is queued.
+    pub(crate) fn recv_wait(&mut self, fd: RawFd, v6: bool) -> io::Result<usize> {
+        self.recv_with(fd, v6, 0, SLOTS, MsgFlags::MSG_WAITFORONE)
+    }
+
+    fn recv_with(
+        &mut self,
+        fd: RawFd,
+        v6: bool,
+        offset: usize,
+        max: usize,
+        flags: MsgFlags,
+    ) -> io::Result<usize> {
+        let first = self.used;
+        let k = max.min(SLOTS - first);
+        if k == 0 {
+            return Ok(0);
+        }
+        let region = &mut self.mem[first * SLOT..(first + k) * SLOT];
+        let mut chunks = region.chunks_exact_mut(SLOT);
+        let mut iovs: [[IoSliceMut<'_>; 1]; SLOTS] = std::array::from_fn(|_| {
+            [IoSliceMut::new(
+                chunks
+                    .next()
+                    .map_or(&mut [][..], |c| &mut c[offset..SLOT - 4]),
+            )]
+        });
+        let hdrs = if v6 { &mut self.rx_v6 } else { &mut self.rx_v4 };
+        let res = recvmmsg(fd, hdrs, iovs[..k].iter_mut(), flags, None).map_err(io::Error::from)?;
+        let mut n = 0;
+        for m in res {
+            let src = m.address.as_ref().and_then(to_std);
+            self.meta[n] = RxMeta {
+                len: m.bytes,
+                // A datagram without a usable source (never on a bound UDP socket) keeps
+                // the unspecified address and is dropped by the core's policy.
+                src: src.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0))),
+            };
+            n += 1;
+        }
+        self.used += n;
+        Ok(n)
+    }
+
+    /// Sort the queue by socket, then destination (stable: a flow keeps its order), so each
+    /// socket's datagrams are one run and each destination's a run within it.
+    pub(crate) fn sorted_tx(&mut self) {
+        self.tx.sort_by_key(|t| (t.sock, t.dest));
+    }
+
+    /// Send `self.tx[range]` (all for the same socket `fd`, sorted by destination) with as
+    /// few syscalls as the kernel allows: a run of equal-sized datagrams to one destination
+    /// goes out as one UDP GSO send when `gso` (the kernel splits it again, so the receiver
+    /// sees the same datagrams), and consecutive sends of the same kind share one `sendmmsg`.
+    /// Order is kept. A datagram the kernel refuses (an ICMP error pending, an address it
+    /// cannot reach) is skipped; a full send buffer drops the rest, as UDP would.
+    pub(crate) fn send_group(&mut self, fd: RawFd, range: std::ops::Range<usize>, gso: bool) {
+        let base = range.start;
+        // Plan: units (start, end, segment size; 0 = a single datagram), in order.
+        let mut units = [(0usize, 0usize, 0u16); SLOTS];
+        let mut n_units = 0;
+        {
+            let group = &self.tx[range];
+            let len = |t: &Tx| t.end - t.start;
+            let mut i = 0;
+            while i < group.len() {
+                let seg = len(&group[i]);
+                let mut j = i + 1;
+                if gso && seg <= GSO_MAX_SEGMENT {
+                    let mut total = seg;
+                    while j < group.len()
+                        && group[j].dest == group[i].dest
+                        && len(&group[j]) <= seg
+                        && total + len(&group[j]) <= GSO_MAX_BYTES
+                    {
+                        total += len(&group[j]);
+                        j += 1;
+                        // Only the last segment of a GSO send may be shorter.
+                        if len(&group[j - 1]) < seg {
+                            break;
+                        }
+                    }
+                }
+                let seg = if j - i >= 2 { seg as u16 } else { 0 };
+                units[n_units] = (base + i, base + j, seg);
+                n_units += 1;
+                i = j;
+            }
+        }
+        // Consecutive units of the same kind go out together.
+        let mut u = 0;
+        while u < n_units {
+            let seg = units[u].2;
+            let mut v = u + 1;
+            while v < n_units && units[v].2 == seg {
+                v += 1;
+            }
+            let mut from = u;
+            while from < v {
+                let done = from + self.send_units(fd, &units[from..v], seg);
+                if done >= v {
+                    break;
+                }
+                // A GSO send refused as a whole (no GSO on the route, a segment above the
+                // path MTU): its datagrams go out one by one, still in order.
+                let (s, e, _) = units[done];
+                let singles: [(usize, usize, u16); SLOTS] =
+                    std::array::from_fn(|k| (s + k, s + k + 1, 0));
+                self.send_units(fd, &singles[..e - s], 0);
+                from = done + 1;
+            }
+            u = v;
+        }
+    }
+
+    /// One `sendmmsg` (or `sendto` for a lone datagram) for `units`, all single datagrams
+    /// (`seg` 0) or all GSO bundles of segment size `seg`. Returns how many units went out
+    /// before a GSO refusal (`units.len()` when none).
+    fn send_units(&mut self, fd: RawFd, units: &[(usize, usize, u16)], seg: u16) -> usize {
+        let mem = &self.mem;
+        let tx = &self.tx;
+        let data = |t: &Tx| &mem[t.slot * SLOT + t.start..t.slot * SLOT + t.end];
+        if let ([(s, _, _)], 0) = (units, seg) {
+            let one = &tx[*s];
+            let _ = nix::sys::socket::sendto(
+                fd,
+                data(one),
+                &SockaddrStorage::from(one.dest),
+                MsgFlags::MSG_DONTWAIT,
+            );
+            return 1;
+        }
+        // Segments of every unit, back to back; each message is its units' slice of them.
+        let first = units.first().map_or(0, |u| u.0);
+        let iovs: [IoSlice<'_>; SLOTS] =
+            std::array::from_fn(|k| IoSlice::new(tx.get(first + k).map_or(&[][..], data)));
+        let mut msgs: [&[IoSlice<'_>]; SLOTS] = [&[]; SLOTS];
+        let mut addrs: [Option<SockaddrStorage>; SLOTS] = [None; SLOTS];
+        for (k, &(s, e, _)) in units.iter().enumerate() {
+            msgs[k] = &iovs[(s - first).min(SLOTS)..(e - first).min(SLOTS)];
+            addrs[k] = Some(SockaddrStorage::from(tx[s].dest));
+        }
+        let n = units.len();
+        let gso_cmsg = [ControlMessage::UdpGsoSegments(&seg)];
+        let none: [ControlMessage<'_>; 0] = [];
+        let mut start = 0;
+        while start < n {
+            let r = if seg == 0 {
+                sendmmsg(
+                    fd,
+                    &mut self.tx_hdrs,
+                    msgs[start..n].iter(),
+                    &addrs[start..n],
+                    none,
+                    MsgFlags::MSG_DONTWAIT,
+                )
+                .map(|r| r.count())
+            } else {
+                sendmmsg(
+                    fd,
+                    &mut self.tx_gso,
+                    msgs[start..n].iter(),
+                    &addrs[start..n],
+                    gso_cmsg,
+                    MsgFlags::MSG_DONTWAIT,
+                )
+                .map(|r| r.count())
+            };
+            match r {
+                Ok(0) | Err(Errno::EAGAIN) => break,
+                Ok(sent) => start += sent,
+                Err(Errno::EINTR) => {}
+                Err(_) if seg != 0 => return start,
+                Err(_) => start += 1,
+            }
+        }
+        n
+    }
+
+    /// Everything queued went out: all slots are free again.
+    pub(crate) fn reset(&mut self) {
+        self.tx.clear();
+        self.used = 0;
+    }
+}
+
+fn to_std(a: &SockaddrStorage) -> Option<SocketAddr> {
+    if let Some(v4) = a.as_sockaddr_in() {
+        return Some(SocketAddr::V4((*v4).into()));
+    }
+    a.as_sockaddr_in6().map(|v6| SocketAddr::V6((*v6).into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::UdpSocket;
+    use std::os::fd::AsRawFd;
+
+    fn pair(ip: &str) -> (UdpSocket, UdpSocket) {
+        let a = UdpSocket::bind(format!("{ip}:0")).unwrap();
+        let b = UdpSocket::bind(format!("{ip}:0")).unwrap();
+        a.set_nonblocking(true).unwrap();
+        (a, b)
+    }
+
+    #[test]
+    fn receives_a_batch_with_sources_and_reports_would_block_when_empty() {
+        for ip in ["127.0.0.1", "[::1]"] {
+            let (a, b) = pair(ip);
+            let mut pool = Pool::new();
+            assert_eq!(
+                pool.recv(a.as_raw_fd(), ip.starts_with('['), 0, SLOTS)
+                    .unwrap_err()
+                    .kind(),
+                io::ErrorKind::WouldBlock
+            );
+            for i in 0..5u8 {
+                b.send_to(&[i; 10], a.local_addr().unwrap()).unwrap();
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            let first = pool.next_slot();
+            let n = pool
+                .recv(a.as_raw_fd(), ip.starts_with('['), PEER_OFFSET, SLOTS)
+                .unwrap();
+            assert_eq!(n, 5);
+            for i in 0..n {
+                assert_eq!(pool.meta[i].len, 10);
+                assert_eq!(pool.meta[i].src, b.local_addr().unwrap());
+                let s = pool.slot(first + i);
+                assert_eq!(&s[PEER_OFFSET..PEER_OFFSET + 10], &[i as u8; 10]);
+            }
+            assert_eq!(pool.free(), SLOTS - 5);
+        }
+    }
+
+    #[test]
+    fn a_group_goes_out_in_order_and_a_full_pool_stops_receiving() {
+        let (a, b) = pair("127.0.0.1");
+        let mut pool = Pool::new();
+        for i in 0..SLOTS as u8 {
+            pool.slot_mut(i as usize)[..3].copy_from_slice(&[i, i, i]);
+            pool.tx.push(Tx {
+                sock: TxSock::Listener(0),
+                slot: i as usize,
+                start: 0,
+                end: 3,
+                dest: b.local_addr().unwrap(),
+            });
+        }
+        pool.used = SLOTS;
+        pool.sorted_tx();
+        pool.send_group(a.as_raw_fd(), 0..SLOTS, false);
+        b.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+            .unwrap();
+        let mut buf = [0u8; 16];
+        for i in 0..SLOTS as u8 {
+            let (n, from) = b.recv_from(&mut buf).unwrap();
+            assert_eq!(from, a.local_addr().unwrap());
+            assert_eq!(&buf[..n], &[i, i, i]);
+        }
+        assert_eq!(pool.recv(a.as_raw_fd(), false, 0, SLOTS).unwrap(), 0);
+        pool.reset();
+        assert_eq!(pool.free(), SLOTS);
+    }
+
+    #[test]
+    fn a_refused_datagram_in_a_group_does_not_stop_the_rest() {
+        let (a, b) = pair("127.0.0.1");
+        let mut pool = Pool::new();
+        let dests = [
+            b.local_addr().unwrap(),
+            // Port 0 cannot be sent to: the kernel refuses this one datagram.
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            b.local_addr().unwrap(),
+        ];
+        for (i, d) in dests.iter().enumerate() {
+            pool.slot_mut(i)[0] = i as u8;
+            pool.tx.push(Tx {
+                sock: TxSock::Listener(0),
+                slot: i,
+                start: 0,
+                end: 1,
+                dest: *d,
+            });
+        }
+        pool.send_group(a.as_raw_fd(), 0..3, false);
+        b.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+            .unwrap();
+        let mut buf = [0u8; 4];
+        assert_eq!(b.recv_from(&mut buf).unwrap().0, 1);
+        assert_eq!(buf[0], 0);
+        assert_eq!(b.recv_from(&mut buf).unwrap().0, 1);
+        assert_eq!(buf[0], 2);
+    }
+
+    #[test]
+    fn gso_bundles_arrive_as_the_same_datagrams_in_order() {
+        let (a, b) = pair("127.0.0.1");
+        let c = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut pool = Pool::new();
+        // To b: five of 100 bytes, one of 40 (may close a bundle), one of 100 again;
+        // to c: two of 7 interleaved. Sizes and order per destination must survive.
+        let plan: [(usize, &UdpSocket); 9] = [
+            (100, &b),
+            (7, &c),
+            (100, &b),
+            (100, &b),
+            (100, &b),
+            (7, &c),
+            (100, &b),
+            (40, &b),
+            (100, &b),
+        ];
+        for (i, (n, to)) in plan.iter().enumerate() {
+            pool.slot_mut(i)[..*n].fill(i as u8);
+            pool.tx.push(Tx {
+                sock: TxSock::Listener(0),
+                slot: i,
+                start: 0,
+                end: *n,
+                dest: to.local_addr().unwrap(),
+            });
+        }
+        pool.used = plan.len();
+        pool.sorted_tx();
+        pool.send_group(a.as_raw_fd(), 0..plan.len(), true);
+        for r in [&b, &c] {
+            r.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+                .unwrap();
+            let mut buf = [0u8; 256];
+            for (i, (n, to)) in plan.iter().enumerate() {
+                if to.local_addr().unwrap() != r.local_addr().unwrap() {
+                    continue;
+                }
+                let (got, from) = r.recv_from(&mut buf).unwrap();
+                assert_eq!(from, a.local_addr().unwrap());
+                assert_eq!(got, *n, "datagram {i}");
+                assert!(buf[..got].iter().all(|&x| x == i as u8), "datagram {i}");
+            }
+        }
+    }
+}
