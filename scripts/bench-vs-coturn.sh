@@ -5,6 +5,7 @@
 #
 #   scripts/bench-vs-coturn.sh [SECONDS_PER_RUN] [RATE]      (defaults: 5 s, 20000 msg/s)
 #   NATPASS_BASELINE=/path/to/older/natpass scripts/bench-vs-coturn.sh   (adds its rows: before/after)
+#   MODE=scaling scripts/bench-vs-coturn.sh [SECONDS_PER_RUN]   (throughput vs allocations/threads)
 #
 # Method: each server gets one core (taskset -c 0, one worker: natpass --threads 1, coturn
 # relay-threads=1); the generator and its echo peers run on the other core (taskset -c 1).
@@ -44,8 +45,8 @@ listening-ip=127.0.0.1
 listening-port=$CPORT
 relay-ip=127.0.0.1
 relay-threads=1
-min-port=55000
-max-port=59999
+min-port=40000
+max-port=60000
 lt-cred-mech
 user=alice:secret
 realm=natpass
@@ -105,6 +106,43 @@ print(f"| floor (echo ×{per}) | {size} | {rate:>6} | {msgs/ max(j['duration_sec
       f"{j['latency_us']['p50']} / {j['latency_us']['p99']} | {cpu*1e6/msgs:.1f} | {rss} |")
 PY
 }
+
+# scaling: unpaced 100-byte ChannelData with N allocations, the load split over generator
+# processes of at most 5,000 allocations (each needs two descriptors per allocation and the
+# sandbox caps a process at 20,000), all pinned to core 1 and run at once.
+scaling_row() {
+  local name=$1 pid=$2 target=$3 n=$4 procs per c0 c1 k gp=()
+  procs=$(( (n + 4999) / 5000 )); per=$(( n / procs ))
+  c0=$(cpu "$pid")
+  for k in $(seq "$procs"); do
+    taskset -c 1 "$NP" probe load "$target" --user alice --password secret --allocations "$per" \
+      --size 100 --rate 0 --duration "$SECS" --threads 1 --json > "$TMP/s$k.json" & gp+=($!)
+  done
+  wait "${gp[@]}" || true
+  c1=$(cpu "$pid")
+  python3 - "$name" "$n" "$c0" "$c1" "$hz" "$(rss "$pid")" "$TMP" "$procs" <<'PY'
+import json, sys
+name, n, c0, c1, hz, rss, tmp, procs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), sys.argv[6], sys.argv[7], int(sys.argv[8])
+js = [json.load(open(f"{tmp}/s{k}.json")) for k in range(1, procs + 1)]
+if any("error" in j for j in js):
+    print(f"| {name} | {n:,} | error: {[j.get('error') for j in js]} |"); sys.exit()
+rate = sum(j["achieved_rate"] for j in js)
+sent = sum(j["sent"] for j in js); recv = sum(j["received"] for j in js)
+loss = (sent - recv) * 100 / max(sent, 1)
+p99 = max(j["latency_us"]["p99"] for j in js)
+cpu = (c1 - c0) / hz
+print(f"| {name} | {n:,} | {rate:,.0f} | {loss:.3f}% | {p99} | {cpu*1e6/max(recv,1):.2f} | {rss} |")
+PY
+}
+if [ "${MODE:-table}" = scaling ]; then
+  echo "| server | allocations | achieved msg/s | loss | p99 µs | server CPU µs/msg | RSS KiB |"
+  echo "|---|---|---|---|---|---|---|"
+  for n in 1 100 1000 10000; do
+    scaling_row "natpass, 1 thread" "$NPID" "127.0.0.1:$NPORT" "$n"
+    scaling_row "coturn, 1 relay thread" "$CPID" "127.0.0.1:$CPORT" "$n"
+  done
+  exit 0
+fi
 
 echo "| server | payload B | offered msg/s | achieved msg/s | loss | latency p50 / p99 µs | server CPU µs/msg | RSS KiB |"
 echo "|---|---|---|---|---|---|---|---|"

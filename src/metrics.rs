@@ -129,12 +129,12 @@ pub fn render(c: &Control, signaling: Option<(usize, usize)>) -> String {
     let _ = writeln!(
         o,
         "natpass_relayed_packets_total{{direction=\"to_peer\"}} {}",
-        st.packets_to_peer.load(Relaxed)
+        st.packets_to_peer()
     );
     let _ = writeln!(
         o,
         "natpass_relayed_packets_total{{direction=\"to_client\"}} {}",
-        st.packets_to_client.load(Relaxed)
+        st.packets_to_client()
     );
     metric(
         &mut o,
@@ -145,12 +145,12 @@ pub fn render(c: &Control, signaling: Option<(usize, usize)>) -> String {
     let _ = writeln!(
         o,
         "natpass_relayed_bytes_total{{direction=\"to_peer\"}} {}",
-        st.bytes_to_peer.load(Relaxed)
+        st.bytes_to_peer()
     );
     let _ = writeln!(
         o,
         "natpass_relayed_bytes_total{{direction=\"to_client\"}} {}",
-        st.bytes_to_client.load(Relaxed)
+        st.bytes_to_client()
     );
     metric(
         &mut o,

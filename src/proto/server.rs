@@ -241,14 +241,8 @@ pub struct Stats {
     pub channels_live: AtomicI64,
     /// Binding requests answered.
     pub bindings: AtomicU64,
-    /// Packets relayed client → peer.
-    pub packets_to_peer: AtomicU64,
-    /// Payload bytes relayed client → peer.
-    pub bytes_to_peer: AtomicU64,
-    /// Packets relayed peer → client.
-    pub packets_to_client: AtomicU64,
-    /// Payload bytes relayed peer → client.
-    pub bytes_to_client: AtomicU64,
+    /// Relayed packets and bytes, one block per shard (see [`PathCounters`]).
+    path: std::sync::Mutex<Vec<Arc<PathCounters>>>,
     /// Packets dropped, by [`DROP_REASONS`].
     pub drops: [AtomicU64; 5],
     /// Authentication failures.
@@ -259,7 +253,78 @@ pub struct Stats {
     pub failures_suppressed: AtomicU64,
 }
 
+/// The counters bumped for every relayed packet, one block per shard core: a single writer
+/// each, so an increment is a plain load and store (no locked read-modify-write) on a cache
+/// line no other shard writes. `/metrics` sums the blocks.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+pub struct PathCounters {
+    packets_to_peer: AtomicU64,
+    bytes_to_peer: AtomicU64,
+    packets_to_client: AtomicU64,
+    bytes_to_client: AtomicU64,
+}
+
+impl PathCounters {
+    fn bump(c: &AtomicU64, by: u64) {
+        // Only the owning core writes: load + store is exact and cheaper than fetch_add.
+        c.store(
+            c.load(Ordering::Relaxed).wrapping_add(by),
+            Ordering::Relaxed,
+        );
+    }
+
+    fn to_peer(&self, bytes: usize) {
+        Self::bump(&self.packets_to_peer, 1);
+        Self::bump(&self.bytes_to_peer, bytes as u64);
+    }
+
+    fn to_client(&self, bytes: usize) {
+        Self::bump(&self.packets_to_client, 1);
+        Self::bump(&self.bytes_to_client, bytes as u64);
+    }
+}
+
 impl Stats {
+    /// A new block of relay counters for one core.
+    fn register_path(&self) -> Arc<PathCounters> {
+        let c = Arc::new(PathCounters::default());
+        self.path
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(c.clone());
+        c
+    }
+
+    fn sum(&self, f: impl Fn(&PathCounters) -> &AtomicU64) -> u64 {
+        self.path
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|c| f(c).load(Ordering::Relaxed))
+            .fold(0, u64::wrapping_add)
+    }
+
+    /// Packets relayed client → peer, all shards.
+    pub fn packets_to_peer(&self) -> u64 {
+        self.sum(|c| &c.packets_to_peer)
+    }
+
+    /// Payload bytes relayed client → peer, all shards.
+    pub fn bytes_to_peer(&self) -> u64 {
+        self.sum(|c| &c.bytes_to_peer)
+    }
+
+    /// Packets relayed peer → client, all shards.
+    pub fn packets_to_client(&self) -> u64 {
+        self.sum(|c| &c.packets_to_client)
+    }
+
+    /// Payload bytes relayed peer → client, all shards.
+    pub fn bytes_to_client(&self) -> u64 {
+        self.sum(|c| &c.bytes_to_client)
+    }
+
     /// Count a dropped packet.
     pub fn drop(&self, why: DropReason) {
         self.drops[why as usize].fetch_add(1, Ordering::Relaxed);
@@ -552,6 +617,8 @@ pub struct AllocationInfo {
 #[derive(Debug)]
 pub struct Core {
     cfg: CoreConfig,
+    /// This core's relay counters (its own cache line).
+    path: Arc<PathCounters>,
     shared: Arc<Shared>,
     creds: Arc<Credentials>,
     policy: Arc<PeerPolicy>,
@@ -639,6 +706,7 @@ impl Core {
             now,
         );
         Self {
+            path: shared.stats.register_path(),
             creds: shared.credentials(),
             policy: shared.policy(),
             generation: shared.generation.load(Ordering::Acquire),
@@ -739,9 +807,7 @@ impl Core {
             }
         };
         alloc.bytes_to_peer += len as u64;
-        let st = &self.shared.stats;
-        st.packets_to_peer.fetch_add(1, Ordering::Relaxed);
-        st.bytes_to_peer.fetch_add(len as u64, Ordering::Relaxed);
+        self.path.to_peer(len);
         Some(Forward {
             handle,
             relay,
@@ -804,9 +870,7 @@ impl Core {
         let st = &self.shared.stats;
         match r {
             Ok(f) => {
-                st.packets_to_peer.fetch_add(1, Ordering::Relaxed);
-                st.bytes_to_peer
-                    .fetch_add(f.range.len() as u64, Ordering::Relaxed);
+                self.path.to_peer(f.range.len());
                 Some(f)
             }
             Err(why) => {
@@ -1675,10 +1739,7 @@ impl Core {
     ) -> PeerRoute {
         match self.peer_route(now, owner, peer, payload) {
             Ok(route) => {
-                let st = &self.shared.stats;
-                st.packets_to_client.fetch_add(1, Ordering::Relaxed);
-                st.bytes_to_client
-                    .fetch_add(payload.len() as u64, Ordering::Relaxed);
+                self.path.to_client(payload.len());
                 route
             }
             Err(why) => {
