@@ -111,16 +111,16 @@ PY
 # processes of at most 5,000 allocations (each needs two descriptors per allocation and the
 # sandbox caps a process at 20,000), all pinned to core 1 and run at once.
 scaling_row() {
-  local name=$1 pid=$2 target=$3 n=$4 procs per c0 c1 k gp=()
+  local name=$1 pid=$2 target=$3 n=$4 threads=${5:-1} rate=${6:-0} procs per c0 c1 k gp=()
   procs=$(( (n + 4999) / 5000 )); per=$(( n / procs ))
   c0=$(cpu "$pid")
   for k in $(seq "$procs"); do
     taskset -c 1 "$NP" probe load "$target" --user alice --password secret --allocations "$per" \
-      --size 100 --rate 0 --duration "$SECS" --threads 1 --json > "$TMP/s$k.json" & gp+=($!)
+      --size 100 --rate "$rate" --duration "$SECS" --threads "$threads" --json > "$TMP/s$k.json" & gp+=($!)
   done
   wait "${gp[@]}" || true
   c1=$(cpu "$pid")
-  python3 - "$name" "$n" "$c0" "$c1" "$hz" "$(rss "$pid")" "$TMP" "$procs" <<'PY'
+  python3 - "$name" "$n" "$c0" "$c1" "$hz" "$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")" "$TMP" "$procs" <<'PY'
 import json, sys
 name, n, c0, c1, hz, rss, tmp, procs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), sys.argv[6], sys.argv[7], int(sys.argv[8])
 js = [json.load(open(f"{tmp}/s{k}.json")) for k in range(1, procs + 1)]
@@ -131,16 +131,20 @@ sent = sum(j["sent"] for j in js); recv = sum(j["received"] for j in js)
 loss = (sent - recv) * 100 / max(sent, 1)
 p99 = max(j["latency_us"]["p99"] for j in js)
 cpu = (c1 - c0) / hz
-print(f"| {name} | {n:,} | {rate:,.0f} | {loss:.3f}% | {p99} | {cpu*1e6/max(recv,1):.2f} | {rss} |")
+setup = sum(j["setup_rate"] for j in js)
+print(f"| {name} | {n:,} | {setup:,.0f} | {rate:,.0f} | {loss:.3f}% | {p99} | {cpu*1e6/max(recv,1):.2f} | {rss} |")
 PY
 }
 if [ "${MODE:-table}" = scaling ]; then
-  echo "| server | allocations | achieved msg/s | loss | p99 µs | server CPU µs/msg | RSS KiB |"
-  echo "|---|---|---|---|---|---|---|"
-  for n in 1 100 1000 10000; do
+  echo "| server | allocations | setup with auth /s | achieved msg/s | loss | p99 µs | server CPU µs/msg | peak RSS KiB |"
+  echo "|---|---|---|---|---|---|---|---|"
+  for n in ${SCALING_N-1 100 1000 10000}; do
     scaling_row "natpass, 1 thread" "$NPID" "127.0.0.1:$NPORT" "$n"
     scaling_row "coturn, 1 relay thread" "$CPID" "127.0.0.1:$CPORT" "$n"
   done
+  # Setup rate with more clients at once (8 per generator process, 16 in all), light load.
+  scaling_row "natpass, 16 clients setting up" "$NPID" "127.0.0.1:$NPORT" 10000 8 2000
+  scaling_row "coturn, 16 clients setting up" "$CPID" "127.0.0.1:$CPORT" 10000 8 2000
   exit 0
 fi
 

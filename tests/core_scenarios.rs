@@ -96,7 +96,7 @@ fn allocate_without_credentials_gets_401_with_realm_and_nonce() {
     assert_eq!(error_code(&r), Some(401));
     let m = Message::from_bytes(&r).unwrap();
     assert_eq!(m.attribute::<Realm>().unwrap().realm(), REALM);
-    assert_eq!(m.attribute::<Nonce>().unwrap().nonce().len(), 32);
+    assert_eq!(m.attribute::<Nonce>().unwrap().nonce().len(), 16);
 }
 
 #[test]
@@ -1043,9 +1043,25 @@ fn responses_carry_no_stale_bytes_and_fixed_reason_phrases() {
     let r = h.ask(ft, &allocate_plain());
     let m = Message::from_bytes(&r).unwrap();
     let e = m.attribute::<stun_types::attribute::ErrorCode>().unwrap();
-    assert_eq!(e.reason(), "Unauthorized");
+    // A challenge to an unauthenticated source carries no reason phrase (amplification):
+    // header, ERROR-CODE, REALM and a 16-character NONCE, nothing else.
+    assert_eq!(e.reason(), "");
+    assert_eq!(r.len(), 20 + 8 + 4 + REALM.len().next_multiple_of(4) + 4 + 16);
     // The whole response parses exactly (length field covers every byte).
     assert_eq!(r.len(), 20 + usize::from(u16::from_be_bytes([r[2], r[3]])));
+    // Other errors keep their fixed phrase: a Binding with an unknown comprehension-required
+    // attribute gets 420.
+    let req = request(stun_types::message::BINDING, |w, _| {
+        w.add_attribute(&stun_types::attribute::RawAttribute::new(
+            stun_types::attribute::AttributeType::new(0x0077),
+            &[1, 2, 3, 4],
+        ))
+        .unwrap();
+    });
+    let r = h.ask(ft, &req);
+    let m = Message::from_bytes(&r).unwrap();
+    let e = m.attribute::<stun_types::attribute::ErrorCode>().unwrap();
+    assert_eq!((e.code(), e.reason()), (420, "Unknown Attribute"));
 }
 
 #[test]

@@ -3,8 +3,11 @@
 //! no memory per request and a nonce replayed from another address or after expiry is stale
 //! (438 with a fresh nonce).
 //!
-//! Format: 8 hex digits of the expiry (Unix seconds) followed by 24 hex digits of
-//! HMAC-SHA256(key, expiry || ip)[..12]: 32 printable characters.
+//! Format: base64url (no padding) of the expiry (4 bytes, Unix seconds, big-endian) followed
+//! by HMAC-SHA256(key, expiry || ip)[..8]: 16 printable characters. Short on purpose: the
+//! NONCE rides in every 401 sent to an unauthenticated, possibly spoofed, source. 64 bits of
+//! MAC are ample: a forged nonce only skips a challenge for an address the forger would
+//! still need credentials for.
 
 use hmac::{Hmac, Mac};
 use std::net::IpAddr;
@@ -34,7 +37,13 @@ impl std::fmt::Debug for NonceIssuer {
     }
 }
 
-const HEX: &[u8; 16] = b"0123456789abcdef";
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+/// Bytes of MAC in a nonce.
+const MAC_LEN: usize = 8;
+/// Characters in a nonce: base64 of 4 + 8 bytes.
+const NONCE_LEN: usize = 16;
 
 impl NonceIssuer {
     /// An issuer with a key (random per process, injected) and a lifetime in seconds.
@@ -42,7 +51,7 @@ impl NonceIssuer {
         Self { key, lifetime }
     }
 
-    fn mac(&self, expiry: u32, ip: IpAddr) -> [u8; 12] {
+    fn mac(&self, expiry: u32, ip: IpAddr) -> [u8; MAC_LEN] {
         let mut m = Hmac::<sha2::Sha256>::new_from_slice(&self.key).expect("any key length");
         m.update(&expiry.to_be_bytes());
         match ip {
@@ -50,40 +59,32 @@ impl NonceIssuer {
             IpAddr::V6(v6) => m.update(&v6.octets()),
         }
         let out = m.finalize().into_bytes();
-        let mut r = [0u8; 12];
-        r.copy_from_slice(&out[..12]);
+        let mut r = [0u8; MAC_LEN];
+        r.copy_from_slice(&out[..MAC_LEN]);
         r
     }
 
     /// A fresh nonce for `ip` at `unix_now`.
     pub fn issue(&self, unix_now: u64, ip: IpAddr) -> String {
         let expiry = (unix_now.saturating_add(self.lifetime)).min(u64::from(u32::MAX)) as u32;
-        let mac = self.mac(expiry, ip);
-        let mut s = String::with_capacity(32);
-        s.push_str(&format!("{expiry:08x}"));
-        for b in mac {
-            s.push(HEX[usize::from(b >> 4)] as char);
-            s.push(HEX[usize::from(b & 15)] as char);
-        }
-        s
+        let mut raw = [0u8; 4 + MAC_LEN];
+        raw[..4].copy_from_slice(&expiry.to_be_bytes());
+        raw[4..].copy_from_slice(&self.mac(expiry, ip));
+        URL_SAFE_NO_PAD.encode(raw)
     }
 
     /// Check a nonce presented by `ip` at `unix_now`.
     pub fn check(&self, nonce: &str, unix_now: u64, ip: IpAddr) -> NonceCheck {
-        let b = nonce.as_bytes();
-        if b.len() != 32 || !b.iter().all(u8::is_ascii_hexdigit) {
+        if nonce.len() != NONCE_LEN {
             return NonceCheck::Stale;
         }
-        let Ok(expiry) = u32::from_str_radix(&nonce[..8], 16) else {
-            return NonceCheck::Stale;
-        };
-        let mut given = [0u8; 12];
-        for (i, g) in given.iter_mut().enumerate() {
-            match u8::from_str_radix(&nonce[8 + 2 * i..10 + 2 * i], 16) {
-                Ok(v) => *g = v,
-                Err(_) => return NonceCheck::Stale,
-            }
+        let mut raw = [0u8; 4 + MAC_LEN];
+        match URL_SAFE_NO_PAD.decode_slice(nonce.as_bytes(), &mut raw) {
+            Ok(n) if n == raw.len() => {}
+            _ => return NonceCheck::Stale,
         }
+        let expiry = u32::from_be_bytes([raw[0], raw[1], raw[2], raw[3]]);
+        let given = &raw[4..];
         let ok: bool = self.mac(expiry, ip).ct_eq(&given).into();
         if ok && u64::from(expiry) >= unix_now {
             NonceCheck::Valid
@@ -103,7 +104,12 @@ mod tests {
         let a: IpAddr = "192.0.2.1".parse().unwrap();
         let b: IpAddr = "192.0.2.2".parse().unwrap();
         let nonce = n.issue(1000, a);
-        assert_eq!(nonce.len(), 32);
+        assert_eq!(nonce.len(), NONCE_LEN);
+        assert!(
+            nonce
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+        );
         assert_eq!(n.check(&nonce, 1000, a), NonceCheck::Valid);
         assert_eq!(n.check(&nonce, 1600, a), NonceCheck::Valid);
         assert_eq!(n.check(&nonce, 1601, a), NonceCheck::Stale);
@@ -123,6 +129,9 @@ mod tests {
             "€€€€€€€€€€€€€€€€€€€€€€€€€€€€€€€€",
             &"f".repeat(33),
             &"g".repeat(32),
+            "AAAAAAAAAAAAAAA=",
+            "!!!!!!!!!!!!!!!!",
+            "€€€€€€€€",
         ] {
             assert_eq!(n.check(g, 0, a), NonceCheck::Stale);
         }

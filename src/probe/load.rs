@@ -264,22 +264,31 @@ pub fn run(spec: &ServerSpec, o: &LoadOptions) -> Result<LoadReport, ClientError
                     let mut mine: Vec<(usize, Client)> = Vec::new();
                     let mut known: Option<(String, String)> = None;
                     for i in (t..o.allocations).step_by(setup_threads) {
-                        let mut c = if tcp {
-                            Client::tcp(spec.addr, Duration::from_secs(5))?
-                        } else {
-                            Client::udp(spec.addr, Some(SocketAddr::new(bind_ip, 0)))?
-                        };
                         let (u, p) = match &o.creds {
                             Creds::Secret(s, name) => {
                                 Creds::Secret(s.clone(), format!("{name}{i}")).resolve()
                             }
                             c => c.resolve(),
                         };
-                        c.set_credentials(&u, &p);
-                        if let Some((realm, nonce)) = &known {
-                            c.set_realm_nonce(realm, nonce);
-                        }
-                        c.allocate(None, None)?;
+                        // A 437 means the new socket's port still has an allocation (one a
+                        // previous run could not release): try again from another port.
+                        let mut tries = 0;
+                        let mut c = loop {
+                            let mut c = if tcp {
+                                Client::tcp(spec.addr, Duration::from_secs(5))?
+                            } else {
+                                Client::udp(spec.addr, Some(SocketAddr::new(bind_ip, 0)))?
+                            };
+                            c.set_credentials(&u, &p);
+                            if let Some((realm, nonce)) = &known {
+                                c.set_realm_nonce(realm, nonce);
+                            }
+                            match c.allocate(None, None) {
+                                Ok(_) => break c,
+                                Err(ClientError::Stun { code: 437, .. }) if tries < 50 => tries += 1,
+                                Err(e) => return Err(e),
+                            }
+                        };
                         known = c.realm_nonce();
                         let peer = peers[i % peers.len()];
                         c.create_permission(&[peer])?;
@@ -347,7 +356,7 @@ pub fn run(spec: &ServerSpec, o: &LoadOptions) -> Result<LoadReport, ClientError
         if let Some(s) = c.tcp_stream() {
             let _ = s.set_nonblocking(false);
         }
-        c.max_tries = 2;
+        c.max_tries = 3;
         let _ = c.refresh(0);
     }
     Ok(report(

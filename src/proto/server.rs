@@ -661,8 +661,10 @@ impl Reply {
         }
     }
     fn error(req: &Message<'_>, code: u16) -> Self {
+        Self::error_with_reason(req, code, ErrorCode::default_reason_for_code(code))
+    }
+    fn error_with_reason(req: &Message<'_>, code: u16, reason: &str) -> Self {
         let mut w = Message::builder_error(req, MessageWriteVec::with_capacity(96));
-        let reason = ErrorCode::default_reason_for_code(code);
         if let Ok(e) = ErrorCode::new(code, reason) {
             let _ = w.add_attribute(&e);
         }
@@ -1130,7 +1132,9 @@ impl Core {
             self.shared.stats.allocate_error(code);
         }
         let nonce = self.nonces.issue(self.unix(now), ft.client.ip());
-        let mut r = Reply::error(msg, code);
+        // No reason phrase: clients act on the code, and an answer to an unauthenticated
+        // (possibly spoofed) request stays as small as REALM and NONCE allow.
+        let mut r = Reply::error_with_reason(msg, code, "");
         if let Ok(realm) = Realm::new(self.creds.realm()) {
             r.add(&realm);
         }
