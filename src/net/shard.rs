@@ -145,6 +145,8 @@ pub(crate) struct Shard {
     /// Same-destination runs go out as UDP GSO sends (`NATPASS_UDP_GSO=0` turns it off, to
     /// measure the difference).
     gso: bool,
+    /// Busy-poll: never sleep in epoll (`NATPASS_SPIN=1`; burns the core, for measurements).
+    spin: bool,
 }
 
 impl Shard {
@@ -197,6 +199,7 @@ impl Shard {
             next_sweep: Instant::now(),
             cmds,
             gso: std::env::var("NATPASS_UDP_GSO").map_or(true, |v| v != "0"),
+            spin: std::env::var("NATPASS_SPIN").is_ok_and(|v| v == "1"),
         })
     }
 
@@ -214,7 +217,7 @@ impl Shard {
         let mut tokens: Vec<(Token, bool)> = Vec::with_capacity(1024);
         loop {
             let now = Instant::now();
-            let timeout = if again.is_empty() {
+            let timeout = if again.is_empty() && !self.spin {
                 let t = self
                     .core
                     .poll_timeout()
