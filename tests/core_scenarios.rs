@@ -1046,7 +1046,10 @@ fn responses_carry_no_stale_bytes_and_fixed_reason_phrases() {
     // A challenge to an unauthenticated source carries no reason phrase (amplification):
     // header, ERROR-CODE, REALM and a 16-character NONCE, nothing else.
     assert_eq!(e.reason(), "");
-    assert_eq!(r.len(), 20 + 8 + 4 + REALM.len().next_multiple_of(4) + 4 + 16);
+    assert_eq!(
+        r.len(),
+        20 + 8 + 4 + REALM.len().next_multiple_of(4) + 4 + 16
+    );
     // The whole response parses exactly (length field covers every byte).
     assert_eq!(r.len(), 20 + usize::from(u16::from_be_bytes([r[2], r[3]])));
     // Other errors keep their fixed phrase: a Binding with an unknown comprehension-required

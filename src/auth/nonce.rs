@@ -85,7 +85,7 @@ impl NonceIssuer {
         }
         let expiry = u32::from_be_bytes([raw[0], raw[1], raw[2], raw[3]]);
         let given = &raw[4..];
-        let ok: bool = self.mac(expiry, ip).ct_eq(&given).into();
+        let ok: bool = self.mac(expiry, ip).ct_eq(given).into();
         if ok && u64::from(expiry) >= unix_now {
             NonceCheck::Valid
         } else {

@@ -6,7 +6,8 @@
 //! Messages carry a sequence number and a send timestamp; frames are built once per
 //! allocation and patched in place, so the hot loop allocates nothing.
 
-use super::{Creds, ProbeTransport, ServerSpec, echo::EchoPeer};
+use super::echo::{bind_echo_socket, echo_pending};
+use super::{Creds, ProbeTransport, ServerSpec};
 use crate::client::{Client, ClientError};
 use crate::net::batch::{Pool, SLOTS};
 use mio::net::UdpSocket;
@@ -242,12 +243,20 @@ pub fn run(spec: &ServerSpec, o: &LoadOptions) -> Result<LoadReport, ClientError
     if o.raw || o.binding {
         return run_raw(spec, o, bind_ip, size);
     }
-    let _echo;
+    // Local echo peers run inside the workers' event loops (one per worker, serving that
+    // worker's flows), not on threads of their own: on a busy core, threads of their own would
+    // be time-sliced against the worker and their milliseconds of waiting would show up as
+    // relay latency.
+    let threads = o.threads.max(1);
+    let mut echoes: Vec<Vec<UdpSocket>> = (0..threads).map(|_| Vec::new()).collect();
     let peers = if o.peers.is_empty() {
-        let n = o.threads.clamp(1, 4);
-        let e = EchoPeer::start(&vec![SocketAddr::new(bind_ip, 0); n])?;
-        let p = e.addrs().to_vec();
-        _echo = Some(e);
+        let mut p = Vec::new();
+        for e in echoes.iter_mut() {
+            let s = bind_echo_socket(SocketAddr::new(bind_ip, 0))?;
+            s.set_nonblocking(true)?;
+            p.push(s.local_addr()?);
+            e.push(UdpSocket::from_std(s));
+        }
         p
     } else {
         o.peers.clone()
@@ -285,7 +294,9 @@ pub fn run(spec: &ServerSpec, o: &LoadOptions) -> Result<LoadReport, ClientError
                             }
                             match c.allocate(None, None) {
                                 Ok(_) => break c,
-                                Err(ClientError::Stun { code: 437, .. }) if tries < 50 => tries += 1,
+                                Err(ClientError::Stun { code: 437, .. }) if tries < 50 => {
+                                    tries += 1
+                                }
                                 Err(e) => return Err(e),
                             }
                         };
@@ -347,7 +358,8 @@ pub fn run(spec: &ServerSpec, o: &LoadOptions) -> Result<LoadReport, ClientError
             in_flight: 0,
         });
     }
-    let (sent, received, hist, send_end) = drive(flows, o, if o.no_channel { 1 } else { 0 });
+    let (sent, received, hist, send_end) =
+        drive(flows, echoes, o, if o.no_channel { 1 } else { 0 });
     // Release the allocations (the sockets are blocking again for the client).
     for (_, c) in &mut clients {
         if let Some(s) = c.udp_socket() {
@@ -401,7 +413,9 @@ fn run_raw(
             in_flight: 0,
         });
     }
-    let (sent, received, hist, send_end) = drive(flows, o, if o.binding { 3 } else { 2 });
+    let no_echoes = (0..o.threads.max(1)).map(|_| Vec::new()).collect();
+    let (sent, received, hist, send_end) =
+        drive(flows, no_echoes, o, if o.binding { 3 } else { 2 });
     Ok(report(
         spec,
         o,
@@ -457,7 +471,12 @@ fn report(
 }
 
 /// Run the workers over `flows`; (sent, received, latency histogram, sending seconds).
-fn drive(flows: Vec<Vec<Flow>>, o: &LoadOptions, kind: u8) -> (u64, u64, Hist, f64) {
+fn drive(
+    flows: Vec<Vec<Flow>>,
+    echoes: Vec<Vec<UdpSocket>>,
+    o: &LoadOptions,
+    kind: u8,
+) -> (u64, u64, Hist, f64) {
     let start = Instant::now();
     let per_thread_rate = o.rate / o.threads.max(1) as f64;
     let per_thread_count = o.count.map(|c| c.div_ceil(o.threads.max(1) as u64));
@@ -465,10 +484,12 @@ fn drive(flows: Vec<Vec<Flow>>, o: &LoadOptions, kind: u8) -> (u64, u64, Hist, f
     let outcomes: Vec<WorkerResult> = std::thread::scope(|sc| {
         let handles: Vec<_> = flows
             .into_iter()
-            .map(|fl| {
+            .zip(echoes)
+            .map(|(fl, ec)| {
                 sc.spawn(move || {
                     worker(
                         fl,
+                        ec,
                         start,
                         o.duration,
                         per_thread_rate,
@@ -553,8 +574,13 @@ fn stamp(frame: &mut [u8], p: usize, kind: u8, seq: u64, t: u64) {
     frame[p + 8..p + 16].copy_from_slice(&t.to_be_bytes());
 }
 
+/// Poll tokens of a worker's echo sockets start here (flows use 0..).
+const ECHO_TOKEN: usize = 1 << 30;
+
+#[allow(clippy::too_many_arguments)] // one call site; a struct would only rename them
 fn worker(
     mut flows: Vec<Flow>,
+    mut echoes: Vec<UdpSocket>,
     start: Instant,
     duration: Duration,
     rate: f64,
@@ -579,6 +605,15 @@ fn worker(
             FlowSock::Tcp(s, ..) => poll.registry().register(s, Token(i), Interest::READABLE),
         };
         if r.is_err() {
+            return res;
+        }
+    }
+    for (j, e) in echoes.iter_mut().enumerate() {
+        if poll
+            .registry()
+            .register(e, Token(ECHO_TOKEN + j), Interest::READABLE)
+            .is_err()
+        {
             return res;
         }
     }
@@ -696,6 +731,11 @@ fn worker(
         }
         for ev in events.iter() {
             let i = ev.token().0;
+            if let Some(e) = i.checked_sub(ECHO_TOKEN).and_then(|j| echoes.get(j)) {
+                let fd = std::os::fd::AsRawFd::as_raw_fd(e);
+                echo_pending(&mut pool, fd, v6);
+                continue;
+            }
             let Some(f) = flows.get_mut(i) else {
                 continue;
             };
