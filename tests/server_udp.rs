@@ -280,6 +280,23 @@ fn ipv6_allocation_relays_to_an_ipv6_peer() {
         .recv_timeout(Duration::from_secs(2))
         .expect("ChannelData back");
     assert_eq!(&d[4..], b"v6 back");
+    // A burst each way over IPv6 (batched receive, GSO send): whole, in order.
+    for k in 0..21u8 {
+        let n = if k == 20 { 40 } else { 100 };
+        c.send(&channel_data(0x4000, &vec![k; n]));
+    }
+    let mut big = [0u8; 256];
+    for k in 0..21u8 {
+        let (n, _) = peer.recv_from(&mut big).expect("burst relayed over IPv6");
+        assert_eq!(&big[..n], &vec![k; if k == 20 { 40 } else { 100 }][..]);
+    }
+    for k in 0..21u8 {
+        peer.send_to(&[k; 90], relay).unwrap();
+    }
+    for k in 0..21u8 {
+        let d = c.recv_timeout(Duration::from_secs(2)).expect("burst back");
+        assert_eq!(&d[4..], &[k; 90][..]);
+    }
 }
 
 /// Bursts through the batched shell (recvmmsg, then sendmmsg/GSO per destination): two
