@@ -472,4 +472,35 @@ mod tests {
             }
         }
     }
+
+    #[test]
+    fn a_refused_gso_bundle_does_not_stop_the_next_one() {
+        let (a, b) = pair("127.0.0.1");
+        let mut pool = Pool::new();
+        // Two bundles of the same segment size share one sendmmsg: the first goes to an
+        // address the IPv4 socket cannot reach (refused as a whole, then datagram by datagram),
+        // the second must still arrive, whole and in order.
+        let bad: SocketAddr = "[::1]:9".parse().unwrap();
+        let dests = [bad, bad, b.local_addr().unwrap(), b.local_addr().unwrap()];
+        for (i, d) in dests.iter().enumerate() {
+            pool.slot_mut(i)[..50].fill(i as u8);
+            pool.tx.push(Tx {
+                sock: TxSock::Listener(0),
+                slot: i,
+                start: 0,
+                end: 50,
+                dest: *d,
+            });
+        }
+        pool.used = 4;
+        pool.send_group(a.as_raw_fd(), 0..4, true);
+        b.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+            .unwrap();
+        let mut buf = [0u8; 64];
+        for i in 2..4u8 {
+            let (n, _) = b.recv_from(&mut buf).expect("the second bundle arrives");
+            assert_eq!(n, 50);
+            assert!(buf[..n].iter().all(|&x| x == i));
+        }
+    }
 }
