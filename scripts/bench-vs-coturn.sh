@@ -23,7 +23,13 @@ NP=target/release/natpass
 TMP=$(mktemp -d)
 cc -O2 -o "$TMP/echo" benches/floor/echo.c
 PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$TMP"; }
+# SIGKILL: a SIGTERM would start natpass's graceful drain, and a draining server still holding
+# thousands of relay ports would make the next invocation's allocations fail with 508.
+cleanup() {
+  for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
+  for p in "${PIDS[@]}"; do { wait "$p"; } 2>/dev/null || true; done
+  rm -rf "$TMP"
+}
 trap cleanup EXIT
 
 port() { python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
