@@ -314,7 +314,7 @@ fn bursts_keep_datagram_boundaries_order_and_destinations() {
     };
     let mut pairs = Vec::new();
     for who in [1u8, 2] {
-        let c = UdpClient::new(server.udp_addrs[0]);
+        let c = UdpClient::from_ip(server.udp_addrs[0], &format!("127.0.0.{}", 20 + who));
         let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         peer.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
         let pa = peer.local_addr().unwrap().to_string();
@@ -378,8 +378,9 @@ fn relay_counters_from_every_shard_add_up() {
     peer.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
     let pa = peer.local_addr().unwrap().to_string();
     let mut relays = Vec::new();
+    // Each client from its own loopback address: 401s are rate limited per source IP.
     let clients: Vec<UdpClient> = (0..8)
-        .map(|_| UdpClient::new(server.udp_addrs[0]))
+        .map(|i| UdpClient::from_ip(server.udp_addrs[0], &format!("127.0.0.{}", 10 + i)))
         .collect();
     for c in &clients {
         let (n, relay) = c.allocate("alice", "secret");
