@@ -58,6 +58,21 @@ pub(crate) struct Tx {
     pub dest: SocketAddr,
 }
 
+/// What one receive step gave (see [`Pool::next_batch`]).
+pub(crate) enum Batch {
+    /// `n` datagrams in slots `first..first + n`, metadata in `meta[..n]`; `drained` when the
+    /// socket's queue was empty before the pool was (no further read is needed).
+    Got {
+        first: usize,
+        n: usize,
+        drained: bool,
+    },
+    /// Nothing queued.
+    Empty,
+    /// A socket error (on UDP: an ICMP error reported by the kernel); read on.
+    Failed,
+}
+
 /// Per received datagram: length and source.
 #[derive(Clone, Copy)]
 pub(crate) struct RxMeta {
@@ -103,11 +118,6 @@ impl Pool {
         SLOTS - self.used
     }
 
-    /// The first slot the next [`Pool::recv`] fills.
-    pub(crate) fn next_slot(&self) -> usize {
-        self.used
-    }
-
     pub(crate) fn slot(&self, i: usize) -> &[u8] {
         &self.mem[i * SLOT..(i + 1) * SLOT]
     }
@@ -117,8 +127,8 @@ impl Pool {
     }
 
     /// Receive up to `max` datagrams (bounded by the free slots) from `fd`, each at `offset`
-    /// in its slot. Their metadata is in `meta[..n]`, their slots are `next_slot()..+n`
-    /// (read `next_slot()` before calling). Returns n ≥ 1, or `WouldBlock`.
+    /// in its slot. Their metadata is in `meta[..n]`, their slots the next n free ones
+    /// ([`Pool::next_batch`] says which). Returns n ≥ 1, or `WouldBlock`.
     pub(crate) fn recv(
         &mut self,
         fd: RawFd,
@@ -127,6 +137,21 @@ impl Pool {
         max: usize,
     ) -> io::Result<usize> {
         self.recv_with(fd, v6, offset, max, MsgFlags::MSG_DONTWAIT)
+    }
+
+    /// One receive step of a drain loop: into every free slot (the pool must have one).
+    pub(crate) fn next_batch(&mut self, fd: RawFd, v6: bool, offset: usize) -> Batch {
+        let first = self.used;
+        let want = self.free();
+        match self.recv(fd, v6, offset, want) {
+            Ok(n) => Batch::Got {
+                first,
+                n,
+                drained: n < want,
+            },
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Batch::Empty,
+            Err(_) => Batch::Failed,
+        }
     }
 
     /// [`Pool::recv`] on a blocking socket: waits (up to the socket's receive timeout) for the
@@ -274,30 +299,24 @@ impl Pool {
         }
         let n = units.len();
         let gso_cmsg = [ControlMessage::UdpGsoSegments(&seg)];
-        let none: [ControlMessage<'_>; 0] = [];
+        // Plain sends use headers without a control buffer (an empty one makes the kernel
+        // reject the send), GSO sends the ones with room for UDP_SEGMENT.
+        let (hdrs, cmsgs): (_, &[ControlMessage<'_>]) = if seg == 0 {
+            (&mut self.tx_hdrs, &[])
+        } else {
+            (&mut self.tx_gso, &gso_cmsg)
+        };
         let mut start = 0;
         while start < n {
-            let r = if seg == 0 {
-                sendmmsg(
-                    fd,
-                    &mut self.tx_hdrs,
-                    msgs[start..n].iter(),
-                    &addrs[start..n],
-                    none,
-                    MsgFlags::MSG_DONTWAIT,
-                )
-                .map(|r| r.count())
-            } else {
-                sendmmsg(
-                    fd,
-                    &mut self.tx_gso,
-                    msgs[start..n].iter(),
-                    &addrs[start..n],
-                    gso_cmsg,
-                    MsgFlags::MSG_DONTWAIT,
-                )
-                .map(|r| r.count())
-            };
+            let r = sendmmsg(
+                fd,
+                hdrs,
+                msgs[start..n].iter(),
+                &addrs[start..n],
+                cmsgs,
+                MsgFlags::MSG_DONTWAIT,
+            )
+            .map(|r| r.count());
             match r {
                 Ok(0) | Err(Errno::EAGAIN) => break,
                 Ok(sent) => start += sent,
@@ -351,7 +370,7 @@ mod tests {
                 b.send_to(&[i; 10], a.local_addr().unwrap()).unwrap();
             }
             std::thread::sleep(std::time::Duration::from_millis(20));
-            let first = pool.next_slot();
+            let first = pool.used;
             let n = pool
                 .recv(a.as_raw_fd(), ip.starts_with('['), PEER_OFFSET, SLOTS)
                 .unwrap();

@@ -13,7 +13,7 @@
 //! progress, a deadline for the first valid message and for any started frame, an idle
 //! deadline without an allocation, bounded read and write buffers.
 
-use super::batch::{PEER_OFFSET, Pool, Tx, TxSock};
+use super::batch::{Batch, PEER_OFFSET, Pool, Tx, TxSock};
 use super::{ConnLimits, ShardCmd, StreamSettings};
 use crate::proto::framing;
 use crate::proto::{Core, FiveTuple, PeerRoute, RelayOwner, RelaySockets, Transmit, Transport};
@@ -379,12 +379,10 @@ impl Shard {
             if pool.free() == 0 {
                 self.send_queued(pool);
             }
-            let first = pool.next_slot();
-            let want = pool.free();
-            let n = match pool.recv(fd, local.is_ipv6(), 0, want) {
-                Ok(n) => n,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return false,
-                Err(_) => {
+            let (first, n, drained) = match pool.next_batch(fd, local.is_ipv6(), 0) {
+                Batch::Got { first, n, drained } => (first, n, drained),
+                Batch::Empty => return false,
+                Batch::Failed => {
                     // ICMP-induced errors on UDP: nothing to do but read on.
                     handled += 1;
                     continue;
@@ -428,7 +426,7 @@ impl Shard {
                 }
             }
             handled += n;
-            if n < want {
+            if drained {
                 // The queue was empty when read: a later datagram raises a new event.
                 return false;
             }
@@ -446,12 +444,10 @@ impl Shard {
                 return false;
             };
             let (owner, fd, v6) = (r.owner, r.sock.as_raw_fd(), r.v6);
-            let first = pool.next_slot();
-            let want = pool.free();
-            let n = match pool.recv(fd, v6, PEER_OFFSET, want) {
-                Ok(n) => n,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return false,
-                Err(_) => {
+            let (first, n, drained) = match pool.next_batch(fd, v6, PEER_OFFSET) {
+                Batch::Got { first, n, drained } => (first, n, drained),
+                Batch::Empty => return false,
+                Batch::Failed => {
                     handled += 1;
                     continue;
                 }
@@ -490,7 +486,7 @@ impl Shard {
                 }
             }
             handled += n;
-            if n < want {
+            if drained {
                 return false;
             }
         }
