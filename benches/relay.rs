@@ -3,15 +3,11 @@
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use natpass::auth::{Credentials, Secret};
-use natpass::proto::{
-    Core, CoreConfig, FiveTuple, PeerRoute, RelayAddr, RelayOwner, RelaySockets, Shared, Transport,
-};
-use natpass::relay::policy::PeerPolicy;
-use natpass::relay::ports::PortPool;
-use natpass::relay::quota::{QuotaLimits, Quotas};
+use natpass::proto::{Core, FiveTuple, PeerRoute, RelayOwner, Transport};
+use natpass::relay::ShardResources;
+use natpass::testing::{FakeRelays, Setup};
 use std::hint::black_box;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Instant;
 use stun_types::attribute::{Nonce, Realm, Username};
 use stun_types::message::{
@@ -19,43 +15,23 @@ use stun_types::message::{
     MessageWrite, MessageWriteExt, MessageWriteVec,
 };
 
-#[derive(Default)]
-struct Fake(Vec<(SocketAddr, RelayOwner)>);
-impl RelaySockets for Fake {
-    fn bind(&mut self, a: SocketAddr, o: RelayOwner) -> std::io::Result<usize> {
-        self.0.push((a, o));
-        Ok(self.0.len() - 1)
-    }
-    fn release(&mut self, _: usize) {}
-}
-
-fn setup() -> (Core, Fake, FiveTuple, Instant, RelayOwner) {
-    let ip = "192.0.2.100".parse().unwrap();
-    let mut creds = Credentials::new("natpass", 3600);
-    creds.add_user("alice", "pw");
-    creds.add_secret(Secret::new("s"));
-    let shared = Arc::new(Shared::new(
-        creds,
-        PeerPolicy::new(
-            vec![],
-            vec![],
-            vec![ip],
-            vec!["192.0.2.1:3478".parse().unwrap()],
-        ),
-        Quotas::new(QuotaLimits::default()),
-        PortPool::new(&[ip], 50000..=50999),
-        [1; 32],
-    ));
+fn setup() -> (
+    Core<ShardResources>,
+    FakeRelays,
+    FiveTuple,
+    Instant,
+    RelayOwner,
+) {
+    let mut credentials = Credentials::new("natpass", 3600);
+    credentials.add_user("alice", "pw");
+    credentials.add_secret(Secret::new("s"));
     let now = Instant::now();
-    let cfg = CoreConfig {
-        relays: vec![RelayAddr {
-            bind: ip,
-            advertise: ip,
-        }],
-        ..CoreConfig::default()
+    let setup = Setup {
+        credentials,
+        ..Setup::default()
     };
-    let mut core = Core::new(cfg, shared, [2; 32], now, 1_800_000_000);
-    let mut relays = Fake::default();
+    let (mut core, _) = natpass::testing::core(setup, now, 1_800_000_000);
+    let mut relays = FakeRelays::default();
     let ft = FiveTuple {
         transport: Transport::Udp,
         client: "203.0.113.9:4000".parse().unwrap(),
@@ -118,7 +94,7 @@ fn setup() -> (Core, Fake, FiveTuple, Instant, RelayOwner) {
         &mut relays,
         &mut out,
     );
-    let owner = relays.0[0].1;
+    let owner = relays.bound.values().next().expect("allocated").1;
     (core, relays, ft, now, owner)
 }
 

@@ -16,4 +16,5 @@ pub mod net;
 pub mod probe;
 pub mod proto;
 pub mod relay;
+pub mod testing;
 pub mod web;

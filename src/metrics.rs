@@ -1,10 +1,13 @@
-//! Prometheus text exposition (format 0.0.4) of natpass's live counters and gauges. No label
-//! ever carries a username or an IP address (unbounded cardinality).
+//! Prometheus text exposition (format 0.0.4) of natpass's counters and gauges, from one table
+//! of metric definitions. No label ever carries a username or an IP address (unbounded
+//! cardinality).
+//!
+//! The caller gathers a [`Snapshot`] (the shards' summed [`Stats`], relay ports, stream
+//! connections, signaling); [`render`] writes every metric of [`METRICS`] for it.
 
-use crate::net::Control;
-use crate::proto::server::{ALLOCATE_ERROR_CODES, DROP_REASONS, END_REASONS};
+use crate::proto::stats::ALLOCATE_ERROR_CODES;
+use crate::proto::{DropReason, EndReason, Family, Stats, Transport};
 use std::fmt::Write;
-use std::sync::atomic::Ordering::Relaxed;
 
 /// Process start time (Unix seconds), set once at start.
 static START: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
@@ -18,245 +21,300 @@ pub fn mark_start() {
     });
 }
 
-fn metric(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+/// Everything the metrics are read from, gathered at one moment.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// Protocol counters summed over shards.
+    pub stats: Stats,
+    /// Relay ports in use.
+    pub ports_in_use: usize,
+    /// Relay ports available in all.
+    pub ports_capacity: usize,
+    /// Open TCP/TLS client connections.
+    pub streams_open: usize,
+    /// TCP/TLS connections accepted.
+    pub streams_accepted: u64,
+    /// TCP/TLS connections refused by the per-IP or handshake caps.
+    pub streams_refused: u64,
+    /// TLS handshakes in progress.
+    pub tls_handshakes: usize,
+    /// (rooms, participants) when the web side runs.
+    pub signaling: Option<(usize, usize)>,
 }
 
-/// Render every metric. `signaling` is (rooms, participants) when the web side runs.
-pub fn render(c: &Control, signaling: Option<(usize, usize)>) -> String {
-    let st = &c.shared.stats;
-    let mut o = String::with_capacity(4096);
-    metric(&mut o, "natpass_build_info", "gauge", "Build information.");
-    let _ = writeln!(
-        o,
-        "natpass_build_info{{version=\"{}\"}} 1",
-        env!("CARGO_PKG_VERSION")
-    );
-    metric(
-        &mut o,
-        "process_start_time_seconds",
-        "gauge",
-        "Start time of the process since the Unix epoch.",
-    );
-    let _ = writeln!(
-        o,
-        "process_start_time_seconds {}",
-        START.get().copied().unwrap_or(0.0)
-    );
+/// Prometheus metric type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Monotonic counter.
+    Counter,
+    /// Value that goes up and down.
+    Gauge,
+}
 
-    metric(
-        &mut o,
-        "natpass_allocations",
-        "gauge",
-        "Live allocations by client transport and relayed address family.",
-    );
-    for (ti, t) in ["udp", "tcp", "tls"].iter().enumerate() {
-        for (fi, f) in ["ipv4", "ipv6"].iter().enumerate() {
-            let _ = writeln!(
-                o,
-                "natpass_allocations{{transport=\"{t}\",family=\"{f}\"}} {}",
-                st.allocations_live[ti][fi].load(Relaxed)
+/// Called once per sample with its labels and value.
+pub type Emit<'a> = &'a mut dyn FnMut(&[(&str, &str)], i128);
+
+/// One metric: name, type, help, and how to read its samples from a snapshot.
+pub struct Metric {
+    /// Metric name.
+    pub name: &'static str,
+    /// Type.
+    pub kind: Kind,
+    /// HELP text.
+    pub help: &'static str,
+    /// Emit the samples (none: the metric is not shown, e.g. signaling without the web side).
+    pub samples: fn(&Snapshot, Emit<'_>),
+}
+
+fn one(v: impl Into<i128>) -> impl Fn(Emit<'_>) {
+    let v = v.into();
+    move |out: Emit<'_>| out(&[], v)
+}
+
+/// Every metric natpass exports, in output order.
+pub static METRICS: &[Metric] = &[
+    Metric {
+        name: "natpass_build_info",
+        kind: Kind::Gauge,
+        help: "Build information.",
+        samples: |_, out| out(&[("version", env!("CARGO_PKG_VERSION"))], 1),
+    },
+    Metric {
+        name: "natpass_allocations",
+        kind: Kind::Gauge,
+        help: "Live allocations by client transport and relayed address family.",
+        samples: |s, out| {
+            for t in Transport::ALL {
+                for f in [Family::V4, Family::V6] {
+                    let labels = [("transport", t.name()), ("family", f.name())];
+                    out(&labels, s.stats.live(t, f).into());
+                }
+            }
+        },
+    },
+    Metric {
+        name: "natpass_allocations_created_total",
+        kind: Kind::Counter,
+        help: "Allocations created.",
+        samples: |s, out| one(s.stats.allocations_created)(out),
+    },
+    Metric {
+        name: "natpass_allocations_ended_total",
+        kind: Kind::Counter,
+        help: "Allocations ended, by reason.",
+        samples: |s, out| {
+            for r in EndReason::ALL {
+                out(
+                    &[("reason", r.name())],
+                    s.stats.allocations_ended[r as usize].into(),
+                );
+            }
+        },
+    },
+    Metric {
+        name: "natpass_allocate_errors_total",
+        kind: Kind::Counter,
+        help: "Allocate requests answered with an error, by STUN error code.",
+        samples: |s, out| {
+            for (code, n) in ALLOCATE_ERROR_CODES.iter().zip(s.stats.allocate_errors) {
+                out(&[("code", &code.to_string())], n.into());
+            }
+        },
+    },
+    Metric {
+        name: "natpass_permissions",
+        kind: Kind::Gauge,
+        help: "Live permissions.",
+        samples: |s, out| one(s.stats.permissions_live)(out),
+    },
+    Metric {
+        name: "natpass_channels",
+        kind: Kind::Gauge,
+        help: "Live channel bindings.",
+        samples: |s, out| one(s.stats.channels_live)(out),
+    },
+    Metric {
+        name: "natpass_binding_requests_total",
+        kind: Kind::Counter,
+        help: "STUN Binding requests answered.",
+        samples: |s, out| one(s.stats.bindings)(out),
+    },
+    Metric {
+        name: "natpass_relayed_packets_total",
+        kind: Kind::Counter,
+        help: "Packets relayed, by direction.",
+        samples: |s, out| {
+            out(&[("direction", "to_peer")], s.stats.packets_to_peer.into());
+            out(
+                &[("direction", "to_client")],
+                s.stats.packets_to_client.into(),
             );
+        },
+    },
+    Metric {
+        name: "natpass_relayed_bytes_total",
+        kind: Kind::Counter,
+        help: "Payload bytes relayed, by direction.",
+        samples: |s, out| {
+            out(&[("direction", "to_peer")], s.stats.bytes_to_peer.into());
+            out(
+                &[("direction", "to_client")],
+                s.stats.bytes_to_client.into(),
+            );
+        },
+    },
+    Metric {
+        name: "natpass_dropped_packets_total",
+        kind: Kind::Counter,
+        help: "Packets not relayed, by reason.",
+        samples: |s, out| {
+            for r in DropReason::ALL {
+                out(&[("reason", r.name())], s.stats.drops[r as usize].into());
+            }
+        },
+    },
+    Metric {
+        name: "natpass_auth_failures_total",
+        kind: Kind::Counter,
+        help: "Failed authentications (wrong credentials, unknown or expired users).",
+        samples: |s, out| one(s.stats.auth_failures)(out),
+    },
+    Metric {
+        name: "natpass_rate_limited_total",
+        kind: Kind::Counter,
+        help: "Answers suppressed by per-source rate limits, by kind.",
+        samples: |s, out| {
+            out(
+                &[("kind", "challenge")],
+                s.stats.challenges_suppressed.into(),
+            );
+            out(
+                &[("kind", "auth_failure")],
+                s.stats.failures_suppressed.into(),
+            );
+        },
+    },
+    Metric {
+        name: "natpass_relay_ports",
+        kind: Kind::Gauge,
+        help: "Relay ports in use and available.",
+        samples: |s, out| {
+            out(&[("state", "in_use")], s.ports_in_use as i128);
+            out(&[("state", "capacity")], s.ports_capacity as i128);
+        },
+    },
+    Metric {
+        name: "natpass_stream_connections",
+        kind: Kind::Gauge,
+        help: "Open TCP/TLS client connections.",
+        samples: |s, out| out(&[], s.streams_open as i128),
+    },
+    Metric {
+        name: "natpass_stream_connections_total",
+        kind: Kind::Counter,
+        help: "TCP/TLS connections, by outcome.",
+        samples: |s, out| {
+            out(&[("outcome", "accepted")], s.streams_accepted.into());
+            out(&[("outcome", "refused")], s.streams_refused.into());
+        },
+    },
+    Metric {
+        name: "natpass_tls_handshakes",
+        kind: Kind::Gauge,
+        help: "TLS handshakes in progress.",
+        samples: |s, out| out(&[], s.tls_handshakes as i128),
+    },
+    Metric {
+        name: "natpass_signaling_rooms",
+        kind: Kind::Gauge,
+        help: "Signaling rooms.",
+        samples: |s, out| {
+            if let Some((rooms, _)) = s.signaling {
+                out(&[], rooms as i128);
+            }
+        },
+    },
+    Metric {
+        name: "natpass_signaling_participants",
+        kind: Kind::Gauge,
+        help: "Signaling participants (connected or within their grace period).",
+        samples: |s, out| {
+            if let Some((_, people)) = s.signaling {
+                out(&[], people as i128);
+            }
+        },
+    },
+];
+
+/// Render every metric of [`METRICS`] (and the process start time) for `s`.
+pub fn render(s: &Snapshot) -> String {
+    let mut o = String::with_capacity(4096);
+    let start = START.get().copied().unwrap_or(0.0);
+    let _ = writeln!(
+        o,
+        "# HELP process_start_time_seconds Start time of the process since the Unix epoch.\n\
+         # TYPE process_start_time_seconds gauge\nprocess_start_time_seconds {start}"
+    );
+    for m in METRICS {
+        let mut body = String::new();
+        (m.samples)(s, &mut |labels, value| {
+            body.push_str(m.name);
+            if !labels.is_empty() {
+                let l: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+                let _ = write!(body, "{{{}}}", l.join(","));
+            }
+            let _ = writeln!(body, " {value}");
+        });
+        if body.is_empty() {
+            continue;
         }
-    }
-    metric(
-        &mut o,
-        "natpass_allocations_created_total",
-        "counter",
-        "Allocations created.",
-    );
-    let _ = writeln!(
-        o,
-        "natpass_allocations_created_total {}",
-        st.allocations_created.load(Relaxed)
-    );
-    metric(
-        &mut o,
-        "natpass_allocations_ended_total",
-        "counter",
-        "Allocations ended, by reason.",
-    );
-    for (i, r) in END_REASONS.iter().enumerate() {
-        let _ = writeln!(
-            o,
-            "natpass_allocations_ended_total{{reason=\"{r}\"}} {}",
-            st.allocations_ended_by[i].load(Relaxed)
-        );
-    }
-    metric(
-        &mut o,
-        "natpass_allocate_errors_total",
-        "counter",
-        "Allocate requests answered with an error, by STUN error code.",
-    );
-    for (i, code) in ALLOCATE_ERROR_CODES.iter().enumerate() {
-        let _ = writeln!(
-            o,
-            "natpass_allocate_errors_total{{code=\"{code}\"}} {}",
-            st.allocate_errors[i].load(Relaxed)
-        );
-    }
-    metric(&mut o, "natpass_permissions", "gauge", "Live permissions.");
-    let _ = writeln!(
-        o,
-        "natpass_permissions {}",
-        st.permissions_live.load(Relaxed)
-    );
-    metric(
-        &mut o,
-        "natpass_channels",
-        "gauge",
-        "Live channel bindings.",
-    );
-    let _ = writeln!(o, "natpass_channels {}", st.channels_live.load(Relaxed));
-    metric(
-        &mut o,
-        "natpass_binding_requests_total",
-        "counter",
-        "STUN Binding requests answered.",
-    );
-    let _ = writeln!(
-        o,
-        "natpass_binding_requests_total {}",
-        st.bindings.load(Relaxed)
-    );
-    metric(
-        &mut o,
-        "natpass_relayed_packets_total",
-        "counter",
-        "Packets relayed, by direction.",
-    );
-    let _ = writeln!(
-        o,
-        "natpass_relayed_packets_total{{direction=\"to_peer\"}} {}",
-        st.packets_to_peer()
-    );
-    let _ = writeln!(
-        o,
-        "natpass_relayed_packets_total{{direction=\"to_client\"}} {}",
-        st.packets_to_client()
-    );
-    metric(
-        &mut o,
-        "natpass_relayed_bytes_total",
-        "counter",
-        "Payload bytes relayed, by direction.",
-    );
-    let _ = writeln!(
-        o,
-        "natpass_relayed_bytes_total{{direction=\"to_peer\"}} {}",
-        st.bytes_to_peer()
-    );
-    let _ = writeln!(
-        o,
-        "natpass_relayed_bytes_total{{direction=\"to_client\"}} {}",
-        st.bytes_to_client()
-    );
-    metric(
-        &mut o,
-        "natpass_dropped_packets_total",
-        "counter",
-        "Packets not relayed, by reason.",
-    );
-    for (i, r) in DROP_REASONS.iter().enumerate() {
-        let _ = writeln!(
-            o,
-            "natpass_dropped_packets_total{{reason=\"{r}\"}} {}",
-            st.drops[i].load(Relaxed)
-        );
-    }
-    metric(
-        &mut o,
-        "natpass_auth_failures_total",
-        "counter",
-        "Failed authentications (wrong credentials, unknown or expired users).",
-    );
-    let _ = writeln!(
-        o,
-        "natpass_auth_failures_total {}",
-        st.auth_failures.load(Relaxed)
-    );
-    metric(
-        &mut o,
-        "natpass_rate_limited_total",
-        "counter",
-        "Answers suppressed by per-source rate limits, by kind.",
-    );
-    let _ = writeln!(
-        o,
-        "natpass_rate_limited_total{{kind=\"challenge\"}} {}",
-        st.challenges_suppressed.load(Relaxed)
-    );
-    let _ = writeln!(
-        o,
-        "natpass_rate_limited_total{{kind=\"auth_failure\"}} {}",
-        st.failures_suppressed.load(Relaxed)
-    );
-    metric(
-        &mut o,
-        "natpass_relay_ports",
-        "gauge",
-        "Relay ports in use and available.",
-    );
-    let _ = writeln!(
-        o,
-        "natpass_relay_ports{{state=\"in_use\"}} {}",
-        c.shared.ports.in_use()
-    );
-    let _ = writeln!(
-        o,
-        "natpass_relay_ports{{state=\"capacity\"}} {}",
-        c.shared.ports.capacity()
-    );
-    metric(
-        &mut o,
-        "natpass_stream_connections",
-        "gauge",
-        "Open TCP/TLS client connections.",
-    );
-    let _ = writeln!(o, "natpass_stream_connections {}", c.limits.open());
-    metric(
-        &mut o,
-        "natpass_stream_connections_total",
-        "counter",
-        "TCP/TLS connections, by outcome.",
-    );
-    let _ = writeln!(
-        o,
-        "natpass_stream_connections_total{{outcome=\"accepted\"}} {}",
-        c.limits.accepted.load(Relaxed)
-    );
-    let _ = writeln!(
-        o,
-        "natpass_stream_connections_total{{outcome=\"refused\"}} {}",
-        c.limits.refused.load(Relaxed)
-    );
-    metric(
-        &mut o,
-        "natpass_tls_handshakes",
-        "gauge",
-        "TLS handshakes in progress.",
-    );
-    let _ = writeln!(
-        o,
-        "natpass_tls_handshakes {}",
-        c.limits.handshakes_in_progress()
-    );
-    if let Some((rooms, people)) = signaling {
-        metric(
-            &mut o,
-            "natpass_signaling_rooms",
-            "gauge",
-            "Signaling rooms.",
-        );
-        let _ = writeln!(o, "natpass_signaling_rooms {rooms}");
-        metric(
-            &mut o,
-            "natpass_signaling_participants",
-            "gauge",
-            "Signaling participants (connected or within their grace period).",
-        );
-        let _ = writeln!(o, "natpass_signaling_participants {people}");
+        let kind = match m.kind {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+        };
+        let _ = writeln!(o, "# HELP {} {}\n# TYPE {} {kind}", m.name, m.help, m.name);
+        o.push_str(&body);
     }
     o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_metric_has_help_type_and_its_samples() {
+        let mut s = Snapshot::default();
+        s.stats.packets_to_peer = 3;
+        s.stats.allocations_live[Transport::Tls.index()][Family::V6.index()] = 2;
+        s.stats.drops[DropReason::DeniedPeer as usize] = 5;
+        s.ports_capacity = 100;
+        let text = render(&s);
+        assert!(text.contains("natpass_relayed_packets_total{direction=\"to_peer\"} 3\n"));
+        assert!(text.contains("natpass_allocations{transport=\"tls\",family=\"ipv6\"} 2\n"));
+        assert!(text.contains("natpass_dropped_packets_total{reason=\"denied_peer\"} 5\n"));
+        assert!(text.contains("natpass_relay_ports{state=\"capacity\"} 100\n"));
+        assert!(text.contains("natpass_allocate_errors_total{code=\"486\"} 0\n"));
+        for m in METRICS
+            .iter()
+            .filter(|m| !m.name.starts_with("natpass_signaling"))
+        {
+            assert!(text.contains(&format!("# TYPE {} ", m.name)), "{}", m.name);
+        }
+        assert!(
+            !text.contains("natpass_signaling_rooms"),
+            "no web side, no signaling"
+        );
+    }
+
+    #[test]
+    fn signaling_gauges_appear_with_the_web_side() {
+        let s = Snapshot {
+            signaling: Some((2, 5)),
+            ..Default::default()
+        };
+        let text = render(&s);
+        assert!(text.contains("natpass_signaling_rooms 2\n"));
+        assert!(text.contains("natpass_signaling_participants 5\n"));
+    }
 }

@@ -71,9 +71,9 @@ async fn relay_round_trips(server: SocketAddr, user: &str, pass: &str) {
 async fn turn_crate_client_allocates_and_relays_through_natpass() {
     let server = start_server(alice_loopback());
     relay_round_trips(server.udp_addrs[0], "alice", "secret").await;
-    let st = &server.shared.stats;
-    assert!(st.packets_to_peer() >= 40);
-    assert!(st.packets_to_client() >= 40);
+    let st = server.stats();
+    assert!(st.packets_to_peer >= 40);
+    assert!(st.packets_to_client >= 40);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -400,9 +400,9 @@ fn relay_counters_from_every_shard_add_up() {
                 .expect("relayed back");
         }
     }
-    let st = &server.shared.stats;
-    assert_eq!(st.packets_to_peer(), 200);
-    assert_eq!(st.bytes_to_peer(), 2000);
-    assert_eq!(st.packets_to_client(), 200);
-    assert_eq!(st.bytes_to_client(), 1200);
+    let st = server.stats();
+    assert_eq!(st.packets_to_peer, 200);
+    assert_eq!(st.bytes_to_peer, 2000);
+    assert_eq!(st.packets_to_client, 200);
+    assert_eq!(st.bytes_to_client, 1200);
 }

@@ -3,44 +3,19 @@
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use natpass::auth::{Credentials, Secret};
-use natpass::proto::{Core, CoreConfig, FiveTuple, RelayAddr, RelayOwner, RelaySockets, Shared, Transport};
-use natpass::relay::policy::PeerPolicy;
-use natpass::relay::ports::PortPool;
-use natpass::relay::quota::{QuotaLimits, Quotas};
-use std::collections::HashMap;
+use natpass::proto::{FiveTuple, RelayOwner, Transport};
+use natpass::testing::{FakeRelays, Setup};
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-#[derive(Default)]
-struct Fake(HashMap<usize, (SocketAddr, RelayOwner)>, usize);
-impl RelaySockets for Fake {
-    fn bind(&mut self, a: SocketAddr, o: RelayOwner) -> std::io::Result<usize> {
-        self.1 += 1;
-        self.0.insert(self.1, (a, o));
-        Ok(self.1)
-    }
-    fn release(&mut self, h: usize) {
-        self.0.remove(&h);
-    }
-}
-
 fuzz_target!(|data: &[u8]| {
-    let ip = "192.0.2.100".parse().unwrap();
-    let mut creds = Credentials::new("natpass", 3600);
-    creds.add_user("alice", "pw");
-    creds.add_secret(Secret::new("s"));
-    let shared = Arc::new(Shared::new(
-        creds,
-        PeerPolicy::new(vec![], vec![], vec![ip], vec!["192.0.2.1:3478".parse().unwrap()]),
-        Quotas::new(QuotaLimits::default()),
-        PortPool::new(&[ip], 50000..=50063),
-        [1; 32],
-    ));
+    let mut credentials = Credentials::new("natpass", 3600);
+    credentials.add_user("alice", "pw");
+    credentials.add_secret(Secret::new("s"));
     let mut now = Instant::now();
-    let cfg = CoreConfig { relays: vec![RelayAddr { bind: ip, advertise: ip }], ..CoreConfig::default() };
-    let mut core = Core::new(cfg, shared.clone(), [2; 32], now, 1_800_000_000);
-    let mut relays = Fake::default();
+    let setup = Setup { credentials, ports: (50000, 50063), ..Setup::default() };
+    let (mut core, shared) = natpass::testing::core(setup, now, 1_800_000_000);
+    let mut relays = FakeRelays::default();
     let mut out = Vec::new();
     // Chunks: [kind, len, bytes...]
     let mut rest = data;
@@ -61,7 +36,7 @@ fuzz_target!(|data: &[u8]| {
                 }
             }
             2 => {
-                let owners: Vec<RelayOwner> = relays.0.values().map(|(_, o)| *o).collect();
+                let owners: Vec<RelayOwner> = relays.bound.values().map(|(_, o)| *o).collect();
                 if let Some(o) = owners.first() {
                     let _ = core.handle_peer(now, *o, "8.8.8.8:9".parse().unwrap(), body);
                 }
@@ -71,6 +46,6 @@ fuzz_target!(|data: &[u8]| {
                 core.handle_timeout(now, &mut relays);
             }
         }
-        assert_eq!(shared.ports.in_use(), relays.0.len());
+        assert_eq!(shared.ports.in_use(), relays.bound.len());
     }
 });

@@ -3,6 +3,7 @@
 //! with REALM/NONCE). Works over UDP and TCP (RFC 8656 stream framing).
 
 use crate::auth::long_term_key;
+use crate::proto::channel_data::{self, ChannelData, ChannelNumber};
 use crate::proto::framing;
 use crate::proto::integrity::{self, Algo};
 use std::collections::VecDeque;
@@ -15,8 +16,8 @@ use stun_types::message::{
     Method, TransactionId,
 };
 use turn_types::attribute::{
-    ChannelNumber, Data, Lifetime, RequestedAddressFamily, RequestedTransport, XorPeerAddress,
-    XorRelayedAddress,
+    ChannelNumber as ChannelNumberAttr, Data, Lifetime, RequestedAddressFamily, RequestedTransport,
+    XorPeerAddress, XorRelayedAddress,
 };
 use turn_types::message::{ALLOCATE, CHANNEL_BIND, CREATE_PERMISSION, DATA, REFRESH, SEND};
 
@@ -110,7 +111,7 @@ pub enum Incoming {
     /// ChannelData.
     Channel {
         /// Channel number.
-        channel: u16,
+        channel: ChannelNumber,
         /// The payload.
         data: Vec<u8>,
     },
@@ -527,9 +528,13 @@ impl Client {
     }
 
     /// ChannelBind.
-    pub fn channel_bind(&mut self, channel: u16, peer: SocketAddr) -> Result<(), ClientError> {
+    pub fn channel_bind(
+        &mut self,
+        channel: ChannelNumber,
+        peer: SocketAddr,
+    ) -> Result<(), ClientError> {
         self.request(CHANNEL_BIND, |w, txid| {
-            let _ = w.add_attribute(&ChannelNumber::new(channel));
+            let _ = w.add_attribute(&ChannelNumberAttr::new(channel.get()));
             let _ = w.add_attribute(&XorPeerAddress::new(peer, txid));
         })
         .map(|_| ())
@@ -543,7 +548,7 @@ impl Client {
     }
 
     /// ChannelData (padded on streams).
-    pub fn send_channel(&mut self, channel: u16, data: &[u8]) -> Result<(), ClientError> {
+    pub fn send_channel(&mut self, channel: ChannelNumber, data: &[u8]) -> Result<(), ClientError> {
         let stream = !matches!(self.conn, Conn::Udp(_));
         let frame = channel_data_bytes(channel, data, stream);
         self.send_raw(&frame)?;
@@ -644,29 +649,18 @@ pub fn send_indication_bytes(peer: SocketAddr, data: &[u8]) -> Vec<u8> {
 }
 
 /// A ChannelData frame (`padded` for streams).
-pub fn channel_data_bytes(channel: u16, data: &[u8], padded: bool) -> Vec<u8> {
-    let pad = if padded {
-        framing::channel_padding(data.len())
-    } else {
-        0
-    };
-    let mut v = Vec::with_capacity(4 + data.len() + pad);
-    v.extend_from_slice(&channel.to_be_bytes());
-    v.extend_from_slice(&(data.len() as u16).to_be_bytes());
-    v.extend_from_slice(data);
-    v.resize(4 + data.len() + pad, 0);
-    v
+pub fn channel_data_bytes(channel: ChannelNumber, data: &[u8], padded: bool) -> Vec<u8> {
+    channel_data::encode(channel, data, padded)
 }
 
 /// Parse a Data indication or ChannelData frame.
 pub fn parse_incoming(frame: &[u8]) -> Option<Incoming> {
     match frame.first()? >> 6 {
         1 => {
-            let ch = u16::from_be_bytes([frame[0], *frame.get(1)?]);
-            let len = usize::from(u16::from_be_bytes([*frame.get(2)?, *frame.get(3)?]));
+            let cd = ChannelData::parse(frame).ok()?;
             Some(Incoming::Channel {
-                channel: ch,
-                data: frame.get(4..4 + len)?.to_vec(),
+                channel: cd.channel,
+                data: cd.payload.to_vec(),
             })
         }
         0 => {

@@ -9,12 +9,13 @@ pub(crate) mod batch;
 mod shard;
 pub mod tls;
 
-use crate::auth::Secret;
+use crate::auth::{Credentials, Secret};
 use crate::config::ValidConfig;
-use crate::proto::{CoreConfig, RelayAddr, Shared};
+use crate::proto::{CoreConfig, RelayAddr, Stats};
 use crate::relay::policy::PeerPolicy;
 use crate::relay::ports::PortPool;
 use crate::relay::quota::{QuotaLimits, Quotas};
+use crate::relay::{ShardResources, Shared};
 use socket2::{Domain, Protocol, Socket, Type};
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
@@ -60,13 +61,26 @@ pub enum ShardCmd {
         /// Reply channel.
         reply: std::sync::mpsc::Sender<usize>,
     },
+    /// Send a copy of the core's counters.
+    Stats(std::sync::mpsc::Sender<Stats>),
+    /// Use these credentials and this peer policy from now on; reply when done.
+    Reload {
+        /// The new credentials.
+        credentials: Credentials,
+        /// The new peer policy.
+        policy: PeerPolicy,
+        /// Acknowledgement.
+        reply: std::sync::mpsc::Sender<()>,
+    },
 }
 
 /// A cloneable handle on a running server for operators (admin API, metrics, signals).
 #[derive(Debug, Clone)]
 pub struct Control {
-    /// Shared protocol state (counters, credentials, quotas).
+    /// Relay resources shared by the shards (ports, quotas, drain switch).
     pub shared: Arc<Shared>,
+    /// The credentials the shards use (the web side mints REST credentials from them).
+    credentials: Arc<Mutex<Credentials>>,
     /// Connection counters.
     pub limits: Arc<ConnLimits>,
     /// TLS certificate store.
@@ -85,23 +99,69 @@ impl Control {
         }
     }
 
-    /// Every allocation, with its id `shard/key/serial`.
-    pub fn list_allocations(&self) -> Vec<(String, crate::proto::AllocationInfo)> {
+    /// Ask every shard and collect one answer each (2 s at most in all).
+    fn ask<T>(&self, make: impl Fn(std::sync::mpsc::Sender<T>) -> ShardCmd) -> Vec<T> {
         let (tx, rx) = std::sync::mpsc::channel();
-        self.broadcast(|| ShardCmd::List(tx.clone()));
+        self.broadcast(|| make(tx.clone()));
         drop(tx);
-        let mut out = Vec::new();
         let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        let mut out = Vec::with_capacity(self.cmds.len());
         for _ in 0..self.cmds.len() {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
-            let Ok((shard, list)) = rx.recv_timeout(left) else {
-                break;
-            };
-            out.extend(
-                list.into_iter()
-                    .map(|a| (format!("{shard}-{}-{}", a.key, a.serial), a)),
-            );
+            match rx.recv_timeout(left) {
+                Ok(v) => out.push(v),
+                Err(_) => break,
+            }
         }
+        out
+    }
+
+    /// The server's counters: every shard's, summed.
+    pub fn stats(&self) -> Stats {
+        let mut total = Stats::default();
+        for s in self.ask(ShardCmd::Stats) {
+            total.add(&s);
+        }
+        total
+    }
+
+    /// The credentials in force.
+    pub fn credentials(&self) -> Credentials {
+        self.credentials
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// What `/metrics` shows, read now (`signaling`: rooms and participants of the web side).
+    pub fn metrics(&self, signaling: Option<(usize, usize)>) -> crate::metrics::Snapshot {
+        crate::metrics::Snapshot {
+            stats: self.stats(),
+            ports_in_use: self.shared.ports.in_use(),
+            ports_capacity: self.shared.ports.capacity(),
+            streams_open: self.limits.open(),
+            streams_accepted: self.limits.accepted.load(Ordering::Relaxed),
+            streams_refused: self.limits.refused.load(Ordering::Relaxed),
+            tls_handshakes: self.limits.handshakes_in_progress(),
+            signaling,
+        }
+    }
+
+    /// Whether new allocations are refused (drain).
+    pub fn is_draining(&self) -> bool {
+        self.shared.is_draining()
+    }
+
+    /// Every allocation, with its id `shard/key/serial`.
+    pub fn list_allocations(&self) -> Vec<(String, crate::proto::AllocationInfo)> {
+        let mut out: Vec<_> = self
+            .ask(ShardCmd::List)
+            .into_iter()
+            .flat_map(|(shard, list)| {
+                list.into_iter()
+                    .map(move |a| (format!("{shard}-{}-{}", a.key, a.serial), a))
+            })
+            .collect();
         out.sort_by(|a, b| a.0.cmp(&b.0));
         out
     }
@@ -119,29 +179,19 @@ impl Control {
         if id.is_none() && user.is_none() {
             return 0;
         }
-        let (tx, rx) = std::sync::mpsc::channel();
         let user = user.map(str::to_owned);
-        self.broadcast(|| ShardCmd::End {
+        self.ask(|reply| ShardCmd::End {
             id,
             user: user.clone(),
-            reply: tx.clone(),
-        });
-        drop(tx);
-        let deadline = std::time::Instant::now() + Duration::from_secs(2);
-        let mut n = 0;
-        for _ in 0..self.cmds.len() {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(k) => n += k,
-                Err(_) => break,
-            }
-        }
-        n
+            reply,
+        })
+        .into_iter()
+        .sum()
     }
 
     /// Refuse new allocations (shutdown drain) or accept them again.
     pub fn set_draining(&self, on: bool) {
-        self.shared.draining.store(on, Ordering::Release);
+        self.shared.set_draining(on);
     }
 
     /// Live allocations on the server.
@@ -188,9 +238,14 @@ impl Control {
         let mut creds = new.credentials.clone();
         if new.generated_secret {
             // Keep the running process's generated secret: browsers hold credentials minted from it.
-            creds = self.shared.credentials().as_ref().clone();
+            creds = self.credentials();
         }
-        self.shared.reload(creds, policy);
+        *self.credentials.lock().unwrap_or_else(|e| e.into_inner()) = creds.clone();
+        self.ask(|reply| ShardCmd::Reload {
+            credentials: creds.clone(),
+            policy: policy.clone(),
+            reply,
+        });
         self.shared.quotas.set_limits(QuotaLimits {
             per_user: new.quota.allocations_per_user,
             per_ip: new.quota.allocations_per_ip,
@@ -215,7 +270,7 @@ pub struct ServerHandle {
     pub tls: Option<Arc<tls::TlsStore>>,
     /// Relay addresses in use (bind/advertise).
     pub relays: Vec<RelayAddr>,
-    /// Shared state (credentials, quotas, counters).
+    /// Relay resources shared by the shards (ports, quotas).
     pub shared: Arc<Shared>,
     stop: Arc<AtomicBool>,
     wakers: Vec<Arc<mio::Waker>>,
@@ -240,7 +295,12 @@ impl ServerHandle {
 
     /// The REST secrets the server accepts (the first one mints demo credentials).
     pub fn rest_secret(&self) -> Option<Secret> {
-        self.shared.credentials().secrets().first().cloned()
+        self.control.credentials().secrets().first().cloned()
+    }
+
+    /// The server's counters, summed over shards.
+    pub fn stats(&self) -> Stats {
+        self.control.stats()
     }
 
     /// Stop every shard, end all allocations and wait for the threads.
@@ -620,13 +680,8 @@ pub fn start(cfg: &ValidConfig) -> Result<ServerHandle, StartError> {
         per_ip: cfg.quota.allocations_per_ip,
         total: cfg.quota.total_allocations,
     });
-    let shared = Arc::new(Shared::new(
-        cfg.credentials.clone(),
-        policy,
-        quotas,
-        ports,
-        rand::random(),
-    ));
+    let shared = Arc::new(Shared::new(quotas, ports));
+    let nonce_key: [u8; 32] = rand::random();
     let shards = cfg.threads as f64;
     let core_cfg = CoreConfig {
         realm: cfg.realm.clone(),
@@ -664,9 +719,12 @@ pub fn start(cfg: &ValidConfig) -> Result<ServerHandle, StartError> {
         tls: tls_store.clone(),
     };
     for (i, (sockets, tcp)) in per_shard.into_iter().zip(tcp_per_shard).enumerate() {
+        let resources = ShardResources::new(shared.clone(), policy.clone(), relays.clone());
         let core = crate::proto::Core::new(
             core_cfg.clone(),
-            shared.clone(),
+            resources,
+            cfg.credentials.clone(),
+            nonce_key,
             rand::random(),
             Instant::now(),
             unix_now,
@@ -708,6 +766,7 @@ pub fn start(cfg: &ValidConfig) -> Result<ServerHandle, StartError> {
     }
     let control = Control {
         shared: shared.clone(),
+        credentials: Arc::new(Mutex::new(cfg.credentials.clone())),
         limits: limits.clone(),
         tls: tls_store.clone(),
         cmds: cmd_senders,

@@ -15,8 +15,12 @@
 
 use super::batch::{Batch, PEER_OFFSET, Pool, Tx, TxSock};
 use super::{ConnLimits, ShardCmd, StreamSettings};
+use crate::proto::channel_data::{encode_header_to_slice, stream_padding};
 use crate::proto::framing;
-use crate::proto::{Core, FiveTuple, PeerRoute, RelayOwner, RelaySockets, Transmit, Transport};
+use crate::proto::{
+    Core, DropReason, FiveTuple, PeerRoute, RelayOwner, RelaySockets, Transmit, Transport,
+};
+use crate::relay::ShardResources;
 use mio::net::{TcpListener, TcpStream, UdpSocket};
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
 use slab::Slab;
@@ -135,7 +139,7 @@ pub(crate) struct Shard {
     relays: RelayTable,
     conns: Slab<Conn>,
     conn_by_ft: HashMap<FiveTuple, usize>,
-    core: Core,
+    core: Core<ShardResources>,
     stop: Arc<AtomicBool>,
     out: Vec<Transmit>,
     limits: Arc<ConnLimits>,
@@ -153,7 +157,7 @@ impl Shard {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         id: usize,
-        core: Core,
+        core: Core<ShardResources>,
         sockets: Vec<std::net::UdpSocket>,
         tcp: Vec<std::net::TcpListener>,
         stop: Arc<AtomicBool>,
@@ -303,6 +307,18 @@ impl Shard {
                     };
                     let n = self.core.end_matching(id, user.as_deref(), &mut relays);
                     let _ = reply.send(n);
+                }
+                ShardCmd::Stats(reply) => {
+                    let _ = reply.send(self.core.stats().clone());
+                }
+                ShardCmd::Reload {
+                    credentials,
+                    policy,
+                    reply,
+                } => {
+                    self.core.set_credentials(credentials);
+                    self.core.resources_mut().set_policy(policy);
+                    let _ = reply.send(());
                 }
             }
         }
@@ -461,8 +477,7 @@ impl Shard {
                     PeerRoute::Drop => {}
                     PeerRoute::Channel { ft, channel } => {
                         let b = pool.slot_mut(slot);
-                        b[0..2].copy_from_slice(&channel.to_be_bytes());
-                        b[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+                        encode_header_to_slice(channel, len, b);
                         if ft.transport == Transport::Udp {
                             if let Some(l) = self.listener_index(ft.server) {
                                 pool.tx.push(Tx {
@@ -475,7 +490,7 @@ impl Shard {
                             }
                         } else {
                             // Streams carry ChannelData padded to a multiple of 4.
-                            let pad = framing::channel_padding(len);
+                            let pad = stream_padding(len);
                             b[4 + len..4 + len + pad].fill(0);
                             if let Some(&k) = self.conn_by_ft.get(&ft) {
                                 self.conn_write(k, &pool.slot(slot)[..4 + len + pad]);
@@ -788,10 +803,7 @@ impl Shard {
             c.wbuf.extend_from_slice(data);
         } else {
             // Slow reader: drop, as UDP would.
-            self.core
-                .shared()
-                .stats
-                .drop(crate::proto::server::DropReason::BufferFull);
+            self.core.count_drop(DropReason::BufferFull);
             return;
         }
         if !self.conn_flush(key) {

@@ -304,7 +304,7 @@ pub fn run(spec: &ServerSpec, o: &LoadOptions) -> Result<LoadReport, ClientError
                         let peer = peers[i % peers.len()];
                         c.create_permission(&[peer])?;
                         if !o.no_channel {
-                            c.channel_bind(0x4000, peer)?;
+                            c.channel_bind(crate::proto::ChannelNumber::MIN, peer)?;
                         }
                         mine.push((i, c));
                     }
@@ -336,7 +336,10 @@ pub fn run(spec: &ServerSpec, o: &LoadOptions) -> Result<LoadReport, ClientError
                 .ok_or_else(|| ClientError::Protocol("no DATA".into()))?;
             (f.clone(), off + 4)
         } else {
-            (crate::client::channel_data_bytes(0x4000, &payload, tcp), 4)
+            (
+                crate::client::channel_data_bytes(crate::proto::ChannelNumber::MIN, &payload, tcp),
+                4,
+            )
         };
         let sock = if let Some(u) = c.udp_socket() {
             let sock = u.try_clone()?;
@@ -539,10 +542,9 @@ fn on_frame(frame: &[u8], kind: u8, start: Instant, res: &mut WorkerResult) -> b
             })
             .and_then(|(o, l)| frame.get(o..o + l))
     } else {
-        let len = frame
-            .get(2..4)
-            .map_or(0, |b| usize::from(u16::from_be_bytes([b[0], b[1]])));
-        frame.get(4..4 + len)
+        crate::proto::ChannelData::parse(frame)
+            .ok()
+            .map(|cd| cd.payload)
     };
     let Some(p) = payload.filter(|p| p.len() >= 16) else {
         return false;

@@ -402,7 +402,7 @@ pub fn turn(spec: &ServerSpec, opts: &TurnOptions) -> Result<TurnReport, ClientE
         }
     };
     c.create_permission(&[peer])?;
-    let channel = 0x4000;
+    let channel = crate::proto::ChannelNumber::MIN;
     if !opts.no_channel {
         c.channel_bind(channel, peer)?;
     }

@@ -27,14 +27,9 @@ pub fn frame_len(buf: &[u8]) -> Result<Option<usize>, FrameError> {
             }
             Ok(Some(20 + len))
         }
-        1 => Ok(Some(4 + len.div_ceil(4) * 4)),
+        1 => Ok(Some(4 + len + super::channel_data::stream_padding(len))),
         _ => Err(FrameError::NotTurn),
     }
-}
-
-/// Padding to append after a ChannelData payload of `len` bytes on a stream.
-pub fn channel_padding(len: usize) -> usize {
-    (4 - len % 4) % 4
 }
 
 #[cfg(test)]
@@ -50,7 +45,5 @@ mod tests {
         assert_eq!(frame_len(&[0x40, 0, 0, 0]), Ok(Some(4)));
         assert_eq!(frame_len(&[0x40, 0, 0xff, 0xff]), Ok(Some(4 + 65536)));
         assert_eq!(frame_len(&[0x80, 0, 0, 0]), Err(FrameError::NotTurn));
-        assert_eq!(channel_padding(5), 3);
-        assert_eq!(channel_padding(8), 0);
     }
 }

@@ -1,18 +1,46 @@
 //! The sans-IO protocol core: STUN Binding (RFC 8489, RFC 5389 and RFC 3489 clients) and TURN
 //! (RFC 8656, RFC 5766 clients, RFC 6156 IPv6) on top of `stun-types`/`turn-types`.
 //!
-//! Nothing here touches a socket or the clock: `now` is a parameter, randomness is injected,
-//! relay sockets are opened through the [`RelaySockets`] trait the shell implements.
+//! Nothing here touches a socket, a lock or the clock: `now` is a parameter, randomness is
+//! seeded by the caller, relay sockets are opened through [`RelaySockets`] (the shell) and
+//! ports, quotas, reservation tokens and the peer policy are asked of [`RelayResources`]
+//! (implemented in `relay/`). Credentials are a snapshot the shell hands in
+//! ([`Core::set_credentials`]).
+//!
+//! One datagram or frame goes through one pipeline ([`core`]): [`message::decode`] classifies
+//! and parses it once; a request is authenticated ([`authenticate`]), dispatched to its
+//! handler — [`allocation`] (RFC 8656 §7), [`permission`] (§9), [`channel`] (§11–§12),
+//! [`binding`] (RFC 8489 §7.3, RFC 5780) — which returns `Result<Reply, TurnError>`, and
+//! [`error`] turns every failure into its error response in one place.
 
+pub mod allocation;
+pub mod authenticate;
+pub mod binding;
+pub mod channel;
+pub mod channel_data;
 pub mod classic;
+pub mod core;
+pub mod error;
 pub mod framing;
+pub mod indication;
 pub mod integrity;
-pub mod server;
+pub mod message;
+pub mod permission;
+pub mod reply;
+pub mod resources;
+pub mod rfc5780;
+pub mod stats;
+pub mod timers;
 
-pub use server::{
-    AllocationInfo, Core, CoreConfig, Forward, PeerRoute, RelayAddr, RelayOwner, RelaySockets,
-    Rfc5780, Shared, Transmit,
+pub use self::core::{AllocationInfo, Core, CoreConfig, Forward, PeerRoute, Transmit};
+pub use channel_data::{ChannelData, ChannelNumber};
+pub use error::TurnError;
+pub use resources::{
+    IpVerdict, PortChoice, QuotaExceeded, QuotaOwner, RelayAddr, RelayOwner, RelayResources,
+    RelaySockets,
 };
+pub use rfc5780::Rfc5780;
+pub use stats::{DropReason, EndReason, Stats};
 
 use std::net::SocketAddr;
 
@@ -28,9 +56,26 @@ pub enum Transport {
 }
 
 impl Transport {
+    /// Every transport, in metric label order.
+    pub const ALL: [Transport; 3] = [Transport::Udp, Transport::Tcp, Transport::Tls];
+
     /// Whether messages travel over a byte stream (ChannelData then needs padding).
     pub fn is_stream(self) -> bool {
         !matches!(self, Transport::Udp)
+    }
+
+    /// Lower-case name (metric label, admin API).
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+            Transport::Tls => "tls",
+        }
+    }
+
+    /// Position in [`Transport::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
     }
 }
 
@@ -47,12 +92,42 @@ pub struct FiveTuple {
 
 impl std::fmt::Display for FiveTuple {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let t = match self.transport {
-            Transport::Udp => "udp",
-            Transport::Tcp => "tcp",
-            Transport::Tls => "tls",
-        };
-        write!(f, "{t}:{}->{}", self.client, self.server)
+        write!(
+            f,
+            "{}:{}->{}",
+            self.transport.name(),
+            self.client,
+            self.server
+        )
+    }
+}
+
+/// Address family of a relayed address (RFC 6156): index 0 IPv4, 1 IPv6.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Family {
+    /// IPv4.
+    V4 = 0,
+    /// IPv6.
+    V6 = 1,
+}
+
+impl Family {
+    /// The family of an IP address.
+    pub fn of(ip: std::net::IpAddr) -> Self {
+        if ip.is_ipv4() { Family::V4 } else { Family::V6 }
+    }
+
+    /// Position in per-family arrays.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// Metric label.
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::V4 => "ipv4",
+            Family::V6 => "ipv6",
+        }
     }
 }
 

@@ -54,16 +54,7 @@ pub const DEFAULT_DENY: &[&str] = &[
     "ff00::/8",
 ];
 
-/// What the policy says about a peer IP (at permission time).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum IpVerdict {
-    /// Relaying to this IP is allowed.
-    Allow,
-    /// One of this server's own relay IPs: only currently allocated relay ports are reachable.
-    OwnRelay,
-    /// Denied by policy (403).
-    Deny,
-}
+pub use crate::proto::IpVerdict;
 
 /// Canonical form of a peer IP: embedded IPv4 addresses are unwrapped so that
 /// `::ffff:127.0.0.1`, `::127.0.0.1`, `64:ff9b::7f00:1` and `2002:7f00:1::` are all judged

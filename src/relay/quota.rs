@@ -42,18 +42,7 @@ pub struct Quotas {
 }
 
 /// Why an allocation was refused (486).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum QuotaError {
-    /// Per-user cap.
-    #[error("allocation quota per user reached")]
-    User,
-    /// Per-IP cap.
-    #[error("allocation quota per source IP reached")]
-    Ip,
-    /// Global cap.
-    #[error("server allocation capacity reached")]
-    Total,
-}
+pub use crate::proto::QuotaExceeded as QuotaError;
 
 impl Quotas {
     /// New bookkeeping with these limits.

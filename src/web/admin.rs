@@ -59,7 +59,7 @@ impl std::fmt::Debug for OpsState {
 }
 
 async fn metrics(State(st): State<Arc<OpsState>>) -> Response {
-    let body = crate::metrics::render(&st.control, st.hub.as_ref().map(|h| h.counts()));
+    let body = crate::metrics::render(&st.control.metrics(st.hub.as_ref().map(|h| h.counts())));
     (
         [(
             header::CONTENT_TYPE,
@@ -72,7 +72,7 @@ async fn metrics(State(st): State<Arc<OpsState>>) -> Response {
 
 async fn readyz(State(st): State<Arc<OpsState>>) -> Response {
     let c = &st.control;
-    if c.shared.draining.load(std::sync::atomic::Ordering::Acquire) {
+    if c.is_draining() {
         return (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response();
     }
     if c.shared.ports.in_use() >= c.shared.ports.capacity() {
@@ -209,7 +209,7 @@ async fn mint(
     Query(q): Query<MintQuery>,
 ) -> Response {
     guard!(st, h);
-    let creds = st.control.shared.credentials();
+    let creds = st.control.credentials();
     let Some(secret) = creds.secrets().first() else {
         return (StatusCode::CONFLICT, "no REST secret configured\n").into_response();
     };

@@ -4,13 +4,11 @@
 
 use natpass::auth::{Credentials, Secret};
 use natpass::proto::{
-    Core, CoreConfig, FiveTuple, Forward, PeerRoute, RelayAddr, RelayOwner, RelaySockets, Shared,
-    Transmit, Transport,
+    Core, CoreConfig, FiveTuple, Forward, PeerRoute, RelayAddr, Transmit, Transport,
 };
-use natpass::relay::policy::{PeerPolicy, parse_net};
-use natpass::relay::ports::PortPool;
-use natpass::relay::quota::{QuotaLimits, Quotas};
-use std::collections::{HashMap, HashSet};
+use natpass::relay::policy::parse_net;
+use natpass::relay::quota::QuotaLimits;
+use natpass::relay::{ShardResources, Shared};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,36 +27,7 @@ use turn_types::message::{ALLOCATE, CHANNEL_BIND, CREATE_PERMISSION, REFRESH, SE
 pub const REALM: &str = "natpass";
 pub const UNIX0: u64 = 1_800_000_000;
 
-/// Relay sockets that only record what the core asked for.
-#[derive(Default)]
-pub struct FakeRelays {
-    pub bound: HashMap<usize, (SocketAddr, RelayOwner)>,
-    pub next: usize,
-    pub busy_ports: HashSet<u16>,
-}
-
-impl RelaySockets for FakeRelays {
-    fn bind(&mut self, addr: SocketAddr, owner: RelayOwner) -> std::io::Result<usize> {
-        if self.busy_ports.contains(&addr.port()) {
-            return Err(std::io::Error::new(std::io::ErrorKind::AddrInUse, "busy"));
-        }
-        self.next += 1;
-        self.bound.insert(self.next, (addr, owner));
-        Ok(self.next)
-    }
-    fn release(&mut self, handle: usize) {
-        self.bound.remove(&handle);
-    }
-}
-
-impl FakeRelays {
-    pub fn owner_of(&self, relay: SocketAddr) -> Option<RelayOwner> {
-        self.bound
-            .values()
-            .find(|(a, _)| *a == relay)
-            .map(|(_, o)| *o)
-    }
-}
+pub use natpass::testing::FakeRelays;
 
 pub struct Options {
     pub relays: Vec<RelayAddr>,
@@ -99,7 +68,7 @@ pub fn udp(client: &str) -> FiveTuple {
 }
 
 pub struct Harness {
-    pub core: Core,
+    pub core: Core<ShardResources>,
     pub relays: FakeRelays,
     pub now: Instant,
     pub shared: Arc<Shared>,
@@ -121,31 +90,17 @@ pub fn credentials() -> Credentials {
 
 impl Harness {
     pub fn new(o: Options) -> Self {
-        let mut own: Vec<IpAddr> = Vec::new();
-        for r in &o.relays {
-            own.push(r.bind);
-            own.push(r.advertise);
-        }
-        let policy = PeerPolicy::new(
-            o.allow.iter().map(|s| parse_net(s).unwrap()).collect(),
-            vec![],
-            own,
-            o.listeners.clone(),
-        );
-        let binds: Vec<IpAddr> = o.relays.iter().map(|r| r.bind).collect();
-        let shared = Arc::new(Shared::new(
-            credentials(),
-            policy,
-            Quotas::new(o.limits),
-            PortPool::new(&binds, o.ports.0..=o.ports.1),
-            [3; 32],
-        ));
         let now = Instant::now();
-        let cfg = CoreConfig {
+        let setup = natpass::testing::Setup {
             relays: o.relays,
-            ..o.cfg
+            allow: o.allow.iter().map(|s| parse_net(s).unwrap()).collect(),
+            listeners: o.listeners,
+            ports: o.ports,
+            limits: o.limits,
+            cfg: o.cfg,
+            credentials: credentials(),
         };
-        let core = Core::new(cfg, shared.clone(), [9; 32], now, UNIX0);
+        let (core, shared) = natpass::testing::core(setup, now, UNIX0);
         Self {
             core,
             relays: FakeRelays::default(),

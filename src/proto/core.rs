@@ -1,0 +1,640 @@
+//! The dispatching core of one shard (RFC 8656 §5–§12, RFC 8489 §6–§9, RFC 6156).
+//!
+//! Input: datagrams/frames from clients ([`Core::handle_client`]), datagrams from peers at
+//! relay sockets ([`Core::handle_peer`]), time ([`Core::handle_timeout`]), and snapshots of
+//! credentials ([`Core::set_credentials`]). Output: answers pushed into a caller-owned
+//! `Vec<Transmit>`, and zero-copy routes ([`Forward`], [`PeerRoute`]) naming the sub-slice of
+//! the shell's own buffer that goes where.
+//!
+//! A request flows through one pipeline: decode ([`super::message`]) → retransmission check
+//! (RFC 8489 §6.3.4: same 5-tuple and transaction id, same answer) → authenticate
+//! ([`super::authenticate`]) → allocation ownership (437/441) → the method's handler →
+//! [`Core::answer`] ([`super::error`]).
+//!
+//! Routing is one hash lookup per ChannelData packet in each direction: `(5-tuple, channel)`
+//! for client → peer, `(relay owner, peer)` for peer → client ([`super::channel`]).
+
+use super::allocation::{AllocateRequest, Allocation, RefreshRequest};
+use super::authenticate::Auth;
+use super::channel::{ChannelBindRequest, ClientRoute, PeerRouteEntry};
+use super::channel_data::{ChannelData, ChannelNumber};
+use super::error::TurnError;
+use super::message::{self, ClientMessage, unknown_required};
+use super::permission::CreatePermissionRequest;
+use super::reply::Reply;
+use super::resources::{RelayAddr, RelayOwner, RelayResources, RelaySockets};
+use super::rfc5780::Rfc5780;
+use super::stats::{DropReason, EndReason, Stats};
+use super::timers::{Timer, Timers};
+use super::{FiveTuple, classic, integrity};
+use crate::auth::Credentials;
+use crate::auth::nonce::NonceIssuer;
+use crate::auth::ratelimit::RateLimiter;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use slab::Slab;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::time::{Duration, Instant};
+use stun_types::message::{BINDING, Message, Method};
+use turn_types::message::{ALLOCATE, CHANNEL_BIND, CREATE_PERMISSION, REFRESH};
+
+/// Protocol settings of the core (validated config).
+#[derive(Debug, Clone)]
+pub struct CoreConfig {
+    /// Realm for long-term credentials.
+    pub realm: String,
+    /// SOFTWARE attribute value; None (default) sends none.
+    pub software: Option<String>,
+    /// Relay IPs (at most one used per family at a time, round robin within a family).
+    pub relays: Vec<RelayAddr>,
+    /// Allocation lifetime when the client asks for less (and default): 600 s.
+    pub default_lifetime: u32,
+    /// Maximum allocation lifetime: 3600 s.
+    pub max_lifetime: u32,
+    /// Permission lifetime: 300 s.
+    pub permission_lifetime: Duration,
+    /// Channel lifetime: 600 s.
+    pub channel_lifetime: Duration,
+    /// Peers' permissions per allocation.
+    pub max_permissions: usize,
+    /// Channels per allocation.
+    pub max_channels: usize,
+    /// Highest channel number accepted in ChannelBind: 0x7FFF (RFC 5766, what coturn's tools
+    /// use) by default, 0x4FFF with `strict-channel-numbers` (RFC 8656 §12).
+    pub max_channel_number: u16,
+    /// Nonce lifetime in seconds.
+    pub nonce_lifetime: u64,
+    /// RFC 5780 NAT behaviour discovery: the primary (A1:P1) and alternate (A2:P2) addresses;
+    /// A1:P2 and A2:P1 are served too. None: CHANGE-REQUEST gets 420, no OTHER-ADDRESS.
+    pub rfc5780: Option<Rfc5780>,
+    /// 401/438 challenges per second per source IP (this shard's share).
+    pub challenge_rate: f64,
+    /// Authentication failures per minute per source IP (this shard's share).
+    pub failures_per_minute: f64,
+}
+
+impl Default for CoreConfig {
+    fn default() -> Self {
+        Self {
+            realm: "natpass".into(),
+            software: None,
+            relays: Vec::new(),
+            default_lifetime: 600,
+            max_lifetime: 3600,
+            permission_lifetime: Duration::from_secs(300),
+            channel_lifetime: Duration::from_secs(600),
+            max_permissions: 10,
+            max_channels: 64,
+            max_channel_number: 0x7FFF,
+            rfc5780: None,
+            nonce_lifetime: 600,
+            challenge_rate: 10.0,
+            failures_per_minute: 20.0,
+        }
+    }
+}
+
+/// A message for a client, built by the core.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    /// The client's 5-tuple (sent from `ft.server` to `ft.client`).
+    pub ft: FiveTuple,
+    /// The bytes.
+    pub data: Vec<u8>,
+}
+
+/// Client → peer: send `input[range]` from the relay socket bound at `relay` to `peer`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Forward {
+    /// The shell's handle of the relay socket.
+    pub handle: usize,
+    /// Local address of the relay socket.
+    pub relay: SocketAddr,
+    /// Destination peer.
+    pub peer: SocketAddr,
+    /// The payload within the input buffer.
+    pub range: Range<usize>,
+}
+
+/// Peer → client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerRoute {
+    /// No permission, denied, or unknown allocation.
+    Drop,
+    /// Write a ChannelData header for `channel` in front of the payload and send to `ft`.
+    Channel {
+        /// The client.
+        ft: FiveTuple,
+        /// Channel number.
+        channel: ChannelNumber,
+    },
+    /// Send this Data indication.
+    Indication(Transmit),
+}
+
+/// An allocation as the admin API shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AllocationInfo {
+    /// Slab key (with the shard number, forms the allocation id).
+    pub key: usize,
+    /// Serial.
+    pub serial: u32,
+    /// The authenticated username.
+    pub username: String,
+    /// Client transport.
+    pub transport: &'static str,
+    /// Client address.
+    pub client: SocketAddr,
+    /// Server address the client talks to.
+    pub server: SocketAddr,
+    /// Relayed addresses.
+    pub relayed: Vec<SocketAddr>,
+    /// Seconds since creation.
+    pub age_seconds: u64,
+    /// Seconds until expiry.
+    pub expires_in_seconds: u64,
+    /// Live or expired permissions still held.
+    pub permissions: usize,
+    /// Bound channels.
+    pub channels: usize,
+    /// Payload bytes relayed to peers.
+    pub bytes_to_peer: u64,
+    /// Payload bytes relayed to the client.
+    pub bytes_to_client: u64,
+}
+
+/// The answer last sent for a transaction (RFC 8489 §6.3.4 retransmissions).
+#[derive(Debug, Clone)]
+pub(crate) struct CachedAnswer {
+    pub txid: u128,
+    pub bytes: Vec<u8>,
+}
+
+/// Answers to 5-tuples without an allocation (a failed Allocate), kept for retransmissions.
+const MAX_RECENT: usize = 4096;
+const RECENT_TTL: Duration = Duration::from_secs(40);
+
+/// One request being handled.
+pub(crate) struct Request<'m, 'a> {
+    pub ft: FiveTuple,
+    pub msg: &'m Message<'a>,
+    /// The request carried FINGERPRINT, so every answer does (RFC 8489 §14.7).
+    pub fingerprint: bool,
+}
+
+/// The TURN methods (RFC 8656 §17).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TurnMethod {
+    Allocate,
+    Refresh,
+    CreatePermission,
+    ChannelBind,
+}
+
+impl TurnMethod {
+    fn of(m: Method) -> Option<Self> {
+        match m {
+            ALLOCATE => Some(TurnMethod::Allocate),
+            REFRESH => Some(TurnMethod::Refresh),
+            CREATE_PERMISSION => Some(TurnMethod::CreatePermission),
+            CHANNEL_BIND => Some(TurnMethod::ChannelBind),
+            _ => None,
+        }
+    }
+}
+
+/// One shard's protocol state.
+#[derive(Debug)]
+pub struct Core<R> {
+    pub(crate) cfg: CoreConfig,
+    pub(crate) res: R,
+    pub(crate) creds: Credentials,
+    pub(crate) nonces: NonceIssuer,
+    epoch: (Instant, u64),
+    pub(crate) rng: StdRng,
+    pub(crate) allocs: Slab<Allocation>,
+    pub(crate) by_ft: HashMap<FiveTuple, usize>,
+    /// `(client 5-tuple, channel)` → where its ChannelData goes.
+    pub(crate) to_peer: HashMap<(FiveTuple, ChannelNumber), PeerRouteEntry>,
+    /// `(relay owner, peer)` → the client and channel its datagrams go to.
+    pub(crate) to_client: HashMap<(RelayOwner, SocketAddr), ClientRoute>,
+    pub(crate) timers: Timers,
+    pub(crate) next_serial: u32,
+    recent: HashMap<FiveTuple, (CachedAnswer, Instant)>,
+    pub(crate) challenges: RateLimiter,
+    pub(crate) failures: RateLimiter,
+    pub(crate) relay_rr: [usize; 2],
+    next_reservation_sweep: Instant,
+    pub(crate) stats: Stats,
+}
+
+impl<R: RelayResources> Core<R> {
+    /// A shard's core. `nonce_key` is shared by every shard (a nonce issued by one validates
+    /// on another); `seed` seeds this core's randomness (ports, transaction ids); `now` and
+    /// `unix_now` anchor its notion of wall-clock time for nonces and REST expiries.
+    pub fn new(
+        cfg: CoreConfig,
+        res: R,
+        creds: Credentials,
+        nonce_key: [u8; 32],
+        seed: [u8; 32],
+        now: Instant,
+        unix_now: u64,
+    ) -> Self {
+        let nonces = NonceIssuer::new(nonce_key, cfg.nonce_lifetime);
+        let challenges =
+            RateLimiter::new(cfg.challenge_rate, cfg.challenge_rate.max(1.0), 65_536, now);
+        let per_sec = cfg.failures_per_minute / 60.0;
+        let failures = RateLimiter::new(per_sec, cfg.failures_per_minute.max(1.0), 65_536, now);
+        Self {
+            cfg,
+            res,
+            creds,
+            nonces,
+            epoch: (now, unix_now),
+            rng: StdRng::from_seed(seed),
+            allocs: Slab::new(),
+            by_ft: HashMap::new(),
+            to_peer: HashMap::new(),
+            to_client: HashMap::new(),
+            timers: Timers::default(),
+            next_serial: 1,
+            recent: HashMap::new(),
+            challenges,
+            failures,
+            relay_rr: [0; 2],
+            next_reservation_sweep: now,
+            stats: Stats::default(),
+        }
+    }
+
+    /// Replace the credentials (reload): new requests are checked against these; existing
+    /// allocations keep their key until they end.
+    pub fn set_credentials(&mut self, creds: Credentials) {
+        self.creds = creds;
+    }
+
+    /// The resources (to hand in a new policy snapshot on reload).
+    pub fn resources_mut(&mut self) -> &mut R {
+        &mut self.res
+    }
+
+    /// The resources.
+    pub fn resources(&self) -> &R {
+        &self.res
+    }
+
+    /// This core's counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Count a packet the shell dropped (e.g. a slow stream's full buffer).
+    pub fn count_drop(&mut self, why: DropReason) {
+        self.stats.drop(why);
+    }
+
+    /// Number of live allocations in this shard.
+    pub fn allocation_count(&self) -> usize {
+        self.allocs.len()
+    }
+
+    pub(crate) fn unix(&self, now: Instant) -> u64 {
+        self.epoch.1 + now.saturating_duration_since(self.epoch.0).as_secs()
+    }
+
+    /// When [`Core::handle_timeout`] should be called next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.next()
+    }
+
+    /// Handle a message from a client. Answers are appended to `out`; a returned [`Forward`]
+    /// names the part of `data` to relay to a peer.
+    pub fn handle_client(
+        &mut self,
+        now: Instant,
+        ft: FiveTuple,
+        data: &[u8],
+        relays: &mut dyn RelaySockets,
+        out: &mut Vec<Transmit>,
+    ) -> Option<Forward> {
+        let routed = match message::decode(data) {
+            Ok(ClientMessage::ChannelData(cd)) => self.channel_data(now, ft, cd),
+            Ok(ClientMessage::Send(msg)) => self.send_indication(now, ft, &msg),
+            Ok(ClientMessage::Request(msg)) => {
+                self.request(now, ft, &msg, relays, out);
+                return None;
+            }
+            Ok(ClientMessage::OtherIndication) => return None,
+            Ok(ClientMessage::Classic(d)) => match classic::binding_response(d, ft.client) {
+                Some(data) => {
+                    out.push(Transmit { ft, data });
+                    return None;
+                }
+                None => Err(DropReason::Malformed),
+            },
+            Err(why) => Err(why),
+        };
+        match routed {
+            Ok(f) => {
+                self.stats.relayed_to_peer(f.range.len());
+                Some(f)
+            }
+            Err(why) => {
+                self.stats.drop(why);
+                None
+            }
+        }
+    }
+
+    /// ChannelData client → peer (RFC 8656 §12.5): one lookup, the permission's expiry, and
+    /// on our own relay IPs the allocated-port rule that Send and peer traffic follow too.
+    fn channel_data(
+        &mut self,
+        now: Instant,
+        ft: FiveTuple,
+        cd: ChannelData<'_>,
+    ) -> Result<Forward, DropReason> {
+        let route = self
+            .to_peer
+            .get_mut(&(ft, cd.channel))
+            .ok_or(DropReason::NoAllocation)?;
+        if route.permission.expires <= now {
+            return Err(DropReason::NoPermission);
+        }
+        if route.permission.own_relay() && !self.res.own_relay_port_allocated(route.peer) {
+            return Err(DropReason::DeniedPeer);
+        }
+        route.bytes += cd.payload.len() as u64;
+        Ok(Forward {
+            handle: route.handle,
+            relay: route.relay,
+            peer: route.peer,
+            range: cd.payload_range(),
+        })
+    }
+
+    fn request(
+        &mut self,
+        now: Instant,
+        ft: FiveTuple,
+        msg: &Message<'_>,
+        relays: &mut dyn RelaySockets,
+        out: &mut Vec<Transmit>,
+    ) {
+        let req = Request {
+            ft,
+            msg,
+            fingerprint: integrity::has_fingerprint(msg),
+        };
+        if msg.method() == BINDING {
+            let (result, from) = self.binding(&req);
+            if let Some(data) = self.answer(now, &req, None, result) {
+                let ft = FiveTuple { server: from, ..ft };
+                out.push(Transmit { ft, data });
+            }
+            return;
+        }
+        let Some(method) = TurnMethod::of(msg.method()) else {
+            let err = Err(TurnError::BadRequest("unknown method"));
+            out.extend(
+                self.answer(now, &req, None, err)
+                    .map(|data| Transmit { ft, data }),
+            );
+            return;
+        };
+        let txid: u128 = msg.transaction_id().into();
+        if let Some(data) = self.retransmitted(&ft, txid) {
+            out.push(Transmit { ft, data });
+            return;
+        }
+        let auth = match self.authenticate(now, &req) {
+            Ok(a) => a,
+            Err(e) => {
+                out.extend(
+                    self.answer(now, &req, None, Err(e))
+                        .map(|data| Transmit { ft, data }),
+                );
+                return;
+            }
+        };
+        let result = self.turn_request(now, &req, method, &auth, relays);
+        let Some(data) = self.answer(now, &req, Some((auth.algo, auth.key)), result) else {
+            return;
+        };
+        self.remember(now, ft, txid, &data);
+        out.push(Transmit { ft, data });
+    }
+
+    /// Allocation ownership (RFC 8656 §7.2: 437; §5: 441), then the method's handler.
+    fn turn_request(
+        &mut self,
+        now: Instant,
+        req: &Request<'_, '_>,
+        method: TurnMethod,
+        auth: &Auth,
+        relays: &mut dyn RelaySockets,
+    ) -> Result<Reply, TurnError> {
+        unknown_required(req.msg, &[])?;
+        let key = match (self.by_ft.get(&req.ft).copied(), method) {
+            (Some(_), TurnMethod::Allocate) => return Err(TurnError::AllocationMismatch),
+            (None, TurnMethod::Allocate) => {
+                let ask = AllocateRequest::decode(req.msg)?;
+                return self.allocate(now, req, ask, auth, relays);
+            }
+            (None, _) => return Err(TurnError::AllocationMismatch),
+            (Some(key), _) => key,
+        };
+        let a = &self.allocs[key];
+        if *a.username != *auth.username || a.key != auth.key {
+            return Err(TurnError::WrongCredentials);
+        }
+        match method {
+            TurnMethod::Refresh => {
+                let ask = RefreshRequest::decode(req.msg)?;
+                self.refresh(now, req, key, ask, relays)
+            }
+            TurnMethod::CreatePermission => {
+                let ask = CreatePermissionRequest::decode(req.msg)?;
+                self.create_permission(now, req, key, ask)
+            }
+            TurnMethod::ChannelBind => {
+                let ask = ChannelBindRequest::decode(req.msg)?;
+                self.channel_bind(now, req, key, ask)
+            }
+            TurnMethod::Allocate => Err(TurnError::AllocationMismatch),
+        }
+    }
+
+    /// The cached answer when this is a retransmission (same 5-tuple, same transaction id).
+    fn retransmitted(&self, ft: &FiveTuple, txid: u128) -> Option<Vec<u8>> {
+        let cached = match self.by_ft.get(ft) {
+            Some(&key) => self.allocs[key].last.as_ref(),
+            None => self.recent.get(ft).map(|(c, _)| c),
+        };
+        cached.filter(|c| c.txid == txid).map(|c| c.bytes.clone())
+    }
+
+    fn remember(&mut self, now: Instant, ft: FiveTuple, txid: u128, bytes: &[u8]) {
+        let answer = CachedAnswer {
+            txid,
+            bytes: bytes.to_vec(),
+        };
+        if let Some(&key) = self.by_ft.get(&ft) {
+            self.allocs[key].last = Some(answer);
+            self.recent.remove(&ft);
+            return;
+        }
+        if self.recent.len() >= MAX_RECENT {
+            self.recent.retain(|_, (_, exp)| *exp > now);
+            if self.recent.len() >= MAX_RECENT {
+                self.recent.clear();
+            }
+        }
+        self.recent.insert(ft, (answer, now + RECENT_TTL));
+    }
+
+    /// A datagram from `peer` arrived at the relay socket of `owner` (RFC 8656 §11.3, §12.6):
+    /// one lookup for a bound channel; otherwise a Data indication if a permission allows it.
+    pub fn handle_peer(
+        &mut self,
+        now: Instant,
+        owner: RelayOwner,
+        peer: SocketAddr,
+        payload: &[u8],
+    ) -> PeerRoute {
+        let routed = match self.to_client.get_mut(&(owner, peer)) {
+            Some(route) => {
+                if route.permission.expires <= now {
+                    Err(DropReason::NoPermission)
+                } else if route.permission.own_relay() && !self.res.own_relay_port_allocated(peer) {
+                    Err(DropReason::DeniedPeer)
+                } else {
+                    route.bytes += payload.len() as u64;
+                    Ok(PeerRoute::Channel {
+                        ft: route.ft,
+                        channel: route.channel,
+                    })
+                }
+            }
+            None => self.data_indication(now, owner, peer, payload),
+        };
+        match routed {
+            Ok(route) => {
+                self.stats.relayed_to_client(payload.len());
+                route
+            }
+            Err(why) => {
+                self.stats.drop(why);
+                PeerRoute::Drop
+            }
+        }
+    }
+
+    /// Expire allocations, permissions and channels due by `now`.
+    pub fn handle_timeout(&mut self, now: Instant, relays: &mut dyn RelaySockets) {
+        while let Some(timer) = self.timers.pop_due(now) {
+            match timer {
+                Timer::Allocation { key, serial } => {
+                    let due = self
+                        .allocs
+                        .get(key)
+                        .is_some_and(|a| a.serial == serial && a.expires <= now);
+                    if due {
+                        self.free(key, relays, EndReason::Expired);
+                    }
+                }
+                Timer::Sweep { key, serial } => self.sweep(now, key, serial),
+            }
+        }
+        if !self.recent.is_empty() {
+            self.recent.retain(|_, (_, exp)| *exp > now);
+        }
+        let allocs = &self.allocs;
+        self.timers.compact(allocs.len(), |key, serial| {
+            allocs.get(key).is_some_and(|a| a.serial == serial)
+        });
+        if self.recent.capacity() > 4 * self.recent.len() + 1024 {
+            self.recent.shrink_to_fit();
+        }
+        if now >= self.next_reservation_sweep {
+            self.next_reservation_sweep = now + Duration::from_secs(5);
+            self.res.sweep_reservations(now);
+        }
+    }
+
+    /// What an operator sees of each allocation of this shard.
+    pub fn list(&self, now: Instant) -> Vec<AllocationInfo> {
+        self.allocs
+            .iter()
+            .map(|(key, a)| {
+                let (to_peer, to_client) = self.channel_bytes(a);
+                AllocationInfo {
+                    key,
+                    serial: a.serial,
+                    username: a.username.to_string(),
+                    transport: a.ft.transport.name(),
+                    client: a.ft.client,
+                    server: a.ft.server,
+                    relayed: a.relays.iter().flatten().map(|r| r.advertise).collect(),
+                    age_seconds: now.saturating_duration_since(a.created).as_secs(),
+                    expires_in_seconds: a.expires.saturating_duration_since(now).as_secs(),
+                    permissions: a.perms.len(),
+                    channels: a.channels.len(),
+                    bytes_to_peer: a.bytes_to_peer + to_peer,
+                    bytes_to_client: a.bytes_to_client + to_client,
+                }
+            })
+            .collect()
+    }
+
+    /// End allocations chosen by an operator (one by key and serial, or all of a user's).
+    pub fn end_matching(
+        &mut self,
+        id: Option<(usize, u32)>,
+        user: Option<&str>,
+        relays: &mut dyn RelaySockets,
+    ) -> usize {
+        let keys: Vec<usize> = self
+            .allocs
+            .iter()
+            .filter(|(k, a)| {
+                id.is_some_and(|(ik, is)| ik == *k && is == a.serial)
+                    || user.is_some_and(|u| *a.username == *u)
+            })
+            .map(|(k, _)| k)
+            .collect();
+        for k in &keys {
+            self.free(*k, relays, EndReason::Ended);
+        }
+        keys.len()
+    }
+
+    /// Whether `ft` holds an allocation.
+    pub fn has_allocation(&self, ft: &FiveTuple) -> bool {
+        self.by_ft.contains_key(ft)
+    }
+
+    /// Timer entries held (for tests of the churn bound).
+    pub fn timer_entries(&self) -> usize {
+        self.timers.len()
+    }
+
+    /// The client's connection closed (TCP/TLS): its allocation ends at once.
+    pub fn close_connection(&mut self, ft: FiveTuple, relays: &mut dyn RelaySockets) {
+        if let Some(&key) = self.by_ft.get(&ft) {
+            self.free(key, relays, EndReason::Closed);
+        }
+        self.recent.remove(&ft);
+    }
+
+    /// End every allocation (shutdown).
+    pub fn close_all(&mut self, relays: &mut dyn RelaySockets) {
+        let keys: Vec<usize> = self.allocs.iter().map(|(k, _)| k).collect();
+        for k in keys {
+            self.free(k, relays, EndReason::Ended);
+        }
+    }
+}

@@ -1,0 +1,163 @@
+//! Permissions (RFC 8656 §9): CreatePermission installs or refreshes one permission per peer
+//! IP (ports are not part of a permission), each for 300 s; ChannelBind installs one too
+//! (§11). Every XOR-PEER-ADDRESS of a request is checked against the peer policy and
+//! installed, or none is (403 when any is denied). Data from a peer without a live
+//! permission is dropped (§9: "Data Received without a Permission").
+
+use super::core::{Core, Request};
+use super::error::TurnError;
+use super::reply::Reply;
+use super::resources::{IpVerdict, RelayOwner, RelayResources};
+use super::timers::Timer;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
+use stun_types::message::{Message, StunParseError};
+use turn_types::attribute::XorPeerAddress;
+
+/// Peer addresses read from one request at most (a request cannot name more usefully).
+const MAX_PEERS_PER_REQUEST: usize = 64;
+
+/// One peer IP's permission.
+#[derive(Debug)]
+pub(crate) struct Permission {
+    pub ip: IpAddr,
+    pub state: PermissionState,
+}
+
+/// What the relay path needs to know of a permission: until when, and whether the peer is
+/// one of our own relay IPs (then only allocated relay ports are reachable).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PermissionState {
+    pub expires: Instant,
+    pub verdict: IpVerdict,
+}
+
+impl PermissionState {
+    /// No permission: expired at creation.
+    pub fn none(now: Instant) -> Self {
+        Self {
+            expires: now,
+            verdict: IpVerdict::Allow,
+        }
+    }
+
+    /// The peer is one of our own relay IPs.
+    pub fn own_relay(&self) -> bool {
+        self.verdict == IpVerdict::OwnRelay
+    }
+}
+
+/// A CreatePermission request's peer addresses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreatePermissionRequest {
+    /// Every XOR-PEER-ADDRESS, in order.
+    pub peers: Vec<SocketAddr>,
+}
+
+impl CreatePermissionRequest {
+    /// Read every XOR-PEER-ADDRESS (400 when none, or one is malformed).
+    pub fn decode(msg: &Message<'_>) -> Result<Self, TurnError> {
+        let txid = msg.transaction_id();
+        let mut peers = Vec::new();
+        for n in 0..MAX_PEERS_PER_REQUEST {
+            match msg.nth_attribute::<XorPeerAddress>(n) {
+                Ok(p) => peers.push(p.addr(txid)),
+                Err(StunParseError::MissingAttribute(_)) => break,
+                Err(_) => return Err(TurnError::BadRequest("XOR-PEER-ADDRESS")),
+            }
+        }
+        if peers.is_empty() {
+            return Err(TurnError::BadRequest("no XOR-PEER-ADDRESS"));
+        }
+        Ok(Self { peers })
+    }
+}
+
+impl<R: RelayResources> Core<R> {
+    /// CreatePermission (RFC 8656 §9.2).
+    pub(crate) fn create_permission(
+        &mut self,
+        now: Instant,
+        req: &Request<'_, '_>,
+        key: usize,
+        ask: CreatePermissionRequest,
+    ) -> Result<Reply, TurnError> {
+        let mut peers: Vec<(IpAddr, IpVerdict)> = Vec::new();
+        for addr in ask.peers {
+            let verdict = self.res.check_peer_ip(addr.ip());
+            if verdict == IpVerdict::Deny {
+                tracing::debug!(parent: &self.allocs[key].span, peer = %addr.ip(), "permission denied by peer policy");
+                return Err(TurnError::Forbidden);
+            }
+            if self.allocs[key].relay_for(&addr).is_none() {
+                return Err(TurnError::PeerAddressFamilyMismatch);
+            }
+            if !peers.iter().any(|(ip, _)| *ip == addr.ip()) {
+                peers.push((addr.ip(), verdict));
+            }
+        }
+        let a = &self.allocs[key];
+        let live = a.perms.iter().filter(|p| p.state.expires > now).count();
+        let new = peers
+            .iter()
+            .filter(|(ip, _)| self.permission(key, *ip, now).is_none())
+            .count();
+        if live + new > self.cfg.max_permissions {
+            return Err(TurnError::InsufficientCapacity(
+                "permissions per allocation",
+            ));
+        }
+        let expires = now + self.cfg.permission_lifetime;
+        for (ip, verdict) in peers {
+            self.install_permission(key, ip, PermissionState { expires, verdict });
+        }
+        let serial = self.allocs[key].serial;
+        self.timers.push(expires, Timer::Sweep { key, serial });
+        Ok(Reply::success(req.msg))
+    }
+
+    /// The live permission for `ip` in allocation `key`.
+    pub(crate) fn permission(
+        &self,
+        key: usize,
+        ip: IpAddr,
+        now: Instant,
+    ) -> Option<PermissionState> {
+        self.allocs[key]
+            .perms
+            .iter()
+            .find(|p| p.ip == ip && p.state.expires > now)
+            .map(|p| p.state)
+    }
+
+    /// Live permissions of allocation `key`.
+    pub(crate) fn live_permissions(&self, key: usize, now: Instant) -> usize {
+        let perms = &self.allocs[key].perms;
+        perms.iter().filter(|p| p.state.expires > now).count()
+    }
+
+    /// Install or refresh the permission for `ip`, and update the channel routes to peers on
+    /// that IP so the relay path sees the new expiry without a second lookup.
+    pub(crate) fn install_permission(&mut self, key: usize, ip: IpAddr, state: PermissionState) {
+        let a = &mut self.allocs[key];
+        match a.perms.iter_mut().find(|p| p.ip == ip) {
+            Some(p) => p.state = state,
+            None => {
+                self.stats.permissions_live += 1;
+                a.perms.push(Permission { ip, state });
+            }
+        }
+        let owner = RelayOwner {
+            alloc: key,
+            serial: a.serial,
+        };
+        for c in a.channels.iter().filter(|c| c.peer.ip() == ip) {
+            if let Some(r) = self.to_peer.get_mut(&(a.ft, c.number)) {
+                r.permission = state;
+            }
+            if let Some(r) = self.to_client.get_mut(&(owner, c.peer)) {
+                r.permission = state;
+            }
+        }
+    }
+}
