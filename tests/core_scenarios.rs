@@ -1206,3 +1206,93 @@ fn churn_does_not_grow_the_timer_heap_without_bound() {
         h.core.timer_entries()
     );
 }
+
+#[test]
+fn channel_data_to_an_own_relay_port_stops_when_that_allocation_ends() {
+    let relay_ip: std::net::IpAddr = "127.0.0.2".parse().unwrap();
+    let mut h = Harness::new(Options {
+        relays: vec![RelayAddr {
+            bind: relay_ip,
+            advertise: relay_ip,
+        }],
+        listeners: vec!["127.0.0.2:3478".parse().unwrap()],
+        ..Options::default()
+    });
+    let a = udp("203.0.113.9:4000");
+    let b = udp("203.0.113.10:4000");
+    let relay_a = h.allocate(a, "alice", "alicepw");
+    let relay_b = h.allocate(b, "bob", "bobpw");
+    let na = h.nonce(a);
+    let nb = h.nonce(b);
+    let bind = channel_bind("alice", "alicepw", &na, 0x4000, &relay_b.to_string());
+    assert_eq!(error_code(&h.ask(a, &bind)), None);
+    let cd = channel_data(0x4000, b"media");
+    let f = h
+        .send(a, &cd)
+        .1
+        .expect("relayed while B's port is allocated");
+    assert_eq!((f.relay, f.peer), (relay_a, relay_b));
+    h.ask(b, &refresh("bob", "bobpw", &nb, Some(0)));
+    let denied =
+        |h: &Harness| h.core.stats().drops[natpass::proto::DropReason::DeniedPeer as usize];
+    let before = denied(&h);
+    assert!(
+        h.send(a, &cd).1.is_none(),
+        "B's port is free now: the channel must not reach whatever binds it next"
+    );
+    assert_eq!(denied(&h), before + 1);
+    assert_eq!(
+        h.peer(relay_a, &relay_b.to_string(), b"x"),
+        PeerRoute::Drop,
+        "nor does traffic from that port reach A's client"
+    );
+}
+
+#[test]
+fn peer_data_on_a_channel_follows_permission_refresh_and_expiry() {
+    let mut h = h();
+    let ft = udp("203.0.113.9:4000");
+    let relay = h.allocate(ft, "alice", "alicepw");
+    let nonce = h.nonce(ft);
+    h.ask(
+        ft,
+        &channel_bind("alice", "alicepw", &nonce, 0x4001, PUBLIC_PEER),
+    );
+    let channel = PeerRoute::Channel {
+        ft,
+        channel: natpass::proto::ChannelNumber::new(0x4001).unwrap(),
+    };
+    assert_eq!(h.peer(relay, PUBLIC_PEER, b"x"), channel);
+    h.advance(301);
+    assert_eq!(
+        h.peer(relay, PUBLIC_PEER, b"x"),
+        PeerRoute::Drop,
+        "the permission expired though the channel lives"
+    );
+    let nonce = h.nonce(ft);
+    h.ask(
+        ft,
+        &create_permission("alice", "alicepw", &nonce, &[PUBLIC_PEER]),
+    );
+    assert_eq!(
+        h.peer(relay, PUBLIC_PEER, b"x"),
+        channel,
+        "a refreshed permission reopens the channel route"
+    );
+    h.ask(ft, &refresh("alice", "alicepw", &nonce, Some(3600)));
+    h.advance(300);
+    let nonce = h.nonce(ft);
+    h.ask(
+        ft,
+        &create_permission("alice", "alicepw", &nonce, &[PUBLIC_PEER]),
+    );
+    assert!(
+        matches!(h.peer(relay, PUBLIC_PEER, b"x"), PeerRoute::Indication(_)),
+        "after the channel expired, the peer's data comes as a Data indication"
+    );
+    let info = h.core.list(h.now);
+    assert_eq!(
+        info[0].bytes_to_client, 3,
+        "channel bytes survive the channel"
+    );
+}
