@@ -17,4 +17,5 @@ pub mod probe;
 pub mod proto;
 pub mod relay;
 pub mod testing;
+pub(crate) mod udp;
 pub mod web;

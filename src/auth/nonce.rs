@@ -1,4 +1,4 @@
-//! Stateless nonces (SECURITY.md "Credential attacks" and "Reflection"): a nonce carries its
+//! Stateless nonces (docs/security.md, "Credential attacks" and "Reflection"): a nonce carries its
 //! own expiry and an HMAC over (expiry, client IP) with a per-process key, so the server keeps
 //! no memory per request and a nonce replayed from another address or after expiry is stale
 //! (438 with a fresh nonce).

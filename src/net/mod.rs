@@ -5,7 +5,6 @@
 //! client's 4-tuple to one listener copy, so a client always meets the shard that holds its
 //! allocation, and no lock or channel is on the data path.
 
-pub(crate) mod batch;
 mod shard;
 pub mod tls;
 

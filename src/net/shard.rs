@@ -13,7 +13,6 @@
 //! progress, a deadline for the first valid message and for any started frame, an idle
 //! deadline without an allocation, bounded read and write buffers.
 
-use super::batch::{Batch, PEER_OFFSET, Pool, Tx, TxSock};
 use super::{ConnLimits, ShardCmd, StreamSettings};
 use crate::proto::channel_data::{encode_header_to_slice, stream_padding};
 use crate::proto::framing;
@@ -21,6 +20,7 @@ use crate::proto::{
     Core, DropReason, FiveTuple, PeerRoute, RelayOwner, RelaySockets, Transmit, Transport,
 };
 use crate::relay::ShardResources;
+use crate::udp::{Batch, PEER_OFFSET, Pool, Tx, TxSock};
 use mio::net::{TcpListener, TcpStream, UdpSocket};
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
 use slab::Slab;
@@ -324,10 +324,6 @@ impl Shard {
         }
     }
 
-    fn listener_for(&self, server: SocketAddr) -> Option<&Listener> {
-        self.listeners.iter().find(|l| l.local == server)
-    }
-
     fn listener_index(&self, server: SocketAddr) -> Option<usize> {
         self.listeners.iter().position(|l| l.local == server)
     }
@@ -344,7 +340,7 @@ impl Shard {
 
     fn send_to_client(&mut self, ft: &FiveTuple, data: &[u8]) {
         if ft.transport == Transport::Udp {
-            if let Some(l) = self.listener_for(ft.server) {
+            if let Some(l) = self.listener_index(ft.server).map(|i| &self.listeners[i]) {
                 let _ = l.sock.send_to(data, ft.client);
             }
         } else if let Some(&k) = self.conn_by_ft.get(ft) {

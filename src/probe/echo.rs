@@ -1,6 +1,6 @@
 //! A UDP echo peer (what turnutils_peer does): every datagram goes back to its sender.
 
-use crate::net::batch::{Pool, Tx, TxSock};
+use crate::udp::{Pool, SLOTS, Tx, TxSock};
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
@@ -30,14 +30,14 @@ pub(crate) fn echo_pending(pool: &mut Pool, fd: std::os::fd::RawFd, v6: bool) ->
     let mut total = 0;
     loop {
         pool.reset();
-        let Ok(n) = pool.recv(fd, v6, 0, crate::net::batch::SLOTS) else {
+        let Ok(n) = pool.recv(fd, v6, 0, SLOTS) else {
             break;
         };
         queue_echoes(pool, n);
         pool.send_group(fd, 0..n, true);
         pool.reset();
         total += n;
-        if n < crate::net::batch::SLOTS {
+        if n < SLOTS {
             break;
         }
     }

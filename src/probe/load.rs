@@ -9,7 +9,7 @@
 use super::echo::{bind_echo_socket, echo_pending};
 use super::{Creds, ProbeTransport, ServerSpec};
 use crate::client::{Client, ClientError};
-use crate::net::batch::{Pool, SLOTS};
+use crate::udp::{Pool, SLOTS};
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token};
 use serde::Serialize;

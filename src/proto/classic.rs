@@ -1,7 +1,7 @@
 //! RFC 3489 ("classic STUN") Binding: requests without the magic cookie get a Binding
 //! response with MAPPED-ADDRESS. stun-types rejects cookie-less messages, so this is the one
 //! message natpass frames by hand. CHANGE-REQUEST and RESPONSE-ADDRESS are never honoured:
-//! the answer goes to the source only (SECURITY.md "Reflection / amplification").
+//! the answer goes to the source only (docs/security.md, "Reflection / amplification").
 
 use std::net::SocketAddr;
 

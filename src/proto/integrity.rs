@@ -2,7 +2,7 @@
 //! long-term key.
 //!
 //! stun-types computes integrity only from a (username, realm, password) triple; natpass keeps
-//! keys, never passwords (SECURITY.md), and accepts users given by key, so these two
+//! keys, never passwords (docs/security.md), and accepts users given by key, so these two
 //! functions apply the same RFC procedure to a raw key. Comparison is constant time
 //! (`subtle::ConstantTimeEq`).
 

@@ -1,4 +1,4 @@
-//! Peer address policy (SECURITY.md "Relaying to loopback, private, link-local or
+//! Peer address policy (docs/security.md, "Relaying to loopback, private, link-local or
 //! cloud-metadata addresses"): ONE function canonicalises a peer address and then checks
 //! the operator allow list, the default deny list and the operator deny list.
 //!
@@ -15,7 +15,7 @@
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-/// The default deny list from SECURITY.md, checked after canonicalisation.
+/// The default deny list of the threat model (docs/security.md), checked after canonicalisation.
 pub const DEFAULT_DENY: &[&str] = &[
     "0.0.0.0/8",
     "10.0.0.0/8",

@@ -1,4 +1,4 @@
-//! Allocation quotas (SECURITY.md "Exhaustion"): per username AND per source IP (ephemeral
+//! Allocation quotas (docs/security.md, "Exhaustion"): per username AND per source IP (ephemeral
 //! REST usernames defeat per-user quotas alone) and a global cap. Shared by every shard;
 //! touched only when allocations are created or freed, never per packet.
 

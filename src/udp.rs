@@ -1,5 +1,7 @@
-//! Batched UDP I/O for the shard loop: `recvmmsg` into a pool of slots, `sendmmsg` per
-//! destination socket (issue 8: fewer wake-ups and syscalls per datagram).
+//! Batched UDP I/O, in quinn-udp's spirit, for the shard loop and the probes' load generator
+//! and echo peers: `recvmmsg` into a pool of slots, `sendmmsg` per destination socket, UDP GSO
+//! for runs of equal-sized datagrams to one destination (fewer wake-ups and syscalls per
+//! datagram).
 //!
 //! A shard owns one [`Pool`]: `SLOTS` buffers of `SLOT` bytes (2 MiB of address space; only
 //! the pages datagrams touch become resident). Datagrams are received into free slots, handed
