@@ -8,7 +8,7 @@
 
 use super::authenticate::Auth;
 use super::channel::Channel;
-use super::core::{CachedAnswer, Core, Request};
+use super::core::{Core, Request};
 use super::error::TurnError;
 use super::message::{optional, required};
 use super::permission::Permission;
@@ -18,6 +18,7 @@ use super::resources::{
 };
 use super::stats::EndReason;
 use super::timers::Timer;
+use super::transactions::CachedAnswer;
 use super::{Family, FiveTuple};
 use crate::auth::LongTermKey;
 use rand::Rng;

@@ -26,6 +26,7 @@ use super::resources::{RelayAddr, RelayOwner, RelayResources, RelaySockets};
 use super::rfc5780::Rfc5780;
 use super::stats::{DropReason, EndReason, Stats};
 use super::timers::{Timer, Timers};
+use super::transactions::{CachedAnswer, RecentAnswers};
 use super::{FiveTuple, classic, integrity};
 use crate::auth::Credentials;
 use crate::auth::nonce::NonceIssuer;
@@ -165,17 +166,6 @@ pub struct AllocationInfo {
     pub bytes_to_client: u64,
 }
 
-/// The answer last sent for a transaction (RFC 8489 §6.3.4 retransmissions).
-#[derive(Debug, Clone)]
-pub(crate) struct CachedAnswer {
-    pub txid: u128,
-    pub bytes: Vec<u8>,
-}
-
-/// Answers to 5-tuples without an allocation (a failed Allocate), kept for retransmissions.
-const MAX_RECENT: usize = 4096;
-const RECENT_TTL: Duration = Duration::from_secs(40);
-
 /// One request being handled.
 pub(crate) struct Request<'m, 'a> {
     pub ft: FiveTuple,
@@ -222,7 +212,7 @@ pub struct Core<R> {
     pub(crate) to_client: HashMap<(RelayOwner, SocketAddr), ClientRoute>,
     pub(crate) timers: Timers,
     pub(crate) next_serial: u32,
-    recent: HashMap<FiveTuple, (CachedAnswer, Instant)>,
+    recent: RecentAnswers,
     pub(crate) challenges: RateLimiter,
     pub(crate) failures: RateLimiter,
     pub(crate) relay_rr: [usize; 2],
@@ -261,7 +251,7 @@ impl<R: RelayResources> Core<R> {
             to_client: HashMap::new(),
             timers: Timers::default(),
             next_serial: 1,
-            recent: HashMap::new(),
+            recent: RecentAnswers::default(),
             challenges,
             failures,
             relay_rr: [0; 2],
@@ -406,7 +396,11 @@ impl<R: RelayResources> Core<R> {
             return;
         };
         let txid: u128 = msg.transaction_id().into();
-        if let Some(data) = self.retransmitted(&ft, txid) {
+        let last = self
+            .by_ft
+            .get(&ft)
+            .and_then(|&k| self.allocs[k].last.as_ref());
+        if let Some(data) = self.recent.retransmitted(last, &ft, txid) {
             out.push(Transmit { ft, data });
             return;
         }
@@ -424,7 +418,17 @@ impl<R: RelayResources> Core<R> {
         let Some(data) = self.answer(now, &req, Some((auth.algo, auth.key)), result) else {
             return;
         };
-        self.remember(now, ft, txid, &data);
+        let answer = CachedAnswer {
+            txid,
+            bytes: data.clone(),
+        };
+        match self.by_ft.get(&ft) {
+            Some(&key) => {
+                self.allocs[key].last = Some(answer);
+                self.recent.forget(&ft);
+            }
+            None => self.recent.remember(now, ft, answer),
+        }
         out.push(Transmit { ft, data });
     }
 
@@ -466,34 +470,6 @@ impl<R: RelayResources> Core<R> {
             }
             TurnMethod::Allocate => Err(TurnError::AllocationMismatch),
         }
-    }
-
-    /// The cached answer when this is a retransmission (same 5-tuple, same transaction id).
-    fn retransmitted(&self, ft: &FiveTuple, txid: u128) -> Option<Vec<u8>> {
-        let cached = match self.by_ft.get(ft) {
-            Some(&key) => self.allocs[key].last.as_ref(),
-            None => self.recent.get(ft).map(|(c, _)| c),
-        };
-        cached.filter(|c| c.txid == txid).map(|c| c.bytes.clone())
-    }
-
-    fn remember(&mut self, now: Instant, ft: FiveTuple, txid: u128, bytes: &[u8]) {
-        let answer = CachedAnswer {
-            txid,
-            bytes: bytes.to_vec(),
-        };
-        if let Some(&key) = self.by_ft.get(&ft) {
-            self.allocs[key].last = Some(answer);
-            self.recent.remove(&ft);
-            return;
-        }
-        if self.recent.len() >= MAX_RECENT {
-            self.recent.retain(|_, (_, exp)| *exp > now);
-            if self.recent.len() >= MAX_RECENT {
-                self.recent.clear();
-            }
-        }
-        self.recent.insert(ft, (answer, now + RECENT_TTL));
     }
 
     /// A datagram from `peer` arrived at the relay socket of `owner` (RFC 8656 §11.3, §12.6):
@@ -549,16 +525,11 @@ impl<R: RelayResources> Core<R> {
                 Timer::Sweep { key, serial } => self.sweep(now, key, serial),
             }
         }
-        if !self.recent.is_empty() {
-            self.recent.retain(|_, (_, exp)| *exp > now);
-        }
+        self.recent.expire(now);
         let allocs = &self.allocs;
         self.timers.compact(allocs.len(), |key, serial| {
             allocs.get(key).is_some_and(|a| a.serial == serial)
         });
-        if self.recent.capacity() > 4 * self.recent.len() + 1024 {
-            self.recent.shrink_to_fit();
-        }
         if now >= self.next_reservation_sweep {
             self.next_reservation_sweep = now + Duration::from_secs(5);
             self.res.sweep_reservations(now);
@@ -627,7 +598,7 @@ impl<R: RelayResources> Core<R> {
         if let Some(&key) = self.by_ft.get(&ft) {
             self.free(key, relays, EndReason::Closed);
         }
-        self.recent.remove(&ft);
+        self.recent.forget(&ft);
     }
 
     /// End every allocation (shutdown).

@@ -31,6 +31,7 @@ pub mod resources;
 pub mod rfc5780;
 pub mod stats;
 pub mod timers;
+pub mod transactions;
 
 pub use self::core::{AllocationInfo, Core, CoreConfig, Forward, PeerRoute, Transmit};
 pub use channel_data::{ChannelData, ChannelNumber};
