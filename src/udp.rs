@@ -75,6 +75,19 @@ pub(crate) enum Batch {
     Failed,
 }
 
+impl Batch {
+    /// `(first, n, drained)` to process, or None when the socket is empty. A failed read is an
+    /// empty batch that is not drained, so the caller reads on (and counts it against its
+    /// budget: `n.max(1)`).
+    pub(crate) fn ready(self) -> Option<(usize, usize, bool)> {
+        match self {
+            Batch::Got { first, n, drained } => Some((first, n, drained)),
+            Batch::Empty => None,
+            Batch::Failed => Some((0, 0, false)),
+        }
+    }
+}
+
 /// Per received datagram: length and source.
 #[derive(Clone, Copy)]
 pub(crate) struct RxMeta {

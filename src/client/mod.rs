@@ -332,14 +332,7 @@ impl Client {
                 s.set_read_timeout(Some(left))?;
                 match s.recv_from(&mut self.buf) {
                     Ok((n, from)) => return Ok(Some((self.buf[..n].to_vec(), from))),
-                    Err(e)
-                        if matches!(
-                            e.kind(),
-                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                        ) =>
-                    {
-                        return Ok(None);
-                    }
+                    Err(e) if is_timeout(&e) => return Ok(None),
                     // ICMP port unreachable surfaces as ECONNREFUSED on some stacks: keep waiting.
                     Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => continue,
                     Err(e) => return Err(e.into()),
@@ -611,17 +604,18 @@ fn read_frame(
         match stream.read(buf) {
             Ok(0) => return Err(ClientError::Protocol("server closed the connection".into())),
             Ok(n) => rbuf.extend_from_slice(&buf[..n]),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                return Ok(None);
-            }
+            Err(e) if is_timeout(&e) => return Ok(None),
             Err(e) => return Err(e.into()),
         }
     }
+}
+
+/// A read that ran into its deadline (blocking sockets report either kind).
+fn is_timeout(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+    )
 }
 
 /// Build a message with a random transaction id.

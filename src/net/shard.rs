@@ -20,7 +20,7 @@ use crate::proto::{
     Core, DropReason, FiveTuple, PeerRoute, RelayOwner, RelaySockets, Transmit, Transport,
 };
 use crate::relay::ShardResources;
-use crate::udp::{Batch, PEER_OFFSET, Pool, Tx, TxSock};
+use crate::udp::{PEER_OFFSET, Pool, Tx, TxSock};
 use mio::net::{TcpListener, TcpStream, UdpSocket};
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
 use slab::Slab;
@@ -391,14 +391,9 @@ impl Shard {
             if pool.free() == 0 {
                 self.send_queued(pool);
             }
-            let (first, n, drained) = match pool.next_batch(fd, local.is_ipv6(), 0) {
-                Batch::Got { first, n, drained } => (first, n, drained),
-                Batch::Empty => return false,
-                Batch::Failed => {
-                    // ICMP-induced errors on UDP: nothing to do but read on.
-                    handled += 1;
-                    continue;
-                }
+            // ICMP-induced errors on UDP come back as an empty, undrained batch: read on.
+            let Some((first, n, drained)) = pool.next_batch(fd, local.is_ipv6(), 0).ready() else {
+                return false;
             };
             for i in 0..n {
                 let meta = pool.meta[i];
@@ -437,7 +432,7 @@ impl Shard {
                     self.flush();
                 }
             }
-            handled += n;
+            handled += n.max(1);
             if drained {
                 // The queue was empty when read: a later datagram raises a new event.
                 return false;
@@ -456,13 +451,8 @@ impl Shard {
                 return false;
             };
             let (owner, fd, v6) = (r.owner, r.sock.as_raw_fd(), r.v6);
-            let (first, n, drained) = match pool.next_batch(fd, v6, PEER_OFFSET) {
-                Batch::Got { first, n, drained } => (first, n, drained),
-                Batch::Empty => return false,
-                Batch::Failed => {
-                    handled += 1;
-                    continue;
-                }
+            let Some((first, n, drained)) = pool.next_batch(fd, v6, PEER_OFFSET).ready() else {
+                return false;
             };
             for i in 0..n {
                 let meta = pool.meta[i];
@@ -496,7 +486,7 @@ impl Shard {
                     PeerRoute::Indication(t) => self.send_to_client(&t.ft, &t.data),
                 }
             }
-            handled += n;
+            handled += n.max(1);
             if drained {
                 return false;
             }

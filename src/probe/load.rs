@@ -227,18 +227,7 @@ pub fn run(spec: &ServerSpec, o: &LoadOptions) -> Result<LoadReport, ClientError
     let size = o.size.max(16);
     let bind_ip = match o.bind_ip {
         Some(ip) => ip,
-        None => {
-            let any: SocketAddr = if spec.addr.is_ipv4() {
-                "0.0.0.0:0"
-            } else {
-                "[::]:0"
-            }
-            .parse()
-            .expect("valid");
-            let s = std::net::UdpSocket::bind(any)?;
-            s.connect(spec.addr)?;
-            s.local_addr()?.ip()
-        }
+        None => super::local_ip_towards(spec.addr)?,
     };
     if o.raw || o.binding {
         return run_raw(spec, o, bind_ip, size);

@@ -628,21 +628,24 @@ fn binding_to(
     None
 }
 
-/// RFC 5780 §4.3 (mapping) and §4.4 (filtering) over UDP.
-pub fn nat(spec: &ServerSpec) -> Result<NatReport, ClientError> {
-    let wait = Duration::from_secs(3);
-    let any: SocketAddr = if spec.addr.is_ipv4() {
+/// The local IP the route to `server` leaves from (a connected UDP socket sends nothing).
+pub fn local_ip_towards(server: SocketAddr) -> std::io::Result<std::net::IpAddr> {
+    let any: SocketAddr = if server.is_ipv4() {
         "0.0.0.0:0"
     } else {
         "[::]:0"
     }
     .parse()
     .expect("valid");
-    // Learn the local IP the route to the server uses, then bind it exactly.
     let probe = std::net::UdpSocket::bind(any)?;
-    probe.connect(spec.addr)?;
-    let local_ip = probe.local_addr()?.ip();
-    drop(probe);
+    probe.connect(server)?;
+    Ok(probe.local_addr()?.ip())
+}
+
+/// RFC 5780 §4.3 (mapping) and §4.4 (filtering) over UDP.
+pub fn nat(spec: &ServerSpec) -> Result<NatReport, ClientError> {
+    let wait = Duration::from_secs(3);
+    let local_ip = local_ip_towards(spec.addr)?;
     let sock = std::net::UdpSocket::bind(SocketAddr::new(local_ip, 0))?;
     let local = sock.local_addr()?;
     let t1 = binding_to(&sock, spec.addr, 0, wait).ok_or(ClientError::Timeout {

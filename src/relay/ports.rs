@@ -78,11 +78,7 @@ impl PortPool {
     /// pool for that IP is exhausted.
     pub fn reserve(&self, ip: IpAddr, seed: u32, even: bool) -> Option<u16> {
         let entry = self.ips.iter().find(|e| e.ip == ip)?;
-        let count = u32::from(self.max - self.min) + 1;
-        let start = seed % count;
-        for i in 0..count {
-            let idx = (start + i) % count;
-            let port = self.min + idx as u16;
+        for (idx, port) in self.scan(seed) {
             if even && port % 2 != 0 {
                 continue;
             }
@@ -100,11 +96,7 @@ impl PortPool {
     /// returns P.
     pub fn reserve_pair(&self, ip: IpAddr, seed: u32) -> Option<u16> {
         let entry = self.ips.iter().find(|e| e.ip == ip)?;
-        let count = u32::from(self.max - self.min) + 1;
-        let start = seed % count;
-        for i in 0..count {
-            let idx = (start + i) % count;
-            let port = self.min + idx as u16;
+        for (idx, port) in self.scan(seed) {
             if port % 2 != 0 || port == self.max {
                 continue;
             }
@@ -122,6 +114,16 @@ impl PortPool {
             return Some(port);
         }
         None
+    }
+
+    /// Every (bit index, port) of the range once, starting at a point chosen by `seed`.
+    fn scan(&self, seed: u32) -> impl Iterator<Item = (u32, u16)> + use<> {
+        let (min, count) = (self.min, u32::from(self.max - self.min) + 1);
+        let start = seed % count;
+        (0..count).map(move |i| {
+            let idx = (start + i) % count;
+            (idx, min + idx as u16)
+        })
     }
 
     /// Return a port to the pool.
