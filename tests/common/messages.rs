@@ -165,10 +165,9 @@ pub fn send_indication(peer: &str, payload: &[u8]) -> Vec<u8> {
     })
 }
 
+/// A ChannelData datagram (the framing is natpass's one implementation, checked against the
+/// RFC layout in its own unit tests).
 pub fn channel_data(ch: u16, payload: &[u8]) -> Vec<u8> {
-    let mut v = Vec::with_capacity(4 + payload.len());
-    v.extend_from_slice(&ch.to_be_bytes());
-    v.extend_from_slice(&(payload.len() as u16).to_be_bytes());
-    v.extend_from_slice(payload);
-    v
+    let ch = natpass::proto::ChannelNumber::new(ch).expect("a channel number");
+    natpass::proto::channel_data::encode(ch, payload, false)
 }
