@@ -12,10 +12,9 @@ use super::core::{Core, Request};
 use super::error::TurnError;
 use super::message::{optional, required};
 use super::permission::Permission;
+use super::relayed_address::Bound;
 use super::reply::Reply;
-use super::resources::{
-    PortChoice, QuotaOwner, RelayAddr, RelayOwner, RelayResources, RelaySockets,
-};
+use super::resources::{PortChoice, QuotaOwner, RelayOwner, RelayResources, RelaySockets};
 use super::stats::EndReason;
 use super::timers::Timer;
 use super::transactions::CachedAnswer;
@@ -169,15 +168,6 @@ impl RefreshRequest {
     }
 }
 
-/// Relays bound for a new allocation.
-struct Bound {
-    relays: [Option<Relay>; 2],
-    /// The port held for the RESERVATION-TOKEN we hand out (EVEN-PORT R).
-    reserved: Option<u16>,
-    /// IPv6 was asked for in addition but is not available (ADDRESS-ERROR-CODE 440).
-    v6_refused: bool,
-}
-
 impl<R: RelayResources> Core<R> {
     fn lifetime(&self, asked: Option<u32>) -> u32 {
         asked
@@ -289,131 +279,6 @@ impl<R: RelayResources> Core<R> {
         self.stats.allocations_live[ft.transport.index()][family.index()] += 1;
     }
 
-    /// Bind the relay sockets an Allocate asks for, or none (everything given back).
-    fn bind_relays(
-        &mut self,
-        now: Instant,
-        ask: &AllocateRequest,
-        owner: RelayOwner,
-        relays: &mut dyn RelaySockets,
-    ) -> Option<Bound> {
-        let (first, reserved) = match ask.token {
-            Some(t) => (self.bind_reserved(t, owner, relays, now)?, None),
-            None => self.bind_relay(ask.family, ask.port, owner, relays)?,
-        };
-        let v6_refused = ask.also_v6 && !self.has_family(Family::V6);
-        let mut pair: [Option<Relay>; 2] = [None, None];
-        if ask.also_v6 && !v6_refused {
-            match self.bind_relay(Family::V6, PortChoice::Any, owner, relays) {
-                Some((second, _)) => pair[Family::V6.index()] = Some(second),
-                None => {
-                    self.release_relay(&first, relays);
-                    if let Some(p) = reserved {
-                        self.res.release_port(first.bind.ip(), p);
-                    }
-                    return None;
-                }
-            }
-        }
-        let primary = Family::of(first.bind.ip()).index();
-        pair[primary] = Some(first);
-        Some(Bound {
-            relays: pair,
-            reserved,
-            v6_refused,
-        })
-    }
-
-    fn has_family(&self, family: Family) -> bool {
-        self.cfg.relays.iter().any(|r| Family::of(r.bind) == family)
-    }
-
-    fn pick_relay(&mut self, family: Family) -> Option<RelayAddr> {
-        let candidates: Vec<RelayAddr> = self
-            .cfg
-            .relays
-            .iter()
-            .filter(|r| Family::of(r.bind) == family)
-            .copied()
-            .collect();
-        if candidates.is_empty() {
-            return None;
-        }
-        let rr = &mut self.relay_rr[family.index()];
-        *rr = rr.wrapping_add(1);
-        Some(candidates[*rr % candidates.len()])
-    }
-
-    /// Bind a relay socket of `family` on a port chosen as asked; for an even pair, the next
-    /// port is held too and returned as the second value.
-    fn bind_relay(
-        &mut self,
-        family: Family,
-        choice: PortChoice,
-        owner: RelayOwner,
-        relays: &mut dyn RelaySockets,
-    ) -> Option<(Relay, Option<u16>)> {
-        let ra = self.pick_relay(family)?;
-        for _ in 0..16 {
-            let seed: u32 = self.rng.random();
-            let port = self.res.reserve_port(ra.bind, seed, choice)?;
-            let held = (choice == PortChoice::EvenPair).then(|| port + 1);
-            match self.bind_port(ra, port, owner, relays) {
-                Some(r) => return Some((r, held)),
-                None => {
-                    if let Some(h) = held {
-                        self.res.release_port(ra.bind, h);
-                    }
-                }
-            }
-        }
-        None
-    }
-
-    /// Bind an already reserved port; on failure the port goes back to the pool.
-    fn bind_port(
-        &mut self,
-        ra: RelayAddr,
-        port: u16,
-        owner: RelayOwner,
-        relays: &mut dyn RelaySockets,
-    ) -> Option<Relay> {
-        let bind = SocketAddr::new(ra.bind, port);
-        match relays.bind(bind, owner) {
-            Ok(handle) => Some(Relay {
-                handle,
-                bind,
-                advertise: SocketAddr::new(ra.advertise, port),
-            }),
-            Err(e) => {
-                tracing::debug!(%bind, error = %e, "relay port unavailable");
-                self.res.release_port(ra.bind, port);
-                None
-            }
-        }
-    }
-
-    /// Bind the port held for a RESERVATION-TOKEN (508 when unknown or expired).
-    fn bind_reserved(
-        &mut self,
-        token: u64,
-        owner: RelayOwner,
-        relays: &mut dyn RelaySockets,
-        now: Instant,
-    ) -> Option<Relay> {
-        let (ip, port) = self.res.take_reservation(token, now)?;
-        let Some(ra) = self.cfg.relays.iter().find(|r| r.bind == ip).copied() else {
-            self.res.release_port(ip, port);
-            return None;
-        };
-        self.bind_port(ra, port, owner, relays)
-    }
-
-    fn release_relay(&mut self, relay: &Relay, relays: &mut dyn RelaySockets) {
-        relays.release(relay.handle);
-        self.res.release_port(relay.bind.ip(), relay.bind.port());
-    }
-
     /// End an allocation: sockets, ports, quota, routes, gauges.
     pub(crate) fn free(&mut self, key: usize, relays: &mut dyn RelaySockets, why: EndReason) {
         let Some(a) = self.allocs.try_remove(key) else {
@@ -496,4 +361,140 @@ fn allocate_reply(
         }
     }
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::test_support::{client, code, core, nonce_of, request};
+    use crate::testing::FakeRelays;
+    use stun_types::message::MessageWriteExt;
+    use turn_types::message::ALLOCATE;
+
+    fn decode(
+        attrs: impl FnOnce(&mut stun_types::message::MessageWriteVec),
+    ) -> Result<AllocateRequest, TurnError> {
+        let bytes = request(ALLOCATE, "", |w, _| attrs(w));
+        AllocateRequest::decode(&Message::from_bytes(&bytes).unwrap())
+    }
+
+    fn udp(w: &mut stun_types::message::MessageWriteVec) {
+        w.add_attribute(&RequestedTransport::new(RequestedTransport::UDP))
+            .unwrap();
+    }
+
+    #[test]
+    fn allocate_needs_requested_transport_and_only_udp_is_supported() {
+        assert_eq!(
+            decode(|_| {}),
+            Err(TurnError::BadRequest("REQUESTED-TRANSPORT"))
+        );
+        assert_eq!(
+            decode(|w| w.add_attribute(&RequestedTransport::new(6)).unwrap()),
+            Err(TurnError::UnsupportedTransport)
+        );
+        let ask = decode(udp).unwrap();
+        assert_eq!(
+            (ask.family, ask.also_v6, ask.port, ask.token),
+            (Family::V4, false, PortChoice::Any, None)
+        );
+    }
+
+    #[test]
+    fn contradictory_family_and_reservation_attributes_are_400() {
+        let both = decode(|w| {
+            udp(w);
+            w.add_attribute(&RequestedAddressFamily::new(AddressFamily::IPV6))
+                .unwrap();
+            w.add_attribute(&AdditionalAddressFamily::new(AddressFamily::IPV6))
+                .unwrap();
+        });
+        assert!(matches!(both, Err(TurnError::BadRequest(_))));
+        let token_and_even = decode(|w| {
+            udp(w);
+            w.add_attribute(&ReservationToken::new(7)).unwrap();
+            w.add_attribute(&EvenPort::new(true)).unwrap();
+        });
+        assert!(matches!(token_and_even, Err(TurnError::BadRequest(_))));
+        let pair = decode(|w| {
+            udp(w);
+            w.add_attribute(&EvenPort::new(true)).unwrap();
+            w.add_attribute(&Lifetime::new(1200)).unwrap();
+        })
+        .unwrap();
+        assert_eq!(
+            (pair.port, pair.lifetime),
+            (PortChoice::EvenPair, Some(1200))
+        );
+    }
+
+    /// Allocate twice (the 401, then signed) and return the answer.
+    fn allocate(
+        c: &mut Core<crate::proto::test_support::FakeResources>,
+        now: Instant,
+        lifetime: Option<u32>,
+    ) -> Vec<u8> {
+        let mut relays = FakeRelays::default();
+        let mut out = Vec::new();
+        let attrs = |w: &mut stun_types::message::MessageWriteVec, _| {
+            udp(w);
+            if let Some(l) = lifetime {
+                w.add_attribute(&Lifetime::new(l)).unwrap();
+            }
+        };
+        c.handle_client(
+            now,
+            client(),
+            &request(ALLOCATE, "", attrs),
+            &mut relays,
+            &mut out,
+        );
+        let nonce = nonce_of(&out.pop().unwrap().data);
+        c.handle_client(
+            now,
+            client(),
+            &request(ALLOCATE, &nonce, attrs),
+            &mut relays,
+            &mut out,
+        );
+        out.pop().unwrap().data
+    }
+
+    #[test]
+    fn lifetime_is_clamped_between_the_default_and_the_maximum() {
+        for (asked, granted) in [
+            (Some(1), 600),
+            (None, 600),
+            (Some(1800), 1800),
+            (Some(99_999), 3600),
+        ] {
+            let now = Instant::now();
+            let mut c = core(1, now);
+            let answer = allocate(&mut c, now, asked);
+            let m = Message::from_bytes(&answer).unwrap();
+            assert_eq!(
+                m.attribute::<Lifetime>().unwrap().seconds(),
+                granted,
+                "{asked:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_full_quota_gives_486_and_takes_no_port() {
+        let now = Instant::now();
+        let mut c = core(0, now);
+        assert_eq!(code(&allocate(&mut c, now, None)), Some(486));
+        assert!(c.resources().ports.is_empty());
+        assert_eq!(c.stats().allocate_errors[10], 1, "counted under 486");
+    }
+
+    #[test]
+    fn a_draining_server_refuses_new_allocations_with_508() {
+        let now = Instant::now();
+        let mut c = core(5, now);
+        c.resources_mut().draining = true;
+        assert_eq!(code(&allocate(&mut c, now, None)), Some(508));
+        assert_eq!(c.resources().quota_left, 5, "nothing taken");
+    }
 }

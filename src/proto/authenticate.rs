@@ -70,3 +70,75 @@ impl<R: RelayResources> Core<R> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::proto::test_support::{client, code, core, nonce_of, request};
+    use crate::testing::FakeRelays;
+    use std::time::{Duration, Instant};
+    use stun_types::attribute::{Nonce, Realm, Username};
+    use stun_types::message::{
+        IntegrityAlgorithm, LongTermKeyCredentials, Message, MessageIntegrityCredentials,
+        MessageWrite, MessageWriteExt,
+    };
+    use turn_types::message::REFRESH;
+
+    fn answer(
+        c: &mut crate::proto::Core<crate::proto::test_support::FakeResources>,
+        now: Instant,
+        req: &[u8],
+    ) -> Vec<u8> {
+        let mut out = Vec::new();
+        c.handle_client(now, client(), req, &mut FakeRelays::default(), &mut out);
+        out.pop().map(|t| t.data).unwrap_or_default()
+    }
+
+    #[test]
+    fn no_integrity_is_a_401_challenge_with_realm_and_nonce() {
+        let now = Instant::now();
+        let mut c = core(1, now);
+        let a = answer(&mut c, now, &request(REFRESH, "", |_, _| {}));
+        assert_eq!(code(&a), Some(401));
+        let m = Message::from_bytes(&a).unwrap();
+        assert_eq!(m.attribute::<Realm>().unwrap().realm(), "natpass");
+        assert!(!nonce_of(&a).is_empty());
+    }
+
+    #[test]
+    fn an_expired_nonce_is_438_and_a_wrong_password_401() {
+        let now = Instant::now();
+        let mut c = core(1, now);
+        let nonce = nonce_of(&answer(&mut c, now, &request(REFRESH, "", |_, _| {})));
+        let later = now + Duration::from_secs(601);
+        assert_eq!(
+            code(&answer(&mut c, later, &request(REFRESH, &nonce, |_, _| {}))),
+            Some(438)
+        );
+        let mut w = Message::builder_request(REFRESH, stun_types::message::MessageWriteVec::new());
+        w.add_attribute(&Username::new("alice").unwrap()).unwrap();
+        w.add_attribute(&Realm::new("natpass").unwrap()).unwrap();
+        w.add_attribute(&Nonce::new(&nonce).unwrap()).unwrap();
+        let wrong = LongTermKeyCredentials::new("alice".into(), "nope".into(), "natpass".into());
+        w.add_message_integrity(
+            &MessageIntegrityCredentials::LongTerm(wrong),
+            IntegrityAlgorithm::Sha1,
+        )
+        .unwrap();
+        assert_eq!(code(&answer(&mut c, now, &w.finish())), Some(401));
+        assert_eq!(c.stats().auth_failures, 1);
+    }
+
+    #[test]
+    fn a_valid_request_passes_authentication_and_meets_allocation_ownership() {
+        let now = Instant::now();
+        let mut c = core(1, now);
+        let nonce = nonce_of(&answer(&mut c, now, &request(REFRESH, "", |_, _| {})));
+        // Authenticated, but there is no allocation on this 5-tuple: 437, signed.
+        let a = answer(&mut c, now, &request(REFRESH, &nonce, |_, _| {}));
+        assert_eq!(code(&a), Some(437));
+        let m = Message::from_bytes(&a).unwrap();
+        let (algo, off) = crate::proto::integrity::find(&m).expect("signed");
+        let key = crate::auth::long_term_key("alice", "natpass", "pw");
+        assert!(crate::proto::integrity::verify(&m, algo, off, &key));
+    }
+}

@@ -55,3 +55,42 @@ impl<R: RelayResources> Core<R> {
         (Ok(r), from)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::proto::test_support::{client, code, core, request};
+    use crate::testing::FakeRelays;
+    use std::time::Instant;
+    use stun_types::attribute::{AttributeType, XorMappedAddress};
+    use stun_types::message::{BINDING, Message, MessageWriteExt};
+
+    #[test]
+    fn binding_answers_the_source_address_without_authentication() {
+        let now = Instant::now();
+        let mut c = core(0, now);
+        let mut out = Vec::new();
+        let req = request(BINDING, "", |_, _| {});
+        c.handle_client(now, client(), &req, &mut FakeRelays::default(), &mut out);
+        let t = out.pop().unwrap();
+        assert_eq!(t.ft, client());
+        let m = Message::from_bytes(&t.data).unwrap();
+        let x = m.attribute::<XorMappedAddress>().unwrap();
+        assert_eq!(x.addr(m.transaction_id()), client().client);
+        assert_eq!(c.stats().bindings, 1);
+    }
+
+    #[test]
+    fn change_request_without_rfc5780_is_an_unknown_attribute() {
+        let now = Instant::now();
+        let mut c = core(0, now);
+        let mut out = Vec::new();
+        let req = request(BINDING, "", |w, _| {
+            let raw =
+                stun_types::attribute::RawAttribute::new(AttributeType::new(0x0003), &[0, 0, 0, 6]);
+            w.add_attribute(&raw).unwrap();
+        });
+        c.handle_client(now, client(), &req, &mut FakeRelays::default(), &mut out);
+        assert_eq!(code(&out.pop().unwrap().data), Some(420));
+        assert_eq!(c.stats().bindings, 0);
+    }
+}

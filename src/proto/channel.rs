@@ -225,3 +225,43 @@ impl<R: RelayResources> Core<R> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::test_support::request;
+    use stun_types::message::MessageWriteExt;
+    use turn_types::message::CHANNEL_BIND;
+
+    fn decode(number: Option<u16>, peer: Option<&str>) -> Result<ChannelBindRequest, TurnError> {
+        let bytes = request(CHANNEL_BIND, "", |w, t| {
+            if let Some(n) = number {
+                w.add_attribute(&ChannelNumberAttr::new(n)).unwrap();
+            }
+            if let Some(p) = peer {
+                w.add_attribute(&XorPeerAddress::new(p.parse().unwrap(), t))
+                    .unwrap();
+            }
+        });
+        ChannelBindRequest::decode(&Message::from_bytes(&bytes).unwrap())
+    }
+
+    #[test]
+    fn channel_bind_needs_a_number_and_a_peer() {
+        assert!(matches!(
+            decode(None, Some("8.8.8.8:1")),
+            Err(TurnError::BadRequest(_))
+        ));
+        assert!(matches!(
+            decode(Some(0x4000), None),
+            Err(TurnError::BadRequest(_))
+        ));
+        let ok = decode(Some(0x4001), Some("8.8.8.8:1")).unwrap();
+        assert_eq!((ok.number, ok.peer), (0x4001, "8.8.8.8:1".parse().unwrap()));
+        // The range is the handler's decision (it depends on configuration), not the codec's.
+        assert_eq!(
+            decode(Some(0x3FFF), Some("8.8.8.8:1")).unwrap().number,
+            0x3FFF
+        );
+    }
+}

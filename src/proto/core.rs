@@ -20,10 +20,10 @@ use super::channel::{ChannelBindRequest, ClientRoute, PeerRouteEntry};
 use super::channel_data::{ChannelData, ChannelNumber};
 use super::error::TurnError;
 use super::message::{self, ClientMessage, unknown_required};
+pub use super::output::{AllocationInfo, CoreConfig, Forward, PeerRoute, Transmit};
 use super::permission::CreatePermissionRequest;
 use super::reply::Reply;
-use super::resources::{RelayAddr, RelayOwner, RelayResources, RelaySockets};
-use super::rfc5780::Rfc5780;
+use super::resources::{RelayOwner, RelayResources, RelaySockets};
 use super::stats::{DropReason, EndReason, Stats};
 use super::timers::{Timer, Timers};
 use super::transactions::{CachedAnswer, RecentAnswers};
@@ -36,135 +36,9 @@ use rand::rngs::StdRng;
 use slab::Slab;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::ops::Range;
 use std::time::{Duration, Instant};
 use stun_types::message::{BINDING, Message, Method};
 use turn_types::message::{ALLOCATE, CHANNEL_BIND, CREATE_PERMISSION, REFRESH};
-
-/// Protocol settings of the core (validated config).
-#[derive(Debug, Clone)]
-pub struct CoreConfig {
-    /// Realm for long-term credentials.
-    pub realm: String,
-    /// SOFTWARE attribute value; None (default) sends none.
-    pub software: Option<String>,
-    /// Relay IPs (at most one used per family at a time, round robin within a family).
-    pub relays: Vec<RelayAddr>,
-    /// Allocation lifetime when the client asks for less (and default): 600 s.
-    pub default_lifetime: u32,
-    /// Maximum allocation lifetime: 3600 s.
-    pub max_lifetime: u32,
-    /// Permission lifetime: 300 s.
-    pub permission_lifetime: Duration,
-    /// Channel lifetime: 600 s.
-    pub channel_lifetime: Duration,
-    /// Peers' permissions per allocation.
-    pub max_permissions: usize,
-    /// Channels per allocation.
-    pub max_channels: usize,
-    /// Highest channel number accepted in ChannelBind: 0x7FFF (RFC 5766, what coturn's tools
-    /// use) by default, 0x4FFF with `strict-channel-numbers` (RFC 8656 §12).
-    pub max_channel_number: u16,
-    /// Nonce lifetime in seconds.
-    pub nonce_lifetime: u64,
-    /// RFC 5780 NAT behaviour discovery: the primary (A1:P1) and alternate (A2:P2) addresses;
-    /// A1:P2 and A2:P1 are served too. None: CHANGE-REQUEST gets 420, no OTHER-ADDRESS.
-    pub rfc5780: Option<Rfc5780>,
-    /// 401/438 challenges per second per source IP (this shard's share).
-    pub challenge_rate: f64,
-    /// Authentication failures per minute per source IP (this shard's share).
-    pub failures_per_minute: f64,
-}
-
-impl Default for CoreConfig {
-    fn default() -> Self {
-        Self {
-            realm: "natpass".into(),
-            software: None,
-            relays: Vec::new(),
-            default_lifetime: 600,
-            max_lifetime: 3600,
-            permission_lifetime: Duration::from_secs(300),
-            channel_lifetime: Duration::from_secs(600),
-            max_permissions: 10,
-            max_channels: 64,
-            max_channel_number: 0x7FFF,
-            rfc5780: None,
-            nonce_lifetime: 600,
-            challenge_rate: 10.0,
-            failures_per_minute: 20.0,
-        }
-    }
-}
-
-/// A message for a client, built by the core.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Transmit {
-    /// The client's 5-tuple (sent from `ft.server` to `ft.client`).
-    pub ft: FiveTuple,
-    /// The bytes.
-    pub data: Vec<u8>,
-}
-
-/// Client → peer: send `input[range]` from the relay socket bound at `relay` to `peer`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Forward {
-    /// The shell's handle of the relay socket.
-    pub handle: usize,
-    /// Local address of the relay socket.
-    pub relay: SocketAddr,
-    /// Destination peer.
-    pub peer: SocketAddr,
-    /// The payload within the input buffer.
-    pub range: Range<usize>,
-}
-
-/// Peer → client.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PeerRoute {
-    /// No permission, denied, or unknown allocation.
-    Drop,
-    /// Write a ChannelData header for `channel` in front of the payload and send to `ft`.
-    Channel {
-        /// The client.
-        ft: FiveTuple,
-        /// Channel number.
-        channel: ChannelNumber,
-    },
-    /// Send this Data indication.
-    Indication(Transmit),
-}
-
-/// An allocation as the admin API shows it.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct AllocationInfo {
-    /// Slab key (with the shard number, forms the allocation id).
-    pub key: usize,
-    /// Serial.
-    pub serial: u32,
-    /// The authenticated username.
-    pub username: String,
-    /// Client transport.
-    pub transport: &'static str,
-    /// Client address.
-    pub client: SocketAddr,
-    /// Server address the client talks to.
-    pub server: SocketAddr,
-    /// Relayed addresses.
-    pub relayed: Vec<SocketAddr>,
-    /// Seconds since creation.
-    pub age_seconds: u64,
-    /// Seconds until expiry.
-    pub expires_in_seconds: u64,
-    /// Live or expired permissions still held.
-    pub permissions: usize,
-    /// Bound channels.
-    pub channels: usize,
-    /// Payload bytes relayed to peers.
-    pub bytes_to_peer: u64,
-    /// Payload bytes relayed to the client.
-    pub bytes_to_client: u64,
-}
 
 /// One request being handled.
 pub(crate) struct Request<'m, 'a> {
@@ -607,5 +481,70 @@ impl<R: RelayResources> Core<R> {
         for k in keys {
             self.free(k, relays, EndReason::Ended);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::test_support::{client, code, core, nonce_of, request};
+    use crate::testing::FakeRelays;
+    use stun_types::message::MessageWriteExt;
+    use turn_types::attribute::RequestedTransport;
+
+    #[test]
+    fn a_retransmitted_allocate_gets_the_same_answer_and_one_allocation() {
+        let now = Instant::now();
+        let mut c = core(5, now);
+        let mut relays = FakeRelays::default();
+        let mut out = Vec::new();
+        let udp = |w: &mut stun_types::message::MessageWriteVec, _| {
+            w.add_attribute(&RequestedTransport::new(17)).unwrap();
+        };
+        c.handle_client(
+            now,
+            client(),
+            &request(ALLOCATE, "", udp),
+            &mut relays,
+            &mut out,
+        );
+        let nonce = nonce_of(&out.pop().unwrap().data);
+        let req = request(ALLOCATE, &nonce, udp);
+        c.handle_client(now, client(), &req, &mut relays, &mut out);
+        c.handle_client(now, client(), &req, &mut relays, &mut out);
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0], out[1]);
+        assert_eq!(code(&out[0].data), None);
+        assert_eq!(c.allocation_count(), 1);
+        assert_eq!(relays.bound.len(), 1);
+        // A new transaction on the same 5-tuple: 437.
+        out.clear();
+        c.handle_client(
+            now,
+            client(),
+            &request(ALLOCATE, &nonce, udp),
+            &mut relays,
+            &mut out,
+        );
+        assert_eq!(code(&out[0].data), Some(437));
+    }
+
+    #[test]
+    fn unknown_methods_get_400_and_garbage_is_counted_not_answered() {
+        let now = Instant::now();
+        let mut c = core(0, now);
+        let mut out = Vec::new();
+        let req = request(Method::new(0x0123), "", |_, _| {});
+        c.handle_client(now, client(), &req, &mut FakeRelays::default(), &mut out);
+        assert_eq!(code(&out.pop().unwrap().data), Some(400));
+        c.handle_client(
+            now,
+            client(),
+            &[0xC0, 1, 2, 3],
+            &mut FakeRelays::default(),
+            &mut out,
+        );
+        assert!(out.is_empty());
+        assert_eq!(c.stats().drops[DropReason::Malformed as usize], 1);
     }
 }

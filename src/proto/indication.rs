@@ -121,3 +121,45 @@ impl<R: RelayResources> Core<R> {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use turn_types::message::SEND;
+
+    fn send(attrs: impl FnOnce(&mut MessageWriteVec, TransactionId)) -> Vec<u8> {
+        let txid = TransactionId::generate();
+        let mut w = Message::builder(
+            MessageType::from_class_method(MessageClass::Indication, SEND),
+            txid,
+            MessageWriteVec::new(),
+        );
+        attrs(&mut w, txid);
+        w.finish()
+    }
+
+    #[test]
+    fn send_indication_names_the_data_value_inside_the_datagram() {
+        let bytes = send(|w, t| {
+            w.add_attribute(&XorPeerAddress::new("8.8.8.8:9".parse().unwrap(), t))
+                .unwrap();
+            w.add_attribute(&Data::new(b"payload")).unwrap();
+        });
+        let s = SendIndication::decode(&Message::from_bytes(&bytes).unwrap()).unwrap();
+        assert_eq!(s.peer, "8.8.8.8:9".parse().unwrap());
+        assert_eq!(&bytes[s.data], b"payload");
+    }
+
+    #[test]
+    fn send_without_peer_or_data_is_dropped_as_malformed() {
+        let no_data = send(|w, t| {
+            w.add_attribute(&XorPeerAddress::new("8.8.8.8:9".parse().unwrap(), t))
+                .unwrap();
+        });
+        let no_peer = send(|w, _| w.add_attribute(&Data::new(b"x")).unwrap());
+        for b in [no_data, no_peer] {
+            let m = Message::from_bytes(&b).unwrap();
+            assert_eq!(SendIndication::decode(&m), Err(DropReason::Malformed));
+        }
+    }
+}

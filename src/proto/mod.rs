@@ -11,7 +11,10 @@
 //! and parses it once; a request is authenticated ([`authenticate`]), dispatched to its
 //! handler — [`allocation`] (RFC 8656 §7), [`permission`] (§9), [`channel`] (§11–§12),
 //! [`binding`] (RFC 8489 §7.3, RFC 5780) — which returns `Result<Reply, TurnError>`, and
-//! [`error`] turns every failure into its error response in one place.
+//! [`error`] turns every failure into its error response in one place. Around them:
+//! [`relayed_address`] (choosing and binding relay ports), [`transactions`] (retransmitted
+//! requests), [`timers`], [`stats`], [`channel_data`] and [`framing`] (the wire framing), and
+//! [`output`] (what goes back to the shell).
 
 pub mod allocation;
 pub mod authenticate;
@@ -25,11 +28,15 @@ pub mod framing;
 pub mod indication;
 pub mod integrity;
 pub mod message;
+pub mod output;
 pub mod permission;
+pub mod relayed_address;
 pub mod reply;
 pub mod resources;
 pub mod rfc5780;
 pub mod stats;
+#[cfg(test)]
+mod test_support;
 pub mod timers;
 pub mod transactions;
 

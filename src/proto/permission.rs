@@ -161,3 +161,38 @@ impl<R: RelayResources> Core<R> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::test_support::request;
+    use stun_types::message::MessageWriteExt;
+    use turn_types::message::CREATE_PERMISSION;
+
+    #[test]
+    fn create_permission_reads_every_peer_address_and_needs_one() {
+        let none = request(CREATE_PERMISSION, "", |_, _| {});
+        assert!(matches!(
+            CreatePermissionRequest::decode(&Message::from_bytes(&none).unwrap()),
+            Err(TurnError::BadRequest(_))
+        ));
+        let peers = ["8.8.8.8:1", "8.8.4.4:2", "8.8.8.8:3"];
+        let bytes = request(CREATE_PERMISSION, "", |w, t| {
+            for p in peers {
+                w.add_attribute(&XorPeerAddress::new(p.parse().unwrap(), t))
+                    .unwrap();
+            }
+        });
+        let ask = CreatePermissionRequest::decode(&Message::from_bytes(&bytes).unwrap()).unwrap();
+        let want: Vec<SocketAddr> = peers.iter().map(|p| p.parse().unwrap()).collect();
+        assert_eq!(ask.peers, want);
+    }
+
+    #[test]
+    fn no_permission_is_an_already_expired_one() {
+        let now = Instant::now();
+        let p = PermissionState::none(now);
+        assert!(p.expires <= now);
+        assert!(!p.own_relay());
+    }
+}
