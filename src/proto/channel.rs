@@ -4,8 +4,8 @@
 //! same pair refreshes it.
 //!
 //! The relay path for channels is two hash maps kept here: `(client 5-tuple, channel)` →
-//! [`PeerRouteEntry`] for ChannelData from the client, `(relay owner, peer)` →
-//! [`ClientRoute`] for datagrams from the peer. Each entry carries its permission's state, so
+//! `PeerRouteEntry` for ChannelData from the client, `(relay owner, peer)` →
+//! `ClientRoute` for datagrams from the peer. Each entry carries its permission's state, so
 //! a packet costs one lookup and one compare. ChannelData to an unbound channel is dropped
 //! silently and never refreshes anything (§12.5).
 

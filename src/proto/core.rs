@@ -9,7 +9,7 @@
 //! A request flows through one pipeline: decode ([`super::message`]) → retransmission check
 //! (RFC 8489 §6.3.4: same 5-tuple and transaction id, same answer) → authenticate
 //! ([`super::authenticate`]) → allocation ownership (437/441) → the method's handler →
-//! [`Core::answer`] ([`super::error`]).
+//! `Core::answer` ([`super::error`]).
 //!
 //! Routing is one hash lookup per ChannelData packet in each direction: `(5-tuple, channel)`
 //! for client → peer, `(relay owner, peer)` for peer → client ([`super::channel`]).

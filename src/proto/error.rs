@@ -1,6 +1,6 @@
 //! Every protocol failure as one type, and the one place that turns it into an answer.
 //!
-//! Handlers return `Result<Reply, TurnError>`; [`Core::answer`] maps a [`TurnError`] to its
+//! Handlers return `Result<Reply, TurnError>`; `Core::answer` maps a [`TurnError`] to its
 //! STUN error code (RFC 8489 §14.8, RFC 8656 §19): 401/438 get REALM and a fresh NONCE
 //! (RFC 8489 §9.2.4) and are rate limited per source over UDP (SECURITY: reflection), 420
 //! lists UNKNOWN-ATTRIBUTES (§6.3.1), errors after authentication are signed (§9.2.4), and
