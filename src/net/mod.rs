@@ -7,7 +7,7 @@
 
 pub(crate) mod batch;
 mod shard;
-pub mod tls;
+pub use crate::tls;
 
 use crate::auth::Secret;
 use crate::config::ValidConfig;
