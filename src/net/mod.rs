@@ -185,12 +185,9 @@ impl Control {
             self.own_ips.clone(),
             self.listeners.clone(),
         );
-        let mut creds = new.credentials.clone();
-        if new.generated_secret {
-            // Keep the running process's generated secret: browsers hold credentials minted from it.
-            creds = self.shared.credentials().as_ref().clone();
-        }
-        self.shared.reload(creds, policy);
+        // A generated secret is carried over by `ValidConfig::reread` (browsers hold
+        // credentials minted from it); users and configured secrets come from the new config.
+        self.shared.reload(new.credentials.clone(), policy);
         self.shared.quotas.set_limits(QuotaLimits {
             per_user: new.quota.allocations_per_user,
             per_ip: new.quota.allocations_per_ip,
