@@ -38,6 +38,19 @@ pub enum StartError {
         /// Cause.
         source: std::io::Error,
     },
+    /// Another socket (another natpass, another program) already holds a listener's port.
+    #[error(
+        "{proto} port {} on {} is already in use by another process (another natpass?); \
+         refusing to share it",
+        addr.port(),
+        addr.ip()
+    )]
+    InUse {
+        /// "UDP" or "TCP".
+        proto: &'static str,
+        /// The address asked for.
+        addr: SocketAddr,
+    },
     /// No listener at all could be bound.
     #[error("no listener could be bound")]
     NoListener,
@@ -394,11 +407,42 @@ fn tcp_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     Ok(s.into())
 }
 
+/// Claim `want` for this process before its `SO_REUSEPORT` group is bound: a socket without
+/// `SO_REUSEPORT` cannot bind a port that any other socket holds, so a second server on the
+/// same port is refused here instead of silently joining the group and splitting traffic with
+/// the first. Returns the port to bind (the kernel's choice when `want` has port 0). The probe
+/// is closed before the group binds; a server started in that instant can still slip in.
+fn claim_port(want: SocketAddr, ty: Type) -> Result<SocketAddr, StartError> {
+    let (proto, protocol) = if ty == Type::DGRAM {
+        ("UDP", Protocol::UDP)
+    } else {
+        ("TCP", Protocol::TCP)
+    };
+    let listen_err = |source| StartError::Listen { addr: want, source };
+    let s = Socket::new(Domain::for_address(want), ty, Some(protocol)).map_err(listen_err)?;
+    if want.is_ipv6() {
+        s.set_only_v6(true).map_err(listen_err)?;
+    }
+    if ty == Type::STREAM {
+        // TIME_WAIT leftovers of an earlier run are not a live listener.
+        s.set_reuse_address(true).map_err(listen_err)?;
+    }
+    match s.bind(&want.into()) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            return Err(StartError::InUse { proto, addr: want });
+        }
+        Err(source) => return Err(StartError::Listen { addr: want, source }),
+    }
+    s.local_addr()?.as_socket().ok_or(StartError::NoListener)
+}
+
 /// Bind a TCP listener per shard at `want`; returns the actual address.
 fn bind_tcp_everywhere(
     want: SocketAddr,
     per_shard: &mut [Vec<std::net::TcpListener>],
 ) -> Result<SocketAddr, StartError> {
+    let want = claim_port(want, Type::STREAM)?;
     let first = tcp_listener(want).map_err(|source| StartError::Listen { addr: want, source })?;
     let actual = first.local_addr()?;
     per_shard[0].push(first);
@@ -504,6 +548,7 @@ fn bind_everywhere(
     want: SocketAddr,
     per_shard: &mut [Vec<std::net::UdpSocket>],
 ) -> Result<SocketAddr, StartError> {
+    let want = claim_port(want, Type::DGRAM)?;
     let first =
         udp_socket(want, true).map_err(|source| StartError::Listen { addr: want, source })?;
     let actual = first
