@@ -554,42 +554,12 @@ fn a_second_server_on_a_taken_port_is_refused_naming_it() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// The binary: SIGHUP reloads (and an invalid file is logged and rejected), the first SIGTERM
-/// drains, a second signal exits at once with status 0; a second `natpass serve` on the same
-/// STUN/TURN port exits with a message naming the port.
+/// The binary's signals: SIGHUP reloads (a new user works; an invalid file is logged and
+/// rejected, and no password reaches the log), the first SIGTERM drains, a second signal exits
+/// at once with status 0.
 #[test]
-fn binary_signals_reload_drain_and_exit_and_a_taken_port_is_refused() {
+fn sighup_reloads_users_and_rejects_an_invalid_file() {
     let mut n = start(CONFIG, &["--drain-seconds", "30"]);
-    // Another instance on the same STUN/TURN port, with HTTP ports of its own.
-    let second_err = n.dir.join("second.log");
-    let mut second = Command::new(env!("CARGO_BIN_EXE_natpass"))
-        .args(["serve", "--listen", &n.udp.to_string(), "--user", "a:b"])
-        .args(["--http", "127.0.0.1:0", "--log", "warn"])
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&second_err).unwrap())
-        .spawn()
-        .unwrap();
-    let t0 = Instant::now();
-    let exited = loop {
-        if let Some(s) = second.try_wait().unwrap() {
-            break Some(s);
-        }
-        if t0.elapsed() > Duration::from_secs(5) {
-            let _ = second.kill();
-            let _ = second.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let err = std::fs::read_to_string(&second_err).unwrap();
-    assert!(
-        exited.is_some_and(|s| !s.success()),
-        "a second server started on the same port: {exited:?} {err}"
-    );
-    assert!(
-        err.contains(&format!("port {}", n.udp.port())) && err.contains("in use"),
-        "{err}"
-    );
     assert_eq!(http(n.http, "GET", "/healthz", None, "").0, 200);
     // SIGHUP: a new user works without a restart.
     let c = UdpClient::new(n.udp);
@@ -650,4 +620,41 @@ fn binary_signals_reload_drain_and_exit_and_a_taken_port_is_refused() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(status.success(), "{status:?}");
+}
+
+/// The binary: a second `natpass serve` on the same STUN/TURN port, with HTTP ports of its
+/// own, exits with a message naming the port instead of sharing it.
+#[test]
+fn a_second_natpass_on_the_same_port_exits_naming_it() {
+    let n = start(CONFIG, &[]);
+    let second_err = n.dir.join("second.log");
+    let mut second = Command::new(env!("CARGO_BIN_EXE_natpass"))
+        .args(["serve", "--listen", &n.udp.to_string(), "--user", "a:b"])
+        .args(["--http", "127.0.0.1:0", "--log", "warn"])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&second_err).unwrap())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    let exited = loop {
+        if let Some(s) = second.try_wait().unwrap() {
+            break Some(s);
+        }
+        if t0.elapsed() > Duration::from_secs(5) {
+            let _ = second.kill();
+            let _ = second.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let err = std::fs::read_to_string(&second_err).unwrap();
+    assert!(
+        exited.is_some_and(|s| !s.success()),
+        "a second server started on the same port: {exited:?} {err}"
+    );
+    assert!(
+        err.contains(&format!("port {}", n.udp.port())) && err.contains("in use"),
+        "{err}"
+    );
+    UdpClient::new(n.udp).allocate("alice", "secret");
 }
