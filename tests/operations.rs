@@ -192,7 +192,12 @@ fn in_process(config_text: &str, tweak: impl FnOnce(&mut Settings)) -> InProc {
         .enable_all()
         .build()
         .unwrap();
-    let server = rt.block_on(Server::start(cfg, None)).expect("starts");
+    // The log filter is checked the way the binary's is, without installing a subscriber.
+    let set_log: natpass::logging::SetFilter =
+        std::sync::Arc::new(|f: &str| natpass::logging::filter_for(f).map(|_| ()));
+    let server = rt
+        .block_on(Server::start(cfg, Some(set_log)))
+        .expect("starts");
     let shutdown = CancellationToken::new();
     InProc {
         ops: server.ops(),
@@ -429,10 +434,14 @@ fn admin_api_requires_the_token_and_acts() {
         v["username"].as_str().unwrap(),
         v["password"].as_str().unwrap(),
     );
-    // Log filter (this process owns no subscriber: 501), rooms, reload.
+    // Log filter, rooms, reload.
     assert_eq!(
         http(n.admin, "PUT", "/admin/log", Some(TOKEN), "natpass=debug").0,
-        501
+        204
+    );
+    assert_eq!(
+        http(n.admin, "PUT", "/admin/log", Some(TOKEN), "[[[").0,
+        400
     );
     let (code, body) = http(n.admin, "GET", "/admin/rooms", Some(TOKEN), "");
     assert_eq!((code, body.as_str()), (200, "{\"rooms\":[]}"));
@@ -656,5 +665,19 @@ fn a_second_natpass_on_the_same_port_exits_naming_it() {
         err.contains(&format!("port {}", n.udp.port())) && err.contains("in use"),
         "{err}"
     );
+    UdpClient::new(n.udp).allocate("alice", "secret");
+    // Another port: both run side by side.
+    let mut other = Command::new(env!("CARGO_BIN_EXE_natpass"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--user", "a:b"])
+        .args(["--http", "127.0.0.1:0", "--log", "warn"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let still = other.try_wait().unwrap().is_none();
+    let _ = other.kill();
+    let _ = other.wait();
+    assert!(still, "a natpass on another port runs beside the first");
     UdpClient::new(n.udp).allocate("alice", "secret");
 }
