@@ -191,6 +191,18 @@ impl Server {
     }
 }
 
+/// Read the certificate files `cfg` names, as start does; `natpass check-config` uses it so a
+/// missing or broken certificate is found before a restart.
+pub fn check_certificates(cfg: &ValidConfig) -> Result<(), crate::tls::TlsError> {
+    if let Some((cert, key)) = &cfg.tls_files {
+        crate::tls::load(cert, key)?;
+    }
+    if let Some(HttpTls::Files(cert, key)) = cfg.http.as_ref().map(|h| &h.tls) {
+        crate::tls::load(cert, key)?;
+    }
+    Ok(())
+}
+
 fn http_url(addr: SocketAddr, tls: bool) -> String {
     let scheme = if tls { "https" } else { "http" };
     let host = if addr.ip().is_loopback() || addr.ip().is_unspecified() {

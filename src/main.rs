@@ -5,7 +5,7 @@ use clap::Parser;
 use natpass::CancellationToken;
 use natpass::cli::{Cli, Command, ServeArgs, json_str};
 use natpass::config::{Settings, ValidConfig};
-use natpass::lifecycle::{Server, Signals};
+use natpass::lifecycle::{Server, Signals, check_certificates};
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -23,8 +23,13 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::CheckConfig { file } => {
-            match ValidConfig::load(Some(&file), Settings::default()) {
-                Ok(_) => {
+            let checked = ValidConfig::load(Some(&file), Settings::default())
+                .map_err(|e| e.to_string())
+                .and_then(|c| {
+                    check_certificates(&c).map_err(|e| format!("{}: {e}", file.display()))
+                });
+            match checked {
+                Ok(()) => {
                     println!("{}: ok", file.display());
                     Ok(ExitCode::SUCCESS)
                 }
