@@ -110,9 +110,9 @@ impl Ops {
         ports.in_use() >= ports.capacity()
     }
 
-    /// The credentials in force.
-    pub fn credentials(&self) -> Arc<Credentials> {
-        self.inner.control.shared.credentials()
+    /// The credentials in force (a copy).
+    pub fn credentials(&self) -> Credentials {
+        self.inner.control.shared.credentials().as_ref().clone()
     }
 
     /// The REST secret that mints browser and admin credentials (the first one).

@@ -87,3 +87,53 @@ pub fn json_str(s: &str) -> String {
     o.push('"');
     o
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn serve(args: &[&str]) -> ServeArgs {
+        let mut argv = vec!["natpass", "serve"];
+        argv.extend_from_slice(args);
+        match Cli::try_parse_from(argv).unwrap().command {
+            Command::Serve(a) => *a,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn flags_fill_the_same_settings_as_the_file() {
+        let a = serve(&[
+            "--http-self-signed",
+            "--user",
+            "a:b",
+            "--user",
+            "c:d",
+            "--relay-ports",
+            "50000-50010",
+            "--strict-channel-numbers",
+            "false",
+            "--credential-ttl",
+            "60",
+        ]);
+        let s = &a.settings;
+        assert_eq!(s.http_self_signed, Some(true), "a bare switch means true");
+        assert_eq!(s.users.len(), 2);
+        assert_eq!(s.relay_ports.map(|r| (r.min, r.max)), Some((50000, 50010)));
+        assert_eq!(s.strict_channel_numbers, Some(false));
+        assert_eq!(s.credential_ttl, Some(60));
+        assert!(
+            s.listen.is_empty() && s.realm.is_none(),
+            "unset stays unset"
+        );
+        let file = config::parse_toml(
+            "users = [\"a:b\", \"c:d\"]\nrelay-ports = \"50000-50010\"\nhttp-self-signed = true\n",
+            "f",
+        )
+        .unwrap();
+        assert_eq!(file.users, s.users);
+        assert_eq!(file.relay_ports, s.relay_ports);
+        assert_eq!(file.http_self_signed, s.http_self_signed);
+    }
+}

@@ -548,9 +548,23 @@ fn bind_everywhere(
     want: SocketAddr,
     per_shard: &mut [Vec<std::net::UdpSocket>],
 ) -> Result<SocketAddr, StartError> {
-    let want = claim_port(want, Type::DGRAM)?;
-    let first =
-        udp_socket(want, true).map_err(|source| StartError::Listen { addr: want, source })?;
+    // With port 0 the claimed port is free but not held; should another socket take it before
+    // the group binds, claim another (a few times at most).
+    let mut tries = if want.port() == 0 { 3 } else { 1 };
+    let first = loop {
+        let claimed = claim_port(want, Type::DGRAM)?;
+        tries -= 1;
+        match udp_socket(claimed, true) {
+            Ok(s) => break s,
+            Err(e) if tries > 0 && e.kind() == std::io::ErrorKind::AddrInUse => {}
+            Err(source) => {
+                return Err(StartError::Listen {
+                    addr: claimed,
+                    source,
+                });
+            }
+        }
+    };
     let actual = first
         .local_addr()?
         .as_socket()
