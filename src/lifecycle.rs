@@ -76,7 +76,12 @@ impl Server {
             ops: ops.clone(),
             hub: None,
             token: cfg.admin.as_ref().map(|(_, t)| t.clone()),
-            ttl: cfg.http.as_ref().map_or(600, |h| h.credential_ttl),
+            ttl: cfg
+                .http
+                .as_ref()
+                .map_or(crate::config::defaults::CREDENTIAL_TTL, |h| {
+                    h.credential_ttl
+                }),
         };
         let mut http = None;
         if let Some(h) = &cfg.http {

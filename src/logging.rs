@@ -34,7 +34,7 @@ pub fn filter_for(filter: &str) -> Result<EnvFilter, String> {
 
 /// Install the global subscriber (once per process) and return the way to change its filter.
 pub fn init(filter: &str, json: bool) -> SetFilter {
-    let env = filter_for(filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let env = filter_for(filter).unwrap_or_else(|_| EnvFilter::new(crate::config::defaults::LOG));
     let (layer, handle) = reload::Layer::new(env);
     use std::io::IsTerminal;
     // journald and log shippers get no ANSI colours.
