@@ -681,3 +681,38 @@ fn a_second_natpass_on_the_same_port_exits_naming_it() {
     assert!(still, "a natpass on another port runs beside the first");
     UdpClient::new(n.udp).allocate("alice", "secret");
 }
+
+/// `natpass::run` is the whole lifecycle: it serves until the token is cancelled, then
+/// returns; a start failure comes back as an error instead.
+#[test]
+fn run_serves_until_the_token_is_cancelled() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let settings = |listen: &str| Settings {
+        listen: vec![listen.parse().unwrap()],
+        http: loopback0(),
+        users: vec!["alice:secret".parse().unwrap()],
+        threads: Some(1),
+        ..Default::default()
+    };
+    let token = CancellationToken::new();
+    let cfg = ValidConfig::load(None, settings("127.0.0.1:0")).unwrap();
+    rt.block_on(async {
+        let served = tokio::spawn(natpass::run(cfg, token.clone()));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!served.is_finished(), "serving");
+        token.cancel();
+        let res = tokio::time::timeout(Duration::from_secs(5), served).await;
+        assert!(matches!(res, Ok(Ok(Ok(())))), "returns once cancelled");
+    });
+    let taken = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let cfg = ValidConfig::load(None, settings(&taken.local_addr().unwrap().to_string())).unwrap();
+    let res = rt.block_on(natpass::run(cfg, CancellationToken::new()));
+    assert!(
+        matches!(res, Err(natpass::lifecycle::RunError::Start(_))),
+        "{res:?}"
+    );
+}
