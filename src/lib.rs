@@ -5,17 +5,26 @@
 //! - [`relay`]: peer policy, relay ports, quotas.
 //! - [`net`]: the shell that owns sockets and drives the core.
 //! - [`config`]: configuration model and validation.
+//! - [`lifecycle`]: [`run`] starts everything a config asks for and stops it on a token.
+//! - [`ops`]: the operations handle the web side, admin API and signals use.
 #![forbid(unsafe_code)]
 
 pub mod auth;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod lifecycle;
+pub mod logging;
 pub mod metrics;
 pub mod net;
+pub mod ops;
 pub mod probe;
 pub mod proto;
 pub mod relay;
 pub mod testing;
+pub mod tls;
 pub(crate) mod udp;
 pub mod web;
+
+pub use lifecycle::run;
+pub use tokio_util::sync::CancellationToken;

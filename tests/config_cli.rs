@@ -49,6 +49,14 @@ fn check_config_names_the_bad_key_and_line() {
         ),
         ("users = [\"nocolon\"]\n", &["line 1", "NAME:PASSWORD"][..]),
         ("log = \"[[[\"\n", &["log"][..]),
+        (
+            "realm = \"x\"\ndrain-seconds = 99999\n",
+            &["drain-seconds", "line 2", "at most 3600"][..],
+        ),
+        (
+            "tls-cert = \"/nonexistent/cert.pem\"\ntls-key = \"/nonexistent/key.pem\"\n",
+            &["/nonexistent/cert.pem"][..],
+        ),
     ];
     for (i, (text, needles)) in cases.iter().enumerate() {
         let p = dir.join(format!("bad{i}.toml"));
@@ -102,6 +110,13 @@ fn serve_rejects_bad_flags_with_a_clear_error() {
         .output()
         .unwrap();
     assert!(!out.status.success());
+    // Keys that used to be file-only are flags of the same name, validated the same way.
+    let out = natpass()
+        .args(["serve", "--nonce-lifetime", "5"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nonce-lifetime"));
 }
 
 #[test]

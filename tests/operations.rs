@@ -1,10 +1,16 @@
-//! Operations, against the `natpass` binary: metrics move while relaying, SIGHUP reloads the
-//! config (a new user works without a restart; an invalid file is rejected and the running
-//! config stays), the admin API's authentication and actions, and the SIGTERM drain.
+//! Operations. In-process, through `natpass::lifecycle` (what `natpass serve` runs): metrics
+//! move while relaying, a reload takes new users (also with the generated secret) and rejects
+//! an invalid file, the admin API's authentication and actions, the shutdown drain and cutting
+//! it short, and a second server on a taken port refused. Against the binary, once: the
+//! signals (SIGHUP reload, SIGTERM drain, a second signal exits at once) and the port refusal.
 
 mod common;
 
 use common::*;
+use natpass::CancellationToken;
+use natpass::config::{Settings, ValidConfig};
+use natpass::lifecycle::Server;
+use natpass::ops::Ops;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::process::{Child, Command, Stdio};
@@ -146,9 +152,99 @@ fn hup(n: &Natpass) {
 const CONFIG: &str =
     "users = [\"alice:secret\"]\nauth-secrets = [\"rest-secret\"]\nlog = \"info\"\n";
 
+/// A server started in this process the way `natpass serve` starts it: a config file under
+/// the same settings the binary tests pass as flags, every listener on an ephemeral port.
+struct InProc {
+    rt: tokio::runtime::Runtime,
+    ops: Ops,
+    shutdown: CancellationToken,
+    served: Option<tokio::task::JoinHandle<()>>,
+    udp: SocketAddr,
+    http: SocketAddr,
+    admin: SocketAddr,
+    metrics: SocketAddr,
+    config: std::path::PathBuf,
+    dir: std::path::PathBuf,
+}
+
+fn loopback0() -> Option<SocketAddr> {
+    Some("127.0.0.1:0".parse().unwrap())
+}
+
+fn in_process(config_text: &str, tweak: impl FnOnce(&mut Settings)) -> InProc {
+    let dir = temp_dir("ops-inproc");
+    let config = dir.join("natpass.toml");
+    std::fs::write(&config, config_text).unwrap();
+    let mut settings = Settings {
+        listen: vec!["127.0.0.1:0".parse().unwrap()],
+        http: loopback0(),
+        admin_listen: loopback0(),
+        admin_token: Some(TOKEN.parse().unwrap()),
+        metrics: loopback0(),
+        allow_peers: vec!["127.0.0.0/8".parse().unwrap()],
+        threads: Some(2),
+        ..Default::default()
+    };
+    tweak(&mut settings);
+    let cfg = ValidConfig::load(Some(&config), settings).expect("valid config");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    // The log filter is checked the way the binary's is, without installing a subscriber.
+    let set_log: natpass::logging::SetFilter =
+        std::sync::Arc::new(|f: &str| natpass::logging::filter_for(f).map(|_| ()));
+    let server = rt
+        .block_on(Server::start(cfg, Some(set_log)))
+        .expect("starts");
+    let shutdown = CancellationToken::new();
+    InProc {
+        ops: server.ops(),
+        udp: server.net().udp_addrs[0],
+        http: server.http_addr().unwrap(),
+        admin: server.admin_addr().unwrap(),
+        metrics: server.metrics_addr().unwrap(),
+        served: Some(rt.spawn(server.serve(shutdown.clone()))),
+        shutdown,
+        rt,
+        config,
+        dir,
+    }
+}
+
+impl InProc {
+    /// Whether `serve` has returned (the drain is over and everything stopped).
+    fn stopped(&self) -> bool {
+        self.served.as_ref().is_none_or(|h| h.is_finished())
+    }
+}
+
+impl Drop for InProc {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        self.ops.stop_now();
+        if let Some(h) = self.served.take() {
+            let _ = self
+                .rt
+                .block_on(async { tokio::time::timeout(Duration::from_secs(5), h).await });
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Wait (bounded) for `cond`.
+fn wait_for(what: &str, limit: Duration, cond: impl Fn() -> bool) {
+    let t0 = Instant::now();
+    while !cond() {
+        assert!(t0.elapsed() < limit, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn metrics_show_relayed_traffic_in_both_directions_live() {
-    let n = start(CONFIG, &[]);
+    let n = in_process(CONFIG, |_| {});
     let (code, before) = http(n.metrics, "GET", "/metrics", None, "");
     assert_eq!(code, 200);
     assert_eq!(
@@ -219,13 +315,12 @@ fn metrics_show_relayed_traffic_in_both_directions_live() {
 }
 
 #[test]
-fn sighup_reloads_users_and_rejects_an_invalid_file() {
-    let n = start(CONFIG, &[]);
+fn reload_takes_new_users_and_rejects_an_invalid_file() {
+    let n = in_process(CONFIG, |_| {});
     let c = UdpClient::new(n.udp);
     let nonce = c.nonce();
-    let alloc = |user: &str, pass: &str, nonce: &str| allocate_req(user, pass, nonce);
     assert_eq!(
-        error_code(&c.ask(&alloc("carol", "pw2", &nonce))),
+        error_code(&c.ask(&allocate_req("carol", "pw2", &nonce))),
         Some(401)
     );
     std::fs::write(
@@ -233,28 +328,54 @@ fn sighup_reloads_users_and_rejects_an_invalid_file() {
         CONFIG.replace("[\"alice:secret\"]", "[\"alice:secret\", \"carol:pw2\"]"),
     )
     .unwrap();
-    hup(&n);
-    let c2 = UdpClient::new(n.udp);
-    c2.allocate("carol", "pw2");
-    // An invalid file: rejected, logged, the running config stays (carol still works).
+    n.ops.reload().expect("applied");
+    UdpClient::new(n.udp).allocate("carol", "pw2");
+    // An invalid file: rejected with the key and line, the running config stays.
     std::fs::write(&n.config, "users = [\"nocolon\"]\nbogus-key = 1\n").unwrap();
-    hup(&n);
-    let c3 = UdpClient::new(n.udp);
-    c3.allocate("carol", "pw2");
-    let log = std::fs::read_to_string(&n.stderr_file).unwrap();
-    assert!(
-        log.contains("invalid") && log.contains("running one stays"),
-        "{log}"
+    let e = n.ops.reload().unwrap_err();
+    assert!(e.contains("bogus-key") && e.contains("line 2"), "{e}");
+    UdpClient::new(n.udp).allocate("carol", "pw2");
+    assert!(!e.contains("pw2"), "no passwords in errors: {e}");
+}
+
+/// With no `auth-secrets` the server runs on a generated secret. A reload must still take the
+/// file's new users; only the generated secret is kept (browsers hold credentials from it).
+#[test]
+fn reload_with_the_generated_secret_takes_new_users_and_keeps_the_secret() {
+    let n = in_process("users = [\"alice:secret\"]\n", |_| {});
+    let (code, body) = http(n.http, "GET", "/api/ice-servers", None, "");
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let turn = &v["iceServers"][1];
+    let (web_user, web_pass) = (
+        turn["username"].as_str().unwrap().to_owned(),
+        turn["credential"].as_str().unwrap().to_owned(),
     );
-    assert!(
-        !log.contains("pw2") && !log.contains("secret\""),
-        "no passwords in logs"
+    std::fs::write(&n.config, "users = [\"alice:secret\", \"carol:pw\"]\n").unwrap();
+    n.ops.reload().expect("applied");
+    let c = UdpClient::new(n.udp);
+    let nonce = c.nonce();
+    assert_eq!(
+        error_code(&c.ask(&allocate_req("carol", "pw", &nonce))),
+        None,
+        "the user added to the file"
+    );
+    UdpClient::new(n.udp).allocate("alice", "secret");
+    UdpClient::new(n.udp).allocate(&web_user, &web_pass);
+    // And a user removed from the file is gone.
+    std::fs::write(&n.config, "users = [\"carol:pw\"]\n").unwrap();
+    n.ops.reload().expect("applied");
+    let c = UdpClient::new(n.udp);
+    let nonce = c.nonce();
+    assert_eq!(
+        error_code(&c.ask(&allocate_req("alice", "secret", &nonce))),
+        Some(401)
     );
 }
 
 #[test]
 fn admin_api_requires_the_token_and_acts() {
-    let n = start(CONFIG, &[]);
+    let n = in_process(CONFIG, |_| {});
     assert_eq!(http(n.admin, "GET", "/admin/allocations", None, "").0, 401);
     assert_eq!(
         http(
@@ -296,28 +417,9 @@ fn admin_api_requires_the_token_and_acts() {
     let (_, body) = http(n.admin, "GET", "/admin/allocations", Some(TOKEN), "");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     let id = v["allocations"][0]["id"].as_str().unwrap().to_owned();
-    assert_eq!(
-        http(
-            n.admin,
-            "DELETE",
-            &format!("/admin/allocations/{id}"),
-            Some(TOKEN),
-            ""
-        )
-        .0,
-        200
-    );
-    assert_eq!(
-        http(
-            n.admin,
-            "DELETE",
-            &format!("/admin/allocations/{id}"),
-            Some(TOKEN),
-            ""
-        )
-        .0,
-        404
-    );
+    let path = format!("/admin/allocations/{id}");
+    assert_eq!(http(n.admin, "DELETE", &path, Some(TOKEN), "").0, 200);
+    assert_eq!(http(n.admin, "DELETE", &path, Some(TOKEN), "").0, 404);
     // Mint a credential that works.
     let (code, body) = http(
         n.admin,
@@ -350,6 +452,13 @@ fn admin_api_requires_the_token_and_acts() {
     let (code, body) = http(n.admin, "POST", "/admin/reload", Some(TOKEN), "");
     assert_eq!(code, 200, "{body}");
     assert!(body.contains("\"applied\":true"));
+    std::fs::write(&n.config, "bogus-key = 1\n").unwrap();
+    let (code, body) = http(n.admin, "POST", "/admin/reload", Some(TOKEN), "");
+    assert_eq!(code, 400, "{body}");
+    assert!(
+        body.contains("bogus-key") && body.contains("\"applied\":false"),
+        "{body}"
+    );
     // The admin listener is not the public page: no admin routes on the HTTP listener.
     assert_eq!(
         http(n.http, "GET", "/admin/allocations", Some(TOKEN), "").0,
@@ -358,15 +467,12 @@ fn admin_api_requires_the_token_and_acts() {
 }
 
 #[test]
-fn sigterm_drains_then_exits_zero() {
-    let mut n = start(CONFIG, &["--drain-seconds", "2"]);
+fn shutdown_drains_live_allocations_then_stops() {
+    let n = in_process(CONFIG, |s| s.drain_seconds = Some(2));
     let c = UdpClient::new(n.udp);
     c.allocate("alice", "secret");
     let t0 = Instant::now();
-    Command::new("kill")
-        .args(["-TERM", &n.child.id().to_string()])
-        .status()
-        .unwrap();
+    n.shutdown.cancel();
     std::thread::sleep(Duration::from_millis(300));
     // Draining: not ready, and new allocations are refused while the old one lives.
     assert_eq!(http(n.metrics, "GET", "/readyz", None, "").0, 503);
@@ -374,34 +480,140 @@ fn sigterm_drains_then_exits_zero() {
     let nonce = c2.nonce();
     let r = c2.ask(&allocate_req("alice", "secret", &nonce));
     assert_eq!(error_code(&r), Some(508));
-    let status = loop {
-        if let Some(s) = n.child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(8),
-            "exits within the drain period"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    assert!(status.success(), "{status:?}");
+    wait_for("stops after the drain", Duration::from_secs(8), || {
+        n.stopped()
+    });
     assert!(
         t0.elapsed() >= Duration::from_millis(1800),
         "waited for the live allocation"
     );
+    assert!(
+        TcpStream::connect(n.metrics).is_err(),
+        "HTTP listeners closed"
+    );
 }
 
 #[test]
-fn a_second_signal_exits_at_once() {
+fn shutdown_without_allocations_does_not_wait_for_the_drain() {
+    let n = in_process(CONFIG, |s| s.drain_seconds = Some(30));
+    n.shutdown.cancel();
+    wait_for("stops at once", Duration::from_secs(5), || n.stopped());
+}
+
+#[test]
+fn stop_now_cuts_the_drain_short() {
+    let n = in_process(CONFIG, |s| s.drain_seconds = Some(30));
+    UdpClient::new(n.udp).allocate("alice", "secret");
+    n.shutdown.cancel();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!n.stopped(), "draining while the allocation lives");
+    n.ops.stop_now();
+    wait_for("stops quickly", Duration::from_secs(5), || n.stopped());
+}
+
+/// `SO_REUSEPORT` would let a second server join the first one's port and split its traffic;
+/// it must be refused, naming the port, and servers on other ports must run side by side.
+#[test]
+fn a_second_server_on_a_taken_port_is_refused_naming_it() {
+    let first = in_process(CONFIG, |_| {});
+    let port = first.udp.port();
+    let taken = first.udp;
+    let cfg = |listen: SocketAddr| {
+        ValidConfig::load(
+            None,
+            Settings {
+                listen: vec![listen],
+                users: vec!["alice:secret".parse().unwrap()],
+                threads: Some(2),
+                ..Default::default()
+            },
+        )
+        .unwrap()
+    };
+    let Err(e) = natpass::net::start(&cfg(taken)) else {
+        panic!("a second server started on the taken port {port}");
+    };
+    let msg = e.to_string();
+    assert!(
+        msg.contains(&port.to_string()) && msg.contains("in use"),
+        "{msg}"
+    );
+    // The first one still answers alone.
+    UdpClient::new(taken).allocate("alice", "secret");
+    // A TCP-only (TLS) listener port taken by another program is refused too.
+    let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dir = temp_dir("ops-tls");
+    let (cert, key, _) = make_cert(&dir, "t", &["localhost"]);
+    let mut c = cfg("127.0.0.1:0".parse().unwrap());
+    c.tls_listen = vec![tcp.local_addr().unwrap()];
+    c.tls_files = Some((cert, key));
+    let Err(e) = natpass::net::start(&c) else {
+        panic!("a server started on a taken TLS port");
+    };
+    assert!(
+        e.to_string()
+            .contains(&tcp.local_addr().unwrap().port().to_string()),
+        "{e}"
+    );
+    // A different port: both run.
+    let second = natpass::net::start(&cfg("127.0.0.1:0".parse().unwrap())).expect("starts");
+    assert_ne!(second.udp_addrs[0].port(), port);
+    UdpClient::new(second.udp_addrs[0]).allocate("alice", "secret");
+    UdpClient::new(taken).allocate("alice", "secret");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The binary's signals: SIGHUP reloads (a new user works; an invalid file is logged and
+/// rejected, and no password reaches the log), the first SIGTERM drains, a second signal exits
+/// at once with status 0.
+#[test]
+fn sighup_reloads_users_and_rejects_an_invalid_file() {
     let mut n = start(CONFIG, &["--drain-seconds", "30"]);
+    assert_eq!(http(n.http, "GET", "/healthz", None, "").0, 200);
+    // SIGHUP: a new user works without a restart.
     let c = UdpClient::new(n.udp);
-    c.allocate("alice", "secret");
+    let nonce = c.nonce();
+    assert_eq!(
+        error_code(&c.ask(&allocate_req("carol", "pw2", &nonce))),
+        Some(401)
+    );
+    std::fs::write(
+        &n.config,
+        CONFIG.replace("[\"alice:secret\"]", "[\"alice:secret\", \"carol:pw2\"]"),
+    )
+    .unwrap();
+    hup(&n);
+    let c2 = UdpClient::new(n.udp);
+    c2.allocate("carol", "pw2");
+    // An invalid file: rejected, logged, the running config stays (carol still works).
+    std::fs::write(&n.config, "users = [\"nocolon\"]\nbogus-key = 1\n").unwrap();
+    hup(&n);
+    UdpClient::new(n.udp).allocate("carol", "pw2");
+    let log = std::fs::read_to_string(&n.stderr_file).unwrap();
+    assert!(
+        log.contains("invalid") && log.contains("running one stays"),
+        "{log}"
+    );
+    assert!(
+        !log.contains("pw2") && !log.contains("secret\""),
+        "no passwords in logs"
+    );
+    // SIGTERM: draining (not ready, new allocations refused) while allocations live.
     let t0 = Instant::now();
     Command::new("kill")
         .args(["-TERM", &n.child.id().to_string()])
         .status()
         .unwrap();
     std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(http(n.metrics, "GET", "/readyz", None, "").0, 503);
+    let c3 = UdpClient::new(n.udp);
+    let nonce = c3.nonce();
+    assert_eq!(
+        error_code(&c3.ask(&allocate_req("alice", "secret", &nonce))),
+        Some(508)
+    );
+    assert!(n.child.try_wait().unwrap().is_none(), "still draining");
+    // A second signal: exit at once.
     Command::new("kill")
         .args(["-INT", &n.child.id().to_string()])
         .status()
@@ -416,5 +628,91 @@ fn a_second_signal_exits_at_once() {
         );
         std::thread::sleep(Duration::from_millis(50));
     };
-    assert!(status.success());
+    assert!(status.success(), "{status:?}");
+}
+
+/// The binary: a second `natpass serve` on the same STUN/TURN port, with HTTP ports of its
+/// own, exits with a message naming the port instead of sharing it.
+#[test]
+fn a_second_natpass_on_the_same_port_exits_naming_it() {
+    let n = start(CONFIG, &[]);
+    let second_err = n.dir.join("second.log");
+    let mut second = Command::new(env!("CARGO_BIN_EXE_natpass"))
+        .args(["serve", "--listen", &n.udp.to_string(), "--user", "a:b"])
+        .args(["--http", "127.0.0.1:0", "--log", "warn"])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&second_err).unwrap())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    let exited = loop {
+        if let Some(s) = second.try_wait().unwrap() {
+            break Some(s);
+        }
+        if t0.elapsed() > Duration::from_secs(5) {
+            let _ = second.kill();
+            let _ = second.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let err = std::fs::read_to_string(&second_err).unwrap();
+    assert!(
+        exited.is_some_and(|s| !s.success()),
+        "a second server started on the same port: {exited:?} {err}"
+    );
+    assert!(
+        err.contains(&format!("port {}", n.udp.port())) && err.contains("in use"),
+        "{err}"
+    );
+    UdpClient::new(n.udp).allocate("alice", "secret");
+    // Another port: both run side by side.
+    let mut other = Command::new(env!("CARGO_BIN_EXE_natpass"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--user", "a:b"])
+        .args(["--http", "127.0.0.1:0", "--log", "warn"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let still = other.try_wait().unwrap().is_none();
+    let _ = other.kill();
+    let _ = other.wait();
+    assert!(still, "a natpass on another port runs beside the first");
+    UdpClient::new(n.udp).allocate("alice", "secret");
+}
+
+/// `natpass::run` is the whole lifecycle: it serves until the token is cancelled, then
+/// returns; a start failure comes back as an error instead.
+#[test]
+fn run_serves_until_the_token_is_cancelled() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let settings = |listen: &str| Settings {
+        listen: vec![listen.parse().unwrap()],
+        http: loopback0(),
+        users: vec!["alice:secret".parse().unwrap()],
+        threads: Some(1),
+        ..Default::default()
+    };
+    let token = CancellationToken::new();
+    let cfg = ValidConfig::load(None, settings("127.0.0.1:0")).unwrap();
+    rt.block_on(async {
+        let served = tokio::spawn(natpass::run(cfg, token.clone()));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!served.is_finished(), "serving");
+        token.cancel();
+        let res = tokio::time::timeout(Duration::from_secs(5), served).await;
+        assert!(matches!(res, Ok(Ok(Ok(())))), "returns once cancelled");
+    });
+    let taken = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let cfg = ValidConfig::load(None, settings(&taken.local_addr().unwrap().to_string())).unwrap();
+    let res = rt.block_on(natpass::run(cfg, CancellationToken::new()));
+    assert!(
+        matches!(res, Err(natpass::lifecycle::RunError::Start(_))),
+        "{res:?}"
+    );
 }

@@ -1,19 +1,30 @@
-//! Configuration: a TOML file (kebab-case keys, unknown keys are errors that name the key and
-//! its line) overlaid by command-line flags (the command line wins), validated into a
+//! Configuration: one model of every setting ([`Settings`]), which is both the `natpass serve`
+//! flags and the TOML file (kebab-case keys; an unknown key is an error that names the key and
+//! its line). The command line wins over the file, the file over the defaults (all in
+//! [`defaults`]); validation, one function per section, turns the result into a
 //! [`ValidConfig`]. `natpass serve` without `--config` uses the embedded
 //! `config/default.toml`.
 
-use crate::auth::{self, Credentials, Secret};
-use crate::relay::policy::parse_net;
+pub mod defaults;
+mod sections;
+mod settings;
+mod values;
+
+pub use settings::{Layer, QuotaSection, Settings};
+pub use values::{Cidr, ExternalIp, PortRange, UserSpec};
+
+use crate::auth::{Credentials, Secret};
 use ipnet::IpNet;
-use serde::Deserialize;
-use std::fmt;
 use std::net::{IpAddr, SocketAddr};
-use std::path::Path;
-use std::str::FromStr;
+use std::path::{Path, PathBuf};
 
 /// The embedded default configuration (`natpass serve` with no file).
 pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
+
+/// The file model: the same struct as the command line's.
+pub type FileConfig = Settings;
+/// The command line's layer: the same struct as the file's.
+pub type Overrides = Settings;
 
 /// A configuration error, with the file and position when it comes from a file.
 #[derive(Debug, thiserror::Error)]
@@ -35,317 +46,21 @@ pub enum ConfigError {
         message: String,
     },
     /// A value that parsed but does not make sense.
-    #[error("{path}: key `{key}`: {message}")]
+    #[error("{path}: {}key `{key}`: {message}", line.map(|l| format!("line {l}: ")).unwrap_or_default())]
     Invalid {
         /// Path.
         path: String,
         /// Key path, e.g. `quota.max-lifetime`.
         key: String,
+        /// The line of the file that sets the key, when a file does.
+        line: Option<usize>,
         /// What is wrong.
         message: String,
     },
-}
-
-macro_rules! from_str_de {
-    ($t:ty) => {
-        impl<'de> Deserialize<'de> for $t {
-            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                let s = String::deserialize(d)?;
-                s.parse().map_err(serde::de::Error::custom)
-            }
-        }
-    };
-}
-
-/// A CIDR range (or a bare IP).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cidr(pub IpNet);
-impl FromStr for Cidr {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        parse_net(s).map(Cidr)
-    }
-}
-from_str_de!(Cidr);
-
-/// `MIN-MAX` relay port range.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PortRange {
-    /// First port.
-    pub min: u16,
-    /// Last port (inclusive).
-    pub max: u16,
-}
-impl FromStr for PortRange {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let bad = || format!("`{s}` is not a port range (expected MIN-MAX, e.g. 49152-65535)");
-        let (a, b) = s.split_once('-').ok_or_else(bad)?;
-        let min: u16 = a.trim().parse().map_err(|_| bad())?;
-        let max: u16 = b.trim().parse().map_err(|_| bad())?;
-        if min == 0 || min > max {
-            return Err(format!("`{s}`: MIN must be at least 1 and not above MAX"));
-        }
-        Ok(Self { min, max })
-    }
-}
-from_str_de!(PortRange);
-
-/// `PUBLIC` or `PUBLIC/PRIVATE`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ExternalIp {
-    /// Advertised.
-    pub public: IpAddr,
-    /// Bound (when different).
-    pub private: Option<IpAddr>,
-}
-impl FromStr for ExternalIp {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let bad =
-            |p: &str| format!("`{p}` is not an IP address (expected PUBLIC or PUBLIC/PRIVATE)");
-        match s.split_once('/') {
-            Some((p, q)) => {
-                let public: IpAddr = p.trim().parse().map_err(|_| bad(p))?;
-                let private: IpAddr = q.trim().parse().map_err(|_| bad(q))?;
-                if public.is_ipv4() != private.is_ipv4() {
-                    return Err(format!(
-                        "`{s}`: PUBLIC and PRIVATE must be of the same family"
-                    ));
-                }
-                Ok(Self {
-                    public,
-                    private: Some(private),
-                })
-            }
-            None => Ok(Self {
-                public: s.trim().parse().map_err(|_| bad(s))?,
-                private: None,
-            }),
-        }
-    }
-}
-from_str_de!(ExternalIp);
-
-/// A static user: `NAME:PASSWORD` or `NAME:0xKEY` (MD5 of `NAME:REALM:PASSWORD`, as coturn).
-#[derive(Clone, PartialEq, Eq)]
-pub struct UserSpec {
-    /// User name.
-    pub name: String,
-    secret: String,
-}
-impl fmt::Debug for UserSpec {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "UserSpec({}:<redacted>)", self.name)
-    }
-}
-impl FromStr for UserSpec {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let (name, secret) = s
-            .split_once(':')
-            .ok_or_else(|| "a user must be NAME:PASSWORD or NAME:0xKEY".to_owned())?;
-        if name.is_empty() || secret.is_empty() {
-            return Err(
-                "a user must be NAME:PASSWORD or NAME:0xKEY with both parts non-empty".into(),
-            );
-        }
-        if name.len() > 512 || secret.len() > 512 {
-            return Err("user name and password are limited to 512 bytes".into());
-        }
-        Ok(Self {
-            name: name.into(),
-            secret: secret.into(),
-        })
-    }
-}
-from_str_de!(UserSpec);
-
-/// Quotas and lifetimes (`[quota]`).
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
-pub struct QuotaSection {
-    /// Allocations per username.
-    pub allocations_per_user: usize,
-    /// Allocations per client IP.
-    pub allocations_per_ip: usize,
-    /// Allocations on the server.
-    pub total_allocations: usize,
-    /// Peers' permissions per allocation.
-    pub permissions_per_allocation: usize,
-    /// Channels per allocation.
-    pub channels_per_allocation: usize,
-    /// Allocation lifetime granted when a client asks for less (seconds).
-    pub default_lifetime: u32,
-    /// Maximum allocation lifetime (seconds).
-    pub max_lifetime: u32,
-    /// 401/438 answers per second per source IP.
-    pub challenges_per_second: f64,
-    /// Authentication failures answered per minute per source IP.
-    pub auth_failures_per_minute: f64,
-    /// TCP/TLS connections per client IP.
-    pub connections_per_ip: usize,
-    /// Seconds a TCP/TLS connection has to send its first valid STUN message (and to finish
-    /// any frame it started).
-    pub first_message_timeout: u64,
-    /// Seconds a TCP/TLS connection without an allocation may stay idle.
-    pub idle_timeout: u64,
-    /// Concurrent TLS handshakes on the server.
-    pub tls_handshakes: usize,
-    /// Bytes buffered towards a slow TCP/TLS client before relayed data is dropped.
-    pub stream_buffer: usize,
-}
-
-impl Default for QuotaSection {
-    fn default() -> Self {
-        Self {
-            allocations_per_user: 10,
-            allocations_per_ip: 64,
-            total_allocations: 100_000,
-            permissions_per_allocation: 10,
-            channels_per_allocation: 64,
-            default_lifetime: 600,
-            max_lifetime: 3600,
-            challenges_per_second: 10.0,
-            auth_failures_per_minute: 20.0,
-            connections_per_ip: 16,
-            first_message_timeout: 10,
-            idle_timeout: 60,
-            tls_handshakes: 256,
-            stream_buffer: 256 * 1024,
-        }
-    }
-}
-
-/// The file model. Every key is optional.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct FileConfig {
-    /// UDP listen addresses.
-    pub listen: Option<Vec<SocketAddr>>,
-    /// RFC 5780 alternate address (A2:P2) for NAT behaviour discovery.
-    pub alt_listen: Option<SocketAddr>,
-    /// TLS listen addresses (TURN over TLS; plain TCP is accepted there too).
-    pub tls_listen: Option<Vec<SocketAddr>>,
-    /// PEM certificate chain.
-    pub tls_cert: Option<std::path::PathBuf>,
-    /// PEM private key.
-    pub tls_key: Option<std::path::PathBuf>,
-    /// HTTP listener for the demo page, signaling and credentials (absent: off).
-    pub http: Option<SocketAddr>,
-    /// HTTPS certificate chain for the HTTP listener.
-    pub http_tls_cert: Option<std::path::PathBuf>,
-    /// HTTPS key.
-    pub http_tls_key: Option<std::path::PathBuf>,
-    /// Serve HTTPS with a self-signed certificate generated at start.
-    pub http_self_signed: Option<bool>,
-    /// Host name put in the ICE server URLs handed to browsers (default: the page's host).
-    pub public_host: Option<String>,
-    /// Extra origins allowed to open the signaling WebSocket.
-    pub allow_origins: Option<Vec<String>>,
-    /// Lifetime of credentials handed to browsers (seconds).
-    pub credential_ttl: Option<u64>,
-    /// Participants per signaling room.
-    pub room_size: Option<usize>,
-    /// Separate listener for /metrics, /healthz, /readyz.
-    pub metrics: Option<SocketAddr>,
-    /// Admin API listener (default 127.0.0.1:8081 when a token is set).
-    pub admin_listen: Option<SocketAddr>,
-    /// Admin API bearer token (absent: admin API off).
-    pub admin_token: Option<Secret>,
-    /// Seconds existing allocations may keep relaying after SIGTERM/SIGINT.
-    pub drain_seconds: Option<u64>,
-    /// Log format: text or json.
-    pub log_format: Option<String>,
-    /// Realm.
-    pub realm: Option<String>,
-    /// Static users.
-    pub users: Option<Vec<UserSpec>>,
-    /// REST shared secrets.
-    pub auth_secrets: Option<Vec<Secret>>,
-    /// Maximum REST credential lifetime ahead of now (seconds).
-    pub rest_max_ttl: Option<u64>,
-    /// Nonce lifetime (seconds).
-    pub nonce_lifetime: Option<u64>,
-    /// Operator allow ranges (override the default deny list).
-    pub allow_peers: Option<Vec<Cidr>>,
-    /// Extra deny ranges.
-    pub deny_peers: Option<Vec<Cidr>>,
-    /// Relay IPs.
-    pub relay_ips: Option<Vec<IpAddr>>,
-    /// External (advertised) IPs.
-    pub external_ips: Option<Vec<ExternalIp>>,
-    /// Relay port range.
-    pub relay_ports: Option<PortRange>,
-    /// tracing filter.
-    pub log: Option<String>,
-    /// SOFTWARE attribute (none by default).
-    pub software: Option<String>,
-    /// Worker shards (default: one per CPU).
-    pub threads: Option<usize>,
-    /// Accept only RFC 8656 channel numbers 0x4000-0x4FFF (default: RFC 5766's 0x4000-0x7FFF).
-    pub strict_channel_numbers: Option<bool>,
-    /// Quotas.
-    pub quota: Option<QuotaSection>,
-}
-
-/// Command-line overrides (each `Some`/non-empty value wins over the file).
-#[derive(Debug, Clone, Default)]
-pub struct Overrides {
-    /// `--listen`.
-    pub listen: Vec<SocketAddr>,
-    /// `--alt-listen`.
-    pub alt_listen: Option<SocketAddr>,
-    /// `--tls-listen`.
-    pub tls_listen: Vec<SocketAddr>,
-    /// `--tls-cert`.
-    pub tls_cert: Option<std::path::PathBuf>,
-    /// `--tls-key`.
-    pub tls_key: Option<std::path::PathBuf>,
-    /// `--http`.
-    pub http: Option<SocketAddr>,
-    /// `--http-tls-cert`.
-    pub http_tls_cert: Option<std::path::PathBuf>,
-    /// `--http-tls-key`.
-    pub http_tls_key: Option<std::path::PathBuf>,
-    /// `--http-self-signed`.
-    pub http_self_signed: bool,
-    /// `--public-host`.
-    pub public_host: Option<String>,
-    /// `--allow-origin`.
-    pub allow_origins: Vec<String>,
-    /// `--metrics`.
-    pub metrics: Option<SocketAddr>,
-    /// `--admin-listen`.
-    pub admin_listen: Option<SocketAddr>,
-    /// `--admin-token`.
-    pub admin_token: Option<Secret>,
-    /// `--drain-seconds`.
-    pub drain_seconds: Option<u64>,
-    /// `--log-format`.
-    pub log_format: Option<String>,
-    /// `--realm`.
-    pub realm: Option<String>,
-    /// `--user`.
-    pub users: Vec<UserSpec>,
-    /// `--auth-secret`.
-    pub auth_secrets: Vec<Secret>,
-    /// `--allow-peer`.
-    pub allow_peers: Vec<Cidr>,
-    /// `--deny-peer`.
-    pub deny_peers: Vec<Cidr>,
-    /// `--relay-ip`.
-    pub relay_ips: Vec<IpAddr>,
-    /// `--external-ip`.
-    pub external_ips: Vec<ExternalIp>,
-    /// `--relay-ports`.
-    pub relay_ports: Option<PortRange>,
-    /// `--log`.
-    pub log: Option<String>,
-    /// `--software`.
-    pub software: Option<String>,
-    /// `--threads`.
-    pub threads: Option<usize>,
+    /// A reload was asked of a configuration that was not loaded from a file or the embedded
+    /// default.
+    #[error("this configuration was built in code; there is no file to reload")]
+    NoSource,
 }
 
 /// A validated configuration.
@@ -357,8 +72,8 @@ pub struct ValidConfig {
     pub alt_listen: Option<SocketAddr>,
     /// TLS listen addresses.
     pub tls_listen: Vec<SocketAddr>,
-    /// Certificate and key files (both or neither).
-    pub tls_files: Option<(std::path::PathBuf, std::path::PathBuf)>,
+    /// Certificate and key files (both or neither); read when the server starts.
+    pub tls_files: Option<(PathBuf, PathBuf)>,
     /// The web side (None: no HTTP listener).
     pub http: Option<HttpConfig>,
     /// Separate metrics listener.
@@ -397,6 +112,15 @@ pub struct ValidConfig {
     pub strict_channel_numbers: bool,
     /// Quotas.
     pub quota: QuotaSection,
+    /// Where this config came from, to read it again on reload.
+    source: Option<Source>,
+}
+
+/// A file (or the embedded default) plus the command line's layer.
+#[derive(Debug, Clone)]
+struct Source {
+    file: Option<PathBuf>,
+    cli: Settings,
 }
 
 /// HTTPS on the web listener.
@@ -404,8 +128,8 @@ pub struct ValidConfig {
 pub enum HttpTls {
     /// Plain HTTP.
     Off,
-    /// Certificate and key files.
-    Files(std::path::PathBuf, std::path::PathBuf),
+    /// Certificate and key files (read when the listener starts).
+    Files(PathBuf, PathBuf),
     /// A self-signed certificate made at start.
     SelfSigned,
 }
@@ -435,349 +159,146 @@ pub fn parse_toml(text: &str, origin: &str) -> Result<FileConfig, ConfigError> {
     })
 }
 
-/// Read and parse a file.
-pub fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+fn read(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.display().to_string(),
         source,
-    })?;
-    parse_toml(&text, &path.display().to_string())
+    })
+}
+
+/// Read and parse a file.
+pub fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    parse_toml(&read(path)?, &path.display().to_string())
+}
+
+/// The 1-based line of `text` that sets `key` (`name` or `table.name`), if one does.
+fn line_of(text: &str, key: &str) -> Option<usize> {
+    let (table, name) = key.rsplit_once('.').unwrap_or(("", key));
+    let mut current = "";
+    for (i, line) in text.lines().enumerate() {
+        let t = line.trim();
+        if let Some(h) = t.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
+            current = h.trim();
+        } else if current == table
+            && t.split_once('=')
+                .is_some_and(|(k, _)| k.trim().trim_matches('"') == name)
+        {
+            return Some(i + 1);
+        }
+    }
+    None
 }
 
 impl ValidConfig {
-    /// Merge `file` with `cli` and validate.
-    pub fn build(file: FileConfig, cli: Overrides, origin: &str) -> Result<Self, ConfigError> {
-        let invalid = |key: &str, message: String| ConfigError::Invalid {
-            path: origin.to_owned(),
-            key: key.to_owned(),
-            message,
+    /// Load `file` (None: the embedded default), put `cli` over it and validate. Errors name
+    /// the key and the line that sets it. The result remembers both, for [`Self::reread`].
+    pub fn load(file: Option<&Path>, cli: Settings) -> Result<Self, ConfigError> {
+        Self::load_keeping(file, cli, None)
+    }
+
+    /// Read the same file with the same command line again (a reload). A secret this config
+    /// generated is kept, so credentials minted from it stay valid.
+    pub fn reread(&self) -> Result<Self, ConfigError> {
+        let src = self.source.as_ref().ok_or(ConfigError::NoSource)?;
+        let keep = self
+            .generated_secret
+            .then(|| self.credentials.secrets().first().cloned())
+            .flatten();
+        Self::load_keeping(src.file.as_deref(), src.cli.clone(), keep)
+    }
+
+    fn load_keeping(
+        file: Option<&Path>,
+        cli: Settings,
+        keep: Option<Secret>,
+    ) -> Result<Self, ConfigError> {
+        let (text, origin) = match file {
+            Some(p) => (read(p)?, p.display().to_string()),
+            None => (DEFAULT_TOML.to_owned(), "<embedded default>".to_owned()),
         };
-        fn pick<T>(cli: Vec<T>, file: Option<Vec<T>>) -> Vec<T> {
-            if cli.is_empty() {
-                file.unwrap_or_default()
-            } else {
-                cli
-            }
-        }
-        let listen = pick(cli.listen, file.listen);
-        let listen = if listen.is_empty() {
-            vec![
-                "0.0.0.0:3478".parse().expect("valid"),
-                "[::]:3478".parse().expect("valid"),
-            ]
-        } else {
-            listen
-        };
-        let alt_listen = cli.alt_listen.or(file.alt_listen);
-        if let Some(alt) = alt_listen {
-            let primary = listen
-                .iter()
-                .find(|l| l.is_ipv4() == alt.is_ipv4() && !l.ip().is_unspecified());
-            match primary {
-                None => {
-                    return Err(invalid(
-                        "alt-listen",
-                        "needs a listen address of the same family that is not a wildcard".into(),
-                    ));
-                }
-                Some(p) if p.ip() == alt.ip() || alt.ip().is_unspecified() => {
-                    return Err(invalid(
-                        "alt-listen",
-                        "must be a second IP address, different from the listen address".into(),
-                    ));
-                }
-                Some(p) if p.port() == alt.port() && alt.port() != 0 => {
-                    return Err(invalid(
-                        "alt-listen",
-                        "must use a port other than the listen port".into(),
-                    ));
-                }
-                Some(_) => {}
-            }
-        }
-        let tls_listen = pick(cli.tls_listen, file.tls_listen);
-        let tls_files = match (cli.tls_cert.or(file.tls_cert), cli.tls_key.or(file.tls_key)) {
-            (Some(c), Some(k)) => Some((c, k)),
-            (None, None) => None,
-            (Some(_), None) => {
-                return Err(invalid(
-                    "tls-key",
-                    "tls-cert is set but tls-key is not".into(),
-                ));
-            }
-            (None, Some(_)) => {
-                return Err(invalid(
-                    "tls-cert",
-                    "tls-key is set but tls-cert is not".into(),
-                ));
-            }
-        };
-        if !tls_listen.is_empty() && tls_files.is_none() {
-            return Err(invalid("tls-listen", "needs tls-cert and tls-key".into()));
-        }
-        if let Some((c, k)) = &tls_files {
-            crate::net::tls::load(c, k).map_err(|e| invalid("tls-cert", e.to_string()))?;
-        }
-        let rest_max_ttl = file.rest_max_ttl.unwrap_or(3600);
-        let http = match cli.http.or(file.http) {
-            None => None,
-            Some(addr) => {
-                let tls = match (
-                    cli.http_tls_cert.or(file.http_tls_cert),
-                    cli.http_tls_key.or(file.http_tls_key),
-                ) {
-                    (Some(c), Some(k)) => {
-                        crate::net::tls::load(&c, &k)
-                            .map_err(|e| invalid("http-tls-cert", e.to_string()))?;
-                        HttpTls::Files(c, k)
-                    }
-                    (None, None) if cli.http_self_signed || file.http_self_signed == Some(true) => {
-                        HttpTls::SelfSigned
-                    }
-                    (None, None) => HttpTls::Off,
-                    _ => {
-                        return Err(invalid(
-                            "http-tls-cert",
-                            "set both http-tls-cert and http-tls-key".into(),
-                        ));
-                    }
-                };
-                let public_host = cli.public_host.or(file.public_host);
-                if let Some(h) = &public_host {
-                    if h.is_empty()
-                        || h.len() > 253
-                        || !h
-                            .bytes()
-                            .all(|b| b.is_ascii_alphanumeric() || b".-:".contains(&b))
-                    {
-                        return Err(invalid(
-                            "public-host",
-                            format!("`{h}` is not a host name or IP address"),
-                        ));
-                    }
-                }
-                let credential_ttl = file.credential_ttl.unwrap_or(600);
-                if credential_ttl == 0 || credential_ttl > rest_max_ttl {
-                    return Err(invalid(
-                        "credential-ttl",
-                        format!("must be between 1 and rest-max-ttl ({rest_max_ttl})"),
-                    ));
-                }
-                let room_size = file.room_size.unwrap_or(8);
-                if !(2..=64).contains(&room_size) {
-                    return Err(invalid("room-size", "must be between 2 and 64".into()));
-                }
-                Some(HttpConfig {
-                    addr,
-                    tls,
-                    public_host,
-                    allow_origins: pick(cli.allow_origins, file.allow_origins),
-                    credential_ttl,
-                    room_size,
-                })
-            }
-        };
-        let realm = cli.realm.or(file.realm).unwrap_or_else(|| "natpass".into());
-        if realm.is_empty() || realm.len() > 127 || realm.contains(['"', '\\']) {
-            return Err(invalid(
-                "realm",
-                "must be 1–127 characters without quotes or backslashes".into(),
-            ));
-        }
-        let quota = file.quota.unwrap_or_default();
-        if quota.default_lifetime == 0 || quota.default_lifetime > quota.max_lifetime {
-            return Err(invalid(
-                "quota.default-lifetime",
-                format!(
-                    "must be between 1 and quota.max-lifetime ({})",
-                    quota.max_lifetime
-                ),
-            ));
-        }
-        for (k, v) in [
-            ("quota.allocations-per-user", quota.allocations_per_user),
-            ("quota.allocations-per-ip", quota.allocations_per_ip),
-            ("quota.total-allocations", quota.total_allocations),
-            (
-                "quota.permissions-per-allocation",
-                quota.permissions_per_allocation,
-            ),
-            (
-                "quota.channels-per-allocation",
-                quota.channels_per_allocation,
-            ),
-        ] {
-            if v == 0 {
-                return Err(invalid(k, "must be at least 1".into()));
-            }
-        }
-        if quota.channels_per_allocation > 4096 {
-            return Err(invalid(
-                "quota.channels-per-allocation",
-                "at most 4096 channel numbers exist".into(),
-            ));
-        }
-        for (k, v) in [
-            ("quota.challenges-per-second", quota.challenges_per_second),
-            (
-                "quota.auth-failures-per-minute",
-                quota.auth_failures_per_minute,
-            ),
-        ] {
-            if !(v.is_finite() && v > 0.0) {
-                return Err(invalid(k, "must be a positive number".into()));
-            }
-        }
-        let rest_max_ttl = file.rest_max_ttl.unwrap_or(3600);
-        if rest_max_ttl == 0 {
-            return Err(invalid("rest-max-ttl", "must be at least 1 second".into()));
-        }
-        let nonce_lifetime = file.nonce_lifetime.unwrap_or(600);
-        if !(10..=86_400).contains(&nonce_lifetime) {
-            return Err(invalid(
-                "nonce-lifetime",
-                "must be between 10 and 86400 seconds".into(),
-            ));
-        }
-        let mut credentials = Credentials::new(realm.clone(), rest_max_ttl);
-        for u in pick(cli.users, file.users) {
-            match auth::parse_hex_key(&u.secret) {
-                Some(key) => credentials.add_user_key(&u.name, key),
-                None if u.secret.starts_with("0x") && u.secret.len() == 34 => {
-                    return Err(invalid(
-                        "users",
-                        format!("user `{}`: key is not 32 hex digits", u.name),
-                    ));
-                }
-                None => credentials.add_user(&u.name, &u.secret),
-            }
-        }
-        for s in pick(cli.auth_secrets, file.auth_secrets) {
-            credentials.add_secret(s);
-        }
-        if credentials.secrets().len() > 8 {
-            return Err(invalid(
-                "auth-secrets",
-                "at most 8 secrets may be active at once".into(),
-            ));
-        }
-        // A secret is generated when nothing is configured, and when the web side is on
-        // without one (it mints browser credentials from it; nothing else knows it).
-        let generated_secret = credentials.is_empty()
-            || (credentials.secrets().is_empty() && cli.http.or(file.http).is_some());
-        if generated_secret {
-            credentials.add_secret(Secret::generate());
-        }
-        let relay_ports = cli.relay_ports.or(file.relay_ports).unwrap_or(PortRange {
-            min: 49152,
-            max: 65535,
+        let parsed = parse_toml(&text, &origin)?;
+        let mut v = Self::validate(parsed, cli.clone(), &origin, keep).map_err(|e| match e {
+            ConfigError::Invalid {
+                path, key, message, ..
+            } => ConfigError::Invalid {
+                line: line_of(&text, &key),
+                path,
+                key,
+                message,
+            },
+            e => e,
+        })?;
+        v.source = Some(Source {
+            file: file.map(Path::to_path_buf),
+            cli,
         });
-        let threads = cli
-            .threads
-            .or(file.threads)
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-        if threads == 0 || threads > 256 {
-            return Err(invalid("threads", "must be between 1 and 256".into()));
-        }
-        let log = cli.log.or(file.log).unwrap_or_else(|| "info".into());
-        if tracing_subscriber::EnvFilter::try_new(&log).is_err() {
-            return Err(invalid(
-                "log",
-                format!("`{log}` is not a tracing filter (e.g. info, natpass=debug)"),
-            ));
-        }
-        for (k, v) in [
-            ("quota.connections-per-ip", quota.connections_per_ip as u64),
-            ("quota.first-message-timeout", quota.first_message_timeout),
-            ("quota.idle-timeout", quota.idle_timeout),
-            ("quota.tls-handshakes", quota.tls_handshakes as u64),
-        ] {
-            if v == 0 {
-                return Err(invalid(k, "must be at least 1".into()));
-            }
-        }
-        if quota.stream_buffer < 70_000 {
-            return Err(invalid(
-                "quota.stream-buffer",
-                "must hold at least one full frame (70000 bytes)".into(),
-            ));
-        }
-        let admin = match (
-            cli.admin_token.or(file.admin_token),
-            cli.admin_listen.or(file.admin_listen),
-        ) {
-            (Some(t), l) => {
-                if t.expose().len() < 16 {
-                    return Err(invalid(
-                        "admin-token",
-                        "must be at least 16 characters".into(),
-                    ));
-                }
-                Some((
-                    l.unwrap_or_else(|| "127.0.0.1:8081".parse().expect("valid")),
-                    t,
-                ))
-            }
-            (None, Some(_)) => return Err(invalid("admin-listen", "needs admin-token".into())),
-            (None, None) => None,
-        };
-        let drain_seconds = cli.drain_seconds.or(file.drain_seconds).unwrap_or(5);
-        if drain_seconds > 3600 {
-            return Err(invalid("drain-seconds", "must be at most 3600".into()));
-        }
-        let log_json = match cli.log_format.or(file.log_format).as_deref() {
-            None | Some("text") => false,
-            Some("json") => true,
-            Some(other) => {
-                return Err(invalid(
-                    "log-format",
-                    format!("`{other}`: expected text or json"),
-                ));
-            }
-        };
-        Ok(Self {
-            metrics: cli.metrics.or(file.metrics),
-            admin,
-            drain_seconds,
-            log_json,
-            listen,
-            alt_listen,
-            tls_listen,
-            tls_files,
-            http,
-            realm,
-            credentials,
-            generated_secret,
-            allow_peers: pick(cli.allow_peers, file.allow_peers)
-                .into_iter()
-                .map(|c| c.0)
-                .collect(),
-            deny_peers: pick(cli.deny_peers, file.deny_peers)
-                .into_iter()
-                .map(|c| c.0)
-                .collect(),
-            relay_ips: pick(cli.relay_ips, file.relay_ips),
-            external_ips: pick(cli.external_ips, file.external_ips),
-            relay_ports,
-            log,
-            software: cli.software.or(file.software).filter(|s| !s.is_empty()),
-            threads,
-            nonce_lifetime,
-            strict_channel_numbers: file.strict_channel_numbers.unwrap_or(false),
-            quota,
-        })
+        Ok(v)
+    }
+
+    /// Put `cli` over `file` and validate (`origin` names the file in errors).
+    pub fn build(file: FileConfig, cli: Overrides, origin: &str) -> Result<Self, ConfigError> {
+        Self::validate(file, cli, origin, None)
     }
 
     /// The embedded default with these overrides.
     pub fn embedded(cli: Overrides) -> Result<Self, ConfigError> {
-        let file = parse_toml(DEFAULT_TOML, "<embedded default>")?;
-        Self::build(file, cli, "<embedded default>")
+        Self::load(None, cli)
+    }
+
+    fn validate(
+        file: Settings,
+        cli: Settings,
+        origin: &str,
+        keep: Option<Secret>,
+    ) -> Result<Self, ConfigError> {
+        let bad = |e: sections::Invalid| ConfigError::Invalid {
+            path: origin.to_owned(),
+            key: e.key.to_owned(),
+            line: None,
+            message: e.message,
+        };
+        let s = cli.over(file);
+        let l = sections::listeners(&s).map_err(bad)?;
+        let auth = sections::auth(&s, keep).map_err(bad)?;
+        let http = sections::http(&s, auth.rest_max_ttl).map_err(bad)?;
+        let quota = sections::quota(s.quota.clone().unwrap_or_default()).map_err(bad)?;
+        let ops = sections::operations(&s).map_err(bad)?;
+        let nets = |v: Vec<Cidr>| v.into_iter().map(|c| c.0).collect();
+        Ok(Self {
+            listen: l.listen,
+            alt_listen: l.alt_listen,
+            tls_listen: l.tls_listen,
+            tls_files: l.tls_files,
+            relay_ips: l.relay_ips,
+            external_ips: l.external_ips,
+            relay_ports: l.relay_ports,
+            threads: l.threads,
+            http,
+            metrics: ops.metrics,
+            admin: ops.admin,
+            drain_seconds: ops.drain_seconds,
+            log: ops.log,
+            log_json: ops.log_json,
+            realm: auth.realm,
+            credentials: auth.credentials,
+            generated_secret: auth.generated_secret,
+            nonce_lifetime: auth.nonce_lifetime,
+            allow_peers: nets(s.allow_peers),
+            deny_peers: nets(s.deny_peers),
+            software: s.software.filter(|s| !s.is_empty()),
+            strict_channel_numbers: s
+                .strict_channel_numbers
+                .unwrap_or(defaults::STRICT_CHANNEL_NUMBERS),
+            quota,
+            source: None,
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth;
 
     #[test]
     fn unknown_key_is_an_error_naming_key_and_line() {
@@ -846,5 +367,66 @@ mod tests {
         assert_eq!(e.private, Some("10.0.0.5".parse().unwrap()));
         assert!("203.0.113.5/::1".parse::<ExternalIp>().is_err());
         assert!("nope".parse::<ExternalIp>().is_err());
+    }
+
+    fn temp_file(tag: &str, text: &str) -> PathBuf {
+        let p =
+            std::env::temp_dir().join(format!("natpass-config-{tag}-{}.toml", std::process::id()));
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    #[test]
+    fn validation_errors_name_the_key_and_its_line() {
+        let p = temp_file(
+            "line",
+            "realm = \"r\"\n\n[quota]\nmax-lifetime = 7200\ndefault-lifetime = 9000\n",
+        );
+        let e = ValidConfig::load(Some(&p), Settings::default())
+            .unwrap_err()
+            .to_string();
+        std::fs::remove_file(&p).unwrap();
+        assert!(
+            e.contains("quota.default-lifetime") && e.contains("line 5"),
+            "{e}"
+        );
+        assert_eq!(line_of("a = 1\n[quota]\na = 2\n", "quota.a"), Some(3));
+        assert_eq!(line_of("a = 1\n[quota]\na = 2\n", "a"), Some(1));
+        assert_eq!(line_of("a = 1\n", "b"), None);
+    }
+
+    #[test]
+    fn command_line_over_file_over_defaults() {
+        let file = parse_toml("drain-seconds = 9\nlog = \"warn\"\n", "f").unwrap();
+        let cli = Settings {
+            log: Some("debug".into()),
+            ..Default::default()
+        };
+        let v = ValidConfig::build(file, cli, "f").unwrap();
+        assert_eq!((v.drain_seconds, v.log.as_str()), (9, "debug"));
+        assert_eq!(v.relay_ports, defaults::RELAY_PORTS);
+        assert_eq!(v.listen, defaults::LISTEN.to_vec());
+        assert_eq!(v.quota, QuotaSection::default());
+    }
+
+    #[test]
+    fn reread_keeps_the_generated_secret_and_takes_the_new_users() {
+        let p = temp_file("reread", "users = [\"alice:pw\"]\nhttp = \"127.0.0.1:0\"\n");
+        let old = ValidConfig::load(Some(&p), Settings::default()).unwrap();
+        assert!(old.generated_secret);
+        std::fs::write(
+            &p,
+            "users = [\"alice:pw\", \"carol:pw\"]\nhttp = \"127.0.0.1:0\"\n",
+        )
+        .unwrap();
+        let new = old.reread().unwrap();
+        std::fs::remove_file(&p).unwrap();
+        assert!(new.credentials.keys_for("carol", 0).is_ok(), "the new user");
+        assert_eq!(
+            new.credentials.secrets()[0].expose(),
+            old.credentials.secrets()[0].expose(),
+            "the secret browsers hold credentials from"
+        );
+        assert_eq!(new.credentials.secrets().len(), 1);
     }
 }

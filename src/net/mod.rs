@@ -6,7 +6,7 @@
 //! allocation, and no lock or channel is on the data path.
 
 mod shard;
-pub mod tls;
+pub use crate::tls;
 
 use crate::auth::{Credentials, Secret};
 use crate::config::ValidConfig;
@@ -37,6 +37,19 @@ pub enum StartError {
         addr: SocketAddr,
         /// Cause.
         source: std::io::Error,
+    },
+    /// Another socket (another natpass, another program) already holds a listener's port.
+    #[error(
+        "{proto} port {} on {} is already in use by another process (another natpass?); \
+         refusing to share it",
+        addr.port(),
+        addr.ip()
+    )]
+    InUse {
+        /// "UDP" or "TCP".
+        proto: &'static str,
+        /// The address asked for.
+        addr: SocketAddr,
     },
     /// No listener at all could be bound.
     #[error("no listener could be bound")]
@@ -234,11 +247,9 @@ impl Control {
             self.own_ips.clone(),
             self.listeners.clone(),
         );
-        let mut creds = new.credentials.clone();
-        if new.generated_secret {
-            // Keep the running process's generated secret: browsers hold credentials minted from it.
-            creds = self.credentials();
-        }
+        // A generated secret is carried over by `ValidConfig::reread` (browsers hold
+        // credentials minted from it); users and configured secrets come from the new config.
+        let creds = new.credentials.clone();
         *self.credentials.lock().unwrap_or_else(|e| e.into_inner()) = creds.clone();
         self.ask(|reply| ShardCmd::Reload {
             credentials: creds.clone(),
@@ -456,11 +467,42 @@ fn tcp_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     Ok(s.into())
 }
 
+/// Claim `want` for this process before its `SO_REUSEPORT` group is bound: a socket without
+/// `SO_REUSEPORT` cannot bind a port that any other socket holds, so a second server on the
+/// same port is refused here instead of silently joining the group and splitting traffic with
+/// the first. Returns the port to bind (the kernel's choice when `want` has port 0). The probe
+/// is closed before the group binds; a server started in that instant can still slip in.
+fn claim_port(want: SocketAddr, ty: Type) -> Result<SocketAddr, StartError> {
+    let (proto, protocol) = if ty == Type::DGRAM {
+        ("UDP", Protocol::UDP)
+    } else {
+        ("TCP", Protocol::TCP)
+    };
+    let listen_err = |source| StartError::Listen { addr: want, source };
+    let s = Socket::new(Domain::for_address(want), ty, Some(protocol)).map_err(listen_err)?;
+    if want.is_ipv6() {
+        s.set_only_v6(true).map_err(listen_err)?;
+    }
+    if ty == Type::STREAM {
+        // TIME_WAIT leftovers of an earlier run are not a live listener.
+        s.set_reuse_address(true).map_err(listen_err)?;
+    }
+    match s.bind(&want.into()) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            return Err(StartError::InUse { proto, addr: want });
+        }
+        Err(source) => return Err(StartError::Listen { addr: want, source }),
+    }
+    s.local_addr()?.as_socket().ok_or(StartError::NoListener)
+}
+
 /// Bind a TCP listener per shard at `want`; returns the actual address.
 fn bind_tcp_everywhere(
     want: SocketAddr,
     per_shard: &mut [Vec<std::net::TcpListener>],
 ) -> Result<SocketAddr, StartError> {
+    let want = claim_port(want, Type::STREAM)?;
     let first = tcp_listener(want).map_err(|source| StartError::Listen { addr: want, source })?;
     let actual = first.local_addr()?;
     per_shard[0].push(first);
@@ -566,8 +608,23 @@ fn bind_everywhere(
     want: SocketAddr,
     per_shard: &mut [Vec<std::net::UdpSocket>],
 ) -> Result<SocketAddr, StartError> {
-    let first =
-        udp_socket(want, true).map_err(|source| StartError::Listen { addr: want, source })?;
+    // With port 0 the claimed port is free but not held; should another socket take it before
+    // the group binds, claim another (a few times at most).
+    let mut tries = if want.port() == 0 { 3 } else { 1 };
+    let first = loop {
+        let claimed = claim_port(want, Type::DGRAM)?;
+        tries -= 1;
+        match udp_socket(claimed, true) {
+            Ok(s) => break s,
+            Err(e) if tries > 0 && e.kind() == std::io::ErrorKind::AddrInUse => {}
+            Err(source) => {
+                return Err(StartError::Listen {
+                    addr: claimed,
+                    source,
+                });
+            }
+        }
+    };
     let actual = first
         .local_addr()?
         .as_socket()

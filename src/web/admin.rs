@@ -17,7 +17,7 @@
 
 use super::signaling::Hub;
 use crate::auth::{Secret, mint_rest};
-use crate::net::Control;
+use crate::ops::Ops;
 use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -28,24 +28,15 @@ use serde_json::json;
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
 
-/// Reload the config file: Ok(notes) when applied, Err(errors) when rejected.
-pub type ReloadFn = Arc<dyn Fn() -> Result<Vec<String>, String> + Send + Sync>;
-/// Change the log filter.
-pub type LogFn = Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
-
 /// What the operations endpoints can see and do.
 #[derive(Clone)]
 pub struct OpsState {
     /// The running server.
-    pub control: Control,
+    pub ops: Ops,
     /// Signaling rooms, when the web side runs.
     pub hub: Option<Arc<Hub>>,
     /// Admin bearer token (None: admin API off).
     pub token: Option<Secret>,
-    /// Config reload.
-    pub reload: Option<ReloadFn>,
-    /// Log filter change.
-    pub set_log: Option<LogFn>,
     /// Credential lifetime for minted credentials.
     pub ttl: u64,
 }
@@ -59,7 +50,7 @@ impl std::fmt::Debug for OpsState {
 }
 
 async fn metrics(State(st): State<Arc<OpsState>>) -> Response {
-    let body = crate::metrics::render(&st.control.metrics(st.hub.as_ref().map(|h| h.counts())));
+    let body = st.ops.metrics(st.hub.as_ref().map(|h| h.counts()));
     (
         [(
             header::CONTENT_TYPE,
@@ -71,11 +62,10 @@ async fn metrics(State(st): State<Arc<OpsState>>) -> Response {
 }
 
 async fn readyz(State(st): State<Arc<OpsState>>) -> Response {
-    let c = &st.control;
-    if c.is_draining() {
+    if st.ops.draining() {
         return (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response();
     }
-    if c.shared.ports.in_use() >= c.shared.ports.capacity() {
+    if st.ops.relay_ports_exhausted() {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             "no relay ports available\n",
@@ -133,7 +123,7 @@ macro_rules! guard {
 
 async fn list_allocations(State(st): State<Arc<OpsState>>, h: HeaderMap) -> Response {
     guard!(st, h);
-    let c = st.control.clone();
+    let c = st.ops.clone();
     let list = tokio::task::spawn_blocking(move || c.list_allocations())
         .await
         .unwrap_or_default();
@@ -154,7 +144,7 @@ async fn end_allocation(
     Path(id): Path<String>,
 ) -> Response {
     guard!(st, h);
-    let c = st.control.clone();
+    let c = st.ops.clone();
     let n = tokio::task::spawn_blocking(move || c.end_allocations(Some(&id), None))
         .await
         .unwrap_or(0);
@@ -170,7 +160,7 @@ async fn end_user(
     Path(user): Path<String>,
 ) -> Response {
     guard!(st, h);
-    let c = st.control.clone();
+    let c = st.ops.clone();
     let n = tokio::task::spawn_blocking(move || c.end_allocations(None, Some(&user)))
         .await
         .unwrap_or(0);
@@ -209,7 +199,7 @@ async fn mint(
     Query(q): Query<MintQuery>,
 ) -> Response {
     guard!(st, h);
-    let creds = st.control.credentials();
+    let creds = st.ops.credentials();
     let Some(secret) = creds.secrets().first() else {
         return (StatusCode::CONFLICT, "no REST secret configured\n").into_response();
     };
@@ -231,14 +221,14 @@ async fn mint(
 
 async fn set_log(State(st): State<Arc<OpsState>>, h: HeaderMap, body: String) -> Response {
     guard!(st, h);
-    let Some(f) = &st.set_log else {
+    if !st.ops.can_set_log() {
         return (
             StatusCode::NOT_IMPLEMENTED,
             "log filter cannot be changed here\n",
         )
             .into_response();
-    };
-    match f(body.trim()) {
+    }
+    match st.ops.set_log_filter(body.trim()) {
         Ok(()) => {
             tracing::info!(filter = %body.trim(), "log filter changed by the admin API");
             StatusCode::NO_CONTENT.into_response()
@@ -249,10 +239,11 @@ async fn set_log(State(st): State<Arc<OpsState>>, h: HeaderMap, body: String) ->
 
 async fn reload(State(st): State<Arc<OpsState>>, h: HeaderMap) -> Response {
     guard!(st, h);
-    let Some(f) = st.reload.clone() else {
+    if !st.ops.can_reload() {
         return (StatusCode::NOT_IMPLEMENTED, "no config file to reload\n").into_response();
-    };
-    match tokio::task::spawn_blocking(move || f()).await {
+    }
+    let ops = st.ops.clone();
+    match tokio::task::spawn_blocking(move || ops.reload()).await {
         Ok(Ok(notes)) => axum::Json(json!({ "applied": true, "notes": notes })).into_response(),
         Ok(Err(e)) => (
             StatusCode::BAD_REQUEST,

@@ -351,7 +351,7 @@ pub struct Launched {
 /// `/metrics`, `/readyz` from `ops`).
 pub async fn launch(
     http: &crate::config::HttpConfig,
-    server: &crate::net::ServerHandle,
+    server: impl Into<crate::ops::Ops>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<Launched> {
     launch_with(http, server, None, shutdown).await
@@ -360,13 +360,14 @@ pub async fn launch(
 /// [`launch`] with the operations endpoints merged in.
 pub async fn launch_with(
     http: &crate::config::HttpConfig,
-    server: &crate::net::ServerHandle,
+    server: impl Into<crate::ops::Ops>,
     ops: Option<admin::OpsState>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<Launched> {
-    let mut ports: Vec<u16> = server.udp_addrs.iter().map(|a| a.port()).collect();
+    let server: crate::ops::Ops = server.into();
+    let mut ports: Vec<u16> = server.udp_addrs().iter().map(|a| a.port()).collect();
     ports.dedup();
-    let mut tls_ports: Vec<u16> = server.tls_addrs.iter().map(|a| a.port()).collect();
+    let mut tls_ports: Vec<u16> = server.tls_addrs().iter().map(|a| a.port()).collect();
     tls_ports.dedup();
     let secret = server
         .rest_secret()
@@ -398,7 +399,7 @@ pub async fn launch_with(
     let task = match &http.tls {
         crate::config::HttpTls::Off => tokio::spawn(serve(listener, state, shutdown)),
         crate::config::HttpTls::Files(c, k) => {
-            let tls = crate::net::tls::load(c, k).map_err(std::io::Error::other)?;
+            let tls = crate::tls::load(c, k).map_err(std::io::Error::other)?;
             tokio::spawn(serve_tls(listener, state, tls, shutdown))
         }
         crate::config::HttpTls::SelfSigned => {
@@ -428,7 +429,7 @@ fn tls_from_pem(cert: &str, key: &str) -> Result<Arc<rustls::ServerConfig>, Stri
         .map_err(|e| e.to_string())?;
     let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(key.as_bytes())
         .map_err(|e| e.to_string())?;
-    let cfg = rustls::ServerConfig::builder_with_provider(crate::net::tls::provider())
+    let cfg = rustls::ServerConfig::builder_with_provider(crate::tls::provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
         .with_no_client_auth()

@@ -1,0 +1,65 @@
+//! The one place defaults live: what a setting is when neither the command line nor the
+//! file sets it. (The embedded `config/default.toml` is a configuration, not a list of
+//! defaults: it only turns on what `natpass serve` without a file should also run.)
+
+use super::settings::QuotaSection;
+use super::values::PortRange;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+
+/// `listen`: STUN/TURN on every IPv4 and IPv6 address (IPv6 only where the host has it).
+pub const LISTEN: [SocketAddr; 2] = [
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 3478)),
+    SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, 3478, 0, 0)),
+];
+/// `realm`.
+pub const REALM: &str = "natpass";
+/// `relay-ports` (RFC 8656 recommends the dynamic range).
+pub const RELAY_PORTS: PortRange = PortRange {
+    min: 49152,
+    max: 65535,
+};
+/// `log`.
+pub const LOG: &str = "info";
+/// `drain-seconds`.
+pub const DRAIN_SECONDS: u64 = 5;
+/// `admin-listen` when only `admin-token` is set: loopback.
+pub const ADMIN_LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 8081));
+/// `credential-ttl` (seconds).
+pub const CREDENTIAL_TTL: u64 = 600;
+/// `room-size`.
+pub const ROOM_SIZE: usize = 8;
+/// `rest-max-ttl` (seconds).
+pub const REST_MAX_TTL: u64 = 3600;
+/// `nonce-lifetime` (seconds).
+pub const NONCE_LIFETIME: u64 = 600;
+/// `strict-channel-numbers`.
+pub const STRICT_CHANNEL_NUMBERS: bool = false;
+/// `http-self-signed`.
+pub const HTTP_SELF_SIGNED: bool = false;
+
+/// `threads`: one shard per CPU.
+pub fn threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// `[quota]` (SECURITY.md "Exhaustion").
+impl Default for QuotaSection {
+    fn default() -> Self {
+        Self {
+            allocations_per_user: 10,
+            allocations_per_ip: 64,
+            total_allocations: 100_000,
+            permissions_per_allocation: 10,
+            channels_per_allocation: 64,
+            default_lifetime: 600,
+            max_lifetime: 3600,
+            challenges_per_second: 10.0,
+            auth_failures_per_minute: 20.0,
+            connections_per_ip: 16,
+            first_message_timeout: 10,
+            idle_timeout: 60,
+            tls_handshakes: 256,
+            stream_buffer: 256 * 1024,
+        }
+    }
+}

@@ -1,0 +1,321 @@
+//! Validation, one function per section of the merged [`Settings`]. Each error names the
+//! key it is about; [`super::ValidConfig::load`] adds the file and line. Nothing here reads
+//! certificate files: they are loaded when the server starts and when it reloads.
+
+use super::defaults;
+use super::settings::{QuotaSection, Settings};
+use super::values::{ExternalIp, PortRange};
+use super::{HttpConfig, HttpTls};
+use crate::auth::{self, Credentials, Secret};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+/// A value that parsed but does not make sense: the key path and what is wrong.
+#[derive(Debug)]
+pub(super) struct Invalid {
+    pub key: &'static str,
+    pub message: String,
+}
+
+fn invalid(key: &'static str, message: impl Into<String>) -> Invalid {
+    Invalid {
+        key,
+        message: message.into(),
+    }
+}
+
+/// Listeners, relay addresses, ports and shards.
+pub(super) struct Listeners {
+    pub listen: Vec<SocketAddr>,
+    pub alt_listen: Option<SocketAddr>,
+    pub tls_listen: Vec<SocketAddr>,
+    pub tls_files: Option<(PathBuf, PathBuf)>,
+    pub relay_ips: Vec<IpAddr>,
+    pub external_ips: Vec<ExternalIp>,
+    pub relay_ports: PortRange,
+    pub threads: usize,
+}
+
+pub(super) fn listeners(s: &Settings) -> Result<Listeners, Invalid> {
+    let listen = if s.listen.is_empty() {
+        defaults::LISTEN.to_vec()
+    } else {
+        s.listen.clone()
+    };
+    if let Some(alt) = s.alt_listen {
+        let primary = listen
+            .iter()
+            .find(|l| l.is_ipv4() == alt.is_ipv4() && !l.ip().is_unspecified());
+        match primary {
+            None => {
+                return Err(invalid(
+                    "alt-listen",
+                    "needs a listen address of the same family that is not a wildcard",
+                ));
+            }
+            Some(p) if p.ip() == alt.ip() || alt.ip().is_unspecified() => {
+                return Err(invalid(
+                    "alt-listen",
+                    "must be a second IP address, different from the listen address",
+                ));
+            }
+            Some(p) if p.port() == alt.port() && alt.port() != 0 => {
+                return Err(invalid(
+                    "alt-listen",
+                    "must use a port other than the listen port",
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    let tls_files = match (s.tls_cert.clone(), s.tls_key.clone()) {
+        (Some(c), Some(k)) => Some((c, k)),
+        (None, None) => None,
+        (Some(_), None) => return Err(invalid("tls-key", "tls-cert is set but tls-key is not")),
+        (None, Some(_)) => return Err(invalid("tls-cert", "tls-key is set but tls-cert is not")),
+    };
+    if !s.tls_listen.is_empty() && tls_files.is_none() {
+        return Err(invalid("tls-listen", "needs tls-cert and tls-key"));
+    }
+    let threads = s.threads.unwrap_or_else(defaults::threads);
+    if threads == 0 || threads > 256 {
+        return Err(invalid("threads", "must be between 1 and 256"));
+    }
+    Ok(Listeners {
+        listen,
+        alt_listen: s.alt_listen,
+        tls_listen: s.tls_listen.clone(),
+        tls_files,
+        relay_ips: s.relay_ips.clone(),
+        external_ips: s.external_ips.clone(),
+        relay_ports: s.relay_ports.unwrap_or(defaults::RELAY_PORTS),
+        threads,
+    })
+}
+
+/// Realm, users, REST secrets, nonces.
+pub(super) struct Auth {
+    pub realm: String,
+    pub credentials: Credentials,
+    pub generated_secret: bool,
+    pub rest_max_ttl: u64,
+    pub nonce_lifetime: u64,
+}
+
+/// `keep` is the secret a running server generated earlier: a reload reuses it, so
+/// credentials minted from it stay valid.
+pub(super) fn auth(s: &Settings, keep: Option<Secret>) -> Result<Auth, Invalid> {
+    let realm = s.realm.clone().unwrap_or_else(|| defaults::REALM.into());
+    if realm.is_empty() || realm.len() > 127 || realm.contains(['"', '\\']) {
+        return Err(invalid(
+            "realm",
+            "must be 1–127 characters without quotes or backslashes",
+        ));
+    }
+    let rest_max_ttl = s.rest_max_ttl.unwrap_or(defaults::REST_MAX_TTL);
+    if rest_max_ttl == 0 {
+        return Err(invalid("rest-max-ttl", "must be at least 1 second"));
+    }
+    let nonce_lifetime = s.nonce_lifetime.unwrap_or(defaults::NONCE_LIFETIME);
+    if !(10..=86_400).contains(&nonce_lifetime) {
+        return Err(invalid(
+            "nonce-lifetime",
+            "must be between 10 and 86400 seconds",
+        ));
+    }
+    let mut credentials = Credentials::new(realm.clone(), rest_max_ttl);
+    for u in &s.users {
+        match auth::parse_hex_key(&u.secret) {
+            Some(key) => credentials.add_user_key(&u.name, key),
+            None if u.secret.starts_with("0x") && u.secret.len() == 34 => {
+                return Err(invalid(
+                    "users",
+                    format!("user `{}`: key is not 32 hex digits", u.name),
+                ));
+            }
+            None => credentials.add_user(&u.name, &u.secret),
+        }
+    }
+    for secret in &s.auth_secrets {
+        credentials.add_secret(secret.clone());
+    }
+    if credentials.secrets().len() > 8 {
+        return Err(invalid(
+            "auth-secrets",
+            "at most 8 secrets may be active at once",
+        ));
+    }
+    // A secret is generated when nothing is configured, and when the web side is on
+    // without one (it mints browser credentials from it; nothing else knows it).
+    let generated_secret =
+        credentials.is_empty() || (credentials.secrets().is_empty() && s.http.is_some());
+    if generated_secret {
+        credentials.add_secret(keep.unwrap_or_else(Secret::generate));
+    }
+    Ok(Auth {
+        realm,
+        credentials,
+        generated_secret,
+        rest_max_ttl,
+        nonce_lifetime,
+    })
+}
+
+/// The web side: page, signaling, browser credentials.
+pub(super) fn http(s: &Settings, rest_max_ttl: u64) -> Result<Option<HttpConfig>, Invalid> {
+    let Some(addr) = s.http else {
+        return Ok(None);
+    };
+    let self_signed = s.http_self_signed.unwrap_or(defaults::HTTP_SELF_SIGNED);
+    let tls = match (s.http_tls_cert.clone(), s.http_tls_key.clone()) {
+        (Some(c), Some(k)) => HttpTls::Files(c, k),
+        (None, None) if self_signed => HttpTls::SelfSigned,
+        (None, None) => HttpTls::Off,
+        _ => {
+            return Err(invalid(
+                "http-tls-cert",
+                "set both http-tls-cert and http-tls-key",
+            ));
+        }
+    };
+    if let Some(h) = &s.public_host {
+        if h.is_empty()
+            || h.len() > 253
+            || !h
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b".-:".contains(&b))
+        {
+            return Err(invalid(
+                "public-host",
+                format!("`{h}` is not a host name or IP address"),
+            ));
+        }
+    }
+    let credential_ttl = s.credential_ttl.unwrap_or(defaults::CREDENTIAL_TTL);
+    if credential_ttl == 0 || credential_ttl > rest_max_ttl {
+        return Err(invalid(
+            "credential-ttl",
+            format!("must be between 1 and rest-max-ttl ({rest_max_ttl})"),
+        ));
+    }
+    let room_size = s.room_size.unwrap_or(defaults::ROOM_SIZE);
+    if !(2..=64).contains(&room_size) {
+        return Err(invalid("room-size", "must be between 2 and 64"));
+    }
+    Ok(Some(HttpConfig {
+        addr,
+        tls,
+        public_host: s.public_host.clone(),
+        allow_origins: s.allow_origins.clone(),
+        credential_ttl,
+        room_size,
+    }))
+}
+
+/// `[quota]`.
+pub(super) fn quota(q: QuotaSection) -> Result<QuotaSection, Invalid> {
+    if q.default_lifetime == 0 || q.default_lifetime > q.max_lifetime {
+        return Err(invalid(
+            "quota.default-lifetime",
+            format!(
+                "must be between 1 and quota.max-lifetime ({})",
+                q.max_lifetime
+            ),
+        ));
+    }
+    for (k, v) in [
+        ("quota.allocations-per-user", q.allocations_per_user),
+        ("quota.allocations-per-ip", q.allocations_per_ip),
+        ("quota.total-allocations", q.total_allocations),
+        (
+            "quota.permissions-per-allocation",
+            q.permissions_per_allocation,
+        ),
+        ("quota.channels-per-allocation", q.channels_per_allocation),
+        ("quota.connections-per-ip", q.connections_per_ip),
+        ("quota.tls-handshakes", q.tls_handshakes),
+    ] {
+        if v == 0 {
+            return Err(invalid(k, "must be at least 1"));
+        }
+    }
+    for (k, v) in [
+        ("quota.first-message-timeout", q.first_message_timeout),
+        ("quota.idle-timeout", q.idle_timeout),
+    ] {
+        if v == 0 {
+            return Err(invalid(k, "must be at least 1"));
+        }
+    }
+    if q.channels_per_allocation > 4096 {
+        return Err(invalid(
+            "quota.channels-per-allocation",
+            "at most 4096 channel numbers exist",
+        ));
+    }
+    for (k, v) in [
+        ("quota.challenges-per-second", q.challenges_per_second),
+        ("quota.auth-failures-per-minute", q.auth_failures_per_minute),
+    ] {
+        if !(v.is_finite() && v > 0.0) {
+            return Err(invalid(k, "must be a positive number"));
+        }
+    }
+    if q.stream_buffer < 70_000 {
+        return Err(invalid(
+            "quota.stream-buffer",
+            "must hold at least one full frame (70000 bytes)",
+        ));
+    }
+    Ok(q)
+}
+
+/// Metrics, admin API, drain, logging.
+pub(super) struct Operations {
+    pub metrics: Option<SocketAddr>,
+    pub admin: Option<(SocketAddr, Secret)>,
+    pub drain_seconds: u64,
+    pub log: String,
+    pub log_json: bool,
+}
+
+pub(super) fn operations(s: &Settings) -> Result<Operations, Invalid> {
+    let admin = match (s.admin_token.clone(), s.admin_listen) {
+        (Some(t), l) => {
+            if t.expose().len() < 16 {
+                return Err(invalid("admin-token", "must be at least 16 characters"));
+            }
+            Some((l.unwrap_or(defaults::ADMIN_LISTEN), t))
+        }
+        (None, Some(_)) => return Err(invalid("admin-listen", "needs admin-token")),
+        (None, None) => None,
+    };
+    let drain_seconds = s.drain_seconds.unwrap_or(defaults::DRAIN_SECONDS);
+    if drain_seconds > 3600 {
+        return Err(invalid("drain-seconds", "must be at most 3600"));
+    }
+    let log = s.log.clone().unwrap_or_else(|| defaults::LOG.into());
+    if tracing_subscriber::EnvFilter::try_new(&log).is_err() {
+        return Err(invalid(
+            "log",
+            format!("`{log}` is not a tracing filter (e.g. info, natpass=debug)"),
+        ));
+    }
+    let log_json = match s.log_format.as_deref() {
+        None | Some("text") => false,
+        Some("json") => true,
+        Some(other) => {
+            return Err(invalid(
+                "log-format",
+                format!("`{other}`: expected text or json"),
+            ));
+        }
+    };
+    Ok(Operations {
+        metrics: s.metrics,
+        admin,
+        drain_seconds,
+        log,
+        log_json,
+    })
+}

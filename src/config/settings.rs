@@ -1,0 +1,194 @@
+//! The one model of every setting: the same struct is the `natpass serve` flags (clap) and the
+//! TOML file (serde, kebab-case, unknown keys rejected). Each field is declared once; its
+//! default lives in [`super::defaults`]. Layers merge with [`Settings::over`]: the command
+//! line over the file, the file over the defaults.
+
+use super::values::{Cidr, ExternalIp, PortRange, UserSpec};
+use crate::auth::Secret;
+use serde::Deserialize;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+/// One layer of configuration merged over another: a value that is set wins.
+pub trait Layer {
+    /// `self` where it is set, `under` elsewhere.
+    fn over(self, under: Self) -> Self;
+}
+
+impl<T> Layer for Option<T> {
+    fn over(self, under: Self) -> Self {
+        self.or(under)
+    }
+}
+
+/// A list is set when it is not empty (a repeated flag, or a non-empty array in the file).
+impl<T> Layer for Vec<T> {
+    fn over(self, under: Self) -> Self {
+        if self.is_empty() { under } else { self }
+    }
+}
+
+/// Declares [`Settings`] and its field-by-field [`Layer`] merge from one list of fields.
+macro_rules! settings {
+    ($(#[$outer:meta])* pub struct $name:ident { $($(#[$m:meta])* pub $f:ident: $t:ty,)* }) => {
+        $(#[$outer])*
+        pub struct $name {
+            $($(#[$m])* pub $f: $t,)*
+        }
+        impl Layer for $name {
+            fn over(self, under: Self) -> Self {
+                Self { $($f: Layer::over(self.$f, under.$f),)* }
+            }
+        }
+    };
+}
+
+settings! {
+    /// Every setting of `natpass serve`; an unset field (None, an empty list) takes the next
+    /// layer's value.
+    #[derive(Debug, Clone, Default, clap::Args, Deserialize)]
+    #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+    pub struct Settings {
+        /// Listen address for STUN/TURN over UDP and TCP (repeatable).
+        #[arg(long, value_name = "ADDR:PORT")]
+        pub listen: Vec<SocketAddr>,
+        /// RFC 5780 alternate address (a second IP and port) for NAT behaviour discovery.
+        #[arg(long, value_name = "ADDR:PORT")]
+        pub alt_listen: Option<SocketAddr>,
+        /// TURN over TLS listen address (repeatable; plain TCP is accepted there too).
+        #[arg(long, value_name = "ADDR:PORT")]
+        pub tls_listen: Vec<SocketAddr>,
+        /// PEM certificate chain for TLS.
+        #[arg(long, value_name = "FILE")]
+        pub tls_cert: Option<PathBuf>,
+        /// PEM private key for TLS.
+        #[arg(long, value_name = "FILE")]
+        pub tls_key: Option<PathBuf>,
+        /// HTTP listener for the demo page, signaling and credentials (e.g. 127.0.0.1:8080).
+        #[arg(long, value_name = "ADDR:PORT")]
+        pub http: Option<SocketAddr>,
+        /// HTTPS certificate chain for the HTTP listener.
+        #[arg(long, value_name = "FILE")]
+        pub http_tls_cert: Option<PathBuf>,
+        /// HTTPS key for the HTTP listener.
+        #[arg(long, value_name = "FILE")]
+        pub http_tls_key: Option<PathBuf>,
+        /// Serve HTTP over HTTPS with a self-signed certificate made at start (phones on a LAN).
+        #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+        pub http_self_signed: Option<bool>,
+        /// Host name or IP put in the ICE server URLs handed to browsers (default: the page's host).
+        #[arg(long, value_name = "NAME")]
+        pub public_host: Option<String>,
+        /// Extra origin allowed to open the signaling WebSocket (repeatable).
+        #[arg(long = "allow-origin", value_name = "ORIGIN")]
+        pub allow_origins: Vec<String>,
+        /// Lifetime in seconds of the TURN credentials handed to browsers.
+        #[arg(long, value_name = "N")]
+        pub credential_ttl: Option<u64>,
+        /// Participants per signaling room.
+        #[arg(long, value_name = "N")]
+        pub room_size: Option<usize>,
+        /// Separate listener for /metrics, /healthz and /readyz.
+        #[arg(long, value_name = "ADDR:PORT")]
+        pub metrics: Option<SocketAddr>,
+        /// Admin API listener (needs admin-token; loopback by default).
+        #[arg(long, value_name = "ADDR:PORT")]
+        pub admin_listen: Option<SocketAddr>,
+        /// Admin API bearer token (prefer the config file or NATPASS_ADMIN_TOKEN: flags show in ps).
+        #[arg(long, value_name = "TOKEN", env = "NATPASS_ADMIN_TOKEN", hide_env_values = true)]
+        pub admin_token: Option<Secret>,
+        /// Seconds existing allocations keep relaying after SIGTERM/SIGINT.
+        #[arg(long, value_name = "N")]
+        pub drain_seconds: Option<u64>,
+        /// Log format: text or json.
+        #[arg(long, value_name = "FORMAT")]
+        pub log_format: Option<String>,
+        /// Realm for long-term credentials.
+        #[arg(long, value_name = "NAME")]
+        pub realm: Option<String>,
+        /// Static user NAME:PASSWORD or NAME:0xKEY (repeatable).
+        #[arg(long = "user", value_name = "NAME:PASSWORD")]
+        pub users: Vec<UserSpec>,
+        /// TURN REST API shared secret (repeatable, for rotation).
+        #[arg(long = "auth-secret", value_name = "SECRET")]
+        pub auth_secrets: Vec<Secret>,
+        /// Maximum lifetime of a REST credential ahead of now (seconds).
+        #[arg(long, value_name = "N")]
+        pub rest_max_ttl: Option<u64>,
+        /// Nonce lifetime in seconds (438 Stale Nonce after it).
+        #[arg(long, value_name = "N")]
+        pub nonce_lifetime: Option<u64>,
+        /// Peer range to allow despite the default deny list (repeatable).
+        #[arg(long = "allow-peer", value_name = "CIDR")]
+        pub allow_peers: Vec<Cidr>,
+        /// Extra peer range to deny (repeatable).
+        #[arg(long = "deny-peer", value_name = "CIDR")]
+        pub deny_peers: Vec<Cidr>,
+        /// Relay IP (repeatable). Default: the address routing to the internet, or the listen IP.
+        #[arg(long = "relay-ip", value_name = "IP")]
+        pub relay_ips: Vec<IpAddr>,
+        /// Advertised IP behind 1:1 NAT: PUBLIC or PUBLIC/PRIVATE (repeatable, one per family).
+        #[arg(long = "external-ip", value_name = "IP[/IP]")]
+        pub external_ips: Vec<ExternalIp>,
+        /// Relay port range.
+        #[arg(long, value_name = "MIN-MAX")]
+        pub relay_ports: Option<PortRange>,
+        /// tracing filter, e.g. `info` or `natpass=debug`.
+        #[arg(long, value_name = "FILTER")]
+        pub log: Option<String>,
+        /// SOFTWARE attribute to send (none by default: it only helps fingerprinting).
+        #[arg(long, value_name = "TEXT")]
+        pub software: Option<String>,
+        /// Worker shards (default: one per CPU).
+        #[arg(long, value_name = "N")]
+        pub threads: Option<usize>,
+        /// Accept only RFC 8656 channel numbers 0x4000-0x4FFF (default: RFC 5766's 0x4000-0x7FFF).
+        #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+        pub strict_channel_numbers: Option<bool>,
+        /// Quotas and lifetimes (`[quota]`, file only).
+        #[arg(skip)]
+        pub quota: Option<QuotaSection>,
+    }
+}
+
+impl Settings {
+    /// `self` over `under`: every value set in `self` wins.
+    pub fn over(self, under: Self) -> Self {
+        Layer::over(self, under)
+    }
+}
+
+/// Quotas and lifetimes (`[quota]`); a key left out takes its default.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct QuotaSection {
+    /// Allocations per username.
+    pub allocations_per_user: usize,
+    /// Allocations per client IP.
+    pub allocations_per_ip: usize,
+    /// Allocations on the server.
+    pub total_allocations: usize,
+    /// Peers' permissions per allocation.
+    pub permissions_per_allocation: usize,
+    /// Channels per allocation.
+    pub channels_per_allocation: usize,
+    /// Allocation lifetime granted when a client asks for less (seconds).
+    pub default_lifetime: u32,
+    /// Maximum allocation lifetime (seconds).
+    pub max_lifetime: u32,
+    /// 401/438 answers per second per source IP.
+    pub challenges_per_second: f64,
+    /// Authentication failures answered per minute per source IP.
+    pub auth_failures_per_minute: f64,
+    /// TCP/TLS connections per client IP.
+    pub connections_per_ip: usize,
+    /// Seconds a TCP/TLS connection has to send its first valid STUN message (and to finish
+    /// any frame it started).
+    pub first_message_timeout: u64,
+    /// Seconds a TCP/TLS connection without an allocation may stay idle.
+    pub idle_timeout: u64,
+    /// Concurrent TLS handshakes on the server.
+    pub tls_handshakes: usize,
+    /// Bytes buffered towards a slow TCP/TLS client before relayed data is dropped.
+    pub stream_buffer: usize,
+}
