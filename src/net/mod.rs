@@ -294,15 +294,6 @@ impl ServerHandle {
         self.control.clone()
     }
 
-    /// Reload the TLS certificate and key (SIGHUP). On error the old certificate keeps
-    /// serving and the error is returned.
-    pub fn reload_tls(&self) -> Result<(), tls::TlsError> {
-        match &self.tls {
-            Some(t) => t.reload(),
-            None => Ok(()),
-        }
-    }
-
     /// The REST secrets the server accepts (the first one mints demo credentials).
     pub fn rest_secret(&self) -> Option<Secret> {
         self.control.credentials().secrets().first().cloned()
@@ -327,43 +318,11 @@ impl ServerHandle {
             let _ = t.join();
         }
     }
-
-    /// Block until the shards exit (after [`ServerHandle::stopper`] was used).
-    pub fn join(mut self) {
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
-    }
-
-    /// A handle that can stop the server from another thread (signal handler).
-    pub fn stopper(&self) -> Stopper {
-        Stopper {
-            stop: self.stop.clone(),
-            wakers: self.wakers.clone(),
-        }
-    }
 }
 
 impl Drop for ServerHandle {
     fn drop(&mut self) {
         self.stop_and_join();
-    }
-}
-
-/// Stops a running server.
-#[derive(Debug, Clone)]
-pub struct Stopper {
-    stop: Arc<AtomicBool>,
-    wakers: Vec<Arc<mio::Waker>>,
-}
-
-impl Stopper {
-    /// Ask every shard to stop.
-    pub fn stop(&self) {
-        self.stop.store(true, Ordering::Release);
-        for w in &self.wakers {
-            let _ = w.wake();
-        }
     }
 }
 
