@@ -29,6 +29,7 @@ async fn server() -> (
             max_message: 4096,
             ..Limits::default()
         },
+        http: natpass::web::limits::HttpLimits::default(),
     };
     let state = AppState::new(cfg);
     let hub = state.hub.clone();

@@ -25,6 +25,7 @@ async fn server(limits: Limits) -> (SocketAddr, tokio::sync::oneshot::Sender<()>
         ttl: 600,
         allowed_origins: vec!["https://app.example.org".into()],
         signaling: limits,
+        http: natpass::web::limits::HttpLimits::default(),
     };
     let state = AppState::new(cfg);
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
