@@ -24,8 +24,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 const INDEX: &str = include_str!("../../web-demo/index.html");
-const APP_JS: &str = include_str!("../../web-demo/app.js");
 const STYLE: &str = include_str!("../../web-demo/style.css");
+/// The page's ES modules, served at `/<name>`.
+const MODULES: &[(&str, &str)] = &[
+    ("app.js", include_str!("../../web-demo/app.js")),
+    ("config.js", include_str!("../../web-demo/config.js")),
+    ("signaling.js", include_str!("../../web-demo/signaling.js")),
+    ("peer.js", include_str!("../../web-demo/peer.js")),
+    ("ui.js", include_str!("../../web-demo/ui.js")),
+];
 
 /// Content-Security-Policy for the page: everything from our own origin, nothing else.
 pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
@@ -260,22 +267,45 @@ async fn ice_servers(
     axum::Json(serde_json::json!({ "iceServers": servers, "ttl": st.cfg.ttl })).into_response()
 }
 
+/// What the page must agree on with the server (`GET /api/config`): the room-name rule, the
+/// length limits, and the pace that keeps it under the signaling rate limit.
+pub fn page_config(limits: &signaling::Limits) -> serde_json::Value {
+    let (rate, burst) = limits.client_pacing();
+    serde_json::json!({
+        "room": {"pattern": signaling::room_pattern(), "maxLength": signaling::ROOM_MAX_LEN},
+        "name": {"maxLength": signaling::NAME_MAX_CHARS},
+        "chat": {"maxLength": signaling::CHAT_MAX_CHARS},
+        "signaling": {"rate": rate, "burst": burst, "maxMessage": limits.max_message},
+    })
+}
+
 /// The router.
 pub fn router(state: Arc<AppState>) -> Router {
     let ops = state.ops.clone();
-    let r = Router::new()
+    let config = page_config(&state.cfg.signaling);
+    let mut r = Router::new()
         .route(
             "/",
             get(|| async { asset("text/html; charset=utf-8", INDEX) }),
         )
         .route(
-            "/app.js",
-            get(|| async { asset("text/javascript; charset=utf-8", APP_JS) }),
-        )
-        .route(
             "/style.css",
             get(|| async { asset("text/css; charset=utf-8", STYLE) }),
         )
+        .route(
+            "/api/config",
+            get(move || {
+                let c = config.clone();
+                async move { ([(header::CACHE_CONTROL, "no-cache")], axum::Json(c)) }
+            }),
+        );
+    for (name, body) in MODULES {
+        r = r.route(
+            &format!("/{name}"),
+            get(move || async move { asset("text/javascript; charset=utf-8", body) }),
+        );
+    }
+    let r = r
         .route("/api/ice-servers", get(ice_servers))
         .route("/ws", get(signaling::upgrade))
         .with_state(state);
