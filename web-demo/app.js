@@ -34,6 +34,7 @@ const state = {
   remotes: new Map(),
   signalChain: Promise.resolve(),
   stats: {},
+  restarts: 0, // sessions the watchdog had to start over
 };
 
 // ---------- landing ----------
@@ -221,6 +222,7 @@ function watchdog() {
   for (const r of [...state.remotes.values()]) {
     if (r.peer && r.peer.stalled()) {
       console.warn('negotiation stalled, starting over with', r.pid);
+      state.restarts += 1;
       startSession(r.pid, r.name, r.peer.retries + 1);
     }
   }
@@ -246,6 +248,7 @@ window.natpass = {
   peers: () => [...state.remotes.keys()],
   stats: () => JSON.parse(JSON.stringify(state.stats)),
   relayOnly: () => state.relayOnly,
+  restarts: () => state.restarts,
   signaling: () => ({ state: state.sig ? state.sig.state : null, pending: state.sig ? state.sig.pending() : 0 }),
   dropSignaling: () => state.sig && state.sig.drop(),
   config: () => ({ ...config, roomPattern: config.roomPatternSource }),
@@ -303,13 +306,11 @@ function toggle(kind, button, onLabel, offLabel) {
 $('toggle-mic').addEventListener('click', (e) => toggle('audio', e.currentTarget, 'Mute', 'Unmute'));
 $('toggle-camera').addEventListener('click', (e) => toggle('video', e.currentTarget, 'Camera off', 'Camera on'));
 
+// A new ICE policy needs new candidates on both sides: start every connection over (an ICE
+// restart alone kept Chromium on its host pair).
 $('relay-only').addEventListener('change', (e) => {
   state.relayOnly = e.target.checked;
-  for (const r of state.remotes.values()) {
-    if (!r.peer) continue;
-    r.peer.pc.setConfiguration(pcConfig());
-    r.peer.pc.restartIce();
-  }
+  for (const r of [...state.remotes.values()]) startSession(r.pid, r.name);
 });
 
 $('chat-form').addEventListener('submit', (e) => {
