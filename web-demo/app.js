@@ -32,7 +32,7 @@ const state = {
   relayOnly: params.get('relay') === '1',
   localStream: null,
   remotes: new Map(),
-  signalChain: Promise.resolve(),
+  chains: new Map(), // pid -> the promise of its last signal, to keep each sender's order
   stats: {},
   restarts: 0, // sessions the watchdog had to start over
 };
@@ -151,7 +151,6 @@ function onJoined(m, resumed) {
   state.iceServers = m.iceServers || [];
   sessionStorage.setItem('natpass-resume-' + state.room, m.resume);
   ui.setStatus('in room');
-  ui.notice('');
   const present = new Set(m.participants.map((p) => p.id));
   for (const pid of [...state.remotes.keys()]) {
     // A new identity means every old connection is gone on the other side; a resumed one keeps
@@ -173,10 +172,15 @@ function onSignalingMessage(m) {
     case 'participant-left':
       removeRemote(m.id);
       break;
-    case 'signal':
-      // One at a time, in arrival order: a candidate must not overtake its description.
-      state.signalChain = state.signalChain.then(() => onPeerSignal(m.from, m.data)).catch((e) => console.warn('signal', e));
+    case 'signal': {
+      // One at a time per sender, in arrival order: a candidate must not overtake its
+      // description, and one participant's slow or dead negotiation must not hold up another's.
+      const prev = state.chains.get(m.from) || Promise.resolve();
+      const next = prev.then(() => onPeerSignal(m.from, m.data)).catch((e) => console.warn('signal', e));
+      state.chains.set(m.from, next);
+      next.then(() => { if (state.chains.get(m.from) === next) state.chains.delete(m.from); });
       break;
+    }
     case 'chat':
       ui.addChat(m.name || 'someone', String(m.text).slice(0, config.chatMaxLength));
       break;
@@ -185,7 +189,10 @@ function onSignalingMessage(m) {
       for (const r of state.remotes.values()) if (r.peer) r.peer.pc.setConfiguration(pcConfig());
       break;
     case 'room-closed':
+      // Do not come back: a reconnect would open the room again.
       ui.notice('This room was closed by the operator.');
+      state.sig.stop();
+      for (const pid of [...state.remotes.keys()]) removeRemote(pid);
       break;
     case 'error':
       if (m.reason === 'room full') ui.notice('This room is full.');
@@ -251,6 +258,7 @@ window.natpass = {
   restarts: () => state.restarts,
   signaling: () => ({ state: state.sig ? state.sig.state : null, pending: state.sig ? state.sig.pending() : 0 }),
   dropSignaling: () => state.sig && state.sig.drop(),
+  debug: () => Object.fromEntries([...state.remotes].map(([pid, r]) => [pid, r.peer ? r.peer.describe() : null])),
   config: () => ({ ...config, roomPattern: config.roomPatternSource }),
 };
 

@@ -14,6 +14,7 @@
 //   pending, flush   local ICE candidates waiting for their batch (one message per 100 ms)
 //   dc               the chat data channel (created by the initiator)
 //   retries, created watchdog bookkeeping: restarts so far, when this session began
+//   closed, whenClosed set once the session is over; pending operations stop waiting then
 //
 // A peer never outlives its session: a new session (a reset from either side, or the
 // watchdog) closes the old RTCPeerConnection and builds a new Peer.
@@ -46,6 +47,10 @@ export class Peer {
     this.flush = null;
     this.dc = null;
     this.closed = false;
+    // Operations on a closed RTCPeerConnection may never settle (the spec aborts them without
+    // resolving their promises): every await below races this, so a closed peer can never stall
+    // the signals queued behind it.
+    this.whenClosed = new Promise((resolve) => { this.markClosed = resolve; });
     this.sendSignal = (data) => { if (!this.closed) o.signal({ ...data, session: this.session }); };
     this.onChat = o.onChat;
     const pc = new RTCPeerConnection(o.config);
@@ -72,7 +77,7 @@ export class Peer {
     pc.onnegotiationneeded = async () => {
       try {
         this.makingOffer = true;
-        await pc.setLocalDescription();
+        await this.guard(pc.setLocalDescription());
         this.sendSignal({ description: pc.localDescription });
       } catch (e) {
         if (!this.closed) console.warn('negotiation', e);
@@ -95,20 +100,24 @@ export class Peer {
         const collision = d.type === 'offer' && (this.makingOffer || pc.signalingState !== 'stable');
         this.ignoreOffer = !this.polite && collision;
         if (this.ignoreOffer) return;
-        await pc.setRemoteDescription(d);
-        if (d.type === 'offer') {
-          await pc.setLocalDescription();
+        await this.guard(pc.setRemoteDescription(d));
+        if (d.type === 'offer' && !this.closed) {
+          await this.guard(pc.setLocalDescription());
           this.sendSignal({ description: pc.localDescription });
         }
       } else if (Array.isArray(data.candidates)) {
         for (const c of data.candidates) {
-          try { await pc.addIceCandidate(c); } catch (e) { if (!this.ignoreOffer) console.warn('candidate', e); }
+          if (this.closed) return;
+          try { await this.guard(pc.addIceCandidate(c)); } catch (e) { if (!this.ignoreOffer) console.warn('candidate', e); }
         }
       }
     } catch (e) {
       if (!this.closed) console.warn('signal', e);
     }
   }
+
+  /** `p`, or nothing once the peer is closed. */
+  guard(p) { return Promise.race([p, this.whenClosed]); }
 
   /** The watchdog's rule: a session we started that never got off the ground in 8 s. */
   stalled(now = performance.now()) {
@@ -130,10 +139,21 @@ export class Peer {
     };
   }
 
+  /** For debugging: where this negotiation stands. */
+  describe() {
+    const pc = this.pc;
+    return {
+      session: this.session, initiator: this.initiator, polite: this.polite, retries: this.retries,
+      makingOffer: this.makingOffer, signalingState: pc.signalingState, iceGatheringState: pc.iceGatheringState,
+      iceConnectionState: pc.iceConnectionState, connectionState: pc.connectionState,
+    };
+  }
+
   chatOpen() { return !!this.dc && this.dc.readyState === 'open'; }
 
   close() {
     this.closed = true;
+    this.markClosed();
     if (this.flush) clearTimeout(this.flush);
     try { this.pc.close(); } catch { /* closed */ }
   }

@@ -426,6 +426,14 @@ mod tests {
     }
 
     #[test]
+    fn raising_the_descriptor_limit_reaches_the_hard_limit() {
+        use nix::sys::resource::{Resource, getrlimit};
+        let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+        assert_eq!(raise_nofile_limit().unwrap(), hard);
+        assert_eq!(getrlimit(Resource::RLIMIT_NOFILE).unwrap(), (hard, hard));
+    }
+
+    #[test]
     fn the_global_cap_leaves_most_descriptors_for_relaying() {
         let soft = descriptor_limit().expect("RLIMIT_NOFILE readable");
         let gate = ConnGate::new(&HttpLimits {
