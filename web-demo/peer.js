@@ -10,7 +10,8 @@
 //                    replacement (glare after a reset).
 //   initiator        true on the side that started the session (it runs the stall watchdog)
 //   pc               the RTCPeerConnection of this session
-//   makingOffer, ignoreOffer   perfect negotiation (RFC 8829 style glare handling)
+//   makingOffer, ignoreOffer   perfect negotiation (RFC 8829 style glare handling); the
+//                    non-initiator waits for the first offer, so glare is left to renegotiations
 //   pending, flush   local ICE candidates waiting for their batch (one message per 100 ms)
 //   dc               the chat data channel (created by the initiator)
 //   retries, created watchdog bookkeeping: restarts so far, when this session began
@@ -75,6 +76,10 @@ export class Peer {
       }
     };
     pc.onnegotiationneeded = async () => {
+      // The side that did not start the session answers first instead of offering at once:
+      // both offering at session start is glare on every connection. Once its answer is set the
+      // browser raises negotiationneeded again if anything is still missing.
+      if (!this.initiator && !pc.remoteDescription) return;
       try {
         this.makingOffer = true;
         await this.guard(pc.setLocalDescription());
