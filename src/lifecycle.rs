@@ -61,6 +61,12 @@ impl Server {
     /// the admin API); None when the caller owns no reloadable subscriber.
     pub async fn start(cfg: ValidConfig, set_log: Option<SetFilter>) -> Result<Self, RunError> {
         crate::metrics::mark_start();
+        // Descriptors: TURN streams, relay sockets and HTTP all draw on them; take the hard
+        // limit so the web side's share (a quarter at most) leaves enough for relaying.
+        match crate::web::limits::raise_nofile_limit() {
+            Ok(n) => tracing::debug!(limit = n, "file descriptor limit"),
+            Err(e) => tracing::warn!(error = %e, "cannot raise the file descriptor limit"),
+        }
         if cfg.generated_secret {
             tracing::warn!(
                 "no auth-secrets configured: generated an in-memory TURN REST secret that only \

@@ -1,4 +1,4 @@
-//! Abuse: allocation lifecycle and resource bounds (SECURITY.md "Exhaustion"). One user or one
+//! Abuse: allocation lifecycle and resource bounds (docs/security.md "Exhaustion"). One user or one
 //! source IP cannot take more than its quota; the relay port range running out gives 508 and
 //! recovers when allocations end; lifetimes are capped; nothing leaks after all of it.
 

@@ -1,4 +1,4 @@
-//! Abuse: reflection and amplification (SECURITY.md). Unauthenticated exchanges are measured in
+//! Abuse: reflection and amplification (docs/security.md). Unauthenticated exchanges are measured in
 //! bytes: the Binding answer is at most twice its request; challenges (401) are bounded by the
 //! per-source rate limit, so the bytes a spoofed victim can receive per second are capped;
 //! malformed input is never answered; RESPONSE-ADDRESS and CHANGE-REQUEST (without RFC 5780)

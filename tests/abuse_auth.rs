@@ -1,4 +1,4 @@
-//! Abuse: authentication (SECURITY.md "Open relay", "Credential attacks", "Reflection").
+//! Abuse: authentication (docs/security.md "Open relay", "Credential attacks", "Reflection").
 //! Floods of unauthenticated requests get at most the rate-limited number of 401s; brute force
 //! is answered at most at the failure rate; replayed and stale nonces get 438; expired or
 //! over-long REST credentials get 401; spoofed-source floods leave no per-request state.

@@ -1,4 +1,4 @@
-//! Abuse: channels and permissions (RFC 8656 §9, §12; SECURITY.md protocol rules). Out-of-range
+//! Abuse: channels and permissions (RFC 8656 §9, §12; docs/security.md protocol rules). Out-of-range
 //! numbers, rebinding conflicts, permission and channel floods past the quota, ChannelData that
 //! lies about its length or targets unbound channels.
 

@@ -1,4 +1,4 @@
-//! Abuse: malformed wire input (SECURITY.md "Parser memory bugs and DoS"). Every case is
+//! Abuse: malformed wire input (docs/security.md "Parser memory bugs and DoS"). Every case is
 //! answered with silence (or the one error the RFC asks for), never a panic, while a control
 //! allocation keeps relaying and resources return to baseline.
 

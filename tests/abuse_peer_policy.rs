@@ -1,4 +1,4 @@
-//! Abuse: relaying into places it must not reach (SECURITY.md "SSRF"). Every denied form of
+//! Abuse: relaying into places it must not reach (docs/security.md "SSRF"). Every denied form of
 //! loopback, private, link-local, metadata, NAT64 and 6to4 addresses gets 403; the server's own
 //! listeners and non-relay ports are unreachable even for permitted IPs; nothing arrives there.
 

@@ -1,4 +1,4 @@
-//! Abuse: the signaling WebSocket (SECURITY.md "Signaling"): cross-site origins, floods,
+//! Abuse: the signaling WebSocket (docs/security.md, "Signaling"): cross-site origins, floods,
 //! oversize messages, full rooms, too many connections from one address, and markup in names
 //! and chat (the page renders text only; the server passes strings through unchanged).
 
@@ -29,6 +29,7 @@ async fn server() -> (
             max_message: 4096,
             ..Limits::default()
         },
+        http: natpass::web::limits::HttpLimits::default(),
     };
     let state = AppState::new(cfg);
     let hub = state.hub.clone();

@@ -1,4 +1,4 @@
-//! Abuse: TCP and TLS connections (SECURITY.md "Exhaustion": connections, slowloris, half-open
+//! Abuse: TCP and TLS connections (docs/security.md "Exhaustion": connections, slowloris, half-open
 //! TLS). Garbage closes the connection at once; a slowloris trickle and a stalled handshake are
 //! closed by the deadline; past the per-IP cap connections are refused; nothing leaks.
 

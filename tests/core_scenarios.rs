@@ -1,5 +1,5 @@
 //! Scenario tests on the sans-IO core with fake time: every rule of RFC 8656 that natpass
-//! implements, and the UDP-applicable rules of SECURITY.md. Named after the rule they check.
+//! implements, and the UDP-applicable rules of docs/security.md. Named after the rule they check.
 
 mod common;
 

@@ -1,4 +1,4 @@
-//! Secrets never reach the logs (SECURITY.md "Secrets in logs"): natpass runs at trace level
+//! Secrets never reach the logs (docs/security.md "Secrets in logs"): natpass runs at trace level
 //! through an authenticated relay and a signaling exchange carrying SDP; its whole log is then
 //! searched for the password, the REST secret, the MESSAGE-INTEGRITY values and `a=ice-pwd`.
 //! Also: MESSAGE-INTEGRITY is compared with a constant-time primitive.

@@ -25,6 +25,7 @@ async fn server(limits: Limits) -> (SocketAddr, tokio::sync::oneshot::Sender<()>
         ttl: 600,
         allowed_origins: vec!["https://app.example.org".into()],
         signaling: limits,
+        http: natpass::web::limits::HttpLimits::default(),
     };
     let state = AppState::new(cfg);
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -504,4 +505,61 @@ fn self_signed_https_serves_the_page() {
         "public host in the ICE URLs: {ice}"
     );
     assert!(ice.contains("\"ttl\":300"));
+}
+
+/// `GET path` over a fresh connection: (status line, body).
+async fn http_get(addr: SocketAddr, path: &str) -> (String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8(out).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    (head.lines().next().unwrap().to_owned(), body.to_owned())
+}
+
+#[tokio::test]
+async fn the_page_config_is_the_rule_the_server_enforces() {
+    let limits = Limits {
+        rate: 8.0,
+        burst: 40.0,
+        max_message: 8192,
+        ..Limits::default()
+    };
+    let (addr, _stop) = server(limits).await;
+    let (status, body) = http_get(addr, "/api/config").await;
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    let c: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(c["room"]["pattern"], "^[A-Za-z0-9_-]{1,64}$");
+    let max = c["room"]["maxLength"].as_u64().unwrap() as usize;
+    // The pace served to the page stays under this server's own limits.
+    let rate = c["signaling"]["rate"].as_f64().unwrap();
+    let burst = c["signaling"]["burst"].as_f64().unwrap();
+    assert!(
+        rate > 0.0 && rate < 8.0 && (1.0..40.0).contains(&burst),
+        "{c}"
+    );
+    assert_eq!(c["signaling"]["maxMessage"], 8192);
+    // The longest name the page allows is joined; one more is refused.
+    let mut ws = connect(addr, None).await.unwrap();
+    let e = join(&mut ws, &"r".repeat(max + 1), "A", None).await;
+    assert_eq!(e["type"], "error");
+    assert_eq!(
+        join(&mut ws, &"r".repeat(max), "A", None).await["type"],
+        "joined"
+    );
+    // Every module of the page is served as JavaScript.
+    for m in ["app.js", "config.js", "signaling.js", "peer.js", "ui.js"] {
+        let (status, body) = http_get(addr, &format!("/{m}")).await;
+        assert_eq!(status, "HTTP/1.1 200 OK", "{m}");
+        assert!(body.contains("export") || body.contains("import"), "{m}");
+    }
 }

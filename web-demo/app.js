@@ -1,29 +1,45 @@
 // natpass call: a multi-party mesh video call over natpass's signaling and STUN/TURN.
-// Perfect negotiation (glare-proof), ICE restart on failure, a relay-only switch, chat over an
-// RTCDataChannel with signaling as fallback, per-peer route/RTT/bitrate from getStats, and a
-// signaling socket that reconnects with backoff and resumes its identity.
-'use strict';
+// Modules: config.js (rules served by the server), signaling.js (socket, outbox, resume),
+// peer.js (one RTCPeerConnection and its negotiation state), ui.js (DOM). This file wires them:
+// the landing page, the room, one record per remote participant, the stall watchdog and stats.
+//
+// Per remote participant (state.remotes: pid -> Remote):
+//   { pid, name, tile, peer: Peer|null, sample: {bytes, time} }
+// The tile lives as long as the participant; the Peer is replaced on every new session.
 
-const $ = (id) => document.getElementById(id);
+import { loadConfig } from './config.js';
+import { Signaling } from './signaling.js';
+import { Peer, newSessionId } from './peer.js';
+import * as ui from './ui.js';
+
+const { $ } = ui;
 const params = new URLSearchParams(location.search);
 
+let config;
+try {
+  config = await loadConfig();
+} catch (e) {
+  document.querySelector('#landing .hint').textContent = 'This page cannot reach its server (' + e.message + '); reload to try again.';
+  throw e;
+}
+
 const state = {
-  ws: null,
+  sig: null,
   me: null,
   room: null,
   name: null,
   iceServers: [],
   relayOnly: params.get('relay') === '1',
   localStream: null,
-  peers: new Map(), // pid -> peer
-  reqId: 0,
-  backoff: 500,
-  leaving: false,
-  signalChain: Promise.resolve(),
+  remotes: new Map(),
+  chains: new Map(), // pid -> the promise of its last signal, to keep each sender's order
   stats: {},
+  restarts: 0, // sessions the watchdog had to start over
 };
 
 // ---------- landing ----------
+const validRoom = (r) => r.length <= config.roomMaxLength && config.roomPattern.test(r);
+
 function randomRoom() {
   const b = new Uint8Array(16); // 128 bits
   crypto.getRandomValues(b);
@@ -33,120 +49,153 @@ function randomRoom() {
 function displayName() {
   let n = ($('name').value || params.get('name') || localStorage.getItem('natpass-name') || '').trim();
   if (!n) n = 'Guest-' + Math.floor(Math.random() * 9000 + 1000);
+  n = Array.from(n).slice(0, config.nameMaxLength).join('');
   localStorage.setItem('natpass-name', n);
-  return n.slice(0, 40);
+  return n;
 }
 
 function goToRoom(room) {
   const u = new URL(location.href);
   u.searchParams.set('room', room);
-  const n = displayName();
-  u.searchParams.set('name', n);
+  u.searchParams.set('name', displayName());
   location.assign(u.toString());
 }
 
+$('room-input').pattern = config.roomPatternSource;
+$('room-input').maxLength = config.roomMaxLength;
+$('name').maxLength = config.nameMaxLength;
+$('chat-input').maxLength = config.chatMaxLength;
 $('create').addEventListener('click', () => goToRoom(randomRoom()));
 $('join-form').addEventListener('submit', (e) => {
   e.preventDefault();
   const r = $('room-input').value.trim();
-  if (/^[A-Za-z0-9_-]{1,64}$/.test(r)) goToRoom(r);
+  if (validRoom(r)) goToRoom(r);
 });
 $('name').value = params.get('name') || localStorage.getItem('natpass-name') || '';
 
-// ---------- signaling ----------
-// Outgoing messages are paced under the server's per-connection limit (20/s, bursts of 100)
-// so a burst of signals (a reload with several peers) is delayed, never dropped.
-const outbox = { queue: [], tokens: 60, last: performance.now(), timer: null };
+// ---------- remote participants ----------
+function pcConfig() {
+  return { iceServers: state.iceServers, iceTransportPolicy: state.relayOnly ? 'relay' : 'all' };
+}
 
-function pump() {
-  const now = performance.now();
-  outbox.tokens = Math.min(60, outbox.tokens + ((now - outbox.last) / 1000) * 15);
-  outbox.last = now;
-  while (outbox.queue.length && outbox.tokens >= 1 && state.ws && state.ws.readyState === WebSocket.OPEN) {
-    state.ws.send(outbox.queue.shift());
-    outbox.tokens -= 1;
+function remoteFor(pid, name) {
+  let r = state.remotes.get(pid);
+  if (!r) {
+    r = { pid, name, tile: ui.makeTile(pid, name), peer: null, sample: { bytes: 0, time: 0 } };
+    state.remotes.set(pid, r);
+  } else if (name && name !== r.name) {
+    r.name = name;
+    r.tile.querySelector('.label').textContent = name;
   }
-  outbox.timer = outbox.queue.length ? setTimeout(pump, 70) : null;
+  return r;
 }
 
-function send(obj) {
-  obj.id = ++state.reqId;
-  if (!state.ws || state.ws.readyState !== WebSocket.OPEN) return;
-  outbox.queue.push(JSON.stringify(obj));
-  if (!outbox.timer) pump();
+function sendSignal(to, data) { state.sig.send({ type: 'signal', to, data }); }
+
+/** Replace `r`'s connection by a new one for `session`. */
+function newPeer(r, session, initiator, retries = 0) {
+  if (r.peer) r.peer.close();
+  r.sample = { bytes: 0, time: 0 };
+  r.peer = new Peer({
+    pid: r.pid, name: r.name, me: state.me, session, initiator, retries,
+    config: pcConfig(), localStream: state.localStream,
+    signal: (data) => sendSignal(r.pid, data),
+    onTrack: (stream) => ui.showStream(r.tile, stream),
+    onChat: (text) => ui.addChat(r.name, text.slice(0, config.chatMaxLength)),
+  });
+  return r.peer;
 }
 
-function setStatus(t) { $('status').textContent = t; }
-
-function notice(t) {
-  const n = $('notice');
-  n.textContent = t;
-  n.hidden = !t;
+/** Start a new session towards `pid`: the reset goes out before anything of the new connection. */
+function startSession(pid, name, retries = 0) {
+  const r = remoteFor(pid, name);
+  const session = newSessionId();
+  sendSignal(pid, { reset: true, session, name: state.name });
+  newPeer(r, session, true, retries);
 }
 
-function connect() {
-  const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
-  const ws = new WebSocket(`${proto}//${location.host}/ws`);
-  state.ws = ws;
-  setStatus('connecting…');
-  ws.onopen = () => {
-    state.backoff = 500;
-    setStatus('connected');
-    const resume = sessionStorage.getItem('natpass-resume-' + state.room) || undefined;
-    send({ type: 'join', room: state.room, name: state.name, resume });
-  };
-  ws.onmessage = (ev) => {
-    let m;
-    try { m = JSON.parse(ev.data); } catch { return; }
-    onSignalingMessage(m);
-  };
-  ws.onclose = () => {
-    if (state.leaving) return;
-    setStatus('reconnecting…');
-    const wait = state.backoff;
-    state.backoff = Math.min(state.backoff * 2, 10000);
-    setTimeout(connect, wait + Math.random() * 250);
-  };
+function removeRemote(pid) {
+  const r = state.remotes.get(pid);
+  if (!r) return;
+  if (r.peer) r.peer.close();
+  r.tile.remove();
+  state.remotes.delete(pid);
+  delete state.stats[pid];
+}
+
+async function onPeerSignal(from, data) {
+  if (!data || typeof data !== 'object' || typeof data.session !== 'string') return;
+  const r = state.remotes.get(from);
+  if (data.reset) {
+    if (r && r.peer) {
+      if (r.peer.session === data.session) return; // a duplicate
+      // Both sides started a session at once: the polite side yields, the other keeps its own.
+      if (r.peer.starting() && !r.peer.polite) return;
+    }
+    newPeer(remoteFor(from, typeof data.name === 'string' ? data.name : 'peer'), data.session, false);
+    return;
+  }
+  if (!r || !r.peer || r.peer.session !== data.session) return; // a session that is gone
+  await r.peer.handleSignal(data);
+}
+
+// ---------- signaling ----------
+let refreshTimer = null;
+
+function onJoined(m, resumed) {
+  state.me = m.you;
+  if (refreshTimer === null && m.ttl > 0) {
+    // Fresh TURN credentials before the old ones expire (new gatherings, ICE restarts).
+    refreshTimer = setInterval(() => state.sig.send({ type: 'ice-servers' }), Math.max(60, m.ttl / 2) * 1000);
+  }
+  state.iceServers = m.iceServers || [];
+  sessionStorage.setItem('natpass-resume-' + state.room, m.resume);
+  ui.setStatus('in room');
+  const present = new Set(m.participants.map((p) => p.id));
+  for (const pid of [...state.remotes.keys()]) {
+    // A new identity means every old connection is gone on the other side; a resumed one keeps
+    // its connections except with those who left meanwhile.
+    if (!resumed || !present.has(pid)) removeRemote(pid);
+  }
+  for (const p of m.participants) {
+    const r = state.remotes.get(p.id);
+    if (!r || !r.peer) startSession(p.id, p.name);
+    else r.peer.pc.setConfiguration(pcConfig());
+  }
 }
 
 function onSignalingMessage(m) {
   switch (m.type) {
-    case 'joined': {
-      const fresh = state.me === null;
-      state.me = m.you;
-      state.iceServers = m.iceServers || [];
-      sessionStorage.setItem('natpass-resume-' + state.room, m.resume);
-      setStatus('in room');
-      // We initiate towards everyone already there that we have no connection with.
-      for (const p of m.participants) {
-        if (!state.peers.has(p.id)) {
-          const peer = createPeer(p.id, p.name, true);
-          sendSignal(p.id, { reset: true, name: state.name });
-          void peer;
-        }
-      }
-      if (!fresh) for (const [pid, peer] of state.peers) peer.pc.setConfiguration(pcConfig());
-      break;
-    }
     case 'participant-joined':
-      // The newcomer initiates; we create our side when its first signal arrives.
+      // The newcomer starts the session; its reset creates our side.
       break;
     case 'participant-left':
-      removePeer(m.id);
+      removeRemote(m.id);
       break;
-    case 'signal':
-      // One at a time, in arrival order: a candidate must not overtake its description.
-      state.signalChain = state.signalChain.then(() => onPeerSignal(m.from, m.data)).catch((e) => console.warn('signal', e));
+    case 'signal': {
+      // One at a time per sender, in arrival order: a candidate must not overtake its
+      // description, and one participant's slow or dead negotiation must not hold up another's.
+      const prev = state.chains.get(m.from) || Promise.resolve();
+      const next = prev.then(() => onPeerSignal(m.from, m.data)).catch((e) => console.warn('signal', e));
+      state.chains.set(m.from, next);
+      next.then(() => { if (state.chains.get(m.from) === next) state.chains.delete(m.from); });
       break;
+    }
     case 'chat':
-      addChat(m.name || 'someone', m.text);
+      ui.addChat(m.name || 'someone', String(m.text).slice(0, config.chatMaxLength));
       break;
     case 'ice-servers':
       state.iceServers = m.iceServers || state.iceServers;
-      for (const peer of state.peers.values()) peer.pc.setConfiguration(pcConfig());
+      for (const r of state.remotes.values()) if (r.peer) r.peer.pc.setConfiguration(pcConfig());
+      break;
+    case 'room-closed':
+      // Do not come back: a reconnect would open the room again.
+      ui.notice('This room was closed by the operator.');
+      state.sig.stop();
+      for (const pid of [...state.remotes.keys()]) removeRemote(pid);
       break;
     case 'error':
-      if (m.reason === 'room full') notice('This room is full.');
+      if (m.reason === 'room full') ui.notice('This room is full.');
       else console.warn('signaling error', m.reason);
       break;
     default:
@@ -154,228 +203,63 @@ function onSignalingMessage(m) {
   }
 }
 
-function sendSignal(to, data) { send({ type: 'signal', to, data }); }
+const statusText = { closed: 'reconnecting…', connecting: 'connecting…', joining: 'joining…', ready: 'in room', stopped: 'left' };
 
-// ---------- peers ----------
-function pcConfig() {
-  return { iceServers: state.iceServers, iceTransportPolicy: state.relayOnly ? 'relay' : 'all' };
+function connect() {
+  const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
+  state.sig = new Signaling({
+    url: `${proto}//${location.host}/ws`,
+    pacing: config.pacing,
+    maxMessage: config.maxMessage,
+    joinRequest: () => ({
+      type: 'join', room: state.room, name: state.name,
+      resume: sessionStorage.getItem('natpass-resume-' + state.room) || undefined,
+    }),
+    onJoined,
+    onMessage: onSignalingMessage,
+    onState: (s) => ui.setStatus(statusText[s] || s),
+  });
+  state.sig.start();
 }
 
-function createPeer(pid, name, initiator, initial = {}) {
-  removePeer(pid);
-  const pc = new RTCPeerConnection(pcConfig());
-  const peer = {
-    pid, name, pc, polite: state.me < pid, makingOffer: false, ignoreOffer: false,
-    dc: null, tile: makeTile(pid, name), lastBytes: 0, lastTime: 0, pending: [], flush: null,
-    initiator, created: performance.now(), retries: initial.retries || 0,
-  };
-  state.peers.set(pid, peer);
-  if (state.localStream) for (const t of state.localStream.getTracks()) pc.addTrack(t, state.localStream);
-  else {
-    pc.addTransceiver('audio', { direction: 'recvonly' });
-    pc.addTransceiver('video', { direction: 'recvonly' });
-  }
-  if (initiator) attachChannel(peer, pc.createDataChannel('chat'));
-  pc.ondatachannel = (e) => attachChannel(peer, e.channel);
-  pc.ontrack = (e) => {
-    const v = peer.tile.querySelector('video');
-    if (v.srcObject !== e.streams[0]) v.srcObject = e.streams[0] || new MediaStream([e.track]);
-  };
-  // Candidates go out in batches (one signaling message per 100 ms), well under the server's
-  // per-connection message rate.
-  pc.onicecandidate = ({ candidate }) => {
-    if (!candidate) return;
-    peer.pending.push(candidate.toJSON());
-    if (!peer.flush) {
-      peer.flush = setTimeout(() => {
-        peer.flush = null;
-        const candidates = peer.pending.splice(0);
-        if (candidates.length) sendSignal(pid, { candidates });
-      }, 100);
-    }
-  };
-  pc.onnegotiationneeded = async () => {
-    try {
-      peer.makingOffer = true;
-      await pc.setLocalDescription();
-      sendSignal(pid, { description: pc.localDescription });
-    } catch (e) {
-      console.warn('negotiation', e);
-    } finally {
-      peer.makingOffer = false;
-    }
-  };
-  pc.oniceconnectionstatechange = () => {
-    if (pc.iceConnectionState === 'failed') pc.restartIce();
-  };
-  return peer;
-}
-
-async function onPeerSignal(from, data) {
-  if (!data || typeof data !== 'object') return;
-  let peer = state.peers.get(from);
-  if (data.reset || !peer) {
-    peer = createPeer(from, data.name || (peer && peer.name) || 'peer', false);
-    if (data.reset) return;
-  }
-  const pc = peer.pc;
-  try {
-    if (data.description) {
-      const d = data.description;
-      const collision = d.type === 'offer' && (peer.makingOffer || pc.signalingState !== 'stable');
-      peer.ignoreOffer = !peer.polite && collision;
-      if (peer.ignoreOffer) return;
-      await pc.setRemoteDescription(d);
-      if (d.type === 'offer') {
-        await pc.setLocalDescription();
-        sendSignal(from, { description: pc.localDescription });
-      }
-    } else if (data.candidates || data.candidate) {
-      for (const c of data.candidates || [data.candidate]) {
-        try { await pc.addIceCandidate(c); } catch (e) { if (!peer.ignoreOffer) console.warn('candidate', e); }
-      }
-    }
-  } catch (e) {
-    console.warn('signal', e);
-  }
-}
-
-function removePeer(pid) {
-  const p = state.peers.get(pid);
-  if (!p) return;
-  if (p.flush) clearTimeout(p.flush);
-  try { p.pc.close(); } catch { /* closed */ }
-  p.tile.remove();
-  state.peers.delete(pid);
-  delete state.stats[pid];
-}
-
-function makeTile(pid, name) {
-  const t = document.createElement('div');
-  t.className = 'tile';
-  t.dataset.testid = 'tile-' + pid;
-  t.dataset.peer = pid;
-  const v = document.createElement('video');
-  v.autoplay = true;
-  v.playsInline = true;
-  v.setAttribute('playsinline', '');
-  const label = document.createElement('span');
-  label.className = 'label';
-  label.textContent = name;
-  const panel = document.createElement('div');
-  panel.className = 'panel';
-  for (const k of ['route', 'rtt', 'bitrate']) {
-    const s = document.createElement('span');
-    s.dataset.testid = `${k}-${pid}`;
-    s.className = k;
-    s.textContent = k === 'route' ? 'connecting…' : '';
-    panel.appendChild(s);
-  }
-  t.append(v, label, panel);
-  $('tiles').appendChild(t);
-  return t;
-}
-
-// ---------- chat ----------
-function attachChannel(peer, dc) {
-  peer.dc = dc;
-  dc.onmessage = (e) => {
-    try {
-      const m = JSON.parse(e.data);
-      if (typeof m.text === 'string') addChat(peer.name, m.text.slice(0, 2000));
-    } catch { /* ignore */ }
-  };
-}
-
-function addChat(who, text) {
-  const li = document.createElement('li');
-  const w = document.createElement('span');
-  w.className = 'who';
-  w.textContent = who;
-  const t = document.createElement('span');
-  t.textContent = text;
-  li.append(w, t);
-  $('chat-log').appendChild(li);
-  li.scrollIntoView({ block: 'nearest' });
-}
-
-$('chat-form').addEventListener('submit', (e) => {
-  e.preventDefault();
-  const text = $('chat-input').value.trim();
-  if (!text) return;
-  $('chat-input').value = '';
-  addChat('You', text);
-  const peers = [...state.peers.values()];
-  const allOpen = peers.length > 0 && peers.every((p) => p.dc && p.dc.readyState === 'open');
-  if (allOpen) for (const p of peers) p.dc.send(JSON.stringify({ text }));
-  else send({ type: 'chat', text }); // signaling fallback
-});
-
-// ---------- stats ----------
-// Watchdog: a negotiation that never got off the ground (still "new" after 8 s) is started
-// over from scratch by the side that initiated it, a few times at most.
+// ---------- watchdog and stats ----------
+// A session that never got off the ground (still "new" after 8 s) is started over by the side
+// that initiated it, a few times at most.
 function watchdog() {
-  for (const [pid, peer] of [...state.peers]) {
-    if (peer.initiator && peer.pc.connectionState === 'new' && peer.retries < 3 &&
-        performance.now() - peer.created > 8000) {
-      console.warn('negotiation stalled, starting over with', pid);
-      createPeer(pid, peer.name, true, { retries: peer.retries + 1 });
-      sendSignal(pid, { reset: true, name: state.name });
+  for (const r of [...state.remotes.values()]) {
+    if (r.peer && r.peer.stalled()) {
+      console.warn('negotiation stalled, starting over with', r.pid);
+      state.restarts += 1;
+      startSession(r.pid, r.name, r.peer.retries + 1);
     }
   }
 }
 
 async function updateStats() {
   watchdog();
-  for (const [pid, peer] of state.peers) {
+  for (const r of [...state.remotes.values()]) {
+    if (!r.peer) continue;
     let report;
-    try { report = await peer.pc.getStats(); } catch { continue; }
-    const byId = new Map();
-    report.forEach((r) => byId.set(r.id, r));
-    let pair = null;
-    report.forEach((r) => {
-      if (r.type === 'transport' && r.selectedCandidatePairId) pair = byId.get(r.selectedCandidatePairId);
-    });
-    if (!pair) report.forEach((r) => { if (r.type === 'candidate-pair' && r.nominated && r.state === 'succeeded') pair = r; });
-    let framesDecoded = 0, bytes = 0;
-    report.forEach((r) => {
-      if (r.type === 'inbound-rtp' && r.kind === 'video') { framesDecoded += r.framesDecoded || 0; bytes += r.bytesReceived || 0; }
-    });
-    const now = performance.now();
-    const kbps = peer.lastTime ? ((bytes - peer.lastBytes) * 8) / (now - peer.lastTime) : 0;
-    peer.lastBytes = bytes;
-    peer.lastTime = now;
-    const local = pair && byId.get(pair.localCandidateId);
-    const remote = pair && byId.get(pair.remoteCandidateId);
-    let route = 'connecting…';
-    if (local) {
-      if (local.candidateType === 'relay' || (remote && remote.candidateType === 'relay')) {
-        route = `relay (${local.relayProtocol || remote.protocol || 'udp'})`;
-      } else if (local.candidateType === 'srflx' || local.candidateType === 'prflx') route = 'direct via STUN';
-      else route = 'direct';
-    }
-    const rtt = pair && pair.currentRoundTripTime !== undefined ? Math.round(pair.currentRoundTripTime * 1000) : null;
-    state.stats[pid] = {
-      connectionState: peer.pc.connectionState,
-      localType: local ? local.candidateType : null,
-      remoteType: remote ? remote.candidateType : null,
-      relayProtocol: local ? local.relayProtocol || null : null,
-      rttMs: rtt, kbps: Math.round(kbps), framesDecoded, route,
-    };
-    const el = (k) => peer.tile.querySelector(`[data-testid="${k}-${pid}"]`);
-    el('route').textContent = route;
-    el('route').className = 'route ' + (route.startsWith('relay') ? 'route-relay' : route.startsWith('direct') ? 'route-direct' : '');
-    el('rtt').textContent = rtt === null ? '' : `${rtt} ms`;
-    el('bitrate').textContent = `${Math.round(kbps)} kbit/s`;
+    try { report = await r.peer.pc.getStats(); } catch { continue; }
+    if (state.remotes.get(r.pid) !== r) continue;
+    const { sample, stats } = ui.summarize(report, r.sample);
+    r.sample = sample;
+    state.stats[r.pid] = { connectionState: r.peer.pc.connectionState, ...stats };
+    ui.showStats(r.tile, r.pid, stats);
   }
 }
 
-// For automation and debugging: read-only view of the call.
+// For automation and debugging: a read-only view of the call, and a way to drop the socket.
 window.natpass = {
   me: () => state.me,
-  peers: () => [...state.peers.keys()],
+  peers: () => [...state.remotes.keys()],
   stats: () => JSON.parse(JSON.stringify(state.stats)),
   relayOnly: () => state.relayOnly,
+  restarts: () => state.restarts,
+  signaling: () => ({ state: state.sig ? state.sig.state : null, pending: state.sig ? state.sig.pending() : 0 }),
+  dropSignaling: () => state.sig && state.sig.drop(),
+  debug: () => Object.fromEntries([...state.remotes].map(([pid, r]) => [pid, r.peer ? r.peer.describe() : null])),
+  config: () => ({ ...config, roomPattern: config.roomPatternSource }),
 };
 
 // ---------- media and controls ----------
@@ -383,7 +267,7 @@ async function startMedia(constraints) {
   try {
     return await navigator.mediaDevices.getUserMedia(constraints);
   } catch (e) {
-    notice('No camera or microphone (' + e.name + '): you can still watch and listen.');
+    ui.notice('No camera or microphone (' + e.name + '): you can still watch and listen.');
     return null;
   }
 }
@@ -409,8 +293,9 @@ async function switchDevice(kind, deviceId) {
   const old = state.localStream.getTracks().find((t) => t.kind === track.kind);
   if (old) { state.localStream.removeTrack(old); old.stop(); }
   state.localStream.addTrack(track);
-  for (const p of state.peers.values()) {
-    const sender = p.pc.getSenders().find((x) => x.track && x.track.kind === track.kind);
+  for (const r of state.remotes.values()) {
+    if (!r.peer) continue;
+    const sender = r.peer.pc.getSenders().find((x) => x.track && x.track.kind === track.kind);
     if (sender) await sender.replaceTrack(track);
   }
 }
@@ -429,12 +314,22 @@ function toggle(kind, button, onLabel, offLabel) {
 $('toggle-mic').addEventListener('click', (e) => toggle('audio', e.currentTarget, 'Mute', 'Unmute'));
 $('toggle-camera').addEventListener('click', (e) => toggle('video', e.currentTarget, 'Camera off', 'Camera on'));
 
+// A new ICE policy needs new candidates on both sides: start every connection over (an ICE
+// restart alone kept Chromium on its host pair).
 $('relay-only').addEventListener('change', (e) => {
   state.relayOnly = e.target.checked;
-  for (const p of state.peers.values()) {
-    p.pc.setConfiguration(pcConfig());
-    p.pc.restartIce();
-  }
+  for (const r of [...state.remotes.values()]) startSession(r.pid, r.name);
+});
+
+$('chat-form').addEventListener('submit', (e) => {
+  e.preventDefault();
+  const text = Array.from($('chat-input').value.trim()).slice(0, config.chatMaxLength).join('');
+  if (!text) return;
+  $('chat-input').value = '';
+  ui.addChat('You', text);
+  const peers = [...state.remotes.values()].map((r) => r.peer).filter(Boolean);
+  if (peers.length > 0 && peers.every((p) => p.chatOpen())) for (const p of peers) p.dc.send(JSON.stringify({ text }));
+  else state.sig.send({ type: 'chat', text }); // signaling fallback
 });
 
 $('copy-link').addEventListener('click', async () => {
@@ -444,12 +339,11 @@ $('copy-link').addEventListener('click', async () => {
 });
 
 $('leave').addEventListener('click', () => {
-  state.leaving = true;
-  send({ type: 'leave' });
-  for (const pid of [...state.peers.keys()]) removePeer(pid);
+  if (state.sig) state.sig.stop({ type: 'leave' });
+  for (const pid of [...state.remotes.keys()]) removeRemote(pid);
   if (state.localStream) for (const t of state.localStream.getTracks()) t.stop();
   sessionStorage.removeItem('natpass-resume-' + state.room);
-  setTimeout(() => { if (state.ws) state.ws.close(); location.assign('/'); }, 100);
+  setTimeout(() => location.assign('/'), 100);
 });
 
 async function enterRoom(room) {
@@ -467,4 +361,4 @@ async function enterRoom(room) {
 }
 
 const initialRoom = params.get('room');
-if (initialRoom && /^[A-Za-z0-9_-]{1,64}$/.test(initialRoom)) enterRoom(initialRoom);
+if (initialRoom && validRoom(initialRoom)) enterRoom(initialRoom);

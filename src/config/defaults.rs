@@ -42,7 +42,7 @@ pub fn threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-/// `[quota]` (SECURITY.md "Exhaustion").
+/// `[quota]` (docs/security.md "Exhaustion").
 impl Default for QuotaSection {
     fn default() -> Self {
         Self {

@@ -268,13 +268,14 @@ pub fn admin_router(st: Arc<OpsState>) -> Router {
         .with_state(st)
 }
 
-/// Serve `router` on `addr` until `shutdown`.
+/// Serve `router` on `addr` until `shutdown`, bounded like the page's listener (header
+/// deadline, idle close) with small caps: these listeners serve operators and scrapers.
 pub async fn serve_router(
     listener: tokio::net::TcpListener,
     router: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
+    let limits = super::limits::HttpLimits::default();
+    let gate = super::limits::ConnGate::with_cap(16, 64);
+    super::limits::serve_bounded(listener, router, None, limits, gate, shutdown).await
 }

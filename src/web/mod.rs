@@ -1,11 +1,14 @@
 //! The HTTP side (axum): the embedded video-call page, the signaling WebSocket, the ICE
 //! credential endpoint, `/healthz`.
 //!
-//! Security (SECURITY.md "Signaling"): Origin allow-list on the WebSocket (the page's own
-//! origin by default), CSP and other headers on every response, per-client rate limit on the
-//! credential endpoint, short-lived REST credentials, no SDP or credentials in logs.
+//! Security (docs/security.md, "Signaling" and "Exhaustion" rows): Origin allow-list on the
+//! WebSocket (the page's own origin by default), CSP and other headers on every response,
+//! per-client rate limit on the credential endpoint, short-lived REST credentials, no SDP or
+//! credentials in logs, and a listener bounded by [`limits`] (first-request deadline, per-IP
+//! and global connection caps) so HTTP clients cannot use up the relay's descriptors.
 
 pub mod admin;
+pub mod limits;
 pub mod signaling;
 
 use crate::auth::ratelimit::RateLimiter;
@@ -18,11 +21,18 @@ use axum::routing::get;
 use serde::Serialize;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 const INDEX: &str = include_str!("../../web-demo/index.html");
-const APP_JS: &str = include_str!("../../web-demo/app.js");
 const STYLE: &str = include_str!("../../web-demo/style.css");
+/// The page's ES modules, served at `/<name>`.
+const MODULES: &[(&str, &str)] = &[
+    ("app.js", include_str!("../../web-demo/app.js")),
+    ("config.js", include_str!("../../web-demo/config.js")),
+    ("signaling.js", include_str!("../../web-demo/signaling.js")),
+    ("peer.js", include_str!("../../web-demo/peer.js")),
+    ("ui.js", include_str!("../../web-demo/ui.js")),
+];
 
 /// Content-Security-Policy for the page: everything from our own origin, nothing else.
 pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
@@ -107,6 +117,8 @@ pub struct WebConfig {
     pub allowed_origins: Vec<String>,
     /// Signaling limits.
     pub signaling: signaling::Limits,
+    /// Connection caps and deadlines of the HTTP listener.
+    pub http: limits::HttpLimits,
 }
 
 /// Shared state of the HTTP handlers.
@@ -117,18 +129,26 @@ pub struct AppState {
     /// Rooms and participants.
     pub hub: Arc<signaling::Hub>,
     ops: Option<Arc<admin::OpsState>>,
+    gate: Arc<limits::ConnGate>,
 }
 
 impl AppState {
     /// New state (starts nothing).
     pub fn new(cfg: WebConfig) -> Arc<Self> {
         let hub = signaling::Hub::new(cfg.signaling.clone());
+        let gate = limits::ConnGate::new(&cfg.http);
         Arc::new(Self {
             ice_limiter: Mutex::new(RateLimiter::new(1.0, 20.0, 65_536, Instant::now())),
             hub,
             cfg,
             ops: None,
+            gate,
         })
+    }
+
+    /// The HTTP listener's connection counter (open connections, caps, refusals).
+    pub fn gate(&self) -> &Arc<limits::ConnGate> {
+        &self.gate
     }
 
     /// The host browsers should use for ICE URLs.
@@ -247,22 +267,45 @@ async fn ice_servers(
     axum::Json(serde_json::json!({ "iceServers": servers, "ttl": st.cfg.ttl })).into_response()
 }
 
+/// What the page must agree on with the server (`GET /api/config`): the room-name rule, the
+/// length limits, and the pace that keeps it under the signaling rate limit.
+pub fn page_config(limits: &signaling::Limits) -> serde_json::Value {
+    let (rate, burst) = limits.client_pacing();
+    serde_json::json!({
+        "room": {"pattern": signaling::room_pattern(), "maxLength": signaling::ROOM_MAX_LEN},
+        "name": {"maxLength": signaling::NAME_MAX_CHARS},
+        "chat": {"maxLength": signaling::CHAT_MAX_CHARS},
+        "signaling": {"rate": rate, "burst": burst, "maxMessage": limits.max_message},
+    })
+}
+
 /// The router.
 pub fn router(state: Arc<AppState>) -> Router {
     let ops = state.ops.clone();
-    let r = Router::new()
+    let config = page_config(&state.cfg.signaling);
+    let mut r = Router::new()
         .route(
             "/",
             get(|| async { asset("text/html; charset=utf-8", INDEX) }),
         )
         .route(
-            "/app.js",
-            get(|| async { asset("text/javascript; charset=utf-8", APP_JS) }),
-        )
-        .route(
             "/style.css",
             get(|| async { asset("text/css; charset=utf-8", STYLE) }),
         )
+        .route(
+            "/api/config",
+            get(move || {
+                let c = config.clone();
+                async move { ([(header::CACHE_CONTROL, "no-cache")], axum::Json(c)) }
+            }),
+        );
+    for (name, body) in MODULES {
+        r = r.route(
+            &format!("/{name}"),
+            get(move || async move { asset("text/javascript; charset=utf-8", body) }),
+        );
+    }
+    let r = r
         .route("/api/ice-servers", get(ice_servers))
         .route("/ws", get(signaling::upgrade))
         .with_state(state);
@@ -273,67 +316,40 @@ pub fn router(state: Arc<AppState>) -> Router {
     r.layer(axum::middleware::from_fn(security_headers))
 }
 
-/// Serve plain HTTP on `listener` until `shutdown` resolves.
+/// Serve plain HTTP on `listener` until `shutdown` resolves (bounded by [`limits`]).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: Arc<AppState>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let _sweeper = signaling::Hub::spawn_sweeper(state.hub.clone());
-    axum::serve(
-        listener,
-        router(state).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+    let http = state.cfg.http.clone();
+    let gate = state.gate.clone();
+    limits::serve_bounded(listener, router(state), None, http, gate, shutdown).await
 }
 
-/// Serve HTTPS on `listener` with `tls` until `shutdown` resolves.
+/// Serve HTTPS on `listener` with `tls` until `shutdown` resolves (bounded by [`limits`]).
 pub async fn serve_tls(
     listener: tokio::net::TcpListener,
     state: Arc<AppState>,
     tls: Arc<rustls::ServerConfig>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    use hyper_util::rt::{TokioExecutor, TokioIo};
-    use hyper_util::service::TowerToHyperService;
-    use tower_service_shim::add_connect_info;
     let _sweeper = signaling::Hub::spawn_sweeper(state.hub.clone());
     let mut cfg = (*tls).clone();
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
-    let app = router(state);
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, peer) = tokio::select! {
-            r = listener.accept() => r?,
-            _ = &mut shutdown => return Ok(()),
-        };
-        let acceptor = acceptor.clone();
-        let app = add_connect_info(app.clone(), peer);
-        tokio::spawn(async move {
-            let Ok(Ok(tls)) =
-                tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await
-            else {
-                return;
-            };
-            let svc = TowerToHyperService::new(app);
-            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .serve_connection_with_upgrades(TokioIo::new(tls), svc)
-                .await;
-        });
-    }
-}
-
-mod tower_service_shim {
-    //! Attach the peer address to requests served outside `axum::serve`.
-    use axum::Router;
-    use axum::extract::ConnectInfo;
-    use std::net::SocketAddr;
-
-    pub fn add_connect_info(app: Router, peer: SocketAddr) -> Router {
-        app.layer(axum::Extension(ConnectInfo(peer)))
-    }
+    let http = state.cfg.http.clone();
+    let gate = state.gate.clone();
+    limits::serve_bounded(
+        listener,
+        router(state),
+        Some(acceptor),
+        http,
+        gate,
+        shutdown,
+    )
+    .await
 }
 
 /// A running web side.
@@ -385,6 +401,7 @@ pub async fn launch_with(
             room_size: http.room_size,
             ..signaling::Limits::default()
         },
+        http: limits::HttpLimits::default(),
     };
     let mut state = AppState::new(cfg);
     let hub = state.hub.clone();

@@ -126,11 +126,37 @@ fn random_hex(bytes: usize) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-fn valid_room(r: &str) -> bool {
-    !r.is_empty()
-        && r.len() <= 64
-        && r.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+/// Longest room name, in bytes.
+pub const ROOM_MAX_LEN: usize = 64;
+/// Longest display name, in characters.
+pub const NAME_MAX_CHARS: usize = 40;
+/// Longest chat message, in characters.
+pub const CHAT_MAX_CHARS: usize = 2000;
+/// The characters of a room name, as the body of a regular-expression character class. The
+/// page gets the rule from [`room_pattern`] (served at `/api/config`); [`valid_room`] is the
+/// same rule for the server, and a test checks that they agree on every byte.
+const ROOM_CLASS: &str = "A-Za-z0-9_-";
+
+/// The room-name rule as a regular expression (for the page's input check).
+pub fn room_pattern() -> String {
+    format!("^[{ROOM_CLASS}]{{1,{ROOM_MAX_LEN}}}$")
+}
+
+fn room_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'-' || b == b'_'
+}
+
+/// Is `r` an acceptable room name?
+pub fn valid_room(r: &str) -> bool {
+    !r.is_empty() && r.len() <= ROOM_MAX_LEN && r.bytes().all(room_byte)
+}
+
+impl Limits {
+    /// The pace the page keeps under these limits (messages per second, burst): three
+    /// quarters of the rate and of the burst, so timer jitter never trips the server's bucket.
+    pub fn client_pacing(&self) -> (f64, f64) {
+        (self.rate * 0.75, (self.burst * 0.75).floor().max(1.0))
+    }
 }
 
 impl Hub {
@@ -431,17 +457,23 @@ fn handle(
             }
             let room = v["room"].as_str().unwrap_or("");
             if !valid_room(room) {
-                return vec![error(&id, "room must be 1-64 letters, digits, - or _")];
+                return vec![error(
+                    &id,
+                    &format!("room must be 1-{ROOM_MAX_LEN} letters, digits, - or _"),
+                )];
             }
             let name: String = v["name"]
                 .as_str()
                 .unwrap_or("")
                 .trim()
                 .chars()
-                .take(40)
+                .take(NAME_MAX_CHARS)
                 .collect();
             if name.is_empty() || name.chars().any(char::is_control) {
-                return vec![error(&id, "name must be 1-40 printable characters")];
+                return vec![error(
+                    &id,
+                    &format!("name must be 1-{NAME_MAX_CHARS} printable characters"),
+                )];
             }
             let resume = v["resume"].as_str();
             let mut rooms = hub.rooms.lock().unwrap_or_else(|e| e.into_inner());
@@ -546,8 +578,11 @@ fn handle(
                 }
                 "chat" => {
                     let text = v["text"].as_str().unwrap_or("");
-                    if text.is_empty() || text.chars().count() > 2000 {
-                        return vec![error(&id, "chat text must be 1-2000 characters")];
+                    if text.is_empty() || text.chars().count() > CHAT_MAX_CHARS {
+                        return vec![error(
+                            &id,
+                            &format!("chat text must be 1-{CHAT_MAX_CHARS} characters"),
+                        )];
                     }
                     let name = room
                         .members
@@ -582,5 +617,49 @@ fn handle(
             vec![json!({"type": "ack", "id": id}).to_string()]
         }
         _ => vec![error(&id, "unknown type")],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Bytes matched by a character-class body made of `x-y` ranges and single characters.
+    fn class_matches(class: &str, b: u8) -> bool {
+        let c = class.as_bytes();
+        let mut i = 0;
+        while i < c.len() {
+            if i + 2 < c.len() && c[i + 1] == b'-' {
+                if (c[i]..=c[i + 2]).contains(&b) {
+                    return true;
+                }
+                i += 3;
+            } else {
+                if c[i] == b {
+                    return true;
+                }
+                i += 1;
+            }
+        }
+        false
+    }
+
+    #[test]
+    fn the_room_pattern_served_to_the_page_is_the_servers_rule() {
+        for b in 0..=255u8 {
+            assert_eq!(class_matches(ROOM_CLASS, b), room_byte(b), "byte {b:#04x}");
+        }
+        assert_eq!(room_pattern(), "^[A-Za-z0-9_-]{1,64}$");
+        assert!(valid_room(&"a".repeat(ROOM_MAX_LEN)));
+        assert!(!valid_room(&"a".repeat(ROOM_MAX_LEN + 1)));
+        assert!(!valid_room(""));
+        assert!(!valid_room("a b"));
+    }
+
+    #[test]
+    fn the_page_paces_itself_under_the_server_bucket() {
+        let l = Limits::default();
+        let (rate, burst) = l.client_pacing();
+        assert!(rate < l.rate && burst < l.burst && rate > 0.0 && burst >= 1.0);
     }
 }

@@ -101,6 +101,54 @@ test('without relay-only the same page connects too (host candidates on loopback
   await b.close();
 });
 
+test('signals sent while the signaling socket is down are delivered after the resume', { timeout: 120000 }, async () => {
+  const ctx = chrome.context;
+  const r3 = 'drop' + Math.random().toString(16).slice(2, 10);
+  const u = (n) => `${np.base.replace('127.0.0.1', 'localhost')}/?room=${r3}&name=${n}`;
+  const a = await ctx.newPage();
+  await a.goto(u('Ann'));
+  const b = await ctx.newPage();
+  await b.goto(u('Ben'));
+  const before = Object.values(await waitConnected(a, 1))[0];
+  assert.notEqual(before.localType, 'relay', 'starts on a direct route');
+  const me = await a.evaluate(() => window.natpass.me());
+  const restartsBefore = [await a.evaluate(() => window.natpass.restarts()), await b.evaluate(() => window.natpass.restarts())];
+  // Drop Ann's socket and, while it is down, switch to relay only: the new session's reset and
+  // offer are written while the socket is closed; they must wait for the resume, not vanish.
+  await a.evaluate(() => {
+    window.natpass.dropSignaling();
+    document.querySelector('[data-testid="relay-only"]').click();
+  });
+  await waitFor('the new session queued', async () => (await a.evaluate(() => window.natpass.signaling())).pending > 0, 5000, 50)
+    .catch(() => { /* it may already be out if the socket came back very fast */ });
+  await waitFor('Ann back in the room', async () => (await a.evaluate(() => window.natpass.signaling())).state === 'ready', 20000);
+  assert.equal(await a.evaluate(() => window.natpass.me()), me, 'resumed identity');
+  await waitConnected(a, 1, { relay: true, minFrames: 1, timeoutMs: 45000 });
+  await waitFor('Ben sees the relayed route too', async () => {
+    const s = Object.values(await stats(b))[0];
+    return s && s.connectionState === 'connected' && s.remoteType === 'relay';
+  }, 45000);
+  // Had the reset and offer been lost, the new connection would have sat in 'new' until the
+  // watchdog started it over.
+  assert.equal(await a.evaluate(() => window.natpass.restarts()), restartsBefore[0], 'no watchdog restart needed');
+  assert.equal(await b.evaluate(() => window.natpass.restarts()), restartsBefore[1]);
+  await a.close();
+  await b.close();
+});
+
+test('the page takes the room rule and limits from the server', async () => {
+  const r = await fetch(`${np.base}/api/config`);
+  assert.equal(r.status, 200);
+  const c = await r.json();
+  assert.equal(c.room.pattern, '^[A-Za-z0-9_-]{1,64}$');
+  assert.ok(c.signaling.rate > 0 && c.signaling.rate < 20, 'paced under the 20/s server limit');
+  const p = await chrome.context.newPage();
+  await p.goto(np.base.replace('127.0.0.1', 'localhost') + '/');
+  assert.equal(await p.locator('[data-testid="room-input"]').getAttribute('pattern'), c.room.pattern);
+  assert.equal(await p.locator('[data-testid="room-input"]').getAttribute('maxlength'), String(c.room.maxLength));
+  await p.close();
+});
+
 test('the credential endpoint hands out working iceServers', async () => {
   const r = await fetch(`${np.base}/api/ice-servers`);
   assert.equal(r.status, 200);

@@ -136,6 +136,7 @@ export async function waitConnected(page, n, { relay = false, minFrames = 10, ti
       return ok ? s : null;
     }, timeoutMs, 500);
   } catch (e) {
-    throw new Error(`${e.message}; page ${page.url()} saw ${JSON.stringify(seen)}`);
+    const debug = await page.evaluate(() => (window.natpass.debug ? window.natpass.debug() : null)).catch(() => null);
+    throw new Error(`${e.message}; page ${page.url()} saw ${JSON.stringify(seen)}; negotiation ${JSON.stringify(debug)}`);
   }
 }

@@ -1,0 +1,165 @@
+// One remote participant: its RTCPeerConnection and the negotiation state around it.
+//
+// Per-peer state (fields of Peer):
+//   pid, name        the remote participant
+//   polite           perfect-negotiation role: the side with the smaller id yields on glare
+//   session          id of the current negotiation session. A session starts when one side
+//                    (the initiator) sends {reset, session}; both sides then tag every signal
+//                    with it, and a signal of any other session is dropped. This is what keeps a
+//                    late answer or candidate of a torn-down connection from being applied to its
+//                    replacement (glare after a reset).
+//   initiator        true on the side that started the session (it runs the stall watchdog)
+//   pc               the RTCPeerConnection of this session
+//   makingOffer, ignoreOffer   perfect negotiation (RFC 8829 style glare handling); the
+//                    non-initiator waits for the first offer, so glare is left to renegotiations
+//   pending, flush   local ICE candidates waiting for their batch (one message per 100 ms)
+//   dc               the chat data channel (created by the initiator)
+//   retries, created watchdog bookkeeping: restarts so far, when this session began
+//   closed, whenClosed set once the session is over; pending operations stop waiting then
+//
+// A peer never outlives its session: a new session (a reset from either side, or the
+// watchdog) closes the old RTCPeerConnection and builds a new Peer.
+
+export function newSessionId(random = () => crypto.getRandomValues(new Uint32Array(2))) {
+  return Array.from(random(), (x) => x.toString(16).padStart(8, '0')).join('');
+}
+
+export class Peer {
+  /**
+   * @param {object} o
+   * @param {string} o.pid @param {string} o.name @param {string} o.me our own id
+   * @param {string} o.session @param {boolean} o.initiator @param {number} [o.retries]
+   * @param {RTCConfiguration} o.config @param {MediaStream|null} o.localStream
+   * @param {(data: object) => void} o.signal send a signal to this peer (session added here)
+   * @param {(stream: MediaStream) => void} o.onTrack
+   * @param {(text: string) => void} o.onChat
+   */
+  constructor(o) {
+    this.pid = o.pid;
+    this.name = o.name;
+    this.polite = o.me < o.pid;
+    this.session = o.session;
+    this.initiator = o.initiator;
+    this.retries = o.retries || 0;
+    this.created = performance.now();
+    this.makingOffer = false;
+    this.ignoreOffer = false;
+    this.pending = [];
+    this.flush = null;
+    this.dc = null;
+    this.closed = false;
+    // Operations on a closed RTCPeerConnection may never settle (the spec aborts them without
+    // resolving their promises): every await below races this, so a closed peer can never stall
+    // the signals queued behind it.
+    this.whenClosed = new Promise((resolve) => { this.markClosed = resolve; });
+    this.sendSignal = (data) => { if (!this.closed) o.signal({ ...data, session: this.session }); };
+    this.onChat = o.onChat;
+    const pc = new RTCPeerConnection(o.config);
+    this.pc = pc;
+    if (o.localStream) for (const t of o.localStream.getTracks()) pc.addTrack(t, o.localStream);
+    else {
+      pc.addTransceiver('audio', { direction: 'recvonly' });
+      pc.addTransceiver('video', { direction: 'recvonly' });
+    }
+    if (this.initiator) this.attachChannel(pc.createDataChannel('chat'));
+    pc.ondatachannel = (e) => this.attachChannel(e.channel);
+    pc.ontrack = (e) => o.onTrack(e.streams[0] || new MediaStream([e.track]));
+    pc.onicecandidate = ({ candidate }) => {
+      if (!candidate) return;
+      this.pending.push(candidate.toJSON());
+      if (!this.flush) {
+        this.flush = setTimeout(() => {
+          this.flush = null;
+          const candidates = this.pending.splice(0);
+          if (candidates.length) this.sendSignal({ candidates });
+        }, 100);
+      }
+    };
+    pc.onnegotiationneeded = async () => {
+      // The side that did not start the session answers first instead of offering at once:
+      // both offering at session start is glare on every connection. Once its answer is set the
+      // browser raises negotiationneeded again if anything is still missing.
+      if (!this.initiator && !pc.remoteDescription) return;
+      try {
+        this.makingOffer = true;
+        await this.guard(pc.setLocalDescription());
+        this.sendSignal({ description: pc.localDescription });
+      } catch (e) {
+        if (!this.closed) console.warn('negotiation', e);
+      } finally {
+        this.makingOffer = false;
+      }
+    };
+    pc.oniceconnectionstatechange = () => {
+      if (pc.iceConnectionState === 'failed') pc.restartIce();
+    };
+  }
+
+  /** Apply a signal of this session (description or candidates). */
+  async handleSignal(data) {
+    if (this.closed) return;
+    const pc = this.pc;
+    try {
+      if (data.description) {
+        const d = data.description;
+        const collision = d.type === 'offer' && (this.makingOffer || pc.signalingState !== 'stable');
+        this.ignoreOffer = !this.polite && collision;
+        if (this.ignoreOffer) return;
+        await this.guard(pc.setRemoteDescription(d));
+        if (d.type === 'offer' && !this.closed) {
+          await this.guard(pc.setLocalDescription());
+          this.sendSignal({ description: pc.localDescription });
+        }
+      } else if (Array.isArray(data.candidates)) {
+        for (const c of data.candidates) {
+          if (this.closed) return;
+          try { await this.guard(pc.addIceCandidate(c)); } catch (e) { if (!this.ignoreOffer) console.warn('candidate', e); }
+        }
+      }
+    } catch (e) {
+      if (!this.closed) console.warn('signal', e);
+    }
+  }
+
+  /** `p`, or nothing once the peer is closed. */
+  guard(p) { return Promise.race([p, this.whenClosed]); }
+
+  /** The watchdog's rule: a session we started that never got off the ground in 8 s. */
+  stalled(now = performance.now()) {
+    return this.initiator && this.pc.connectionState === 'new' && this.retries < 3 && now - this.created > 8000;
+  }
+
+  /** Is our own reset still unanswered (we started the session and nothing connected yet)? */
+  starting() {
+    return this.initiator && this.pc.connectionState === 'new';
+  }
+
+  attachChannel(dc) {
+    this.dc = dc;
+    dc.onmessage = (e) => {
+      try {
+        const m = JSON.parse(e.data);
+        if (typeof m.text === 'string') this.onChat(m.text);
+      } catch { /* not ours */ }
+    };
+  }
+
+  /** For debugging: where this negotiation stands. */
+  describe() {
+    const pc = this.pc;
+    return {
+      session: this.session, initiator: this.initiator, polite: this.polite, retries: this.retries,
+      makingOffer: this.makingOffer, signalingState: pc.signalingState, iceGatheringState: pc.iceGatheringState,
+      iceConnectionState: pc.iceConnectionState, connectionState: pc.connectionState,
+    };
+  }
+
+  chatOpen() { return !!this.dc && this.dc.readyState === 'open'; }
+
+  close() {
+    this.closed = true;
+    this.markClosed();
+    if (this.flush) clearTimeout(this.flush);
+    try { this.pc.close(); } catch { /* closed */ }
+  }
+}

@@ -1,0 +1,99 @@
+// The page's DOM: status line, notices, tiles, chat log, and the route shown per peer.
+// Everything a remote participant controls (names, chat) is rendered with textContent.
+
+export const $ = (id) => document.getElementById(id);
+
+export function setStatus(t) { $('status').textContent = t; }
+
+export function notice(t) {
+  const n = $('notice');
+  n.textContent = t;
+  n.hidden = !t;
+}
+
+export function makeTile(pid, name) {
+  const t = document.createElement('div');
+  t.className = 'tile';
+  t.dataset.testid = 'tile-' + pid;
+  t.dataset.peer = pid;
+  const v = document.createElement('video');
+  v.autoplay = true;
+  v.playsInline = true;
+  v.setAttribute('playsinline', '');
+  const label = document.createElement('span');
+  label.className = 'label';
+  label.textContent = name;
+  const panel = document.createElement('div');
+  panel.className = 'panel';
+  for (const k of ['route', 'rtt', 'bitrate']) {
+    const s = document.createElement('span');
+    s.dataset.testid = `${k}-${pid}`;
+    s.className = k;
+    s.textContent = k === 'route' ? 'connecting…' : '';
+    panel.appendChild(s);
+  }
+  t.append(v, label, panel);
+  $('tiles').appendChild(t);
+  return t;
+}
+
+export function showStream(tile, stream) {
+  const v = tile.querySelector('video');
+  if (v.srcObject !== stream) v.srcObject = stream;
+}
+
+export function addChat(who, text) {
+  const li = document.createElement('li');
+  const w = document.createElement('span');
+  w.className = 'who';
+  w.textContent = who;
+  const t = document.createElement('span');
+  t.textContent = text;
+  li.append(w, t);
+  $('chat-log').appendChild(li);
+  li.scrollIntoView({ block: 'nearest' });
+}
+
+/** Route, RTT, bitrate and frame count of one peer from its getStats() report. */
+export function summarize(report, prev) {
+  const byId = new Map();
+  report.forEach((r) => byId.set(r.id, r));
+  let pair = null;
+  report.forEach((r) => {
+    if (r.type === 'transport' && r.selectedCandidatePairId) pair = byId.get(r.selectedCandidatePairId);
+  });
+  if (!pair) report.forEach((r) => { if (r.type === 'candidate-pair' && r.nominated && r.state === 'succeeded') pair = r; });
+  let framesDecoded = 0, bytes = 0;
+  report.forEach((r) => {
+    if (r.type === 'inbound-rtp' && r.kind === 'video') { framesDecoded += r.framesDecoded || 0; bytes += r.bytesReceived || 0; }
+  });
+  const now = performance.now();
+  const kbps = prev.time ? ((bytes - prev.bytes) * 8) / (now - prev.time) : 0;
+  const local = pair && byId.get(pair.localCandidateId);
+  const remote = pair && byId.get(pair.remoteCandidateId);
+  let route = 'connecting…';
+  if (local) {
+    if (local.candidateType === 'relay' || (remote && remote.candidateType === 'relay')) {
+      route = `relay (${local.relayProtocol || remote.protocol || 'udp'})`;
+    } else if (local.candidateType === 'srflx' || local.candidateType === 'prflx') route = 'direct via STUN';
+    else route = 'direct';
+  }
+  const rttMs = pair && pair.currentRoundTripTime !== undefined ? Math.round(pair.currentRoundTripTime * 1000) : null;
+  return {
+    sample: { bytes, time: now },
+    stats: {
+      localType: local ? local.candidateType : null,
+      remoteType: remote ? remote.candidateType : null,
+      relayProtocol: local ? local.relayProtocol || null : null,
+      rttMs, kbps: Math.round(kbps), framesDecoded, route,
+    },
+  };
+}
+
+export function showStats(tile, pid, s) {
+  const el = (k) => tile.querySelector(`[data-testid="${k}-${pid}"]`);
+  el('route').textContent = s.route;
+  el('route').className = 'route ' + (s.route.startsWith('relay') ? 'route-relay' : s.route.startsWith('direct') ? 'route-direct' : '');
+  el('rtt').textContent = s.rttMs === null ? '' : `${s.rttMs} ms`;
+  el('bitrate').textContent = `${s.kbps} kbit/s`;
+}
