@@ -23,12 +23,17 @@ fn free_tcp() -> u16 {
         .unwrap()
         .port()
 }
+/// A port free for both UDP and TCP (natpass listens on both; a port another process holds
+/// makes it refuse to start).
 fn free_udp() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    for _ in 0..100 {
+        let u = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = u.local_addr().unwrap().port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no port free for both UDP and TCP")
 }
 
 /// (status, body) of an HTTP request.
@@ -130,10 +135,15 @@ fn start(config_text: &str, extra: &[&str]) -> Natpass {
         stderr_file,
         dir,
     };
+    let mut n = n;
     let t0 = Instant::now();
     while TcpStream::connect(n.admin).is_err() || TcpStream::connect(n.metrics).is_err() {
+        if let Ok(Some(status)) = n.child.try_wait() {
+            let log = std::fs::read_to_string(&n.stderr_file).unwrap_or_default();
+            panic!("natpass exited ({status}) before it listened:\n{log}");
+        }
         assert!(
-            t0.elapsed() < Duration::from_secs(10),
+            t0.elapsed() < Duration::from_secs(20),
             "natpass did not start"
         );
         std::thread::sleep(Duration::from_millis(50));
