@@ -366,7 +366,7 @@ fn allocate_reply(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::test_support::{client, code, core, nonce_of, request};
+    use crate::proto::test_support::{client, code, core, nonce_for, request};
     use crate::testing::FakeRelays;
     use stun_types::message::MessageWriteExt;
     use turn_types::message::ALLOCATE;
@@ -442,14 +442,7 @@ mod tests {
                 w.add_attribute(&Lifetime::new(l)).unwrap();
             }
         };
-        c.handle_client(
-            now,
-            client(),
-            &request(ALLOCATE, "", attrs),
-            &mut relays,
-            &mut out,
-        );
-        let nonce = nonce_of(&out.pop().unwrap().data);
+        let nonce = nonce_for(c, now, &mut relays, ALLOCATE, attrs);
         c.handle_client(
             now,
             client(),

@@ -487,7 +487,7 @@ impl<R: RelayResources> Core<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::test_support::{client, code, core, nonce_of, request};
+    use crate::proto::test_support::{client, code, core, nonce_for, request};
     use crate::testing::FakeRelays;
     use stun_types::message::MessageWriteExt;
     use turn_types::attribute::RequestedTransport;
@@ -501,14 +501,7 @@ mod tests {
         let udp = |w: &mut stun_types::message::MessageWriteVec, _| {
             w.add_attribute(&RequestedTransport::new(17)).unwrap();
         };
-        c.handle_client(
-            now,
-            client(),
-            &request(ALLOCATE, "", udp),
-            &mut relays,
-            &mut out,
-        );
-        let nonce = nonce_of(&out.pop().unwrap().data);
+        let nonce = nonce_for(&mut c, now, &mut relays, ALLOCATE, udp);
         let req = request(ALLOCATE, &nonce, udp);
         c.handle_client(now, client(), &req, &mut relays, &mut out);
         c.handle_client(now, client(), &req, &mut relays, &mut out);

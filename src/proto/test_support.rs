@@ -129,6 +129,19 @@ pub fn request(
     w.finish()
 }
 
+/// Send `method` unsigned from [`client`] and return the NONCE of the 401.
+pub fn nonce_for(
+    c: &mut Core<FakeResources>,
+    now: Instant,
+    relays: &mut crate::testing::FakeRelays,
+    method: Method,
+    attrs: impl FnOnce(&mut MessageWriteVec, TransactionId),
+) -> String {
+    let mut out = Vec::new();
+    c.handle_client(now, client(), &request(method, "", attrs), relays, &mut out);
+    nonce_of(&out.pop().expect("a challenge").data)
+}
+
 /// The error code of an answer, if it is an error.
 pub fn code(answer: &[u8]) -> Option<u16> {
     let m = Message::from_bytes(answer).ok()?;
