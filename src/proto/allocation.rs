@@ -201,7 +201,9 @@ impl<R: RelayResources> Core<R> {
             },
         };
         if let Err(q) = self.res.acquire_quota(quota) {
-            tracing::debug!(five_tuple = %req.ft, user = %auth.username, reason = %q, "allocation refused: quota");
+            if let Some(more) = self.quota_notice.due(now) {
+                tracing::info!(five_tuple = %req.ft, user = %auth.quota_id, reason = %q, more, "allocation refused (486): quota");
+            }
             return Err(q.into());
         }
         let key = self.allocs.vacant_entry().key();
