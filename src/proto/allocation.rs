@@ -476,10 +476,16 @@ mod tests {
     }
 
     #[test]
-    fn a_full_quota_gives_486_and_takes_no_port() {
+    fn a_full_quota_gives_486_is_logged_at_info_and_takes_no_port() {
         let now = Instant::now();
         let mut c = core(0, now);
-        assert_eq!(code(&allocate(&mut c, now, None)), Some(486));
+        let log = crate::proto::test_support::logged(|| {
+            assert_eq!(code(&allocate(&mut c, now, None)), Some(486));
+        });
+        assert!(
+            log.contains(" INFO ") && log.contains("allocation refused (486)"),
+            "{log}"
+        );
         assert!(c.resources().ports.is_empty());
         assert_eq!(c.stats().allocate_errors[10], 1, "counted under 486");
     }

@@ -99,7 +99,7 @@ impl<R: RelayResources> Core<R> {
 
 #[cfg(test)]
 mod tests {
-    use crate::proto::test_support::{client, code, core, nonce_of, request};
+    use crate::proto::test_support::{client, code, core, logged, nonce_of, request, request_as};
     use crate::testing::FakeRelays;
     use std::time::{Duration, Instant};
     use stun_types::attribute::{Nonce, Realm, Username};
@@ -166,5 +166,34 @@ mod tests {
         let (algo, off) = crate::proto::integrity::find(&m).expect("signed");
         let key = crate::auth::long_term_key("alice", "natpass", "pw");
         assert!(crate::proto::integrity::verify(&m, algo, off, &key));
+    }
+
+    #[test]
+    fn refused_rest_credentials_are_logged_at_info_with_their_reason_once_per_ten_seconds() {
+        let now = Instant::now();
+        let mut c = core(1, now);
+        let mut creds = crate::auth::Credentials::new("natpass", 3600);
+        let secret = crate::auth::Secret::new("s3cret");
+        creds.add_secret(secret.clone());
+        c.set_credentials(creds);
+        let nonce = nonce_of(&answer(&mut c, now, &request(REFRESH, "", |_, _| {})));
+        let unix0 = crate::proto::test_support::UNIX0;
+        let cases = [
+            (format!("{}:web", unix0 - 10), "REST credential expired"),
+            (format!("{}:web", unix0 + 86_400), "beyond rest-max-ttl"),
+        ];
+        for (i, (user, why)) in cases.iter().enumerate() {
+            let pass = crate::auth::rest_password(&secret, user);
+            let at = now + Duration::from_secs(20 * i as u64);
+            let log = logged(|| {
+                for _ in 0..5 {
+                    let req = request_as(user, &pass, REFRESH, &nonce, |_, _| {});
+                    assert_eq!(code(&answer(&mut c, at, &req)), Some(401));
+                }
+            });
+            assert_eq!(log.matches("credentials refused").count(), 1, "{log}");
+            assert!(log.contains(" INFO ") && log.contains(why), "{log}");
+            assert!(!log.contains(&pass), "no password in the log");
+        }
     }
 }
