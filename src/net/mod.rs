@@ -73,8 +73,8 @@ pub enum ShardCmd {
         /// Reply channel.
         reply: std::sync::mpsc::Sender<usize>,
     },
-    /// Send a copy of the core's counters.
-    Stats(std::sync::mpsc::Sender<Stats>),
+    /// Send a copy of the core's counters: (shard, counters).
+    Stats(std::sync::mpsc::Sender<(usize, Stats)>),
     /// Use these credentials and this peer policy from now on; reply when done.
     Reload {
         /// The new credentials.
@@ -93,6 +93,8 @@ pub struct Control {
     pub shared: Arc<Shared>,
     /// The credentials the shards use (the web side mints REST credentials from them).
     credentials: Arc<Mutex<Credentials>>,
+    /// Each shard's counters as it last reported them.
+    last_stats: Arc<Mutex<Vec<Stats>>>,
     /// Connection counters.
     pub limits: Arc<ConnLimits>,
     /// TLS certificate store.
@@ -128,11 +130,20 @@ impl Control {
         out
     }
 
-    /// The server's counters: every shard's, summed.
+    /// The server's counters: every shard's, summed. A shard that does not answer within the
+    /// deadline (or has stopped) counts with the last figures it gave, so counters never go
+    /// backwards.
     pub fn stats(&self) -> Stats {
+        let fresh = self.ask(ShardCmd::Stats);
+        let mut last = self.last_stats.lock().unwrap_or_else(|e| e.into_inner());
+        for (shard, s) in fresh {
+            if let Some(slot) = last.get_mut(shard) {
+                *slot = s;
+            }
+        }
         let mut total = Stats::default();
-        for s in self.ask(ShardCmd::Stats) {
-            total.add(&s);
+        for s in last.iter() {
+            total.add(s);
         }
         total
     }
@@ -650,12 +661,18 @@ fn bind_primary(
     Ok((addrs, per_shard))
 }
 
-/// Start the server with a validated config.
-pub fn start(cfg: &ValidConfig) -> Result<ServerHandle, StartError> {
-    let tls_store = match &cfg.tls_files {
-        Some((c, k)) => Some(Arc::new(tls::TlsStore::new(c.clone(), k.clone())?)),
-        None => None,
-    };
+/// Every listener socket, bound.
+struct Bound {
+    udp_addrs: Vec<SocketAddr>,
+    rfc5780: Option<crate::proto::Rfc5780>,
+    per_shard: Vec<Vec<std::net::UdpSocket>>,
+    tcp_per_shard: Vec<Vec<std::net::TcpListener>>,
+    tcp_addrs: Vec<SocketAddr>,
+    tls_addrs: Vec<SocketAddr>,
+}
+
+/// Bind UDP, then TCP on the same ports, then TLS; nothing stays bound on error.
+fn bind_all(cfg: &ValidConfig) -> Result<Bound, StartError> {
     let (udp_addrs, rfc5780, per_shard) = bind_listeners(cfg)?;
     let mut tcp_per_shard: Vec<Vec<std::net::TcpListener>> =
         (0..cfg.threads).map(|_| Vec::new()).collect();
@@ -667,6 +684,45 @@ pub fn start(cfg: &ValidConfig) -> Result<ServerHandle, StartError> {
     for a in &cfg.tls_listen {
         tls_addrs.push(bind_tcp_everywhere(*a, &mut tcp_per_shard)?);
     }
+    Ok(Bound {
+        udp_addrs,
+        rfc5780,
+        per_shard,
+        tcp_per_shard,
+        tcp_addrs,
+        tls_addrs,
+    })
+}
+
+/// Start the server with a validated config.
+pub fn start(cfg: &ValidConfig) -> Result<ServerHandle, StartError> {
+    let tls_store = match &cfg.tls_files {
+        Some((c, k)) => Some(Arc::new(tls::TlsStore::new(c.clone(), k.clone())?)),
+        None => None,
+    };
+    // With port 0 the kernel picks the UDP port and TCP must take the same number, which
+    // another program's socket may hold: then pick again (a few times at most). A port the
+    // operator named is never retried: it is in use, and that is the answer.
+    let mut tries = if cfg.listen.iter().any(|a| a.port() == 0) {
+        8
+    } else {
+        1
+    };
+    let bound = loop {
+        tries -= 1;
+        match bind_all(cfg) {
+            Err(StartError::InUse { .. }) if tries > 0 => continue,
+            other => break other?,
+        }
+    };
+    let Bound {
+        udp_addrs,
+        rfc5780,
+        per_shard,
+        tcp_per_shard,
+        tcp_addrs,
+        tls_addrs,
+    } = bound;
     let relays = resolve_relays(cfg, &udp_addrs);
     let mut listener_addrs = udp_addrs.clone();
     listener_addrs.extend_from_slice(&tls_addrs);
@@ -782,6 +838,7 @@ pub fn start(cfg: &ValidConfig) -> Result<ServerHandle, StartError> {
     let control = Control {
         shared: shared.clone(),
         credentials: Arc::new(Mutex::new(cfg.credentials.clone())),
+        last_stats: Arc::new(Mutex::new(vec![Stats::default(); wakers.len()])),
         limits: limits.clone(),
         tls: tls_store.clone(),
         cmds: cmd_senders,

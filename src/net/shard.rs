@@ -309,7 +309,7 @@ impl Shard {
                     let _ = reply.send(n);
                 }
                 ShardCmd::Stats(reply) => {
-                    let _ = reply.send(self.core.stats().clone());
+                    let _ = reply.send((self.id, self.core.stats().clone()));
                 }
                 ShardCmd::Reload {
                     credentials,

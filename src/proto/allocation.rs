@@ -94,8 +94,8 @@ pub struct AllocateRequest {
     pub port: PortChoice,
     /// RESERVATION-TOKEN: take the port held for it.
     pub token: Option<u64>,
-    /// LIFETIME, if asked for.
-    pub lifetime: Option<u32>,
+    /// LIFETIME, if asked for (a malformed one is 400, judged after the address family).
+    pub lifetime: Result<Option<u32>, TurnError>,
 }
 
 impl AllocateRequest {
@@ -125,7 +125,7 @@ impl AllocateRequest {
                 "ADDITIONAL-ADDRESS-FAMILY other than IPv6",
             ));
         }
-        let lifetime = optional::<Lifetime>(msg, "LIFETIME")?.map(|l| l.seconds());
+        let lifetime = optional::<Lifetime>(msg, "LIFETIME").map(|l| l.map(|l| l.seconds()));
         Ok(Self {
             family: match requested.map(|r| r.family()) {
                 Some(AddressFamily::IPV6) => Family::V6,
@@ -187,7 +187,7 @@ impl<R: RelayResources> Core<R> {
         if ask.token.is_none() && !self.has_family(ask.family) {
             return Err(TurnError::AddressFamilyNotSupported);
         }
-        let lifetime = self.lifetime(ask.lifetime);
+        let lifetime = self.lifetime(ask.lifetime.clone()?);
         if self.res.draining() {
             return Err(TurnError::InsufficientCapacity("draining"));
         }
@@ -426,7 +426,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             (pair.port, pair.lifetime),
-            (PortChoice::EvenPair, Some(1200))
+            (PortChoice::EvenPair, Ok(Some(1200)))
         );
     }
 
@@ -497,5 +497,30 @@ mod tests {
         c.resources_mut().draining = true;
         assert_eq!(code(&allocate(&mut c, now, None)), Some(508));
         assert_eq!(c.resources().quota_left, 5, "nothing taken");
+    }
+
+    #[test]
+    fn the_address_family_is_judged_before_a_malformed_lifetime() {
+        use stun_types::attribute::{AttributeType, RawAttribute};
+        let now = Instant::now();
+        let mut c = core(1, now);
+        let mut relays = FakeRelays::default();
+        let attrs = |w: &mut stun_types::message::MessageWriteVec, _| {
+            udp(w);
+            w.add_attribute(&RequestedAddressFamily::new(AddressFamily::IPV6))
+                .unwrap();
+            let short = RawAttribute::new(AttributeType::new(0x000D), &[0, 1]);
+            w.add_attribute(&short).unwrap();
+        };
+        let nonce = nonce_for(&mut c, now, &mut relays, ALLOCATE, attrs);
+        let mut out = Vec::new();
+        c.handle_client(
+            now,
+            client(),
+            &request(ALLOCATE, &nonce, attrs),
+            &mut relays,
+            &mut out,
+        );
+        assert_eq!(code(&out[0].data), Some(440), "no IPv6 relay: 440 first");
     }
 }

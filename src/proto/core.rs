@@ -191,6 +191,9 @@ impl<R: RelayResources> Core<R> {
         relays: &mut dyn RelaySockets,
         out: &mut Vec<Transmit>,
     ) -> Option<Forward> {
+        if data.is_empty() {
+            return None;
+        }
         let routed = match message::decode(data) {
             Ok(ClientMessage::ChannelData(cd)) => self.channel_data(now, ft, cd),
             Ok(ClientMessage::Send(msg)) => self.send_indication(now, ft, &msg),
@@ -295,8 +298,21 @@ impl<R: RelayResources> Core<R> {
                 return;
             }
         };
-        let result = self.turn_request(now, &req, method, &auth, relays);
-        let Some(data) = self.answer(now, &req, Some((auth.algo, auth.key)), result) else {
+        let sign = Some((auth.algo, auth.key));
+        // Refusals before the handler runs (420, 437, 441) are answered but not remembered:
+        // a retransmission of the request answered before them still gets its own answer.
+        let key = match self.admit(&req, method, &auth) {
+            Ok(key) => key,
+            Err(e) => {
+                out.extend(
+                    self.answer(now, &req, sign, Err(e))
+                        .map(|data| Transmit { ft, data }),
+                );
+                return;
+            }
+        };
+        let result = self.turn_request(now, &req, method, key, &auth, relays);
+        let Some(data) = self.answer(now, &req, sign, result) else {
             return;
         };
         let answer = CachedAnswer {
@@ -313,29 +329,43 @@ impl<R: RelayResources> Core<R> {
         out.push(Transmit { ft, data });
     }
 
-    /// Allocation ownership (RFC 8656 §7.2: 437; §5: 441), then the method's handler.
-    fn turn_request(
-        &mut self,
-        now: Instant,
+    /// Unknown comprehension-required attributes (420), then allocation ownership (RFC 8656
+    /// §7.2: 437; §5: 441). The allocation the request is for; None for a new Allocate.
+    fn admit(
+        &self,
         req: &Request<'_, '_>,
         method: TurnMethod,
         auth: &Auth,
-        relays: &mut dyn RelaySockets,
-    ) -> Result<Reply, TurnError> {
+    ) -> Result<Option<usize>, TurnError> {
         unknown_required(req.msg, &[])?;
         let key = match (self.by_ft.get(&req.ft).copied(), method) {
-            (Some(_), TurnMethod::Allocate) => return Err(TurnError::AllocationMismatch),
-            (None, TurnMethod::Allocate) => {
-                let ask = AllocateRequest::decode(req.msg)?;
-                return self.allocate(now, req, ask, auth, relays);
+            (None, TurnMethod::Allocate) => return Ok(None),
+            (Some(_), TurnMethod::Allocate) | (None, _) => {
+                return Err(TurnError::AllocationMismatch);
             }
-            (None, _) => return Err(TurnError::AllocationMismatch),
             (Some(key), _) => key,
         };
         let a = &self.allocs[key];
         if *a.username != *auth.username || a.key != auth.key {
             return Err(TurnError::WrongCredentials);
         }
+        Ok(Some(key))
+    }
+
+    /// The method's handler, for an admitted request.
+    fn turn_request(
+        &mut self,
+        now: Instant,
+        req: &Request<'_, '_>,
+        method: TurnMethod,
+        key: Option<usize>,
+        auth: &Auth,
+        relays: &mut dyn RelaySockets,
+    ) -> Result<Reply, TurnError> {
+        let Some(key) = key else {
+            let ask = AllocateRequest::decode(req.msg)?;
+            return self.allocate(now, req, ask, auth, relays);
+        };
         match method {
             TurnMethod::Refresh => {
                 let ask = RefreshRequest::decode(req.msg)?;
@@ -546,5 +576,38 @@ mod tests {
         );
         assert!(out.is_empty());
         assert_eq!(c.stats().drops[DropReason::Malformed as usize], 1);
+    }
+
+    #[test]
+    fn a_refusal_in_between_does_not_replace_the_answer_a_retransmission_gets() {
+        let now = Instant::now();
+        let mut c = core(5, now);
+        let mut relays = FakeRelays::default();
+        let mut out = Vec::new();
+        let udp = |w: &mut stun_types::message::MessageWriteVec, _| {
+            w.add_attribute(&RequestedTransport::new(17)).unwrap();
+        };
+        let nonce = nonce_for(&mut c, now, &mut relays, ALLOCATE, udp);
+        let mut ask = |c: &mut Core<_>, req: &[u8]| {
+            out.clear();
+            c.handle_client(now, client(), req, &mut relays, &mut out);
+            out.pop().map(|t| t.data).unwrap()
+        };
+        assert_eq!(code(&ask(&mut c, &request(ALLOCATE, &nonce, udp))), None);
+        let delete = request(REFRESH, &nonce, |w, _| {
+            w.add_attribute(&turn_types::attribute::Lifetime::new(0))
+                .unwrap();
+        });
+        let deleted = ask(&mut c, &delete);
+        assert_eq!(code(&deleted), None);
+        // A request that was in flight meets no allocation any more: 437.
+        let late = request(CREATE_PERMISSION, &nonce, |w, t| {
+            let peer = "8.8.8.8:1".parse().unwrap();
+            w.add_attribute(&turn_types::attribute::XorPeerAddress::new(peer, t))
+                .unwrap();
+        });
+        assert_eq!(code(&ask(&mut c, &late)), Some(437));
+        // The delete's answer was lost; its retransmission gets it, not a 437.
+        assert_eq!(ask(&mut c, &delete), deleted);
     }
 }

@@ -60,8 +60,11 @@ impl<R: RelayResources> Core<R> {
         ft: FiveTuple,
         msg: &Message<'_>,
     ) -> Result<Forward, DropReason> {
-        let send = SendIndication::decode(msg)?;
+        if unknown_required(msg, &[]).is_err() {
+            return Err(DropReason::Malformed);
+        }
         let &key = self.by_ft.get(&ft).ok_or(DropReason::NoAllocation)?;
+        let send = SendIndication::decode(msg)?;
         let peer = send.peer;
         let perm = self
             .permission(key, peer.ip(), now)

@@ -50,8 +50,10 @@ impl PermissionState {
 /// A CreatePermission request's peer addresses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CreatePermissionRequest {
-    /// Every XOR-PEER-ADDRESS, in order.
+    /// The XOR-PEER-ADDRESSes, in order, up to the first malformed one.
     pub peers: Vec<SocketAddr>,
+    /// A malformed XOR-PEER-ADDRESS follows them (400 once the ones before pass).
+    pub malformed_after: bool,
 }
 
 impl CreatePermissionRequest {
@@ -59,17 +61,24 @@ impl CreatePermissionRequest {
     pub fn decode(msg: &Message<'_>) -> Result<Self, TurnError> {
         let txid = msg.transaction_id();
         let mut peers = Vec::new();
+        let mut malformed_after = false;
         for n in 0..MAX_PEERS_PER_REQUEST {
             match msg.nth_attribute::<XorPeerAddress>(n) {
                 Ok(p) => peers.push(p.addr(txid)),
                 Err(StunParseError::MissingAttribute(_)) => break,
-                Err(_) => return Err(TurnError::BadRequest("XOR-PEER-ADDRESS")),
+                Err(_) => {
+                    malformed_after = true;
+                    break;
+                }
             }
         }
-        if peers.is_empty() {
+        if peers.is_empty() && !malformed_after {
             return Err(TurnError::BadRequest("no XOR-PEER-ADDRESS"));
         }
-        Ok(Self { peers })
+        Ok(Self {
+            peers,
+            malformed_after,
+        })
     }
 }
 
@@ -95,6 +104,10 @@ impl<R: RelayResources> Core<R> {
             if !peers.iter().any(|(ip, _)| *ip == addr.ip()) {
                 peers.push((addr.ip(), verdict));
             }
+        }
+        // Each address is judged in order, as the request lists them.
+        if ask.malformed_after {
+            return Err(TurnError::BadRequest("XOR-PEER-ADDRESS"));
         }
         let a = &self.allocs[key];
         let live = a.perms.iter().filter(|p| p.state.expires > now).count();
@@ -186,6 +199,7 @@ mod tests {
         let ask = CreatePermissionRequest::decode(&Message::from_bytes(&bytes).unwrap()).unwrap();
         let want: Vec<SocketAddr> = peers.iter().map(|p| p.parse().unwrap()).collect();
         assert_eq!(ask.peers, want);
+        assert!(!ask.malformed_after);
     }
 
     #[test]
@@ -194,5 +208,46 @@ mod tests {
         let p = PermissionState::none(now);
         assert!(p.expires <= now);
         assert!(!p.own_relay());
+    }
+
+    #[test]
+    fn peer_addresses_are_judged_in_order_a_denied_one_before_a_malformed_one_is_403() {
+        use crate::proto::test_support::{client, code, core, nonce_for};
+        use crate::testing::FakeRelays;
+        use stun_types::attribute::{AttributeType, RawAttribute};
+        use turn_types::attribute::RequestedTransport;
+        use turn_types::message::ALLOCATE;
+        let now = Instant::now();
+        let mut c = core(1, now);
+        c.resources_mut().denied.push("10.0.0.1".parse().unwrap());
+        let mut relays = FakeRelays::default();
+        let udp = |w: &mut stun_types::message::MessageWriteVec, _| {
+            w.add_attribute(&RequestedTransport::new(17)).unwrap();
+        };
+        let nonce = nonce_for(&mut c, now, &mut relays, ALLOCATE, udp);
+        let mut out = Vec::new();
+        c.handle_client(
+            now,
+            client(),
+            &request(ALLOCATE, &nonce, udp),
+            &mut relays,
+            &mut out,
+        );
+        let bad_family = [0, 9, 0, 1, 1, 2, 3, 4];
+        for (first, want) in [("10.0.0.1:1", 403), ("8.8.8.8:1", 400)] {
+            let req = request(CREATE_PERMISSION, &nonce, |w, t| {
+                w.add_attribute(&XorPeerAddress::new(first.parse().unwrap(), t))
+                    .unwrap();
+                let raw = RawAttribute::new(AttributeType::new(0x0012), &bad_family);
+                w.add_attribute(&raw).unwrap();
+            });
+            out.clear();
+            c.handle_client(now, client(), &req, &mut relays, &mut out);
+            assert_eq!(code(&out[0].data), Some(want), "first peer {first}");
+        }
+        assert!(
+            c.allocs.iter().all(|(_, a)| a.perms.is_empty()),
+            "none installed"
+        );
     }
 }

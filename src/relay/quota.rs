@@ -73,7 +73,9 @@ impl Quotas {
             return Err(QuotaError::Total);
         }
         let per_user = match c.scaled.get(user) {
-            Some(&(factor, until)) if until > Instant::now() => limits.per_user * factor,
+            Some(&(factor, until)) if until > Instant::now() => {
+                limits.per_user.saturating_mul(factor)
+            }
             _ => limits.per_user,
         };
         if c.users.get(user).copied().unwrap_or(0) >= per_user {

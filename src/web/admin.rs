@@ -50,7 +50,12 @@ impl std::fmt::Debug for OpsState {
 }
 
 async fn metrics(State(st): State<Arc<OpsState>>) -> Response {
-    let body = st.ops.metrics(st.hub.as_ref().map(|h| h.counts()));
+    // The shards are asked for their counters: wait for them off the async workers.
+    let signaling = st.hub.as_ref().map(|h| h.counts());
+    let ops = st.ops.clone();
+    let Ok(body) = tokio::task::spawn_blocking(move || ops.metrics(signaling)).await else {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
     (
         [(
             header::CONTENT_TYPE,
