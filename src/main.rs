@@ -42,6 +42,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Probe(p) => Ok(natpass::cli::probe::run(p)),
         Command::Peer(a) => Ok(natpass::cli::probe::peer(a)),
         Command::Credential(a) => {
+            if let Some(w) = a.ttl_warning()? {
+                eprintln!("natpass: {w}");
+            }
             let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
             let (u, p) = natpass::auth::mint_rest(&a.secret, &a.user, a.ttl, now);
             if a.json {

@@ -421,3 +421,94 @@ fn probes_over_tcp_and_tls_against_natpass() {
     assert_eq!(json(&out)["transport"], "tls");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// The credentials `turnutils_uclient -W` and most web apps mint (valid for a day) work on a
+/// default server; a 401 to a REST credential says whether it expired or is too far ahead;
+/// `natpass credential` warns when its `--ttl` is above the server's limit.
+#[test]
+fn rest_credentials_valid_for_a_day_work_and_refusals_name_their_cause() {
+    let mut o = alice_loopback();
+    o.auth_secrets = vec!["day-s".parse().unwrap()];
+    let n = start_server(o);
+    let addr = n.udp_addrs[0].to_string();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let secret: natpass::auth::Secret = "day-s".parse().unwrap();
+    let probe = |user: &str, pass: &str| {
+        natpass(&[
+            "probe",
+            "turn",
+            &addr,
+            "--user",
+            user,
+            "--password",
+            pass,
+            "--count",
+            "3",
+            "--rate",
+            "100",
+        ])
+    };
+    let (u, p) = natpass::auth::mint_rest(&secret, "app", 86_400, now);
+    let out = probe(&u, &p);
+    assert!(
+        out.status.success(),
+        "a day-long credential: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (u, p) = natpass::auth::mint_rest(&secret, "app", 90_000, now);
+    let err = String::from_utf8_lossy(&probe(&u, &p).stderr).into_owned();
+    assert!(
+        err.contains("401") && err.contains("too far in the future") && !err.contains("expired"),
+        "{err}"
+    );
+    let (u, p) = natpass::auth::mint_rest(&secret, "app", 0, now - 100);
+    let err = String::from_utf8_lossy(&probe(&u, &p).stderr).into_owned();
+    assert!(err.contains("401") && err.contains("expired"), "{err}");
+
+    let warned = natpass(&[
+        "credential",
+        "--secret",
+        "s",
+        "--user",
+        "x",
+        "--ttl",
+        "90000",
+    ]);
+    assert!(warned.status.success());
+    let w = String::from_utf8_lossy(&warned.stderr);
+    assert!(w.contains("warning") && w.contains("86400"), "{w}");
+    let quiet = natpass(&[
+        "credential",
+        "--secret",
+        "s",
+        "--user",
+        "x",
+        "--ttl",
+        "86400",
+    ]);
+    assert!(
+        quiet.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&quiet.stderr)
+    );
+    let dir = temp_dir("cred-ttl");
+    let file = dir.join("server.toml");
+    std::fs::write(&file, "rest-max-ttl = 600\n").unwrap();
+    let warned = natpass(&[
+        "credential",
+        "--secret",
+        "s",
+        "--user",
+        "x",
+        "--ttl",
+        "601",
+        "--config",
+        file.to_str().unwrap(),
+    ]);
+    let w = String::from_utf8_lossy(&warned.stderr);
+    assert!(w.contains("warning") && w.contains("600 s"), "{w}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

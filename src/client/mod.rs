@@ -38,7 +38,7 @@ pub enum ClientError {
     #[error("{0}")]
     Io(#[from] std::io::Error),
     /// An error response.
-    #[error("{method} failed: {code} {reason} ({})", explain(*.code))]
+    #[error("{method} failed: {code} {reason} ({hint})")]
     Stun {
         /// Request method name.
         method: &'static str,
@@ -46,6 +46,9 @@ pub enum ClientError {
         code: u16,
         /// Reason phrase sent by the server.
         reason: String,
+        /// What the code usually means here ([`explain`], or a sharper reading of a 401 to a
+        /// REST credential).
+        hint: String,
     },
     /// A response we cannot use.
     #[error("protocol error: {0}")]
@@ -405,7 +408,7 @@ impl Client {
             let _ = w.add_fingerprint();
         });
         let r = self.transact(&req)?;
-        check(&r, "Binding")?;
+        check(&r, "Binding", None)?;
         Ok(r)
     }
 
@@ -459,7 +462,11 @@ impl Client {
             break;
         }
         let r = last.ok_or_else(|| ClientError::Protocol("no response".into()))?;
-        check(&r, method_name(method))?;
+        check(
+            &r,
+            method_name(method),
+            self.user.as_ref().map(|(u, _)| u.as_str()),
+        )?;
         Ok(r)
     }
 
@@ -673,18 +680,44 @@ pub fn parse_incoming(frame: &[u8]) -> Option<Incoming> {
     }
 }
 
-fn check(r: &Response, method: &'static str) -> Result<(), ClientError> {
+fn check(r: &Response, method: &'static str, user: Option<&str>) -> Result<(), ClientError> {
     let m = r.message();
     if m.has_class(MessageClass::Error) {
         let (code, reason) = m
             .attribute::<ErrorCode>()
             .map(|e| (e.code(), e.reason().to_owned()))
             .unwrap_or((0, "error response without ERROR-CODE".into()));
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
         return Err(ClientError::Stun {
             method,
             code,
             reason,
+            hint: hint(code, user, now),
         });
     }
     Ok(())
+}
+
+/// [`explain`], except that a 401 to a TURN REST username (`EXPIRY:NAME`) says which of its
+/// failures it most likely is: expired, too far in the future, or the wrong secret.
+pub fn hint(code: u16, user: Option<&str>, unix_now: u64) -> String {
+    let expiry = user
+        .and_then(|u| u.split_once(':'))
+        .and_then(|(e, _)| e.parse::<u64>().ok());
+    match (code, expiry) {
+        (401, Some(expiry)) if expiry <= unix_now => format!(
+            "the REST credential expired {} s ago: mint a fresh one",
+            unix_now - expiry
+        ),
+        (401, Some(expiry)) => format!(
+            "the REST credential is valid for {} s more: either the server's shared secret or \
+             realm differs, or the credential is too far in the future for its limit (natpass: \
+             rest-max-ttl, {} s by default)",
+            expiry - unix_now,
+            crate::config::defaults::REST_MAX_TTL
+        ),
+        _ => explain(code).to_owned(),
+    }
 }

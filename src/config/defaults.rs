@@ -28,8 +28,10 @@ pub const ADMIN_LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::
 pub const CREDENTIAL_TTL: u64 = 600;
 /// `room-size`.
 pub const ROOM_SIZE: usize = 8;
-/// `rest-max-ttl` (seconds).
-pub const REST_MAX_TTL: u64 = 3600;
+/// `rest-max-ttl` (seconds): one day, what the TURN REST scheme
+/// (draft-uberti-behave-turn-rest §2.2) recommends and what `turnutils_uclient -W` and most web
+/// apps mint, so their credentials work unchanged.
+pub const REST_MAX_TTL: u64 = 86400;
 /// `nonce-lifetime` (seconds).
 pub const NONCE_LIFETIME: u64 = 600;
 /// `strict-channel-numbers`.
