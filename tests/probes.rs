@@ -512,3 +512,103 @@ fn rest_credentials_valid_for_a_day_work_and_refusals_name_their_cause() {
     assert!(w.contains("warning") && w.contains("600 s"), "{w}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `probe load` deletes its allocations when it fails part-way (486 at the user's quota of
+/// 10) and when it is interrupted (SIGINT, SIGTERM): right after, the same user can allocate.
+#[test]
+fn probe_load_frees_the_users_quota_after_failing_or_being_interrupted() {
+    let n = start_server(alice_loopback());
+    let addr = n.udp_addrs[0].to_string();
+    let turn_works = |when: &str| {
+        let out = natpass(&[
+            "probe",
+            "turn",
+            &addr,
+            "--user",
+            "alice",
+            "--password",
+            "secret",
+            "--count",
+            "2",
+            "--rate",
+            "100",
+        ]);
+        assert!(
+            out.status.success(),
+            "{when}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let load = |allocations: &str, duration: &str| {
+        vec![
+            "probe".to_owned(),
+            "load".into(),
+            addr.clone(),
+            "--user".into(),
+            "alice".into(),
+            "--password".into(),
+            "secret".into(),
+            "--allocations".into(),
+            allocations.into(),
+            "--rate".into(),
+            "200".into(),
+            "--duration".into(),
+            duration.into(),
+        ]
+    };
+    // Failing part-way: 12 allocations against a quota of 10.
+    let out = Command::new(env!("CARGO_BIN_EXE_natpass"))
+        .args(load("12", "1"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("486"), "{err}");
+    turn_works("after a load that failed with 486");
+    // `probe turn` failing after its Allocate (403 for a denied peer), more times than the quota.
+    for _ in 0..11 {
+        let out = natpass(&[
+            "probe",
+            "turn",
+            &addr,
+            "--user",
+            "alice",
+            "--password",
+            "secret",
+            "--peer",
+            "10.1.2.3:9",
+        ]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("403"), "{err}");
+    }
+    turn_works("after eleven probe turn runs that failed with 403");
+    // Interrupted while sending, by either signal.
+    for signal in ["-INT", "-TERM"] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_natpass"))
+            .args(load("10", "60"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        let pid = child.id().to_string();
+        let killed = Command::new("kill").args([signal, &pid]).status().unwrap();
+        assert!(killed.success());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break s;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("probe load did not stop within 10 s of {signal}");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+        let mut err = String::new();
+        std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+        assert_eq!(status.code(), Some(130), "{signal}: {err}");
+        assert!(err.contains("interrupted"), "{signal}: {err}");
+        turn_works(&format!("after a load interrupted by {signal}"));
+    }
+}

@@ -182,7 +182,21 @@ fn fail(json: bool, e: impl std::fmt::Display) -> ExitCode {
         println!("{}", serde_json::json!({ "error": e.to_string() }));
     }
     eprintln!("natpass probe: {e}");
-    ExitCode::FAILURE
+    if probe::interrupted() {
+        // The shell's convention for "ended by SIGINT".
+        ExitCode::from(130)
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// Probes that allocate catch SIGINT/SIGTERM to delete their allocations before exiting.
+fn catch_signals() {
+    if let Err(e) = probe::stop_on_signals() {
+        eprintln!(
+            "natpass probe: cannot catch SIGINT/SIGTERM ({e}); an interrupt leaves allocations to expire"
+        );
+    }
 }
 
 fn print_json<T: serde::Serialize>(v: &T) {
@@ -201,6 +215,9 @@ pub fn run(cmd: ProbeCmd) -> ExitCode {
         Ok(s) => s,
         Err(e) => return fail(json, e),
     };
+    if matches!(cmd, ProbeCmd::Turn(_) | ProbeCmd::Load(_)) {
+        catch_signals();
+    }
     match cmd {
         ProbeCmd::Stun(a) => {
             let t = a
@@ -449,6 +466,7 @@ pub fn peer(a: PeerArgs) -> ExitCode {
             a.permit.clone()
         };
         let duration = a.duration.map(Duration::from_secs_f64);
+        catch_signals();
         return match probe::relay_echo(
             &spec,
             a.transport,

@@ -53,6 +53,9 @@ pub enum ClientError {
     /// A response we cannot use.
     #[error("protocol error: {0}")]
     Protocol(String),
+    /// SIGINT or SIGTERM arrived; what was allocated has been released.
+    #[error("interrupted (what was allocated has been released)")]
+    Interrupted,
 }
 
 /// What a STUN/TURN error code usually means, for humans.
@@ -175,6 +178,9 @@ pub struct Client {
     pub max_tries: u32,
     pending: VecDeque<Incoming>,
     buf: Vec<u8>,
+    /// An allocation of ours is (probably) alive on the server: [`Client::release`] and the
+    /// drop delete it.
+    allocated: bool,
 }
 
 impl Client {
@@ -255,6 +261,7 @@ impl Client {
             max_tries: 4,
             pending: VecDeque::new(),
             buf: vec![0; 65_536 + 4],
+            allocated: false,
         }
     }
 
@@ -493,6 +500,7 @@ impl Client {
             .filter_map(|n| m.nth_attribute::<XorRelayedAddress>(n).ok())
             .map(|a| a.addr(txid))
             .collect();
+        self.allocated = true;
         if relayed.is_empty() {
             return Err(ClientError::Protocol(
                 "Allocate success without XOR-RELAYED-ADDRESS".into(),
@@ -510,11 +518,35 @@ impl Client {
     pub fn refresh(&mut self, lifetime: u32) -> Result<u32, ClientError> {
         let r = self.request(REFRESH, |w, _| {
             let _ = w.add_attribute(&Lifetime::new(lifetime));
-        })?;
+        });
+        if lifetime == 0 && matches!(r, Ok(_) | Err(ClientError::Stun { code: 437, .. })) {
+            self.allocated = false;
+        }
+        let r = r?;
         Ok(r.message()
             .attribute::<Lifetime>()
             .map(|l| l.seconds())
             .unwrap_or(0))
+    }
+
+    /// Whether an allocation made by this client may still be alive on the server.
+    pub fn has_allocation(&self) -> bool {
+        self.allocated
+    }
+
+    /// Delete our allocation (Refresh with LIFETIME 0), if there is one, with a short
+    /// retransmission budget; true when the server confirmed it (or none was left). Dropping
+    /// the client does the same, so a probe that fails part-way leaves nothing allocated.
+    pub fn release(&mut self) -> bool {
+        if !self.allocated {
+            return true;
+        }
+        self.max_tries = self.max_tries.min(2);
+        let ok = self.refresh(0).is_ok();
+        // Whatever the answer, one attempt is all a client makes: a server that does not
+        // answer will expire the allocation itself.
+        self.allocated = false;
+        ok
     }
 
     /// CreatePermission for these peers.
@@ -677,6 +709,12 @@ pub fn parse_incoming(frame: &[u8]) -> Option<Incoming> {
             Some(Incoming::Data { peer, data })
         }
         _ => None,
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.release();
     }
 }
 

@@ -262,6 +262,11 @@ pub fn run(spec: &ServerSpec, o: &LoadOptions) -> Result<LoadReport, ClientError
                     let mut mine: Vec<(usize, Client)> = Vec::new();
                     let mut known: Option<(String, String)> = None;
                     for i in (t..o.allocations).step_by(setup_threads) {
+                        // On an error or an interrupt, `mine` is dropped and every client in it
+                        // deletes its allocation.
+                        if super::interrupted() {
+                            return Err(ClientError::Interrupted);
+                        }
                         let (u, p) = match &o.creds {
                             Creds::Secret(s, name) => {
                                 Creds::Secret(s.clone(), format!("{name}{i}")).resolve()
@@ -306,8 +311,18 @@ pub fn run(spec: &ServerSpec, o: &LoadOptions) -> Result<LoadReport, ClientError
             .map(|h| h.join().expect("setup thread"))
             .collect()
     });
+    // One failed setup thread fails the run; the clients of the others are dropped with
+    // `results`, which deletes their allocations too.
+    let mut failed = None;
     for r in results {
-        clients.extend(r?);
+        match r {
+            Ok(mine) => clients.extend(mine),
+            Err(e) => failed = failed.or(Some(e)),
+        }
+    }
+    if let Some(e) = failed {
+        release_all(&mut clients);
+        return Err(e);
     }
     clients.sort_by_key(|(i, _)| *i);
     let setup_seconds = setup_start.elapsed().as_secs_f64();
@@ -352,16 +367,9 @@ pub fn run(spec: &ServerSpec, o: &LoadOptions) -> Result<LoadReport, ClientError
     }
     let (sent, received, hist, send_end) =
         drive(flows, echoes, o, if o.no_channel { 1 } else { 0 });
-    // Release the allocations (the sockets are blocking again for the client).
-    for (_, c) in &mut clients {
-        if let Some(s) = c.udp_socket() {
-            let _ = s.set_nonblocking(false);
-        }
-        if let Some(s) = c.tcp_stream() {
-            let _ = s.set_nonblocking(false);
-        }
-        c.max_tries = 3;
-        let _ = c.refresh(0);
+    release_all(&mut clients);
+    if super::interrupted() {
+        return Err(ClientError::Interrupted);
     }
     Ok(report(
         spec,
@@ -374,6 +382,28 @@ pub fn run(spec: &ServerSpec, o: &LoadOptions) -> Result<LoadReport, ClientError
         &hist,
         send_end,
     ))
+}
+
+/// Delete every allocation (Refresh with LIFETIME 0), from a few threads at once: after a
+/// failure or an interrupt the user's quota is free again before the probe exits.
+fn release_all(clients: &mut [(usize, Client)]) {
+    let per = clients.len().div_ceil(8).max(1);
+    std::thread::scope(|sc| {
+        for chunk in clients.chunks_mut(per) {
+            sc.spawn(move || {
+                for (_, c) in chunk {
+                    // The sockets are blocking again for the client.
+                    if let Some(s) = c.udp_socket() {
+                        let _ = s.set_nonblocking(false);
+                    }
+                    if let Some(s) = c.tcp_stream() {
+                        let _ = s.set_nonblocking(false);
+                    }
+                    c.release();
+                }
+            });
+        }
+    });
 }
 
 /// Plain UDP to an echo server (the floor the TURN figures are compared with), or STUN
@@ -622,8 +652,9 @@ fn worker(
     loop {
         let now = Instant::now();
         let elapsed = now.duration_since(start);
-        let sending = elapsed < duration && count.is_none_or(|c| res.sent < c);
-        if !sending && (res.received >= res.sent || elapsed > duration + grace) {
+        let stop = super::interrupted();
+        let sending = !stop && elapsed < duration && count.is_none_or(|c| res.sent < c);
+        if stop || (!sending && (res.received >= res.sent || elapsed > duration + grace)) {
             break;
         }
         if sending {

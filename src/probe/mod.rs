@@ -14,6 +14,58 @@ use serde::Serialize;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
+static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether SIGINT or SIGTERM arrived since [`stop_on_signals`]: the probes that allocate stop,
+/// delete their allocations and return [`ClientError::Interrupted`].
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Catch SIGINT and SIGTERM (on a thread of its own) so that a probe holding allocations can
+/// delete them before it exits; a second signal exits at once (status 130). Without this call
+/// the signals keep their default action.
+pub fn stop_on_signals() -> std::io::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()?;
+    // Registered here, before the probe starts, so no signal falls between the two.
+    let (mut int, mut term) = rt.block_on(async {
+        Ok::<_, std::io::Error>((
+            signal(SignalKind::interrupt())?,
+            signal(SignalKind::terminate())?,
+        ))
+    })?;
+    std::thread::Builder::new()
+        .name("natpass-signals".into())
+        .spawn(move || {
+            rt.block_on(async move {
+                let mut seen = false;
+                loop {
+                    tokio::select! {
+                        _ = int.recv() => {}
+                        _ = term.recv() => {}
+                    }
+                    if seen {
+                        std::process::exit(130);
+                    }
+                    seen = true;
+                    INTERRUPTED.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+            })
+        })?;
+    Ok(())
+}
+
+fn check_interrupted() -> Result<(), ClientError> {
+    if interrupted() {
+        Err(ClientError::Interrupted)
+    } else {
+        Ok(())
+    }
+}
+
 /// The transport a probe uses to reach the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -416,6 +468,7 @@ pub fn turn(spec: &ServerSpec, opts: &TurnOptions) -> Result<TurnReport, ClientE
     let mut sent = 0u32;
     let mut payload = vec![0u8; size];
     loop {
+        check_interrupted()?;
         let now = Instant::now();
         if sent < opts.count && now >= next {
             payload[..4].copy_from_slice(&sent.to_be_bytes());
@@ -440,6 +493,8 @@ pub fn turn(spec: &ServerSpec, opts: &TurnOptions) -> Result<TurnReport, ClientE
             }
             now + Duration::from_millis(50)
         };
+        // Short waits, so that an interrupt is seen within a fraction of a second.
+        let deadline = deadline.min(Instant::now() + Duration::from_millis(200));
         if let Some(inc) = c.recv_data(deadline)? {
             let data = match inc {
                 Incoming::Channel { channel: ch, data } if ch == channel => data,
@@ -460,7 +515,7 @@ pub fn turn(spec: &ServerSpec, opts: &TurnOptions) -> Result<TurnReport, ClientE
             }
         }
     }
-    let _ = c.refresh(0);
+    c.release();
     rtts.sort_by(f64::total_cmp);
     let pct = |p: f64| rtts[((rtts.len() - 1) as f64 * p).round() as usize];
     Ok(TurnReport {
@@ -502,7 +557,7 @@ pub fn relay_echo(
     let mut last_refresh = Instant::now();
     let mut echoed = 0u64;
     loop {
-        if duration.is_some_and(|d| start.elapsed() >= d) {
+        if duration.is_some_and(|d| start.elapsed() >= d) || interrupted() {
             break;
         }
         if last_refresh.elapsed() > Duration::from_secs(120) {
@@ -518,7 +573,7 @@ pub fn relay_echo(
             Some(Incoming::Channel { .. }) | None => {}
         }
     }
-    let _ = c.refresh(0);
+    c.release();
     Ok(echoed)
 }
 
