@@ -253,9 +253,10 @@ fn probe_errors_are_clear_with_nonzero_exit() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("401") && err.contains("wrong username/password"),
+        err.contains("401 Unauthorized (") && err.contains("wrong username/password"),
         "{err}"
     );
+    assert!(!err.contains("  "), "no double space: {err}");
     // Denied peer: 403 with its meaning.
     let out = natpass(&[
         "probe",

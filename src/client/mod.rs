@@ -58,6 +58,32 @@ pub enum ClientError {
     Interrupted,
 }
 
+/// The standard reason phrase of a STUN/TURN error code (RFC 8489 §14.8, RFC 8656 §19,
+/// RFC 6062 §6.3), printed when a server sends none (natpass keeps its 401 challenge minimal).
+pub fn code_name(code: u16) -> &'static str {
+    match code {
+        300 => "Try Alternate",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        405 => "Mobility Forbidden",
+        420 => "Unknown Attribute",
+        437 => "Allocation Mismatch",
+        438 => "Stale Nonce",
+        440 => "Address Family not Supported",
+        441 => "Wrong Credentials",
+        442 => "Unsupported Transport Protocol",
+        443 => "Peer Address Family Mismatch",
+        446 => "Connection Already Exists",
+        447 => "Connection Timeout or Failure",
+        486 => "Allocation Quota Reached",
+        487 => "Role Conflict",
+        500 => "Server Error",
+        508 => "Insufficient Capacity",
+        _ => "Error",
+    }
+}
+
 /// What a STUN/TURN error code usually means, for humans.
 pub fn explain(code: u16) -> &'static str {
     match code {
@@ -723,8 +749,13 @@ fn check(r: &Response, method: &'static str, user: Option<&str>) -> Result<(), C
     if m.has_class(MessageClass::Error) {
         let (code, reason) = m
             .attribute::<ErrorCode>()
-            .map(|e| (e.code(), e.reason().to_owned()))
+            .map(|e| (e.code(), e.reason().trim().to_owned()))
             .unwrap_or((0, "error response without ERROR-CODE".into()));
+        let reason = if reason.is_empty() {
+            code_name(code).to_owned()
+        } else {
+            reason
+        };
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
