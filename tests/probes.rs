@@ -613,3 +613,95 @@ fn probe_load_frees_the_users_quota_after_failing_or_being_interrupted() {
         turn_works(&format!("after a load interrupted by {signal}"));
     }
 }
+
+/// On a default server (no users, a generated secret, loopback peers denied) `probe turn`
+/// says in one line what to do; progress shows as it happens (each Binding as it is answered
+/// or given up on; on a terminal, each TURN step and a live line of `probe load`).
+#[test]
+fn probe_turn_explains_the_first_run_and_probes_show_progress() {
+    let n = start_server(natpass::config::Overrides::default());
+    let addr = n.udp_addrs[0].to_string();
+    let out = natpass(&["probe", "turn", &addr]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("--auth-secret") && err.lines().count() == 1,
+        "{err}"
+    );
+    let o = natpass::config::Overrides {
+        auth_secrets: vec!["first".parse().unwrap()],
+        ..Default::default()
+    };
+    let n = start_server(o);
+    let addr = n.udp_addrs[0].to_string();
+    let out = natpass(&["probe", "turn", &addr, "--secret", "first"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("--allow-peer 127.0.0.0/8")
+            && err.contains("--peer")
+            && err.lines().count() == 1,
+        "{err}"
+    );
+
+    // A dead port: the first Binding's outcome shows before the other two are tried.
+    let dead = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let dead_addr = dead.local_addr().unwrap().to_string();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_natpass"))
+        .args(["probe", "stun", &dead_addr, "--count", "3"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line);
+        let _ = tx.send(line);
+    });
+    let first = rx.recv_timeout(std::time::Duration::from_secs(10));
+    let still_running = child.try_wait().unwrap().is_none();
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = reader.join();
+    let first = first.expect("a line within 10 s");
+    assert!(
+        first.contains("binding 1/3") && first.contains("no response") && still_running,
+        "{first}"
+    );
+
+    // On a terminal (`script` gives the probe one): TURN steps and the load's live line.
+    if Command::new("script").arg("--version").output().is_err() {
+        return;
+    }
+    let mut o = alice_loopback();
+    o.listen = vec![];
+    let n = start_server(o);
+    let addr = n.udp_addrs[0].to_string();
+    let bin = env!("CARGO_BIN_EXE_natpass");
+    let on_tty = |cmd: String| {
+        let out = Command::new("script")
+            .args(["-qec", &cmd, "/dev/null"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let text = on_tty(format!(
+        "{bin} probe turn {addr} --user alice --password secret --count 3 --rate 100"
+    ));
+    for step in [
+        "allocating",
+        "allocated 127.0.0.1:",
+        "permission for peer",
+        "echoing 3",
+    ] {
+        assert!(text.contains(step), "`{step}` not in:\n{text}");
+    }
+    let text = on_tty(format!(
+        "{bin} probe load {addr} --user alice --password secret --allocations 2 --rate 200 --duration 1.2"
+    ));
+    assert!(
+        text.contains("setup: 2/2 allocations") && text.contains("s: sent "),
+        "{text}"
+    );
+}

@@ -53,6 +53,9 @@ pub enum ClientError {
     /// A response we cannot use.
     #[error("protocol error: {0}")]
     Protocol(String),
+    /// A failure whose cause is known, with what to do about it (one line).
+    #[error("{0}")]
+    Advice(String),
     /// SIGINT or SIGTERM arrived; what was allocated has been released.
     #[error("interrupted (what was allocated has been released)")]
     Interrupted,

@@ -51,6 +51,16 @@ pub struct LoadOptions {
     pub raw: bool,
     /// No TURN: send STUN Binding requests to SERVER and count the answers.
     pub binding: bool,
+    /// Told of the setup and, twice a second, of what was sent and received so far (a
+    /// terminal's live line), if set.
+    pub progress: Option<fn(&str)>,
+}
+
+/// What the workers have sent and received so far, for the live line.
+#[derive(Default)]
+struct Live {
+    sent: std::sync::atomic::AtomicU64,
+    received: std::sync::atomic::AtomicU64,
 }
 
 /// Latency percentiles in microseconds.
@@ -254,10 +264,12 @@ pub fn run(spec: &ServerSpec, o: &LoadOptions) -> Result<LoadReport, ClientError
     let setup_start = Instant::now();
     let setup_threads = o.threads.clamp(1, 8).min(o.allocations.max(1));
     let mut clients: Vec<(usize, Client)> = Vec::with_capacity(o.allocations);
+    let made = std::sync::atomic::AtomicUsize::new(0);
     let results: Vec<Result<Vec<(usize, Client)>, ClientError>> = std::thread::scope(|sc| {
         let handles: Vec<_> = (0..setup_threads)
             .map(|t| {
                 let peers = &peers;
+                let made = &made;
                 sc.spawn(move || {
                     let mut mine: Vec<(usize, Client)> = Vec::new();
                     let mut known: Option<(String, String)> = None;
@@ -301,6 +313,10 @@ pub fn run(spec: &ServerSpec, o: &LoadOptions) -> Result<LoadReport, ClientError
                             c.channel_bind(crate::proto::ChannelNumber::MIN, peer)?;
                         }
                         mine.push((i, c));
+                        let n = made.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                        if let Some(p) = o.progress {
+                            p(&format!("setup: {n}/{} allocations", o.allocations));
+                        }
                     }
                     Ok(mine)
                 })
@@ -503,7 +519,9 @@ fn drive(
     let per_thread_rate = o.rate / o.threads.max(1) as f64;
     let per_thread_count = o.count.map(|c| c.div_ceil(o.threads.max(1) as u64));
     let window = o.window.max(1);
+    let live = Live::default();
     let outcomes: Vec<WorkerResult> = std::thread::scope(|sc| {
+        let live = &live;
         let handles: Vec<_> = flows
             .into_iter()
             .zip(echoes)
@@ -518,10 +536,27 @@ fn drive(
                         per_thread_count,
                         window,
                         kind,
+                        live,
                     )
                 })
             })
             .collect();
+        if let Some(p) = o.progress {
+            use std::sync::atomic::Ordering::Relaxed;
+            let mut ticks = 0u64;
+            while !handles.iter().all(|h| h.is_finished()) {
+                std::thread::sleep(Duration::from_millis(100));
+                ticks += 1;
+                if ticks % 5 == 0 {
+                    p(&format!(
+                        "{:.1} s: sent {}, received {}",
+                        start.elapsed().as_secs_f64(),
+                        live.sent.load(Relaxed),
+                        live.received.load(Relaxed)
+                    ));
+                }
+            }
+        }
         handles
             .into_iter()
             .map(|h| h.join().expect("load worker"))
@@ -608,6 +643,7 @@ fn worker(
     count: Option<u64>,
     window: u32,
     kind: u8,
+    live: &Live,
 ) -> WorkerResult {
     let mut res = WorkerResult {
         sent: 0,
@@ -649,8 +685,16 @@ fn worker(
     let mut next_flow = 0usize;
     let grace = Duration::from_secs(1);
     let mut seq: u64 = 0;
+    let (mut told_sent, mut told_received, mut told_at) = (0, 0, Instant::now());
     loop {
         let now = Instant::now();
+        if now.duration_since(told_at) >= Duration::from_millis(200) {
+            use std::sync::atomic::Ordering::Relaxed;
+            live.sent.fetch_add(res.sent - told_sent, Relaxed);
+            live.received
+                .fetch_add(res.received - told_received, Relaxed);
+            (told_sent, told_received, told_at) = (res.sent, res.received, now);
+        }
         let elapsed = now.duration_since(start);
         let stop = super::interrupted();
         let sending = !stop && elapsed < duration && count.is_none_or(|c| res.sent < c);

@@ -309,12 +309,14 @@ pub struct StunReport {
     pub errors: Vec<String>,
 }
 
-/// Send `count` Binding requests.
+/// Send `count` Binding requests; `each` hears of every answer or error as it happens (the
+/// number of the request, from 1), so a terminal shows progress while retransmissions wait.
 pub fn stun(
     spec: &ServerSpec,
     transport: ProbeTransport,
     count: u32,
     tls: &TlsOptions,
+    each: &mut dyn FnMut(u32, Result<&BindingResult, &str>),
 ) -> Result<StunReport, ClientError> {
     let mut c = connect_with(spec, transport, tls)?;
     let mut report = StunReport {
@@ -328,19 +330,32 @@ pub fn stun(
     for i in 0..count {
         report.sent += 1;
         match c.binding() {
-            Ok(r) => report.results.push(BindingResult {
-                mapped: r.mapped(),
-                from: r.from,
-                rtt_ms: r.rtt.as_secs_f64() * 1e3,
-                tries: r.tries,
-            }),
-            Err(e) => report.errors.push(e.to_string()),
+            Ok(r) => {
+                let b = BindingResult {
+                    mapped: r.mapped(),
+                    from: r.from,
+                    rtt_ms: round_ms(r.rtt),
+                    tries: r.tries,
+                };
+                each(i + 1, Ok(&b));
+                report.results.push(b);
+            }
+            Err(e) => {
+                let e = e.to_string();
+                each(i + 1, Err(&e));
+                report.errors.push(e);
+            }
         }
         if i + 1 < count {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
     Ok(report)
+}
+
+/// A duration in milliseconds, rounded to the microsecond (JSON without float noise).
+pub fn round_ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e3
 }
 
 /// Credentials for the TURN probes.
@@ -388,6 +403,8 @@ pub struct TurnOptions {
     pub no_channel: bool,
     /// TLS verification.
     pub tls: TlsOptions,
+    /// Told of each step as it happens (a terminal's progress lines), if set.
+    pub progress: Option<fn(&str)>,
 }
 
 /// `probe turn` report.
@@ -423,11 +440,22 @@ fn is_local(ip: IpAddr) -> bool {
 
 /// Allocate, permit, bind, echo `count` messages through the relay, then release.
 pub fn turn(spec: &ServerSpec, opts: &TurnOptions) -> Result<TurnReport, ClientError> {
+    let step = |m: &str| {
+        if let Some(p) = opts.progress {
+            p(m)
+        }
+    };
+    step(&format!(
+        "connecting to {} over {}",
+        spec.addr, opts.transport
+    ));
     let mut c = connect_with(spec, opts.transport, &opts.tls)?;
     let (user, pass) = opts.creds.resolve();
     c.set_credentials(&user, &pass);
+    step("allocating");
     let alloc = c.allocate(Some(opts.family), None)?;
     let relayed = alloc.relayed[0];
+    step(&format!("allocated {relayed} for {} s", alloc.lifetime));
     let mut _echo = None;
     let peer = match opts.peer {
         Some(p) => p,
@@ -453,11 +481,28 @@ pub fn turn(spec: &ServerSpec, opts: &TurnOptions) -> Result<TurnReport, ClientE
             ));
         }
     };
-    c.create_permission(&[peer])?;
+    // The probe's own echo peer is on this machine, which a server's default policy denies.
+    let own_peer = _echo.is_some();
+    let denied = |e: ClientError| match e {
+        ClientError::Stun { code: 403, .. } if own_peer => ClientError::Advice(format!(
+            "the server denies the probe's own echo peer {peer} (403; loopback and private \
+             peers are denied by default): start the server with --allow-peer {} for a test on \
+             this machine, or give --peer ADDR of an echo peer it may reach (`natpass peer`)",
+            match peer.ip() {
+                IpAddr::V4(_) => "127.0.0.0/8",
+                IpAddr::V6(_) => "::1/128",
+            }
+        )),
+        e => e,
+    };
+    step(&format!("permission for peer {peer}"));
+    c.create_permission(&[peer]).map_err(denied)?;
     let channel = crate::proto::ChannelNumber::MIN;
     if !opts.no_channel {
-        c.channel_bind(channel, peer)?;
+        step("binding channel 0x4000");
+        c.channel_bind(channel, peer).map_err(denied)?;
     }
+    step(&format!("echoing {} messages", opts.count));
     let size = opts.size.max(12);
     let interval = Duration::from_secs_f64(1.0 / opts.rate.max(0.1));
     let start = Instant::now();
@@ -511,7 +556,7 @@ pub fn turn(spec: &ServerSpec, opts: &TurnOptions) -> Result<TurnReport, ClientE
                 seen[seq] = true;
                 received += 1;
                 let sent_at = Duration::from_nanos(u64::from_be_bytes(t));
-                rtts.push((start.elapsed().saturating_sub(sent_at)).as_secs_f64() * 1e3);
+                rtts.push(round_ms(start.elapsed().saturating_sub(sent_at)));
             }
         }
     }
