@@ -4,8 +4,8 @@
 use clap::Parser;
 use natpass::CancellationToken;
 use natpass::cli::{Cli, Command, ServeArgs, json_str};
-use natpass::config::{Settings, ValidConfig};
-use natpass::lifecycle::{Server, Signals, check_certificates};
+use natpass::config::{HttpTls, Settings, ValidConfig};
+use natpass::lifecycle::{Server, Signals};
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -23,20 +23,19 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::CheckConfig { file } => {
-            let checked = ValidConfig::load(Some(&file), Settings::default())
-                .map_err(|e| e.to_string())
-                .and_then(|c| {
-                    check_certificates(&c).map_err(|e| format!("{}: {e}", file.display()))
-                });
-            match checked {
-                Ok(()) => {
-                    println!("{}: ok", file.display());
-                    Ok(ExitCode::SUCCESS)
-                }
-                Err(e) => {
+            // Every error at once: the file's, then its certificate files' (when it is valid).
+            let errors = match ValidConfig::load(Some(&file), Settings::default()) {
+                Ok(c) => certificate_errors(&c, &file),
+                Err(e) => vec![e.to_string()],
+            };
+            if errors.is_empty() {
+                println!("{}: ok", file.display());
+                Ok(ExitCode::SUCCESS)
+            } else {
+                for e in errors {
                     eprintln!("{e}");
-                    Ok(ExitCode::FAILURE)
                 }
+                Ok(ExitCode::FAILURE)
             }
         }
         Command::Probe(p) => Ok(natpass::cli::probe::run(p)),
@@ -62,6 +61,32 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Serve(args) => serve(&args),
     }
+}
+
+/// The certificate and key files `serve` would fail to load, each named by its key and line.
+fn certificate_errors(c: &ValidConfig, file: &std::path::Path) -> Vec<String> {
+    let http = match c.http.as_ref().map(|h| &h.tls) {
+        Some(HttpTls::Files(cert, key)) => Some((cert.clone(), key.clone())),
+        _ => None,
+    };
+    let mut out = Vec::new();
+    for (keys, pair) in [
+        (("tls-cert", "tls-key"), c.tls_files.clone()),
+        (("http-tls-cert", "http-tls-key"), http),
+    ] {
+        let Some((cert, key)) = pair else { continue };
+        if let Err(e) = natpass::tls::load(&cert, &key) {
+            let k = match e {
+                natpass::tls::TlsError::Key { .. } => keys.1,
+                _ => keys.0,
+            };
+            let line = natpass::config::line_in_file(file, k)
+                .map(|l| format!("line {l}: "))
+                .unwrap_or_default();
+            out.push(format!("{}: {line}key `{k}`: {e}", file.display()));
+        }
+    }
+    out
 }
 
 fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
