@@ -3,7 +3,7 @@
 
 use clap::Parser;
 use natpass::CancellationToken;
-use natpass::cli::{Cli, Command, ServeArgs, json_str};
+use natpass::cli::{Cli, Command, ERROR, ServeArgs, WARNING, json_str};
 use natpass::config::{HttpTls, Settings, ValidConfig};
 use natpass::lifecycle::{Server, Signals};
 use std::process::ExitCode;
@@ -14,7 +14,7 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("natpass: {e:#}");
+            eprintln!("{ERROR}{e:#}");
             ExitCode::FAILURE
         }
     }
@@ -26,14 +26,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             // Every error at once: the file's, then its certificate files' (when it is valid).
             let errors = match ValidConfig::load(Some(&file), Settings::default()) {
                 Ok(c) => certificate_errors(&c, &file),
-                Err(e) => vec![e.to_string()],
+                Err(e) => each_error(e),
             };
             if errors.is_empty() {
                 println!("{}: ok", file.display());
                 Ok(ExitCode::SUCCESS)
             } else {
                 for e in errors {
-                    eprintln!("{e}");
+                    eprintln!("{ERROR}{e}");
                 }
                 Ok(ExitCode::FAILURE)
             }
@@ -42,7 +42,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Peer(a) => Ok(natpass::cli::probe::peer(a)),
         Command::Credential(a) => {
             if let Some(w) = a.ttl_warning()? {
-                eprintln!("natpass: {w}");
+                eprintln!("{WARNING}{w}");
             }
             let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
             let (u, p) = natpass::auth::mint_rest(&a.secret, &a.user, a.ttl, now);
@@ -60,6 +60,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Serve(args) => serve(&args),
+    }
+}
+
+/// One line (or block, for a TOML syntax error) per error.
+fn each_error(e: natpass::config::ConfigError) -> Vec<String> {
+    match e {
+        natpass::config::ConfigError::Several(all) => all.iter().map(|e| e.to_string()).collect(),
+        e => vec![e.to_string()],
     }
 }
 
@@ -93,7 +101,9 @@ fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     let cfg = match args.to_config() {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("natpass: config error: {e}");
+            for e in each_error(e) {
+                eprintln!("{ERROR}{e}");
+            }
             return Ok(ExitCode::from(2));
         }
     };

@@ -705,3 +705,100 @@ fn probe_turn_explains_the_first_run_and_probes_show_progress() {
         "{text}"
     );
 }
+
+/// Every command's errors begin the same way; a refused TCP connection names the address;
+/// JSON figures have no binary float noise; `credential --json` without `--uri` is an error.
+#[test]
+fn errors_share_one_prefix_and_reports_are_clean() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed_addr = closed.local_addr().unwrap().to_string();
+    drop(closed);
+    let out = natpass(&["probe", "stun", &closed_addr, "--transport", "tcp"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.starts_with("natpass: error: ") && err.contains(&closed_addr),
+        "{err}"
+    );
+    let out = natpass(&["credential", "--secret", "s", "--user", "x", "--json"]);
+    assert!(
+        !out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--uri"));
+    // The same prefix from check-config, serve and peer.
+    let dir = temp_dir("prefix");
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, "realm = \"\"\n").unwrap();
+    let held = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let held_addr = held.local_addr().unwrap().to_string();
+    for args in [
+        vec!["check-config", bad.to_str().unwrap()],
+        vec!["serve", "--config", bad.to_str().unwrap()],
+        vec!["peer", "--listen", &held_addr],
+        vec!["probe", "turn", &closed_addr],
+    ] {
+        let out = natpass(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(err.starts_with("natpass: error: "), "{args:?}: {err}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+    // JSON: three decimals at most, whatever the measured times.
+    let n = start_server(alice_loopback());
+    let addr = n.udp_addrs[0].to_string();
+    fn noisy(v: &Value) -> bool {
+        match v {
+            Value::Number(n) => n
+                .to_string()
+                .split_once('.')
+                .is_some_and(|(_, frac)| frac.len() > 3),
+            Value::Array(a) => a.iter().any(noisy),
+            Value::Object(o) => o.values().any(noisy),
+            _ => false,
+        }
+    }
+    for args in [
+        vec!["probe", "stun", &addr, "--count", "3", "--json"],
+        vec![
+            "probe",
+            "turn",
+            &addr,
+            "--user",
+            "alice",
+            "--password",
+            "secret",
+            "--count",
+            "10",
+            "--rate",
+            "200",
+            "--json",
+        ],
+        vec![
+            "probe",
+            "load",
+            &addr,
+            "--user",
+            "alice",
+            "--password",
+            "secret",
+            "--allocations",
+            "2",
+            "--rate",
+            "300",
+            "--duration",
+            "0.7",
+            "--json",
+        ],
+    ] {
+        let out = natpass(&args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let j = json(&out);
+        assert!(!noisy(&j), "{args:?}: {j}");
+    }
+}

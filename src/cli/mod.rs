@@ -62,7 +62,7 @@ pub struct CredentialArgs {
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Print an RTCIceServer JSON entry (needs --uri) instead of two lines.
-    #[arg(long)]
+    #[arg(long, requires = "uri")]
     pub json: bool,
     /// TURN URI(s) for --json, e.g. turn:turn.example.org:3478.
     #[arg(long)]
@@ -87,7 +87,7 @@ impl CredentialArgs {
         };
         Ok((self.ttl > limit).then(|| {
             format!(
-                "warning: --ttl {} is above {whose} ({limit} s): a natpass server with that \
+                "--ttl {} is above {whose} ({limit} s): a natpass server with that \
                  limit refuses this credential (401) until it expires in less than {limit} s",
                 self.ttl
             )
@@ -101,6 +101,11 @@ impl ServeArgs {
         ValidConfig::load(self.config.as_deref(), self.settings.clone())
     }
 }
+
+/// How every command begins an error line on stderr.
+pub const ERROR: &str = "natpass: error: ";
+/// How every command begins a warning line on stderr.
+pub const WARNING: &str = "natpass: warning: ";
 
 /// JSON string escaping for the few strings we print.
 pub fn json_str(s: &str) -> String {

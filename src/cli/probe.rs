@@ -184,7 +184,7 @@ fn fail(json: bool, e: impl std::fmt::Display) -> ExitCode {
     if json {
         println!("{}", serde_json::json!({ "error": e.to_string() }));
     }
-    eprintln!("natpass probe: {e}");
+    eprintln!("{}{e}", crate::cli::ERROR);
     if probe::interrupted() {
         // The shell's convention for "ended by SIGINT".
         ExitCode::from(130)
@@ -211,7 +211,8 @@ fn live_line(m: &str) {
 fn catch_signals() {
     if let Err(e) = probe::stop_on_signals() {
         eprintln!(
-            "natpass probe: cannot catch SIGINT/SIGTERM ({e}); an interrupt leaves allocations to expire"
+            "{}cannot catch SIGINT/SIGTERM ({e}); an interrupt leaves allocations to expire",
+            crate::cli::WARNING
         );
     }
 }
@@ -521,7 +522,7 @@ pub fn peer(a: PeerArgs) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(err) => {
-            eprintln!("natpass peer: {err}");
+            eprintln!("{}{err}", crate::cli::ERROR);
             ExitCode::FAILURE
         }
     }

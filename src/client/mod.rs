@@ -226,7 +226,7 @@ impl Client {
 
     /// A TCP client.
     pub fn tcp(server: SocketAddr, timeout: Duration) -> std::io::Result<Self> {
-        let stream = TcpStream::connect_timeout(&server, timeout)?;
+        let stream = connect_tcp(server, timeout)?;
         stream.set_nodelay(true)?;
         Ok(Self::with_conn(
             Conn::Tcp {
@@ -244,7 +244,7 @@ impl Client {
         config: std::sync::Arc<rustls::ClientConfig>,
         timeout: Duration,
     ) -> Result<Self, ClientError> {
-        let stream = TcpStream::connect_timeout(&server, timeout)?;
+        let stream = connect_tcp(server, timeout)?;
         stream.set_nodelay(true)?;
         stream.set_read_timeout(Some(timeout))?;
         let sni = rustls::pki_types::ServerName::try_from(name.to_owned())
@@ -739,6 +739,13 @@ pub fn parse_incoming(frame: &[u8]) -> Option<Incoming> {
         }
         _ => None,
     }
+}
+
+/// A TCP connection whose failure names the address ("connection refused" alone does not say
+/// which server refused).
+fn connect_tcp(server: SocketAddr, timeout: Duration) -> std::io::Result<TcpStream> {
+    TcpStream::connect_timeout(&server, timeout)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("TCP connection to {server}: {e}")))
 }
 
 impl Drop for Client {

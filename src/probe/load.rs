@@ -480,25 +480,27 @@ fn report(
     send_end: f64,
 ) -> LoadReport {
     let lost = sent.saturating_sub(received);
+    // Three decimals: what the figures mean, without binary float noise in the JSON.
+    let r3 = |x: f64| (x * 1000.0).round() / 1000.0;
     LoadReport {
         server: spec.addr,
         allocations,
-        setup_seconds,
-        setup_rate: allocations as f64 / setup_seconds.max(1e-9),
+        setup_seconds: r3(setup_seconds),
+        setup_rate: r3(allocations as f64 / setup_seconds.max(1e-9)),
         size,
         channel: !o.no_channel,
-        offered_rate: o.rate,
-        duration_seconds: send_end,
+        offered_rate: r3(o.rate),
+        duration_seconds: r3(send_end),
         sent,
         received,
         lost,
         loss_percent: if sent == 0 {
             0.0
         } else {
-            lost as f64 * 100.0 / sent as f64
+            r3(lost as f64 * 100.0 / sent as f64)
         },
-        achieved_rate: received as f64 / send_end.max(1e-9),
-        achieved_mbit: received as f64 * size as f64 * 8.0 / 1e6 / send_end.max(1e-9),
+        achieved_rate: r3(received as f64 / send_end.max(1e-9)),
+        achieved_mbit: r3(received as f64 * size as f64 * 8.0 / 1e6 / send_end.max(1e-9)),
         latency_us: Latency {
             p50: hist.pct(0.5),
             p90: hist.pct(0.9),
