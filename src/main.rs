@@ -119,6 +119,9 @@ fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         if let Some(url) = server.http_url() {
             println!("natpass: call demo at {url}");
         }
+        if let Some(fp) = server.http_fingerprint() {
+            println!("natpass: its self-signed certificate's SHA-256 fingerprint is {fp}");
+        }
         let shutdown = CancellationToken::new();
         tokio::spawn(signals.forward(shutdown.clone(), server.ops()));
         server.serve(shutdown).await;

@@ -115,6 +115,8 @@ pub struct ValidConfig {
     pub strict_channel_numbers: bool,
     /// Quotas.
     pub quota: QuotaSection,
+    /// Where state kept across restarts lives (None: nowhere, made anew each start).
+    pub state_dir: Option<PathBuf>,
     /// Where this config came from, to read it again on reload.
     source: Option<Source>,
 }
@@ -411,6 +413,7 @@ impl ValidConfig {
                 .strict_channel_numbers
                 .unwrap_or(defaults::STRICT_CHANNEL_NUMBERS),
             quota,
+            state_dir: s.state_dir.clone().or_else(defaults::state_dir),
             source: None,
         })
     }
