@@ -571,6 +571,13 @@ impl Client {
             return true;
         }
         self.max_tries = self.max_tries.min(2);
+        // A caller may have shared the socket with an event loop that made it non-blocking.
+        if let Some(s) = self.udp_socket() {
+            let _ = s.set_nonblocking(false);
+        }
+        if let Some(s) = self.tcp_stream() {
+            let _ = s.set_nonblocking(false);
+        }
         let ok = self.refresh(0).is_ok();
         // Whatever the answer, one attempt is all a client makes: a server that does not
         // answer will expire the allocation itself.

@@ -408,13 +408,6 @@ fn release_all(clients: &mut [(usize, Client)]) {
         for chunk in clients.chunks_mut(per) {
             sc.spawn(move || {
                 for (_, c) in chunk {
-                    // The sockets are blocking again for the client.
-                    if let Some(s) = c.udp_socket() {
-                        let _ = s.set_nonblocking(false);
-                    }
-                    if let Some(s) = c.tcp_stream() {
-                        let _ = s.set_nonblocking(false);
-                    }
                     c.release();
                 }
             });
