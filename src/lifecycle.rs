@@ -51,7 +51,7 @@ pub struct Server {
     tasks: JoinSet<()>,
     web_stop: CancellationToken,
     drain: Duration,
-    http: Option<(SocketAddr, bool)>,
+    http: Option<HttpInfo>,
     metrics: Option<SocketAddr>,
     admin: Option<SocketAddr>,
 }
@@ -97,13 +97,30 @@ impl Server {
                 source,
             };
             let stop = web_stop.clone().cancelled_owned();
-            let l = crate::web::launch_with(h, ops.clone(), Some(state.clone()), stop)
+            let state_dir = match h.tls {
+                HttpTls::SelfSigned => cfg.state_dir.as_deref(),
+                _ => None,
+            };
+            let l = crate::web::launch_in(h, ops.clone(), Some(state.clone()), state_dir, stop)
                 .await
                 .map_err(err)?;
             state.hub = Some(l.hub.clone());
-            http = Some((l.addr, h.tls != HttpTls::Off));
-            let url = http_url(l.addr, h.tls != HttpTls::Off);
+            let url = http_url(l.addr, h.tls != HttpTls::Off, h.public_host.as_deref());
+            http = Some(HttpInfo {
+                addr: l.addr,
+                url: url.clone(),
+                fingerprint: l.fingerprint.clone(),
+            });
             tracing::info!(addr = %l.addr, "call demo: open {url} in two tabs or on two devices");
+            if let Some(fp) = &l.fingerprint {
+                tracing::info!(
+                    "self-signed certificate (SHA-256 {fp}){}",
+                    state_dir.map_or(
+                        " made for this run only: set state-dir to keep it".into(),
+                        |d| format!(", kept in {}", d.display())
+                    )
+                );
+            }
             tasks.spawn(async move {
                 let _ = l.task.await;
             });
@@ -153,12 +170,17 @@ impl Server {
 
     /// The web side's bound address.
     pub fn http_addr(&self) -> Option<SocketAddr> {
-        self.http.map(|(a, _)| a)
+        self.http.as_ref().map(|h| h.addr)
     }
 
-    /// The call page's URL.
+    /// The call page's URL: the one people should open (`public-host` when set).
     pub fn http_url(&self) -> Option<String> {
-        self.http.map(|(a, tls)| http_url(a, tls))
+        self.http.as_ref().map(|h| h.url.clone())
+    }
+
+    /// The SHA-256 fingerprint of the self-signed HTTPS certificate, when one is used.
+    pub fn http_fingerprint(&self) -> Option<String> {
+        self.http.as_ref().and_then(|h| h.fingerprint.clone())
     }
 
     /// The metrics listener's bound address.
@@ -214,12 +236,22 @@ pub fn check_certificates(cfg: &ValidConfig) -> Result<(), crate::tls::TlsError>
     Ok(())
 }
 
-fn http_url(addr: SocketAddr, tls: bool) -> String {
+/// The web side as the operator is told of it.
+#[derive(Debug, Clone)]
+struct HttpInfo {
+    addr: SocketAddr,
+    url: String,
+    fingerprint: Option<String>,
+}
+
+fn http_url(addr: SocketAddr, tls: bool, public_host: Option<&str>) -> String {
     let scheme = if tls { "https" } else { "http" };
-    let host = if addr.ip().is_loopback() || addr.ip().is_unspecified() {
-        "localhost".to_owned()
-    } else {
-        addr.ip().to_string()
+    let host = match public_host {
+        Some(h) if h.contains(':') => format!("[{h}]"),
+        Some(h) => h.to_owned(),
+        None if addr.ip().is_loopback() || addr.ip().is_unspecified() => "localhost".to_owned(),
+        None if addr.is_ipv6() => format!("[{}]", addr.ip()),
+        None => addr.ip().to_string(),
     };
     format!("{scheme}://{host}:{}/", addr.port())
 }

@@ -3,9 +3,9 @@
 
 use clap::Parser;
 use natpass::CancellationToken;
-use natpass::cli::{Cli, Command, ServeArgs, json_str};
-use natpass::config::{Settings, ValidConfig};
-use natpass::lifecycle::{Server, Signals, check_certificates};
+use natpass::cli::{Cli, Command, ERROR, ServeArgs, WARNING, json_str};
+use natpass::config::{HttpTls, Settings, ValidConfig};
+use natpass::lifecycle::{Server, Signals};
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -14,7 +14,7 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("natpass: {e:#}");
+            eprintln!("{ERROR}{e:#}");
             ExitCode::FAILURE
         }
     }
@@ -23,25 +23,27 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::CheckConfig { file } => {
-            let checked = ValidConfig::load(Some(&file), Settings::default())
-                .map_err(|e| e.to_string())
-                .and_then(|c| {
-                    check_certificates(&c).map_err(|e| format!("{}: {e}", file.display()))
-                });
-            match checked {
-                Ok(()) => {
-                    println!("{}: ok", file.display());
-                    Ok(ExitCode::SUCCESS)
+            // Every error at once: the file's, then its certificate files' (when it is valid).
+            let errors = match ValidConfig::load(Some(&file), Settings::default()) {
+                Ok(c) => certificate_errors(&c, &file),
+                Err(e) => each_error(e),
+            };
+            if errors.is_empty() {
+                println!("{}: ok", file.display());
+                Ok(ExitCode::SUCCESS)
+            } else {
+                for e in errors {
+                    eprintln!("{ERROR}{e}");
                 }
-                Err(e) => {
-                    eprintln!("{e}");
-                    Ok(ExitCode::FAILURE)
-                }
+                Ok(ExitCode::FAILURE)
             }
         }
         Command::Probe(p) => Ok(natpass::cli::probe::run(p)),
         Command::Peer(a) => Ok(natpass::cli::probe::peer(a)),
         Command::Credential(a) => {
+            if let Some(w) = a.ttl_warning()? {
+                eprintln!("{WARNING}{w}");
+            }
             let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
             let (u, p) = natpass::auth::mint_rest(&a.secret, &a.user, a.ttl, now);
             if a.json {
@@ -61,11 +63,47 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// One line (or block, for a TOML syntax error) per error.
+fn each_error(e: natpass::config::ConfigError) -> Vec<String> {
+    match e {
+        natpass::config::ConfigError::Several(all) => all.iter().map(|e| e.to_string()).collect(),
+        e => vec![e.to_string()],
+    }
+}
+
+/// The certificate and key files `serve` would fail to load, each named by its key and line.
+fn certificate_errors(c: &ValidConfig, file: &std::path::Path) -> Vec<String> {
+    let http = match c.http.as_ref().map(|h| &h.tls) {
+        Some(HttpTls::Files(cert, key)) => Some((cert.clone(), key.clone())),
+        _ => None,
+    };
+    let mut out = Vec::new();
+    for (keys, pair) in [
+        (("tls-cert", "tls-key"), c.tls_files.clone()),
+        (("http-tls-cert", "http-tls-key"), http),
+    ] {
+        let Some((cert, key)) = pair else { continue };
+        if let Err(e) = natpass::tls::load(&cert, &key) {
+            let k = match e {
+                natpass::tls::TlsError::Key { .. } => keys.1,
+                _ => keys.0,
+            };
+            let line = natpass::config::line_in_file(file, k)
+                .map(|l| format!("line {l}: "))
+                .unwrap_or_default();
+            out.push(format!("{}: {line}key `{k}`: {e}", file.display()));
+        }
+    }
+    out
+}
+
 fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     let cfg = match args.to_config() {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("natpass: config error: {e}");
+            for e in each_error(e) {
+                eprintln!("{ERROR}{e}");
+            }
             return Ok(ExitCode::from(2));
         }
     };
@@ -80,6 +118,9 @@ fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         let server = Server::start(cfg, Some(set_log)).await?;
         if let Some(url) = server.http_url() {
             println!("natpass: call demo at {url}");
+        }
+        if let Some(fp) = server.http_fingerprint() {
+            println!("natpass: its self-signed certificate's SHA-256 fingerprint is {fp}");
         }
         let shutdown = CancellationToken::new();
         tokio::spawn(signals.forward(shutdown.clone(), server.ops()));

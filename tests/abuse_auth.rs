@@ -78,7 +78,7 @@ fn authentication_abuse_is_bounded() {
     let s = natpass::auth::Secret::new("rest");
     for (user, why) in [
         (format!("{}:x", now - 10), "expired"),
-        (format!("{}:x", now + 7200), "beyond rest-max-ttl"),
+        (format!("{}:x", now + 86_400 + 3600), "beyond rest-max-ttl"),
     ] {
         let pass = natpass::auth::rest_password(&s, &user);
         let c = UdpClient::from_ip(a.addr(), "127.0.0.6");

@@ -193,3 +193,55 @@ fn serve_runs_and_exits_cleanly_on_sigterm() {
     let status = child.wait().unwrap();
     assert!(status.success(), "{status:?}");
 }
+
+/// `check-config` reports every error of a file at once, each with its key and line, and
+/// rejects what `serve` could not run.
+#[test]
+fn check_config_reports_every_error_and_what_serve_cannot_run() {
+    let dir = std::env::temp_dir().join(format!("natpass-cfg-all-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cases: &[(&str, &[&str])] = &[
+        // Two unknown keys: both, with their lines.
+        (
+            "realm = \"x\"\n\nlistne = []\n\nrelay-portz = \"1-2\"\n",
+            &["line 3", "`listne`", "line 5", "`relay-portz`"],
+        ),
+        // A listener given twice.
+        (
+            "listen = [\"127.0.0.1:3478\", \"127.0.0.1:3478\"]\n",
+            &["line 1", "key `listen`", "twice"],
+        ),
+        // HTTP on the TCP port of a TURN listener.
+        (
+            "listen = [\"127.0.0.1:3478\"]\nhttp = \"127.0.0.1:3478\"\n",
+            &["line 2", "key `http`", "TCP port"],
+        ),
+        ("listen = []\n", &["line 1", "key `listen`", "nowhere"]),
+        ("room-size = 0\n", &["line 1", "key `room-size`"]),
+        ("credential-ttl = 0\n", &["line 1", "key `credential-ttl`"]),
+        (
+            "[quota]\nmax-lifetime = 0\n",
+            &["line 2", "key `quota.max-lifetime`"],
+        ),
+        // Value errors of several sections at once, each with its line.
+        (
+            "threads = 0\nrealm = \"x\"\nlog = \"[[[\"\n",
+            &["line 1", "key `threads`", "line 3", "key `log`"],
+        ),
+        (
+            "realm = \"x\"\ntls-cert = \"/nonexistent/c.pem\"\ntls-key = \"/nonexistent/k.pem\"\n",
+            &["line 2", "key `tls-cert`", "/nonexistent/c.pem"],
+        ),
+    ];
+    for (i, (text, needles)) in cases.iter().enumerate() {
+        let p = dir.join(format!("bad{i}.toml"));
+        std::fs::write(&p, text).unwrap();
+        let out = natpass().arg("check-config").arg(&p).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "case {i} accepted:\n{text}");
+        for n in *needles {
+            assert!(err.contains(n), "case {i}: `{n}` not in:\n{err}");
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

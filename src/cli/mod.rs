@@ -57,12 +57,42 @@ pub struct CredentialArgs {
     /// Lifetime in seconds.
     #[arg(long, default_value_t = 600)]
     pub ttl: u64,
+    /// The server's config file, to warn when --ttl is above its `rest-max-ttl` (without it,
+    /// the default limit is assumed).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Print an RTCIceServer JSON entry (needs --uri) instead of two lines.
-    #[arg(long)]
+    #[arg(long, requires = "uri")]
     pub json: bool,
     /// TURN URI(s) for --json, e.g. turn:turn.example.org:3478.
     #[arg(long)]
     pub uri: Vec<String>,
+}
+
+impl CredentialArgs {
+    /// A warning when the credential would be refused for being valid longer than the server's
+    /// `rest-max-ttl` (read from `--config`, else the default).
+    pub fn ttl_warning(&self) -> Result<Option<String>, config::ConfigError> {
+        let (limit, whose) = match &self.config {
+            Some(path) => (
+                ValidConfig::load(Some(path), Settings::default())?
+                    .credentials
+                    .rest_max_ttl(),
+                format!("{}'s rest-max-ttl", path.display()),
+            ),
+            None => (
+                config::defaults::REST_MAX_TTL,
+                "the default rest-max-ttl".to_owned(),
+            ),
+        };
+        Ok((self.ttl > limit).then(|| {
+            format!(
+                "--ttl {} is above {whose} ({limit} s): a natpass server with that \
+                 limit refuses this credential (401) until it expires in less than {limit} s",
+                self.ttl
+            )
+        }))
+    }
 }
 
 impl ServeArgs {
@@ -71,6 +101,11 @@ impl ServeArgs {
         ValidConfig::load(self.config.as_deref(), self.settings.clone())
     }
 }
+
+/// How every command begins an error line on stderr.
+pub const ERROR: &str = "natpass: error: ";
+/// How every command begins a warning line on stderr.
+pub const WARNING: &str = "natpass: warning: ";
 
 /// JSON string escaping for the few strings we print.
 pub fn json_str(s: &str) -> String {

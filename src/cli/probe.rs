@@ -87,7 +87,10 @@ impl CredArgs {
                 s.clone(),
                 u.clone().unwrap_or_else(|| "probe".into()),
             )),
-            _ => Err("give --user and --password, or --secret (and optionally --user)".into()),
+            _ => Err("no credentials: give --user and --password, or --secret (and optionally \
+                      --user); a natpass started without users or auth-secrets generated a secret \
+                      of its own, so start it with --auth-secret S (or --user NAME:PASS) to probe it"
+                .into()),
         }
     }
 }
@@ -181,8 +184,37 @@ fn fail(json: bool, e: impl std::fmt::Display) -> ExitCode {
     if json {
         println!("{}", serde_json::json!({ "error": e.to_string() }));
     }
-    eprintln!("natpass probe: {e}");
-    ExitCode::FAILURE
+    eprintln!("{}{e}", crate::cli::ERROR);
+    if probe::interrupted() {
+        // The shell's convention for "ended by SIGINT".
+        ExitCode::from(130)
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// Progress lines go to stderr, and only on a terminal (a pipe gets the report alone).
+fn on_tty() -> bool {
+    std::io::IsTerminal::is_terminal(&std::io::stderr())
+}
+
+fn step(m: &str) {
+    eprintln!("natpass probe: {m}");
+}
+
+/// One status line rewritten in place (a terminal), ended before the report.
+fn live_line(m: &str) {
+    eprint!("\r\x1b[2Knatpass probe load: {m}");
+}
+
+/// Probes that allocate catch SIGINT/SIGTERM to delete their allocations before exiting.
+fn catch_signals() {
+    if let Err(e) = probe::stop_on_signals() {
+        eprintln!(
+            "{}cannot catch SIGINT/SIGTERM ({e}); an interrupt leaves allocations to expire",
+            crate::cli::WARNING
+        );
+    }
 }
 
 fn print_json<T: serde::Serialize>(v: &T) {
@@ -201,38 +233,42 @@ pub fn run(cmd: ProbeCmd) -> ExitCode {
         Ok(s) => s,
         Err(e) => return fail(json, e),
     };
+    if matches!(cmd, ProbeCmd::Turn(_) | ProbeCmd::Load(_)) {
+        catch_signals();
+    }
     match cmd {
         ProbeCmd::Stun(a) => {
             let t = a
                 .transport
                 .or(spec.transport)
                 .unwrap_or(ProbeTransport::Udp);
-            match probe::stun(&spec, t, a.count.max(1), &a.tls.options()) {
+            let (server, count) = (spec.addr, a.count.max(1));
+            let mut each = |i: u32, r: Result<&probe::BindingResult, &str>| {
+                if json {
+                    return;
+                }
+                match r {
+                    Ok(b) => println!(
+                        "binding {i}/{count} to {server} over {t}: mapped {}, answered by {}, rtt {:.2} ms{}",
+                        b.mapped.map_or("-".into(), |m| m.to_string()),
+                        b.from,
+                        b.rtt_ms,
+                        if b.tries > 1 {
+                            format!(" ({} tries)", b.tries)
+                        } else {
+                            String::new()
+                        }
+                    ),
+                    Err(e) => println!("binding {i}/{count} to {server} over {t}: {e}"),
+                }
+                let _ = std::io::Write::flush(&mut std::io::stdout());
+            };
+            match probe::stun(&spec, t, count, &a.tls.options(), &mut each) {
                 Err(e) => fail(json, e),
                 Ok(r) => {
                     if json {
                         print_json(&r);
                     } else {
-                        for (i, b) in r.results.iter().enumerate() {
-                            println!(
-                                "binding {}/{} to {} over {}: mapped {}, answered by {}, rtt {:.2} ms{}",
-                                i + 1,
-                                r.sent,
-                                r.server,
-                                r.transport,
-                                b.mapped.map_or("-".into(), |m| m.to_string()),
-                                b.from,
-                                b.rtt_ms,
-                                if b.tries > 1 {
-                                    format!(" ({} tries)", b.tries)
-                                } else {
-                                    String::new()
-                                }
-                            );
-                        }
-                        for e in &r.errors {
-                            println!("error: {e}");
-                        }
                         println!("{} of {} answered", r.results.len(), r.sent);
                     }
                     if r.results.is_empty() {
@@ -261,6 +297,7 @@ pub fn run(cmd: ProbeCmd) -> ExitCode {
                 rate: a.rate,
                 no_channel: a.no_channel,
                 tls: a.tls.options(),
+                progress: on_tty().then_some(step as fn(&str)),
             };
             match probe::turn(&spec, &opts) {
                 Err(e) => fail(json, e),
@@ -358,8 +395,13 @@ pub fn run(cmd: ProbeCmd) -> ExitCode {
                 bind_ip: None,
                 raw: a.raw,
                 binding: a.binding,
+                progress: on_tty().then_some(live_line as fn(&str)),
             };
-            match load::run(&spec, &o) {
+            let result = load::run(&spec, &o);
+            if o.progress.is_some() {
+                eprintln!();
+            }
+            match result {
                 Err(e) => fail(json, e),
                 Ok(r) => {
                     if json {
@@ -449,6 +491,7 @@ pub fn peer(a: PeerArgs) -> ExitCode {
             a.permit.clone()
         };
         let duration = a.duration.map(Duration::from_secs_f64);
+        catch_signals();
         return match probe::relay_echo(
             &spec,
             a.transport,
@@ -479,7 +522,7 @@ pub fn peer(a: PeerArgs) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(err) => {
-            eprintln!("natpass peer: {err}");
+            eprintln!("{}{err}", crate::cli::ERROR);
             ExitCode::FAILURE
         }
     }

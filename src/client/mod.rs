@@ -38,7 +38,7 @@ pub enum ClientError {
     #[error("{0}")]
     Io(#[from] std::io::Error),
     /// An error response.
-    #[error("{method} failed: {code} {reason} ({})", explain(*.code))]
+    #[error("{method} failed: {code} {reason} ({hint})")]
     Stun {
         /// Request method name.
         method: &'static str,
@@ -46,10 +46,45 @@ pub enum ClientError {
         code: u16,
         /// Reason phrase sent by the server.
         reason: String,
+        /// What the code usually means here ([`explain`], or a sharper reading of a 401 to a
+        /// REST credential).
+        hint: String,
     },
     /// A response we cannot use.
     #[error("protocol error: {0}")]
     Protocol(String),
+    /// A failure whose cause is known, with what to do about it (one line).
+    #[error("{0}")]
+    Advice(String),
+    /// SIGINT or SIGTERM arrived; what was allocated has been released.
+    #[error("interrupted (what was allocated has been released)")]
+    Interrupted,
+}
+
+/// The standard reason phrase of a STUN/TURN error code (RFC 8489 §14.8, RFC 8656 §19,
+/// RFC 6062 §6.3), printed when a server sends none (natpass keeps its 401 challenge minimal).
+pub fn code_name(code: u16) -> &'static str {
+    match code {
+        300 => "Try Alternate",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        405 => "Mobility Forbidden",
+        420 => "Unknown Attribute",
+        437 => "Allocation Mismatch",
+        438 => "Stale Nonce",
+        440 => "Address Family not Supported",
+        441 => "Wrong Credentials",
+        442 => "Unsupported Transport Protocol",
+        443 => "Peer Address Family Mismatch",
+        446 => "Connection Already Exists",
+        447 => "Connection Timeout or Failure",
+        486 => "Allocation Quota Reached",
+        487 => "Role Conflict",
+        500 => "Server Error",
+        508 => "Insufficient Capacity",
+        _ => "Error",
+    }
 }
 
 /// What a STUN/TURN error code usually means, for humans.
@@ -172,6 +207,9 @@ pub struct Client {
     pub max_tries: u32,
     pending: VecDeque<Incoming>,
     buf: Vec<u8>,
+    /// An allocation of ours is (probably) alive on the server: [`Client::release`] and the
+    /// drop delete it.
+    allocated: bool,
 }
 
 impl Client {
@@ -188,7 +226,7 @@ impl Client {
 
     /// A TCP client.
     pub fn tcp(server: SocketAddr, timeout: Duration) -> std::io::Result<Self> {
-        let stream = TcpStream::connect_timeout(&server, timeout)?;
+        let stream = connect_tcp(server, timeout)?;
         stream.set_nodelay(true)?;
         Ok(Self::with_conn(
             Conn::Tcp {
@@ -206,7 +244,7 @@ impl Client {
         config: std::sync::Arc<rustls::ClientConfig>,
         timeout: Duration,
     ) -> Result<Self, ClientError> {
-        let stream = TcpStream::connect_timeout(&server, timeout)?;
+        let stream = connect_tcp(server, timeout)?;
         stream.set_nodelay(true)?;
         stream.set_read_timeout(Some(timeout))?;
         let sni = rustls::pki_types::ServerName::try_from(name.to_owned())
@@ -252,6 +290,7 @@ impl Client {
             max_tries: 4,
             pending: VecDeque::new(),
             buf: vec![0; 65_536 + 4],
+            allocated: false,
         }
     }
 
@@ -405,7 +444,7 @@ impl Client {
             let _ = w.add_fingerprint();
         });
         let r = self.transact(&req)?;
-        check(&r, "Binding")?;
+        check(&r, "Binding", None)?;
         Ok(r)
     }
 
@@ -459,7 +498,11 @@ impl Client {
             break;
         }
         let r = last.ok_or_else(|| ClientError::Protocol("no response".into()))?;
-        check(&r, method_name(method))?;
+        check(
+            &r,
+            method_name(method),
+            self.user.as_ref().map(|(u, _)| u.as_str()),
+        )?;
         Ok(r)
     }
 
@@ -486,6 +529,7 @@ impl Client {
             .filter_map(|n| m.nth_attribute::<XorRelayedAddress>(n).ok())
             .map(|a| a.addr(txid))
             .collect();
+        self.allocated = true;
         if relayed.is_empty() {
             return Err(ClientError::Protocol(
                 "Allocate success without XOR-RELAYED-ADDRESS".into(),
@@ -503,11 +547,42 @@ impl Client {
     pub fn refresh(&mut self, lifetime: u32) -> Result<u32, ClientError> {
         let r = self.request(REFRESH, |w, _| {
             let _ = w.add_attribute(&Lifetime::new(lifetime));
-        })?;
+        });
+        if lifetime == 0 && matches!(r, Ok(_) | Err(ClientError::Stun { code: 437, .. })) {
+            self.allocated = false;
+        }
+        let r = r?;
         Ok(r.message()
             .attribute::<Lifetime>()
             .map(|l| l.seconds())
             .unwrap_or(0))
+    }
+
+    /// Whether an allocation made by this client may still be alive on the server.
+    pub fn has_allocation(&self) -> bool {
+        self.allocated
+    }
+
+    /// Delete our allocation (Refresh with LIFETIME 0), if there is one, with a short
+    /// retransmission budget; true when the server confirmed it (or none was left). Dropping
+    /// the client does the same, so a probe that fails part-way leaves nothing allocated.
+    pub fn release(&mut self) -> bool {
+        if !self.allocated {
+            return true;
+        }
+        self.max_tries = self.max_tries.min(2);
+        // A caller may have shared the socket with an event loop that made it non-blocking.
+        if let Some(s) = self.udp_socket() {
+            let _ = s.set_nonblocking(false);
+        }
+        if let Some(s) = self.tcp_stream() {
+            let _ = s.set_nonblocking(false);
+        }
+        let ok = self.refresh(0).is_ok();
+        // Whatever the answer, one attempt is all a client makes: a server that does not
+        // answer will expire the allocation itself.
+        self.allocated = false;
+        ok
     }
 
     /// CreatePermission for these peers.
@@ -673,18 +748,62 @@ pub fn parse_incoming(frame: &[u8]) -> Option<Incoming> {
     }
 }
 
-fn check(r: &Response, method: &'static str) -> Result<(), ClientError> {
+/// A TCP connection whose failure names the address ("connection refused" alone does not say
+/// which server refused).
+fn connect_tcp(server: SocketAddr, timeout: Duration) -> std::io::Result<TcpStream> {
+    TcpStream::connect_timeout(&server, timeout)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("TCP connection to {server}: {e}")))
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+fn check(r: &Response, method: &'static str, user: Option<&str>) -> Result<(), ClientError> {
     let m = r.message();
     if m.has_class(MessageClass::Error) {
         let (code, reason) = m
             .attribute::<ErrorCode>()
-            .map(|e| (e.code(), e.reason().to_owned()))
+            .map(|e| (e.code(), e.reason().trim().to_owned()))
             .unwrap_or((0, "error response without ERROR-CODE".into()));
+        let reason = if reason.is_empty() {
+            code_name(code).to_owned()
+        } else {
+            reason
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
         return Err(ClientError::Stun {
             method,
             code,
             reason,
+            hint: hint(code, user, now),
         });
     }
     Ok(())
+}
+
+/// [`explain`], except that a 401 to a TURN REST username (`EXPIRY:NAME`) says which of its
+/// failures it most likely is: expired, too far in the future, or the wrong secret.
+pub fn hint(code: u16, user: Option<&str>, unix_now: u64) -> String {
+    let expiry = user
+        .and_then(|u| u.split_once(':'))
+        .and_then(|(e, _)| e.parse::<u64>().ok());
+    match (code, expiry) {
+        (401, Some(expiry)) if expiry <= unix_now => format!(
+            "the REST credential expired {} s ago: mint a fresh one",
+            unix_now - expiry
+        ),
+        (401, Some(expiry)) => format!(
+            "the REST credential is valid for {} s more: either the server's shared secret or \
+             realm differs, or the credential is too far in the future for its limit (natpass: \
+             rest-max-ttl, {} s by default)",
+            expiry - unix_now,
+            crate::config::defaults::REST_MAX_TTL
+        ),
+        _ => explain(code).to_owned(),
+    }
 }

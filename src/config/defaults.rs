@@ -28,14 +28,36 @@ pub const ADMIN_LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::
 pub const CREDENTIAL_TTL: u64 = 600;
 /// `room-size`.
 pub const ROOM_SIZE: usize = 8;
-/// `rest-max-ttl` (seconds).
-pub const REST_MAX_TTL: u64 = 3600;
+/// `rest-max-ttl` (seconds): one day, what the TURN REST scheme
+/// (draft-uberti-behave-turn-rest §2.2) recommends and what `turnutils_uclient -W` and most web
+/// apps mint, so their credentials work unchanged.
+pub const REST_MAX_TTL: u64 = 86400;
 /// `nonce-lifetime` (seconds).
 pub const NONCE_LIFETIME: u64 = 600;
 /// `strict-channel-numbers`.
 pub const STRICT_CHANNEL_NUMBERS: bool = false;
 /// `http-self-signed`.
 pub const HTTP_SELF_SIGNED: bool = false;
+
+/// `state-dir`: systemd's `StateDirectory=` when it set one, else the XDG state directory
+/// (None when not even `$HOME` is known: the certificate is then made anew each start).
+pub fn state_dir() -> Option<std::path::PathBuf> {
+    let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
+    if let Some(d) = env("STATE_DIRECTORY") {
+        // systemd may list several, separated by colons; the first is ours.
+        let first = d
+            .to_string_lossy()
+            .split(':')
+            .next()
+            .unwrap_or("")
+            .to_owned();
+        return Some(first.into());
+    }
+    if let Some(x) = env("XDG_STATE_HOME") {
+        return Some(std::path::PathBuf::from(x).join("natpass"));
+    }
+    env("HOME").map(|h| std::path::PathBuf::from(h).join(".local/state/natpass"))
+}
 
 /// `threads`: one shard per CPU.
 pub fn threads() -> usize {

@@ -57,6 +57,9 @@ pub enum ConfigError {
         /// What is wrong.
         message: String,
     },
+    /// More than one of the above: every error of a file at once, one per line.
+    #[error("{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))]
+    Several(Vec<ConfigError>),
     /// A reload was asked of a configuration that was not loaded from a file or the embedded
     /// default.
     #[error("this configuration was built in code; there is no file to reload")]
@@ -112,6 +115,8 @@ pub struct ValidConfig {
     pub strict_channel_numbers: bool,
     /// Quotas.
     pub quota: QuotaSection,
+    /// Where state kept across restarts lives (None: nowhere, made anew each start).
+    pub state_dir: Option<PathBuf>,
     /// Where this config came from, to read it again on reload.
     source: Option<Source>,
 }
@@ -171,6 +176,70 @@ pub fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
     parse_toml(&read(path)?, &path.display().to_string())
 }
 
+/// toml stops at the first unknown key or bad value; to report every one, each top-level key
+/// (and each key of `[quota]`) is tried on its own. `first` is returned when that finds nothing
+/// more precise (a syntax error, say).
+fn every_key_error(text: &str, origin: &str, first: ConfigError) -> ConfigError {
+    let Ok(table) = text.parse::<toml::Table>() else {
+        return first;
+    };
+    let mut errors = Vec::new();
+    let mut try_one = |key: String, value: toml::Value| {
+        if let Err(e) = value.try_into::<Settings>() {
+            let message = e.message().lines().next().unwrap_or("").trim().to_owned();
+            errors.push(ConfigError::Invalid {
+                path: origin.to_owned(),
+                line: line_of(text, &key),
+                key,
+                message,
+            });
+        }
+    };
+    for (k, v) in table {
+        match v {
+            toml::Value::Table(q) if k == "quota" => {
+                for (qk, qv) in q {
+                    let mut inner = toml::Table::new();
+                    inner.insert(qk.clone(), qv);
+                    let mut outer = toml::Table::new();
+                    outer.insert(k.clone(), toml::Value::Table(inner));
+                    try_one(format!("quota.{qk}"), toml::Value::Table(outer));
+                }
+            }
+            v => {
+                let mut one = toml::Table::new();
+                one.insert(k.clone(), v);
+                try_one(k, toml::Value::Table(one));
+            }
+        }
+    }
+    match errors.len() {
+        0 => first,
+        1 => errors.remove(0),
+        _ => {
+            errors.sort_by_key(|e| match e {
+                ConfigError::Invalid { line, .. } => line.unwrap_or(usize::MAX),
+                _ => usize::MAX,
+            });
+            ConfigError::Several(errors)
+        }
+    }
+}
+
+/// Whether the file sets top-level `key` to an empty array (which the layers would otherwise
+/// read as "not set").
+fn sets_empty_list(text: &str, key: &str) -> bool {
+    text.parse::<toml::Table>()
+        .ok()
+        .and_then(|t| t.get(key).cloned())
+        .is_some_and(|v| v.as_array().is_some_and(|a| a.is_empty()))
+}
+
+/// The 1-based line of the file at `path` that sets `key` (`name` or `table.name`), if one does.
+pub fn line_in_file(path: &Path, key: &str) -> Option<usize> {
+    line_of(&std::fs::read_to_string(path).ok()?, key)
+}
+
 /// The 1-based line of `text` that sets `key` (`name` or `table.name`), if one does.
 fn line_of(text: &str, key: &str) -> Option<usize> {
     let (table, name) = key.rsplit_once('.').unwrap_or(("", key));
@@ -216,8 +285,8 @@ impl ValidConfig {
             Some(p) => (read(p)?, p.display().to_string()),
             None => (DEFAULT_TOML.to_owned(), "<embedded default>".to_owned()),
         };
-        let parsed = parse_toml(&text, &origin)?;
-        let mut v = Self::validate(parsed, cli.clone(), &origin, keep).map_err(|e| match e {
+        let parsed = parse_toml(&text, &origin).map_err(|e| every_key_error(&text, &origin, e))?;
+        let with_line = |e: ConfigError| match e {
             ConfigError::Invalid {
                 path, key, message, ..
             } => ConfigError::Invalid {
@@ -227,6 +296,32 @@ impl ValidConfig {
                 message,
             },
             e => e,
+        };
+        let empty_listen = cli.listen.is_empty() && sets_empty_list(&text, "listen");
+        let mut v = Self::validate(parsed, cli.clone(), &origin, keep);
+        if empty_listen {
+            let e = ConfigError::Invalid {
+                path: origin.clone(),
+                key: "listen".into(),
+                line: None,
+                message: "an empty list would listen nowhere (remove the key to listen on \
+                          0.0.0.0:3478 and [::]:3478)"
+                    .into(),
+            };
+            v = Err(match v {
+                Ok(_) => e,
+                Err(ConfigError::Several(mut all)) => {
+                    all.insert(0, e);
+                    ConfigError::Several(all)
+                }
+                Err(other) => ConfigError::Several(vec![e, other]),
+            });
+        }
+        let mut v = v.map_err(|e| match e {
+            ConfigError::Several(all) => {
+                ConfigError::Several(all.into_iter().map(with_line).collect())
+            }
+            e => with_line(e),
         })?;
         v.source = Some(Source {
             file: file.map(Path::to_path_buf),
@@ -258,11 +353,39 @@ impl ValidConfig {
             message: e.message,
         };
         let s = cli.over(file);
-        let l = sections::listeners(&s).map_err(bad)?;
-        let auth = sections::auth(&s, keep).map_err(bad)?;
-        let http = sections::http(&s, auth.rest_max_ttl).map_err(bad)?;
-        let quota = sections::quota(s.quota.clone().unwrap_or_default()).map_err(bad)?;
-        let ops = sections::operations(&s).map_err(bad)?;
+        // Every section is checked, so one run reports every error.
+        let mut errors = Vec::new();
+        let mut keep_err = |e: sections::Invalid| errors.push(bad(e));
+        let l = sections::listeners(&s).map_err(&mut keep_err).ok();
+        let auth = sections::auth(&s, keep).map_err(&mut keep_err).ok();
+        let rest_max_ttl = auth
+            .as_ref()
+            .map_or(defaults::REST_MAX_TTL, |a| a.rest_max_ttl);
+        let http = sections::http(&s, rest_max_ttl).map_err(&mut keep_err).ok();
+        let quota = sections::quota(s.quota.clone().unwrap_or_default())
+            .map_err(&mut keep_err)
+            .ok();
+        let ops = sections::operations(&s).map_err(&mut keep_err).ok();
+        if let (Some(l), Some(http), Some(ops)) = (&l, &http, &ops) {
+            for e in sections::listener_clashes(l, http.as_ref(), ops) {
+                keep_err(e);
+            }
+        }
+        let (Some(l), Some(auth), Some(http), Some(quota), Some(ops)) = (l, auth, http, quota, ops)
+        else {
+            return Err(if errors.len() == 1 {
+                errors.remove(0)
+            } else {
+                ConfigError::Several(errors)
+            });
+        };
+        if !errors.is_empty() {
+            return Err(if errors.len() == 1 {
+                errors.remove(0)
+            } else {
+                ConfigError::Several(errors)
+            });
+        }
         let nets = |v: Vec<Cidr>| v.into_iter().map(|c| c.0).collect();
         Ok(Self {
             listen: l.listen,
@@ -290,6 +413,7 @@ impl ValidConfig {
                 .strict_channel_numbers
                 .unwrap_or(defaults::STRICT_CHANNEL_NUMBERS),
             quota,
+            state_dir: s.state_dir.clone().or_else(defaults::state_dir),
             source: None,
         })
     }

@@ -163,6 +163,18 @@ pub(super) fn auth(s: &Settings, keep: Option<Secret>) -> Result<Auth, Invalid> 
 
 /// The web side: page, signaling, browser credentials.
 pub(super) fn http(s: &Settings, rest_max_ttl: u64) -> Result<Option<HttpConfig>, Invalid> {
+    // Checked with or without `http`: a value that is wrong stays wrong when HTTP is turned on.
+    let credential_ttl = s.credential_ttl.unwrap_or(defaults::CREDENTIAL_TTL);
+    if credential_ttl == 0 || credential_ttl > rest_max_ttl {
+        return Err(invalid(
+            "credential-ttl",
+            format!("must be between 1 and rest-max-ttl ({rest_max_ttl})"),
+        ));
+    }
+    let room_size = s.room_size.unwrap_or(defaults::ROOM_SIZE);
+    if !(2..=64).contains(&room_size) {
+        return Err(invalid("room-size", "must be between 2 and 64"));
+    }
     let Some(addr) = s.http else {
         return Ok(None);
     };
@@ -191,17 +203,6 @@ pub(super) fn http(s: &Settings, rest_max_ttl: u64) -> Result<Option<HttpConfig>
             ));
         }
     }
-    let credential_ttl = s.credential_ttl.unwrap_or(defaults::CREDENTIAL_TTL);
-    if credential_ttl == 0 || credential_ttl > rest_max_ttl {
-        return Err(invalid(
-            "credential-ttl",
-            format!("must be between 1 and rest-max-ttl ({rest_max_ttl})"),
-        ));
-    }
-    let room_size = s.room_size.unwrap_or(defaults::ROOM_SIZE);
-    if !(2..=64).contains(&room_size) {
-        return Err(invalid("room-size", "must be between 2 and 64"));
-    }
     Ok(Some(HttpConfig {
         addr,
         tls,
@@ -214,6 +215,9 @@ pub(super) fn http(s: &Settings, rest_max_ttl: u64) -> Result<Option<HttpConfig>
 
 /// `[quota]`.
 pub(super) fn quota(q: QuotaSection) -> Result<QuotaSection, Invalid> {
+    if q.max_lifetime == 0 {
+        return Err(invalid("quota.max-lifetime", "must be at least 1"));
+    }
     if q.default_lifetime == 0 || q.default_lifetime > q.max_lifetime {
         return Err(invalid(
             "quota.default-lifetime",
@@ -318,4 +322,64 @@ pub(super) fn operations(s: &Settings) -> Result<Operations, Invalid> {
         log,
         log_json,
     })
+}
+
+/// Listeners `serve` could not bind together: the same address twice, or a TCP listener
+/// (HTTP, metrics, admin) on the port of a TURN listener (TURN listens on TCP as well as UDP at
+/// every `listen` address, and on TCP at every `tls-listen` address).
+pub(super) fn listener_clashes(
+    l: &Listeners,
+    http: Option<&HttpConfig>,
+    ops: &Operations,
+) -> Vec<Invalid> {
+    let overlap = |a: &SocketAddr, b: &SocketAddr| {
+        a.port() != 0
+            && a.port() == b.port()
+            && (a.ip() == b.ip()
+                || (a.ip().is_unspecified() && (a.is_ipv4() == b.is_ipv4() || a.is_ipv6()))
+                || (b.ip().is_unspecified() && (a.is_ipv4() == b.is_ipv4() || b.is_ipv6())))
+    };
+    let mut out = Vec::new();
+    let mut turn: Vec<(&'static str, SocketAddr)> = Vec::new();
+    for (key, addrs) in [("listen", &l.listen), ("tls-listen", &l.tls_listen)] {
+        for a in addrs {
+            // Port 0 asks for a fresh port each time, so it can be given twice.
+            if let Some((other, _)) = turn.iter().find(|(_, b)| b == a && a.port() != 0) {
+                out.push(invalid(
+                    key,
+                    format!("{a} is given twice (also in {other}): it can be bound only once"),
+                ));
+            } else {
+                turn.push((key, *a));
+            }
+        }
+    }
+    if let Some(alt) = l.alt_listen {
+        if let Some((other, _)) = turn.iter().find(|(_, b)| overlap(b, &alt)) {
+            out.push(invalid(
+                "alt-listen",
+                format!("{alt} is also a {other} address"),
+            ));
+        }
+    }
+    let tcp: [(&'static str, Option<SocketAddr>); 3] = [
+        ("http", http.map(|h| h.addr)),
+        ("metrics", ops.metrics),
+        ("admin-listen", ops.admin.as_ref().map(|(a, _)| *a)),
+    ];
+    for (i, (key, addr)) in tcp.iter().enumerate() {
+        let Some(a) = addr else { continue };
+        if let Some((other, b)) = turn.iter().find(|(_, b)| overlap(b, a)) {
+            out.push(invalid(
+                key,
+                format!("{a} is on the TCP port of the TURN listener {b} ({other})"),
+            ));
+        }
+        for (other, b) in &tcp[..i] {
+            if b.is_some_and(|b| overlap(&b, a)) {
+                out.push(invalid(key, format!("{a} is also the {other} address")));
+            }
+        }
+    }
+    out
 }

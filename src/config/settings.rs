@@ -73,9 +73,15 @@ settings! {
         /// HTTPS key for the HTTP listener.
         #[arg(long, value_name = "FILE")]
         pub http_tls_key: Option<PathBuf>,
-        /// Serve HTTP over HTTPS with a self-signed certificate made at start (phones on a LAN).
+        /// Serve HTTP over HTTPS with a self-signed certificate (phones on a LAN), made once and
+        /// kept in the state directory so browsers need to accept it only once.
         #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
         pub http_self_signed: Option<bool>,
+        /// Directory for what natpass keeps across restarts (the self-signed certificate).
+        /// Default: $STATE_DIRECTORY (systemd), else $XDG_STATE_HOME/natpass, else
+        /// ~/.local/state/natpass.
+        #[arg(long, value_name = "DIR")]
+        pub state_dir: Option<PathBuf>,
         /// Host name or IP put in the ICE server URLs handed to browsers (default: the page's host).
         #[arg(long, value_name = "NAME")]
         pub public_host: Option<String>,

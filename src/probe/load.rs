@@ -51,6 +51,16 @@ pub struct LoadOptions {
     pub raw: bool,
     /// No TURN: send STUN Binding requests to SERVER and count the answers.
     pub binding: bool,
+    /// Told of the setup and, twice a second, of what was sent and received so far (a
+    /// terminal's live line), if set.
+    pub progress: Option<fn(&str)>,
+}
+
+/// What the workers have sent and received so far, for the live line.
+#[derive(Default)]
+struct Live {
+    sent: std::sync::atomic::AtomicU64,
+    received: std::sync::atomic::AtomicU64,
 }
 
 /// Latency percentiles in microseconds.
@@ -254,14 +264,21 @@ pub fn run(spec: &ServerSpec, o: &LoadOptions) -> Result<LoadReport, ClientError
     let setup_start = Instant::now();
     let setup_threads = o.threads.clamp(1, 8).min(o.allocations.max(1));
     let mut clients: Vec<(usize, Client)> = Vec::with_capacity(o.allocations);
+    let made = std::sync::atomic::AtomicUsize::new(0);
     let results: Vec<Result<Vec<(usize, Client)>, ClientError>> = std::thread::scope(|sc| {
         let handles: Vec<_> = (0..setup_threads)
             .map(|t| {
                 let peers = &peers;
+                let made = &made;
                 sc.spawn(move || {
                     let mut mine: Vec<(usize, Client)> = Vec::new();
                     let mut known: Option<(String, String)> = None;
                     for i in (t..o.allocations).step_by(setup_threads) {
+                        // On an error or an interrupt, `mine` is dropped and every client in it
+                        // deletes its allocation.
+                        if super::interrupted() {
+                            return Err(ClientError::Interrupted);
+                        }
                         let (u, p) = match &o.creds {
                             Creds::Secret(s, name) => {
                                 Creds::Secret(s.clone(), format!("{name}{i}")).resolve()
@@ -296,6 +313,10 @@ pub fn run(spec: &ServerSpec, o: &LoadOptions) -> Result<LoadReport, ClientError
                             c.channel_bind(crate::proto::ChannelNumber::MIN, peer)?;
                         }
                         mine.push((i, c));
+                        let n = made.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                        if let Some(p) = o.progress {
+                            p(&format!("setup: {n}/{} allocations", o.allocations));
+                        }
                     }
                     Ok(mine)
                 })
@@ -306,8 +327,18 @@ pub fn run(spec: &ServerSpec, o: &LoadOptions) -> Result<LoadReport, ClientError
             .map(|h| h.join().expect("setup thread"))
             .collect()
     });
+    // One failed setup thread fails the run; the clients of the others are dropped with
+    // `results`, which deletes their allocations too.
+    let mut failed = None;
     for r in results {
-        clients.extend(r?);
+        match r {
+            Ok(mine) => clients.extend(mine),
+            Err(e) => failed = failed.or(Some(e)),
+        }
+    }
+    if let Some(e) = failed {
+        release_all(&mut clients);
+        return Err(e);
     }
     clients.sort_by_key(|(i, _)| *i);
     let setup_seconds = setup_start.elapsed().as_secs_f64();
@@ -352,16 +383,9 @@ pub fn run(spec: &ServerSpec, o: &LoadOptions) -> Result<LoadReport, ClientError
     }
     let (sent, received, hist, send_end) =
         drive(flows, echoes, o, if o.no_channel { 1 } else { 0 });
-    // Release the allocations (the sockets are blocking again for the client).
-    for (_, c) in &mut clients {
-        if let Some(s) = c.udp_socket() {
-            let _ = s.set_nonblocking(false);
-        }
-        if let Some(s) = c.tcp_stream() {
-            let _ = s.set_nonblocking(false);
-        }
-        c.max_tries = 3;
-        let _ = c.refresh(0);
+    release_all(&mut clients);
+    if super::interrupted() {
+        return Err(ClientError::Interrupted);
     }
     Ok(report(
         spec,
@@ -374,6 +398,21 @@ pub fn run(spec: &ServerSpec, o: &LoadOptions) -> Result<LoadReport, ClientError
         &hist,
         send_end,
     ))
+}
+
+/// Delete every allocation (Refresh with LIFETIME 0), from a few threads at once: after a
+/// failure or an interrupt the user's quota is free again before the probe exits.
+fn release_all(clients: &mut [(usize, Client)]) {
+    let per = clients.len().div_ceil(8).max(1);
+    std::thread::scope(|sc| {
+        for chunk in clients.chunks_mut(per) {
+            sc.spawn(move || {
+                for (_, c) in chunk {
+                    c.release();
+                }
+            });
+        }
+    });
 }
 
 /// Plain UDP to an echo server (the floor the TURN figures are compared with), or STUN
@@ -434,25 +473,27 @@ fn report(
     send_end: f64,
 ) -> LoadReport {
     let lost = sent.saturating_sub(received);
+    // Three decimals: what the figures mean, without binary float noise in the JSON.
+    let r3 = |x: f64| (x * 1000.0).round() / 1000.0;
     LoadReport {
         server: spec.addr,
         allocations,
-        setup_seconds,
-        setup_rate: allocations as f64 / setup_seconds.max(1e-9),
+        setup_seconds: r3(setup_seconds),
+        setup_rate: r3(allocations as f64 / setup_seconds.max(1e-9)),
         size,
         channel: !o.no_channel,
-        offered_rate: o.rate,
-        duration_seconds: send_end,
+        offered_rate: r3(o.rate),
+        duration_seconds: r3(send_end),
         sent,
         received,
         lost,
         loss_percent: if sent == 0 {
             0.0
         } else {
-            lost as f64 * 100.0 / sent as f64
+            r3(lost as f64 * 100.0 / sent as f64)
         },
-        achieved_rate: received as f64 / send_end.max(1e-9),
-        achieved_mbit: received as f64 * size as f64 * 8.0 / 1e6 / send_end.max(1e-9),
+        achieved_rate: r3(received as f64 / send_end.max(1e-9)),
+        achieved_mbit: r3(received as f64 * size as f64 * 8.0 / 1e6 / send_end.max(1e-9)),
         latency_us: Latency {
             p50: hist.pct(0.5),
             p90: hist.pct(0.9),
@@ -473,7 +514,9 @@ fn drive(
     let per_thread_rate = o.rate / o.threads.max(1) as f64;
     let per_thread_count = o.count.map(|c| c.div_ceil(o.threads.max(1) as u64));
     let window = o.window.max(1);
+    let live = Live::default();
     let outcomes: Vec<WorkerResult> = std::thread::scope(|sc| {
+        let live = &live;
         let handles: Vec<_> = flows
             .into_iter()
             .zip(echoes)
@@ -488,10 +531,27 @@ fn drive(
                         per_thread_count,
                         window,
                         kind,
+                        live,
                     )
                 })
             })
             .collect();
+        if let Some(p) = o.progress {
+            use std::sync::atomic::Ordering::Relaxed;
+            let mut ticks = 0u64;
+            while !handles.iter().all(|h| h.is_finished()) {
+                std::thread::sleep(Duration::from_millis(100));
+                ticks += 1;
+                if ticks % 5 == 0 {
+                    p(&format!(
+                        "{:.1} s: sent {}, received {}",
+                        start.elapsed().as_secs_f64(),
+                        live.sent.load(Relaxed),
+                        live.received.load(Relaxed)
+                    ));
+                }
+            }
+        }
         handles
             .into_iter()
             .map(|h| h.join().expect("load worker"))
@@ -578,6 +638,7 @@ fn worker(
     count: Option<u64>,
     window: u32,
     kind: u8,
+    live: &Live,
 ) -> WorkerResult {
     let mut res = WorkerResult {
         sent: 0,
@@ -619,11 +680,20 @@ fn worker(
     let mut next_flow = 0usize;
     let grace = Duration::from_secs(1);
     let mut seq: u64 = 0;
+    let (mut told_sent, mut told_received, mut told_at) = (0, 0, Instant::now());
     loop {
         let now = Instant::now();
+        if now.duration_since(told_at) >= Duration::from_millis(200) {
+            use std::sync::atomic::Ordering::Relaxed;
+            live.sent.fetch_add(res.sent - told_sent, Relaxed);
+            live.received
+                .fetch_add(res.received - told_received, Relaxed);
+            (told_sent, told_received, told_at) = (res.sent, res.received, now);
+        }
         let elapsed = now.duration_since(start);
-        let sending = elapsed < duration && count.is_none_or(|c| res.sent < c);
-        if !sending && (res.received >= res.sent || elapsed > duration + grace) {
+        let stop = super::interrupted();
+        let sending = !stop && elapsed < duration && count.is_none_or(|c| res.sent < c);
+        if stop || (!sending && (res.received >= res.sent || elapsed > duration + grace)) {
             break;
         }
         if sending {

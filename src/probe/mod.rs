@@ -14,6 +14,58 @@ use serde::Serialize;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
+static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether SIGINT or SIGTERM arrived since [`stop_on_signals`]: the probes that allocate stop,
+/// delete their allocations and return [`ClientError::Interrupted`].
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Catch SIGINT and SIGTERM (on a thread of its own) so that a probe holding allocations can
+/// delete them before it exits; a second signal exits at once (status 130). Without this call
+/// the signals keep their default action.
+pub fn stop_on_signals() -> std::io::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()?;
+    // Registered here, before the probe starts, so no signal falls between the two.
+    let (mut int, mut term) = rt.block_on(async {
+        Ok::<_, std::io::Error>((
+            signal(SignalKind::interrupt())?,
+            signal(SignalKind::terminate())?,
+        ))
+    })?;
+    std::thread::Builder::new()
+        .name("natpass-signals".into())
+        .spawn(move || {
+            rt.block_on(async move {
+                let mut seen = false;
+                loop {
+                    tokio::select! {
+                        _ = int.recv() => {}
+                        _ = term.recv() => {}
+                    }
+                    if seen {
+                        std::process::exit(130);
+                    }
+                    seen = true;
+                    INTERRUPTED.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+            })
+        })?;
+    Ok(())
+}
+
+fn check_interrupted() -> Result<(), ClientError> {
+    if interrupted() {
+        Err(ClientError::Interrupted)
+    } else {
+        Ok(())
+    }
+}
+
 /// The transport a probe uses to reach the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -257,12 +309,14 @@ pub struct StunReport {
     pub errors: Vec<String>,
 }
 
-/// Send `count` Binding requests.
+/// Send `count` Binding requests; `each` hears of every answer or error as it happens (the
+/// number of the request, from 1), so a terminal shows progress while retransmissions wait.
 pub fn stun(
     spec: &ServerSpec,
     transport: ProbeTransport,
     count: u32,
     tls: &TlsOptions,
+    each: &mut dyn FnMut(u32, Result<&BindingResult, &str>),
 ) -> Result<StunReport, ClientError> {
     let mut c = connect_with(spec, transport, tls)?;
     let mut report = StunReport {
@@ -276,19 +330,32 @@ pub fn stun(
     for i in 0..count {
         report.sent += 1;
         match c.binding() {
-            Ok(r) => report.results.push(BindingResult {
-                mapped: r.mapped(),
-                from: r.from,
-                rtt_ms: r.rtt.as_secs_f64() * 1e3,
-                tries: r.tries,
-            }),
-            Err(e) => report.errors.push(e.to_string()),
+            Ok(r) => {
+                let b = BindingResult {
+                    mapped: r.mapped(),
+                    from: r.from,
+                    rtt_ms: round_ms(r.rtt),
+                    tries: r.tries,
+                };
+                each(i + 1, Ok(&b));
+                report.results.push(b);
+            }
+            Err(e) => {
+                let e = e.to_string();
+                each(i + 1, Err(&e));
+                report.errors.push(e);
+            }
         }
         if i + 1 < count {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
     Ok(report)
+}
+
+/// A duration in milliseconds, rounded to the microsecond (JSON without float noise).
+pub fn round_ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e3
 }
 
 /// Credentials for the TURN probes.
@@ -336,6 +403,8 @@ pub struct TurnOptions {
     pub no_channel: bool,
     /// TLS verification.
     pub tls: TlsOptions,
+    /// Told of each step as it happens (a terminal's progress lines), if set.
+    pub progress: Option<fn(&str)>,
 }
 
 /// `probe turn` report.
@@ -371,11 +440,22 @@ fn is_local(ip: IpAddr) -> bool {
 
 /// Allocate, permit, bind, echo `count` messages through the relay, then release.
 pub fn turn(spec: &ServerSpec, opts: &TurnOptions) -> Result<TurnReport, ClientError> {
+    let step = |m: &str| {
+        if let Some(p) = opts.progress {
+            p(m)
+        }
+    };
+    step(&format!(
+        "connecting to {} over {}",
+        spec.addr, opts.transport
+    ));
     let mut c = connect_with(spec, opts.transport, &opts.tls)?;
     let (user, pass) = opts.creds.resolve();
     c.set_credentials(&user, &pass);
+    step("allocating");
     let alloc = c.allocate(Some(opts.family), None)?;
     let relayed = alloc.relayed[0];
+    step(&format!("allocated {relayed} for {} s", alloc.lifetime));
     let mut _echo = None;
     let peer = match opts.peer {
         Some(p) => p,
@@ -401,11 +481,28 @@ pub fn turn(spec: &ServerSpec, opts: &TurnOptions) -> Result<TurnReport, ClientE
             ));
         }
     };
-    c.create_permission(&[peer])?;
+    // The probe's own echo peer is on this machine, which a server's default policy denies.
+    let own_peer = _echo.is_some();
+    let denied = |e: ClientError| match e {
+        ClientError::Stun { code: 403, .. } if own_peer => ClientError::Advice(format!(
+            "the server denies the probe's own echo peer {peer} (403; loopback and private \
+             peers are denied by default): start the server with --allow-peer {} for a test on \
+             this machine, or give --peer ADDR of an echo peer it may reach (`natpass peer`)",
+            match peer.ip() {
+                IpAddr::V4(_) => "127.0.0.0/8",
+                IpAddr::V6(_) => "::1/128",
+            }
+        )),
+        e => e,
+    };
+    step(&format!("permission for peer {peer}"));
+    c.create_permission(&[peer]).map_err(denied)?;
     let channel = crate::proto::ChannelNumber::MIN;
     if !opts.no_channel {
-        c.channel_bind(channel, peer)?;
+        step("binding channel 0x4000");
+        c.channel_bind(channel, peer).map_err(denied)?;
     }
+    step(&format!("echoing {} messages", opts.count));
     let size = opts.size.max(12);
     let interval = Duration::from_secs_f64(1.0 / opts.rate.max(0.1));
     let start = Instant::now();
@@ -416,6 +513,7 @@ pub fn turn(spec: &ServerSpec, opts: &TurnOptions) -> Result<TurnReport, ClientE
     let mut sent = 0u32;
     let mut payload = vec![0u8; size];
     loop {
+        check_interrupted()?;
         let now = Instant::now();
         if sent < opts.count && now >= next {
             payload[..4].copy_from_slice(&sent.to_be_bytes());
@@ -440,6 +538,8 @@ pub fn turn(spec: &ServerSpec, opts: &TurnOptions) -> Result<TurnReport, ClientE
             }
             now + Duration::from_millis(50)
         };
+        // Short waits, so that an interrupt is seen within a fraction of a second.
+        let deadline = deadline.min(Instant::now() + Duration::from_millis(200));
         if let Some(inc) = c.recv_data(deadline)? {
             let data = match inc {
                 Incoming::Channel { channel: ch, data } if ch == channel => data,
@@ -456,11 +556,11 @@ pub fn turn(spec: &ServerSpec, opts: &TurnOptions) -> Result<TurnReport, ClientE
                 seen[seq] = true;
                 received += 1;
                 let sent_at = Duration::from_nanos(u64::from_be_bytes(t));
-                rtts.push((start.elapsed().saturating_sub(sent_at)).as_secs_f64() * 1e3);
+                rtts.push(round_ms(start.elapsed().saturating_sub(sent_at)));
             }
         }
     }
-    let _ = c.refresh(0);
+    c.release();
     rtts.sort_by(f64::total_cmp);
     let pct = |p: f64| rtts[((rtts.len() - 1) as f64 * p).round() as usize];
     Ok(TurnReport {
@@ -502,7 +602,7 @@ pub fn relay_echo(
     let mut last_refresh = Instant::now();
     let mut echoed = 0u64;
     loop {
-        if duration.is_some_and(|d| start.elapsed() >= d) {
+        if duration.is_some_and(|d| start.elapsed() >= d) || interrupted() {
             break;
         }
         if last_refresh.elapsed() > Duration::from_secs(120) {
@@ -518,7 +618,7 @@ pub fn relay_echo(
             Some(Incoming::Channel { .. }) | None => {}
         }
     }
-    let _ = c.refresh(0);
+    c.release();
     Ok(echoed)
 }
 

@@ -89,6 +89,14 @@ pub fn ops_router(st: Arc<OpsState>) -> Router {
         .with_state(st)
 }
 
+/// `/healthz`, `/readyz` without `/metrics` (an HTTP listener that is not on loopback).
+pub fn health_router(st: Arc<OpsState>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .with_state(st)
+}
+
 fn check(st: &OpsState, headers: &HeaderMap) -> Result<(), Box<Response>> {
     let Some(token) = &st.token else {
         return Err(Box::new(

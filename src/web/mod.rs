@@ -132,6 +132,9 @@ pub struct AppState {
     /// The TURN server the credentials are for (quotas follow the room size).
     server: Option<crate::ops::Ops>,
     gate: Arc<limits::ConnGate>,
+    /// Whether `/metrics` is served here: only on a loopback listener (elsewhere it would tell
+    /// anyone about the server's load; the `metrics` listener is the way to publish it).
+    metrics_here: bool,
 }
 
 impl AppState {
@@ -146,6 +149,7 @@ impl AppState {
             ops: None,
             server: None,
             gate,
+            metrics_here: true,
         })
     }
 
@@ -228,6 +232,7 @@ fn host_only(h: &str) -> Option<String> {
 
 async fn security_headers(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
     let mut res = next.run(req).await;
+    let too_many = res.status() == StatusCode::TOO_MANY_REQUESTS;
     let h = res.headers_mut();
     h.insert(
         header::CONTENT_SECURITY_POLICY,
@@ -246,6 +251,11 @@ async fn security_headers(req: axum::extract::Request, next: axum::middleware::N
         "permissions-policy",
         HeaderValue::from_static("camera=(self), microphone=(self)"),
     );
+    // Every refusal for going too fast says when to come back (RFC 9110 §10.2.3): the
+    // credential bucket refills one request a second, and so do the signaling caps in practice.
+    if too_many && !h.contains_key(header::RETRY_AFTER) {
+        h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
     res
 }
 
@@ -297,6 +307,7 @@ pub fn page_config(limits: &signaling::Limits) -> serde_json::Value {
 /// The router.
 pub fn router(state: Arc<AppState>) -> Router {
     let ops = state.ops.clone();
+    let state_metrics_here = state.metrics_here;
     let config = page_config(&state.cfg.signaling);
     let mut r = Router::new()
         .route(
@@ -325,7 +336,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/ws", get(signaling::upgrade))
         .with_state(state);
     let r = match ops {
-        Some(o) => r.merge(admin::ops_router(o)),
+        Some(o) if state_metrics_here => r.merge(admin::ops_router(o)),
+        Some(o) => r.merge(admin::health_router(o)),
         None => r.route("/healthz", get(|| async { "ok\n" })),
     };
     r.layer(axum::middleware::from_fn(security_headers))
@@ -376,6 +388,8 @@ pub struct Launched {
     pub task: tokio::task::JoinHandle<std::io::Result<()>>,
     /// Rooms and participants.
     pub hub: Arc<signaling::Hub>,
+    /// SHA-256 fingerprint of the self-signed certificate (`AB:CD:…`), when it uses one.
+    pub fingerprint: Option<String>,
 }
 
 /// Bind and serve the web side for a running server (page, signaling, credentials, and
@@ -393,6 +407,17 @@ pub async fn launch_with(
     http: &crate::config::HttpConfig,
     server: impl Into<crate::ops::Ops>,
     ops: Option<admin::OpsState>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<Launched> {
+    launch_in(http, server, ops, None, shutdown).await
+}
+
+/// [`launch_with`], keeping a self-signed certificate in `state_dir` across restarts.
+pub async fn launch_in(
+    http: &crate::config::HttpConfig,
+    server: impl Into<crate::ops::Ops>,
+    ops: Option<admin::OpsState>,
+    state_dir: Option<&std::path::Path>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<Launched> {
     let server: crate::ops::Ops = server.into();
@@ -431,6 +456,10 @@ pub async fn launch_with(
     }
     let listener = tokio::net::TcpListener::bind(http.addr).await?;
     let addr = listener.local_addr()?;
+    if let Some(s) = Arc::get_mut(&mut state) {
+        s.metrics_here = addr.ip().is_loopback();
+    }
+    let mut fingerprint = None;
     let task = match &http.tls {
         crate::config::HttpTls::Off => tokio::spawn(serve(listener, state, shutdown)),
         crate::config::HttpTls::Files(c, k) => {
@@ -449,12 +478,73 @@ pub async fn launch_with(
             if !addr.ip().is_unspecified() {
                 names.push(addr.ip().to_string());
             }
-            let (cert, key) = self_signed(&names).map_err(std::io::Error::other)?;
+            let (cert, key) = match state_dir {
+                Some(dir) => kept_self_signed(dir, &names)?,
+                None => self_signed(&names).map_err(std::io::Error::other)?,
+            };
+            fingerprint = Some(pem_fingerprint(&cert).map_err(std::io::Error::other)?);
             let tls = tls_from_pem(&cert, &key).map_err(std::io::Error::other)?;
             tokio::spawn(serve_tls(listener, state, tls, shutdown))
         }
     };
-    Ok(Launched { addr, task, hub })
+    Ok(Launched {
+        addr,
+        task,
+        hub,
+        fingerprint,
+    })
+}
+
+/// The self-signed certificate kept in `dir` for these names, made (and written, the key
+/// readable by the owner only) when there is none or its names changed.
+fn kept_self_signed(dir: &std::path::Path, names: &[String]) -> std::io::Result<(String, String)> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let cert_path = dir.join("http-self-signed-cert.pem");
+    let key_path = dir.join("http-self-signed-key.pem");
+    let names_path = dir.join("http-self-signed-names");
+    let wanted = names.join("\n");
+    if let (Ok(cert), Ok(key), Ok(kept)) = (
+        std::fs::read_to_string(&cert_path),
+        std::fs::read_to_string(&key_path),
+        std::fs::read_to_string(&names_path),
+    ) {
+        if kept == wanted && tls_from_pem(&cert, &key).is_ok() {
+            return Ok((cert, key));
+        }
+    }
+    let (cert, key) = self_signed(names).map_err(std::io::Error::other)?;
+    fn context(what: &std::path::Path) -> impl Fn(std::io::Error) -> std::io::Error + '_ {
+        move |e| std::io::Error::new(e.kind(), format!("{}: {e}", what.display()))
+    }
+    std::fs::create_dir_all(dir).map_err(context(dir))?;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&key_path)
+        .and_then(|mut f| f.write_all(key.as_bytes()))
+        .map_err(context(&key_path))?;
+    std::fs::write(&cert_path, &cert).map_err(context(&cert_path))?;
+    std::fs::write(&names_path, &wanted).map_err(context(&names_path))?;
+    Ok((cert, key))
+}
+
+/// SHA-256 of the first certificate in `pem`, as colon-separated hex (what browsers show).
+pub fn pem_fingerprint(pem: &str) -> Result<String, String> {
+    use rustls::pki_types::pem::PemObject;
+    use sha2::Digest;
+    let der = rustls::pki_types::CertificateDer::pem_slice_iter(pem.as_bytes())
+        .next()
+        .ok_or("no certificate")?
+        .map_err(|e| e.to_string())?;
+    let digest = sha2::Sha256::digest(der.as_ref());
+    Ok(digest
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":"))
 }
 
 fn tls_from_pem(cert: &str, key: &str) -> Result<Arc<rustls::ServerConfig>, String> {
