@@ -140,3 +140,11 @@ export async function waitConnected(page, n, { relay = false, minFrames = 10, ti
     throw new Error(`${e.message}; page ${page.url()} saw ${JSON.stringify(seen)}; negotiation ${JSON.stringify(debug)}`);
   }
 }
+
+/** Open a room link and press Join on its pre-join screen (links never join by themselves). */
+export async function joinCall(page, url, { timeoutMs = 15000 } = {}) {
+  await page.goto(url);
+  const join = page.locator('[data-testid="prejoin-join"]');
+  await join.waitFor({ state: 'visible', timeout: timeoutMs });
+  await join.click({ timeout: timeoutMs });
+}
