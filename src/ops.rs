@@ -100,6 +100,16 @@ impl Ops {
         self.inner.control.live_allocations()
     }
 
+    /// Until `until`, let REST user `user` hold `factor` × the per-user allocation quota (a
+    /// call participant with one peer connection per other participant).
+    pub fn scale_user_quota(&self, user: &str, factor: usize, until: std::time::Instant) {
+        self.inner
+            .control
+            .shared
+            .quotas
+            .scale_user(user, factor, until);
+    }
+
     /// Whether every relay port is taken.
     pub fn relay_ports_exhausted(&self) -> bool {
         let ports = &self.inner.control.shared.ports;

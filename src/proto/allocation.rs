@@ -201,7 +201,9 @@ impl<R: RelayResources> Core<R> {
             },
         };
         if let Err(q) = self.res.acquire_quota(quota) {
-            tracing::debug!(five_tuple = %req.ft, user = %auth.username, reason = %q, "allocation refused: quota");
+            if let Some(more) = self.quota_notice.due(now) {
+                tracing::info!(five_tuple = %req.ft, user = %auth.quota_id, reason = %q, more, "allocation refused (486): quota");
+            }
             return Err(q.into());
         }
         let key = self.allocs.vacant_entry().key();
@@ -474,10 +476,16 @@ mod tests {
     }
 
     #[test]
-    fn a_full_quota_gives_486_and_takes_no_port() {
+    fn a_full_quota_gives_486_is_logged_at_info_and_takes_no_port() {
         let now = Instant::now();
         let mut c = core(0, now);
-        assert_eq!(code(&allocate(&mut c, now, None)), Some(486));
+        let log = crate::proto::test_support::logged(|| {
+            assert_eq!(code(&allocate(&mut c, now, None)), Some(486));
+        });
+        assert!(
+            log.contains(" INFO ") && log.contains("allocation refused (486)"),
+            "{log}"
+        );
         assert!(c.resources().ports.is_empty());
         assert_eq!(c.stats().allocate_errors[10], 1, "counted under 486");
     }

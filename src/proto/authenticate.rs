@@ -13,8 +13,8 @@ use super::core::{Core, Request};
 use super::error::TurnError;
 use super::integrity::{self, Algo};
 use super::resources::RelayResources;
-use crate::auth::LongTermKey;
 use crate::auth::nonce::NonceCheck;
+use crate::auth::{AuthError, LongTermKey};
 use std::time::Instant;
 use stun_types::attribute::{Nonce, Realm, Username};
 
@@ -29,6 +29,21 @@ pub(crate) struct Auth {
 }
 
 impl<R: RelayResources> Core<R> {
+    /// A refused credential: logged at info with its reason (rate limited; the username is
+    /// not a secret, the key and MAC are never logged).
+    fn refused(
+        &mut self,
+        now: Instant,
+        req: &Request<'_, '_>,
+        user: &str,
+        why: &'static str,
+    ) -> TurnError {
+        if let Some(more) = self.auth_notice.due(now) {
+            tracing::info!(client = %req.ft.client, user = ?user, reason = why, more, "credentials refused (401)");
+        }
+        TurnError::AuthFailed
+    }
+
     pub(crate) fn authenticate(
         &mut self,
         now: Instant,
@@ -47,21 +62,32 @@ impl<R: RelayResources> Core<R> {
         if self.nonces.check(nonce.nonce(), unix, req.ft.client.ip()) != NonceCheck::Valid {
             return Err(TurnError::StaleNonce);
         }
-        if realm.realm() != self.creds.realm() {
-            return Err(TurnError::AuthFailed);
-        }
         let username = user.username();
-        let (keys, quota_id) = self
-            .creds
-            .keys_for(username, unix)
-            .map_err(|_| TurnError::AuthFailed)?;
+        if realm.realm() != self.creds.realm() {
+            return Err(self.refused(now, req, username, "wrong realm"));
+        }
+        let (keys, quota_id) = match self.creds.keys_for(username, unix) {
+            Ok(k) => k,
+            Err(AuthError::UnknownUser) => {
+                return Err(self.refused(now, req, username, "unknown user"));
+            }
+            Err(AuthError::Expired) => {
+                return Err(self.refused(now, req, username, "REST credential expired"));
+            }
+            Err(AuthError::TooLong) => {
+                let why = "REST credential expires beyond rest-max-ttl from now";
+                return Err(self.refused(now, req, username, why));
+            }
+        };
         let mut found = None;
         for k in keys.as_slice() {
             if integrity::verify(msg, algo, offset, k) && found.is_none() {
                 found = Some(*k);
             }
         }
-        let key = found.ok_or(TurnError::AuthFailed)?;
+        let Some(key) = found else {
+            return Err(self.refused(now, req, username, "wrong password or REST secret"));
+        };
         Ok(Auth {
             key,
             algo,
@@ -73,7 +99,7 @@ impl<R: RelayResources> Core<R> {
 
 #[cfg(test)]
 mod tests {
-    use crate::proto::test_support::{client, code, core, nonce_of, request};
+    use crate::proto::test_support::{client, code, core, logged, nonce_of, request, request_as};
     use crate::testing::FakeRelays;
     use std::time::{Duration, Instant};
     use stun_types::attribute::{Nonce, Realm, Username};
@@ -140,5 +166,34 @@ mod tests {
         let (algo, off) = crate::proto::integrity::find(&m).expect("signed");
         let key = crate::auth::long_term_key("alice", "natpass", "pw");
         assert!(crate::proto::integrity::verify(&m, algo, off, &key));
+    }
+
+    #[test]
+    fn refused_rest_credentials_are_logged_at_info_with_their_reason_once_per_ten_seconds() {
+        let now = Instant::now();
+        let mut c = core(1, now);
+        let mut creds = crate::auth::Credentials::new("natpass", 3600);
+        let secret = crate::auth::Secret::new("s3cret");
+        creds.add_secret(secret.clone());
+        c.set_credentials(creds);
+        let nonce = nonce_of(&answer(&mut c, now, &request(REFRESH, "", |_, _| {})));
+        let unix0 = crate::proto::test_support::UNIX0;
+        let cases = [
+            (format!("{}:web", unix0 - 10), "REST credential expired"),
+            (format!("{}:web", unix0 + 86_400), "beyond rest-max-ttl"),
+        ];
+        for (i, (user, why)) in cases.iter().enumerate() {
+            let pass = crate::auth::rest_password(&secret, user);
+            let at = now + Duration::from_secs(20 * i as u64);
+            let log = logged(|| {
+                for _ in 0..5 {
+                    let req = request_as(user, &pass, REFRESH, &nonce, |_, _| {});
+                    assert_eq!(code(&answer(&mut c, at, &req)), Some(401));
+                }
+            });
+            assert_eq!(log.matches("credentials refused").count(), 1, "{log}");
+            assert!(log.contains(" INFO ") && log.contains(why), "{log}");
+            assert!(!log.contains(&pass), "no password in the log");
+        }
     }
 }

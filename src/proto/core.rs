@@ -20,6 +20,7 @@ use super::channel::{ChannelBindRequest, ClientRoute, PeerRouteEntry};
 use super::channel_data::{ChannelData, ChannelNumber};
 use super::error::TurnError;
 use super::message::{self, ClientMessage, unknown_required};
+use super::notice::Notice;
 pub use super::output::{AllocationInfo, CoreConfig, Forward, PeerRoute, Transmit};
 use super::permission::CreatePermissionRequest;
 use super::reply::Reply;
@@ -92,6 +93,10 @@ pub struct Core<R> {
     pub(crate) relay_rr: [usize; 2],
     next_reservation_sweep: Instant,
     pub(crate) stats: Stats,
+    /// Allocations refused by a quota (486), logged at info, rate limited.
+    pub(crate) quota_notice: Notice,
+    /// Credentials refused (401), logged at info, rate limited.
+    pub(crate) auth_notice: Notice,
 }
 
 impl<R: RelayResources> Core<R> {
@@ -131,6 +136,8 @@ impl<R: RelayResources> Core<R> {
             relay_rr: [0; 2],
             next_reservation_sweep: now,
             stats: Stats::default(),
+            quota_notice: Notice::default(),
+            auth_notice: Notice::default(),
         }
     }
 

@@ -28,6 +28,7 @@ pub mod framing;
 pub mod indication;
 pub mod integrity;
 pub mod message;
+mod notice;
 pub mod output;
 pub mod permission;
 pub mod relayed_address;

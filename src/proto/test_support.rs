@@ -109,17 +109,28 @@ pub fn request(
     nonce: &str,
     attrs: impl FnOnce(&mut MessageWriteVec, TransactionId),
 ) -> Vec<u8> {
+    request_as("alice", "pw", method, nonce, attrs)
+}
+
+/// [`request`] signed as `user` with `password`.
+pub fn request_as(
+    user: &str,
+    password: &str,
+    method: Method,
+    nonce: &str,
+    attrs: impl FnOnce(&mut MessageWriteVec, TransactionId),
+) -> Vec<u8> {
     let mut w = Message::builder_request(method, MessageWriteVec::new());
     let t = w.transaction_id();
     attrs(&mut w, t);
     if !nonce.is_empty() {
-        w.add_attribute(&Username::new("alice").expect("valid"))
+        w.add_attribute(&Username::new(user).expect("valid"))
             .expect("fits");
         w.add_attribute(&Realm::new("natpass").expect("valid"))
             .expect("fits");
         w.add_attribute(&Nonce::new(nonce).expect("valid"))
             .expect("fits");
-        let c = LongTermKeyCredentials::new("alice".into(), "pw".into(), "natpass".into());
+        let c = LongTermKeyCredentials::new(user.into(), password.into(), "natpass".into());
         w.add_message_integrity(
             &MessageIntegrityCredentials::LongTerm(c),
             IntegrityAlgorithm::Sha1,
@@ -154,4 +165,30 @@ pub fn code(answer: &[u8]) -> Option<u16> {
 pub fn nonce_of(answer: &[u8]) -> String {
     let m = Message::from_bytes(answer).expect("an answer");
     m.attribute::<Nonce>().expect("a nonce").nonce().to_owned()
+}
+
+/// Log lines written while `f` runs (fmt layer, INFO and above, no ANSI).
+pub fn logged(f: impl FnOnce()) -> String {
+    use std::sync::{Arc, Mutex};
+    #[derive(Clone, Default)]
+    struct Buf(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buf = Buf::default();
+    let out = buf.clone();
+    let sub = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::INFO)
+        .with_ansi(false)
+        .with_writer(move || out.clone())
+        .finish();
+    tracing::subscriber::with_default(sub, f);
+    let bytes = buf.0.lock().unwrap().clone();
+    String::from_utf8(bytes).unwrap()
 }

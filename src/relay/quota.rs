@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
+use std::time::Instant;
 
 /// Limits, all inclusive maxima.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,7 +33,13 @@ struct Counts {
     users: HashMap<String, usize>,
     ips: HashMap<IpAddr, usize>,
     total: usize,
+    /// Users whose per-user cap is a multiple of the limit, until a deadline (a call
+    /// participant: one credential serves a peer connection per other participant).
+    scaled: HashMap<String, (usize, Instant)>,
 }
+
+/// Scaled users kept before expired entries are swept.
+const MAX_SCALED: usize = 65_536;
 
 /// Quota bookkeeping.
 #[derive(Debug)]
@@ -65,7 +72,11 @@ impl Quotas {
         if c.total >= limits.total {
             return Err(QuotaError::Total);
         }
-        if c.users.get(user).copied().unwrap_or(0) >= limits.per_user {
+        let per_user = match c.scaled.get(user) {
+            Some(&(factor, until)) if until > Instant::now() => limits.per_user * factor,
+            _ => limits.per_user,
+        };
+        if c.users.get(user).copied().unwrap_or(0) >= per_user {
             return Err(QuotaError::User);
         }
         if c.ips.get(&ip).copied().unwrap_or(0) >= limits.per_ip {
@@ -75,6 +86,19 @@ impl Quotas {
         *c.users.entry(user.to_owned()).or_default() += 1;
         *c.ips.entry(ip).or_default() += 1;
         Ok(())
+    }
+
+    /// Until `until`, let `user` hold `factor` times the per-user limit (at least 1×). A
+    /// call participant's credential serves one peer connection per other participant, and a
+    /// browser opens an allocation per local address and transport for each (keeping the old
+    /// ones during an ICE restart), so its cap follows the room size.
+    pub fn scale_user(&self, user: &str, factor: usize, until: Instant) {
+        let mut c = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        if c.scaled.len() >= MAX_SCALED {
+            let now = Instant::now();
+            c.scaled.retain(|_, (_, t)| *t > now);
+        }
+        c.scaled.insert(user.to_owned(), (factor.max(1), until));
     }
 
     /// Take one allocation that completes an RTP/RTCP pair (Allocate with a RESERVATION-TOKEN
@@ -123,6 +147,36 @@ impl Quotas {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_scaled_user_holds_a_multiple_of_the_per_user_cap_until_its_deadline() {
+        let q = Quotas::new(QuotaLimits {
+            per_user: 2,
+            per_ip: 100,
+            total: 100,
+        });
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        q.scale_user("p1", 3, Instant::now() + std::time::Duration::from_secs(60));
+        for _ in 0..6 {
+            q.acquire("p1", ip).unwrap();
+        }
+        assert_eq!(q.acquire("p1", ip), Err(QuotaError::User));
+        q.acquire("p2", ip).unwrap();
+        q.acquire("p2", ip).unwrap();
+        assert_eq!(
+            q.acquire("p2", ip),
+            Err(QuotaError::User),
+            "others keep the plain cap"
+        );
+        q.scale_user("p3", 3, Instant::now());
+        q.acquire("p3", ip).unwrap();
+        q.acquire("p3", ip).unwrap();
+        assert_eq!(
+            q.acquire("p3", ip),
+            Err(QuotaError::User),
+            "an expired scale is 1×"
+        );
+    }
 
     #[test]
     fn per_user_per_ip_and_total_caps_are_enforced_and_released() {

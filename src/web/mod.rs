@@ -21,7 +21,7 @@ use axum::routing::get;
 use serde::Serialize;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 const INDEX: &str = include_str!("../../web-demo/index.html");
 const STYLE: &str = include_str!("../../web-demo/style.css");
@@ -129,6 +129,8 @@ pub struct AppState {
     /// Rooms and participants.
     pub hub: Arc<signaling::Hub>,
     ops: Option<Arc<admin::OpsState>>,
+    /// The TURN server the credentials are for (quotas follow the room size).
+    server: Option<crate::ops::Ops>,
     gate: Arc<limits::ConnGate>,
 }
 
@@ -142,6 +144,7 @@ impl AppState {
             hub,
             cfg,
             ops: None,
+            server: None,
             gate,
         })
     }
@@ -169,6 +172,18 @@ impl AppState {
         self.cfg
             .ice
             .servers(host, &self.cfg.secret, self.cfg.ttl, name)
+    }
+
+    /// ICE servers for a call participant: its credential will serve one peer connection per
+    /// other participant of a full room, so its allocation quota is scaled to match for as
+    /// long as the credential is valid.
+    pub fn participant_ice_servers(&self, host: &str, pid: &str) -> Vec<IceServer> {
+        if let Some(server) = &self.server {
+            let peers = self.cfg.signaling.room_size.saturating_sub(1);
+            let until = Instant::now() + Duration::from_secs(self.cfg.ttl);
+            server.scale_user_quota(pid, peers, until);
+        }
+        self.ice_servers(host, pid)
     }
 
     /// Credential lifetime.
@@ -404,6 +419,9 @@ pub async fn launch_with(
         http: limits::HttpLimits::default(),
     };
     let mut state = AppState::new(cfg);
+    if let Some(s) = Arc::get_mut(&mut state) {
+        s.server = Some(server.clone());
+    }
     let hub = state.hub.clone();
     if let Some(mut ops) = ops {
         ops.hub = Some(hub.clone());

@@ -544,7 +544,7 @@ fn handle(
                 json!({
                     "type": "joined", "id": id, "you": pid, "resume": token, "room": room,
                     "participants": participants,
-                    "iceServers": st.ice_servers(ice_host, &pid), "ttl": st.ttl(),
+                    "iceServers": st.participant_ice_servers(ice_host, &pid), "ttl": st.ttl(),
                 })
                 .to_string(),
             ];
@@ -552,8 +552,14 @@ fn handle(
             out
         }
         "ice-servers" => {
-            let name = session.as_ref().map_or("web", |s| s.pid.as_str());
-            vec![json!({"type": "ice-servers", "id": id, "iceServers": st.ice_servers(ice_host, name), "ttl": st.ttl()}).to_string()]
+            let servers = match session.as_ref() {
+                Some(s) => st.participant_ice_servers(ice_host, &s.pid),
+                None => st.ice_servers(ice_host, "web"),
+            };
+            vec![
+                json!({"type": "ice-servers", "id": id, "iceServers": servers, "ttl": st.ttl()})
+                    .to_string(),
+            ]
         }
         "signal" | "chat" | "leave" => {
             let Some(s) = session.as_ref() else {
