@@ -105,14 +105,20 @@ function pcConfig() {
   return { iceServers: state.iceServers, iceTransportPolicy: state.relayOnly ? 'relay' : 'all' };
 }
 
+function people() {
+  ui.showPeople([...state.remotes.values()].map((r) => r.name));
+}
+
 function remoteFor(pid, name) {
   let r = state.remotes.get(pid);
   if (!r) {
     r = { pid, name, tile: ui.makeTile(pid, name), peer: null, sample: { bytes: 0, time: 0 } };
     state.remotes.set(pid, r);
+    people();
   } else if (name && name !== r.name) {
     r.name = name;
     r.tile.querySelector('.label').textContent = name;
+    people();
   }
   return r;
 }
@@ -129,6 +135,11 @@ function newPeer(r, session, initiator, retries = 0) {
     signal: (data) => sendSignal(r.pid, data),
     onTrack: (stream) => ui.showStream(r.tile, stream),
     onChat: (text) => ui.addChat(r.name, text.slice(0, config.chatMaxLength)),
+    onBye: () => {
+      // The tab closed (or reloads): its tile goes now, not when the server's grace period ends.
+      // A reload comes back with a new session, and a new tile.
+      if (state.remotes.get(r.pid) === r && r.peer && r.peer.dc) { removeRemote(r.pid); ui.toast(r.name + ' left'); }
+    },
   });
   return r.peer;
 }
@@ -148,6 +159,8 @@ function removeRemote(pid) {
   r.tile.remove();
   state.remotes.delete(pid);
   delete state.stats[pid];
+  people();
+  return r;
 }
 
 async function onPeerSignal(from, data) {
@@ -202,10 +215,13 @@ function onSignalingMessage(m) {
   switch (m.type) {
     case 'participant-joined':
       // The newcomer starts the session; its reset creates our side.
+      if (m.participant && typeof m.participant.name === 'string') ui.toast(m.participant.name.slice(0, config.nameMaxLength) + ' joined');
       break;
-    case 'participant-left':
-      removeRemote(m.id);
+    case 'participant-left': {
+      const r = removeRemote(m.id);
+      if (r) ui.toast(r.name + ' left');
       break;
+    }
     case 'signal': {
       // One at a time per sender, in arrival order: a candidate must not overtake its
       // description, and one participant's slow or dead negotiation must not hold up another's.
@@ -375,6 +391,16 @@ $('copy-link').addEventListener('click', async () => {
   try { await navigator.clipboard.writeText(link); $('copy-link').textContent = 'Copied'; } catch { prompt('Room link', link); }
 });
 
+// A closing tab says goodbye to everyone it has a data channel with.
+window.addEventListener('pagehide', () => {
+  for (const r of state.remotes.values()) if (r.peer && r.peer.chatOpen()) { try { r.peer.dc.send(JSON.stringify({ bye: true })); } catch { /* closing */ } }
+});
+
+$('alone-copy').addEventListener('click', async () => {
+  const link = roomLink();
+  try { await navigator.clipboard.writeText(link); $('alone-copy').textContent = 'Copied'; } catch { prompt('Room link', link); }
+});
+
 $('leave').addEventListener('click', () => {
   if (state.sig) state.sig.stop({ type: 'leave' });
   for (const pid of [...state.remotes.keys()]) removeRemote(pid);
@@ -462,6 +488,8 @@ function showRoom() {
   show('room');
   ui.notice('');
   $('room-name').textContent = 'Room ' + state.room;
+  $('alone-link').textContent = roomLink();
+  people();
   $('relay-only').checked = state.relayOnly;
   $('local-video').srcObject = state.localStream;
   $('preview-video').srcObject = null;

@@ -33,6 +33,7 @@ export class Peer {
    * @param {(data: object) => void} o.signal send a signal to this peer (session added here)
    * @param {(stream: MediaStream) => void} o.onTrack
    * @param {(text: string) => void} o.onChat
+   * @param {() => void} [o.onBye] the other side's tab is closing
    */
   constructor(o) {
     this.pid = o.pid;
@@ -54,6 +55,7 @@ export class Peer {
     this.whenClosed = new Promise((resolve) => { this.markClosed = resolve; });
     this.sendSignal = (data) => { if (!this.closed) o.signal({ ...data, session: this.session }); };
     this.onChat = o.onChat;
+    this.onBye = o.onBye;
     const pc = new RTCPeerConnection(o.config);
     this.pc = pc;
     if (o.localStream) for (const t of o.localStream.getTracks()) pc.addTrack(t, o.localStream);
@@ -140,6 +142,7 @@ export class Peer {
       try {
         const m = JSON.parse(e.data);
         if (typeof m.text === 'string') this.onChat(m.text);
+        else if (m.bye === true && this.onBye) this.onBye();
       } catch { /* not ours */ }
     };
   }

@@ -97,3 +97,32 @@ export function showStats(tile, pid, s) {
   el('rtt').textContent = s.rttMs === null ? '' : `${s.rttMs} ms`;
   el('bitrate').textContent = `${s.kbps} kbit/s`;
 }
+
+let toastTimer = null;
+/** A short notice ("Ben joined") that goes away by itself; also kept in the chat log. */
+export function toast(t) {
+  const n = $('toast');
+  n.textContent = t;
+  n.hidden = false;
+  if (toastTimer) clearTimeout(toastTimer);
+  toastTimer = setTimeout(() => { n.hidden = true; }, 4000);
+  const li = document.createElement('li');
+  li.className = 'event';
+  li.textContent = t;
+  $('chat-log').appendChild(li);
+}
+
+/** Tile count on the grid (the CSS picks columns from it) and the participant list. */
+export function showPeople(names) {
+  const tiles = $('tiles');
+  tiles.dataset.count = String(tiles.querySelectorAll('.tile').length);
+  $('people-count').textContent = `People (${names.length + 1})`;
+  const list = $('people-list');
+  list.replaceChildren();
+  for (const n of ['You', ...names]) {
+    const li = document.createElement('li');
+    li.textContent = n;
+    list.appendChild(li);
+  }
+  $('alone').hidden = names.length > 0;
+}
