@@ -39,7 +39,30 @@ export function makeTile(pid, name) {
 
 export function showStream(tile, stream) {
   const v = tile.querySelector('video');
-  if (v.srcObject !== stream) v.srcObject = stream;
+  if (v.srcObject === stream) return;
+  v.srcObject = stream;
+  play(tile, v);
+}
+
+// Browsers block unmuted autoplay until the person has interacted with the page (a viewer with
+// no camera or microphone, or a reload, has not). Then the tile offers a button: one click plays
+// every blocked tile.
+function play(tile, v) {
+  v.play().then(() => { tile.querySelector('.play')?.remove(); }).catch((e) => {
+    if (e.name !== 'NotAllowedError' || tile.querySelector('.play')) return;
+    const b = document.createElement('button');
+    b.className = 'play';
+    b.dataset.testid = 'play-' + tile.dataset.peer;
+    b.textContent = 'Click to play and unmute';
+    b.addEventListener('click', () => {
+      for (const t of document.querySelectorAll('#tiles .tile')) {
+        const tv = t.querySelector('video');
+        if (tv && tv.srcObject && tv.paused) tv.play().then(() => t.querySelector('.play')?.remove()).catch(() => {});
+        else t.querySelector('.play')?.remove();
+      }
+    });
+    tile.appendChild(b);
+  });
 }
 
 export function addChat(who, text) {

@@ -114,7 +114,8 @@ export async function launchChromium({ wrap = [], extraFlags = [] } = {}) {
       try { await browser.close(); } catch { /* already gone */ }
       child.kill('SIGKILL');
       await Promise.race([new Promise((r) => child.once('exit', r)), sleep(3000)]);
-      rmSync(dir, { recursive: true, force: true });
+      // Chromium's helpers can still be writing into the profile for a moment after the kill.
+      rmSync(dir, { recursive: true, force: true, maxRetries: 5, retryDelay: 200 });
     },
   };
 }
