@@ -111,7 +111,8 @@ export async function launchChromium({ wrap = [], extraFlags = [] } = {}) {
     browser, child,
     context: browser.contexts()[0],
     close: async () => {
-      try { await browser.close(); } catch { /* already gone */ }
+      // Bounded: a CDP close can hang when the browser is busy tearing pages down.
+      await Promise.race([browser.close().catch(() => { /* already gone */ }), sleep(5000)]);
       child.kill('SIGKILL');
       await Promise.race([new Promise((r) => child.once('exit', r)), sleep(3000)]);
       // Chromium's helpers can still be writing into the profile for a moment after the kill.
