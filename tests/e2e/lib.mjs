@@ -115,6 +115,10 @@ export async function launchChromium({ wrap = [], extraFlags = [] } = {}) {
       await Promise.race([browser.close().catch(() => { /* already gone */ }), sleep(5000)]);
       child.kill('SIGKILL');
       await Promise.race([new Promise((r) => child.once('exit', r)), sleep(3000)]);
+      // A helper Chromium left behind can hold the stderr pipe open, which would keep this
+      // process alive after the tests: let go of it.
+      child.stderr.destroy();
+      child.unref();
       // Chromium's helpers can still be writing into the profile for a moment after the kill.
       rmSync(dir, { recursive: true, force: true, maxRetries: 5, retryDelay: 200 });
     },
