@@ -135,6 +135,8 @@ function newPeer(r, session, initiator, retries = 0) {
     signal: (data) => sendSignal(r.pid, data),
     onTrack: (stream) => ui.showStream(r.tile, stream),
     onChat: (text) => ui.addChat(r.name, text.slice(0, config.chatMaxLength)),
+    onMedia: (m) => ui.showMedia(r.tile, r.name, m),
+    onOpen: () => sendMediaState(r.peer),
     onBye: () => {
       // The tab closed (or reloads): its tile goes now, not when the server's grace period ends.
       // A reload comes back with a new session, and a new tile.
@@ -356,6 +358,16 @@ async function switchDevice(kind, deviceId) {
 $('mic-select').addEventListener('change', (e) => switchDevice('audio', e.target.value));
 $('camera-select').addEventListener('change', (e) => switchDevice('video', e.target.value));
 
+/** Tell the others (over the data channels) whether our microphone and camera are on. */
+function mediaState() {
+  const on = (ts) => ts.length > 0 && ts.some((t) => t.enabled);
+  const s = state.localStream;
+  return { audio: !!s && on(s.getAudioTracks()), video: !!s && on(s.getVideoTracks()) };
+}
+function sendMediaState(peer) {
+  if (peer && peer.chatOpen()) { try { peer.dc.send(JSON.stringify({ media: mediaState() })); } catch { /* closing */ } }
+}
+
 function toggle(kind, button, onLabel, offLabel) {
   if (!state.localStream) return;
   const tracks = kind === 'audio' ? state.localStream.getAudioTracks() : state.localStream.getVideoTracks();
@@ -363,6 +375,7 @@ function toggle(kind, button, onLabel, offLabel) {
   for (const t of tracks) t.enabled = enabled;
   button.setAttribute('aria-pressed', String(!enabled));
   button.textContent = enabled ? onLabel : offLabel;
+  for (const r of state.remotes.values()) sendMediaState(r.peer);
 }
 $('toggle-mic').addEventListener('click', (e) => toggle('audio', e.currentTarget, 'Mute', 'Unmute'));
 $('toggle-camera').addEventListener('click', (e) => toggle('video', e.currentTarget, 'Camera off', 'Camera on'));

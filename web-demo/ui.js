@@ -32,7 +32,16 @@ export function makeTile(pid, name) {
     s.textContent = k === 'route' ? 'connecting…' : '';
     panel.appendChild(s);
   }
-  t.append(v, label, panel);
+  const avatar = document.createElement('div');
+  avatar.className = 'avatar';
+  avatar.dataset.testid = 'avatar-' + pid;
+  avatar.hidden = true;
+  const muted = document.createElement('span');
+  muted.className = 'muted';
+  muted.dataset.testid = 'muted-' + pid;
+  muted.textContent = 'muted';
+  muted.hidden = true;
+  t.append(v, avatar, label, muted, panel);
   $('tiles').appendChild(t);
   return t;
 }
@@ -148,4 +157,17 @@ export function showPeople(names) {
     list.appendChild(li);
   }
   $('alone').hidden = names.length > 0;
+}
+
+/** Camera off: the initials instead of a black picture; microphone off: a "muted" badge. */
+export function showMedia(tile, name, m) {
+  const avatar = tile.querySelector('.avatar');
+  avatar.textContent = initials(name);
+  avatar.hidden = m.video;
+  tile.querySelector('.muted').hidden = m.audio;
+}
+
+export function initials(name) {
+  const words = String(name).trim().split(/\s+/).filter(Boolean);
+  return words.slice(0, 2).map((w) => Array.from(w)[0].toUpperCase()).join('') || '?';
 }

@@ -1,6 +1,7 @@
 // What a call page shows (as Meet or Jitsi do): "only one here" with the link, join/leave
 // notices and a participant list, a grid that adapts to the number of people, the controls on
-// screen on a phone, a closed tab's tile gone within seconds, a favicon.
+// screen on a phone, camera-off and muted indicators on remote tiles, a closed tab's tile gone
+// within seconds, a favicon.
 import { test, after, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
@@ -60,6 +61,19 @@ test('alone notice, join/leave notices, participant list, adaptive grid, phone c
   const shots = join(repo, process.env.UPDATE_SCREENSHOT ? 'docs' : 'target/e2e');
   mkdirSync(shots, { recursive: true });
   await ann.screenshot({ path: join(shots, 'phone-call.png') });
+
+  // Ben turns his camera off and mutes: Ann sees his initials instead of a black tile, and a
+  // "muted" badge; back on, the picture returns.
+  const benId = await ben.evaluate(() => window.natpass.me());
+  await ben.click('[data-testid="toggle-camera"]');
+  await ben.click('[data-testid="toggle-mic"]');
+  await ann.locator(`[data-testid="avatar-${benId}"]`).waitFor({ state: 'visible', timeout: 5000 });
+  assert.equal(await ann.locator(`[data-testid="avatar-${benId}"]`).textContent(), 'B');
+  await ann.locator(`[data-testid="muted-${benId}"]`).waitFor({ state: 'visible', timeout: 5000 });
+  await ben.click('[data-testid="toggle-camera"]');
+  await ben.click('[data-testid="toggle-mic"]');
+  await ann.locator(`[data-testid="avatar-${benId}"]`).waitFor({ state: 'hidden', timeout: 5000 });
+  await ann.locator(`[data-testid="muted-${benId}"]`).waitFor({ state: 'hidden', timeout: 5000 });
 
   // Cy closes the tab: gone at Ann within 5 s (the server's grace period is 20 s).
   const closed = Date.now();
