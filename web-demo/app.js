@@ -1,7 +1,12 @@
 // natpass call: a multi-party mesh video call over natpass's signaling and STUN/TURN.
 // Modules: config.js (rules served by the server), signaling.js (socket, outbox, resume),
 // peer.js (one RTCPeerConnection and its negotiation state), ui.js (DOM). This file wires them:
-// the landing page, the room, one record per remote participant, the stall watchdog and stats.
+// the landing page, the pre-join screen, the room, the full-room screen, one record per remote
+// participant, the stall watchdog and stats.
+//
+// Screens: landing (no room in the URL, or an invalid one, explained) → pre-join (a link opened:
+// name, preview, devices; nothing is sent and no peer connection exists until Join) → room →
+// full (the room had no seat: media off, no chat; retry or wait for a seat).
 //
 // Per remote participant (state.remotes: pid -> Remote):
 //   { pid, name, tile, peer: Peer|null, sample: {bytes, time} }
@@ -29,8 +34,12 @@ const state = {
   room: null,
   name: null,
   iceServers: [],
-  relayOnly: params.get('relay') === '1',
+  // `?relay=1` / `?relay=0` in a link wins; otherwise the last choice made in this browser.
+  relayOnly: params.has('relay') ? params.get('relay') === '1' : localStorage.getItem('natpass-relay') === '1',
   localStream: null,
+  mediaTried: false, // getUserMedia asked once for this seat (a viewer without devices is asked once)
+  statsTimer: null,
+  waitTimer: null, // "wait for a free seat": a join attempt every few seconds
   remotes: new Map(),
   chains: new Map(), // pid -> the promise of its last signal, to keep each sender's order
   stats: {},
@@ -46,19 +55,27 @@ function randomRoom() {
   return Array.from(b, (x) => x.toString(16).padStart(2, '0')).join('');
 }
 
-function displayName() {
-  let n = ($('name').value || params.get('name') || localStorage.getItem('natpass-name') || '').trim();
+function displayName(input = $('name')) {
+  let n = (input.value || params.get('name') || localStorage.getItem('natpass-name') || '').trim();
   if (!n) n = 'Guest-' + Math.floor(Math.random() * 9000 + 1000);
   n = Array.from(n).slice(0, config.nameMaxLength).join('');
   localStorage.setItem('natpass-name', n);
   return n;
 }
 
+// A room link carries the room only: whoever opens it chooses their own name on the pre-join
+// screen. The name typed here is remembered for this browser.
 function goToRoom(room) {
-  const u = new URL(location.href);
+  displayName();
+  const u = new URL(location.origin + '/');
   u.searchParams.set('room', room);
-  u.searchParams.set('name', displayName());
   location.assign(u.toString());
+}
+
+function roomLink() {
+  const u = new URL(location.origin + '/');
+  u.searchParams.set('room', state.room);
+  return u.toString();
 }
 
 $('room-input').pattern = config.roomPatternSource;
@@ -74,8 +91,22 @@ $('join-form').addEventListener('submit', (e) => {
 $('name').value = params.get('name') || localStorage.getItem('natpass-name') || '';
 
 // ---------- remote participants ----------
+/** A choice made by hand outlives a reload: remembered here, and no `?relay=` left to override it. */
+function rememberRelay(on) {
+  localStorage.setItem('natpass-relay', on ? '1' : '0');
+  const u = new URL(location.href);
+  if (u.searchParams.has('relay')) {
+    u.searchParams.delete('relay');
+    history.replaceState(null, '', u.toString());
+  }
+}
+
 function pcConfig() {
   return { iceServers: state.iceServers, iceTransportPolicy: state.relayOnly ? 'relay' : 'all' };
+}
+
+function people() {
+  ui.showPeople([...state.remotes.values()].map((r) => r.name));
 }
 
 function remoteFor(pid, name) {
@@ -83,9 +114,11 @@ function remoteFor(pid, name) {
   if (!r) {
     r = { pid, name, tile: ui.makeTile(pid, name), peer: null, sample: { bytes: 0, time: 0 } };
     state.remotes.set(pid, r);
+    people();
   } else if (name && name !== r.name) {
     r.name = name;
     r.tile.querySelector('.label').textContent = name;
+    people();
   }
   return r;
 }
@@ -102,6 +135,13 @@ function newPeer(r, session, initiator, retries = 0) {
     signal: (data) => sendSignal(r.pid, data),
     onTrack: (stream) => ui.showStream(r.tile, stream),
     onChat: (text) => ui.addChat(r.name, text.slice(0, config.chatMaxLength)),
+    onMedia: (m) => ui.showMedia(r.tile, r.name, m),
+    onOpen: () => sendMediaState(r.peer),
+    onBye: () => {
+      // The tab closed (or reloads): its tile goes now, not when the server's grace period ends.
+      // A reload comes back with a new session, and a new tile.
+      if (state.remotes.get(r.pid) === r && r.peer && r.peer.dc) { removeRemote(r.pid); ui.toast(r.name + ' left'); }
+    },
   });
   return r.peer;
 }
@@ -121,6 +161,8 @@ function removeRemote(pid) {
   r.tile.remove();
   state.remotes.delete(pid);
   delete state.stats[pid];
+  people();
+  return r;
 }
 
 async function onPeerSignal(from, data) {
@@ -144,6 +186,8 @@ let refreshTimer = null;
 
 function onJoined(m, resumed) {
   state.me = m.you;
+  stopWaiting();
+  showRoom();
   if (refreshTimer === null && m.ttl > 0) {
     // Fresh TURN credentials before the old ones expire (new gatherings, ICE restarts).
     refreshTimer = setInterval(() => state.sig.send({ type: 'ice-servers' }), Math.max(60, m.ttl / 2) * 1000);
@@ -157,21 +201,29 @@ function onJoined(m, resumed) {
     // its connections except with those who left meanwhile.
     if (!resumed || !present.has(pid)) removeRemote(pid);
   }
-  for (const p of m.participants) {
-    const r = state.remotes.get(p.id);
-    if (!r || !r.peer) startSession(p.id, p.name);
-    else r.peer.pc.setConfiguration(pcConfig());
-  }
+  // Back from the full-room screen the camera was off: turn it on again before any connection
+  // is built (the others wait for our reset, so nothing is lost meanwhile).
+  ensureMedia().then(() => {
+    if (state.me !== m.you || !state.sig) return; // left or rejoined meanwhile
+    for (const p of m.participants) {
+      const r = state.remotes.get(p.id);
+      if (!r || !r.peer) startSession(p.id, p.name);
+      else r.peer.pc.setConfiguration(pcConfig());
+    }
+  });
 }
 
 function onSignalingMessage(m) {
   switch (m.type) {
     case 'participant-joined':
       // The newcomer starts the session; its reset creates our side.
+      if (m.participant && typeof m.participant.name === 'string') ui.toast(m.participant.name.slice(0, config.nameMaxLength) + ' joined');
       break;
-    case 'participant-left':
-      removeRemote(m.id);
+    case 'participant-left': {
+      const r = removeRemote(m.id);
+      if (r) ui.toast(r.name + ' left');
       break;
+    }
     case 'signal': {
       // One at a time per sender, in arrival order: a candidate must not overtake its
       // description, and one participant's slow or dead negotiation must not hold up another's.
@@ -195,7 +247,7 @@ function onSignalingMessage(m) {
       for (const pid of [...state.remotes.keys()]) removeRemote(pid);
       break;
     case 'error':
-      if (m.reason === 'room full') ui.notice('This room is full.');
+      if (m.reason === 'room full') roomFull();
       else console.warn('signaling error', m.reason);
       break;
     default:
@@ -206,6 +258,7 @@ function onSignalingMessage(m) {
 const statusText = { closed: 'reconnecting…', connecting: 'connecting…', joining: 'joining…', ready: 'in room', stopped: 'left' };
 
 function connect() {
+  if (state.sig) state.sig.stop();
   const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
   state.sig = new Signaling({
     url: `${proto}//${location.host}/ws`,
@@ -254,6 +307,8 @@ window.natpass = {
   me: () => state.me,
   peers: () => [...state.remotes.keys()],
   stats: () => JSON.parse(JSON.stringify(state.stats)),
+  localTracks: () => (state.localStream ? state.localStream.getTracks().filter((t) => t.readyState === 'live').length : 0),
+  screen: () => ['landing', 'prejoin', 'room', 'full'].find((id) => !$(id).hidden) || null,
   relayOnly: () => state.relayOnly,
   restarts: () => state.restarts,
   signaling: () => ({ state: state.sig ? state.sig.state : null, pending: state.sig ? state.sig.pending() : 0 }),
@@ -303,6 +358,16 @@ async function switchDevice(kind, deviceId) {
 $('mic-select').addEventListener('change', (e) => switchDevice('audio', e.target.value));
 $('camera-select').addEventListener('change', (e) => switchDevice('video', e.target.value));
 
+/** Tell the others (over the data channels) whether our microphone and camera are on. */
+function mediaState() {
+  const on = (ts) => ts.length > 0 && ts.some((t) => t.enabled);
+  const s = state.localStream;
+  return { audio: !!s && on(s.getAudioTracks()), video: !!s && on(s.getVideoTracks()) };
+}
+function sendMediaState(peer) {
+  if (peer && peer.chatOpen()) { try { peer.dc.send(JSON.stringify({ media: mediaState() })); } catch { /* closing */ } }
+}
+
 function toggle(kind, button, onLabel, offLabel) {
   if (!state.localStream) return;
   const tracks = kind === 'audio' ? state.localStream.getAudioTracks() : state.localStream.getVideoTracks();
@@ -310,6 +375,7 @@ function toggle(kind, button, onLabel, offLabel) {
   for (const t of tracks) t.enabled = enabled;
   button.setAttribute('aria-pressed', String(!enabled));
   button.textContent = enabled ? onLabel : offLabel;
+  for (const r of state.remotes.values()) sendMediaState(r.peer);
 }
 $('toggle-mic').addEventListener('click', (e) => toggle('audio', e.currentTarget, 'Mute', 'Unmute'));
 $('toggle-camera').addEventListener('click', (e) => toggle('video', e.currentTarget, 'Camera off', 'Camera on'));
@@ -318,6 +384,7 @@ $('toggle-camera').addEventListener('click', (e) => toggle('video', e.currentTar
 // restart alone kept Chromium on its host pair).
 $('relay-only').addEventListener('change', (e) => {
   state.relayOnly = e.target.checked;
+  rememberRelay(state.relayOnly);
   for (const r of [...state.remotes.values()]) startSession(r.pid, r.name);
 });
 
@@ -333,9 +400,18 @@ $('chat-form').addEventListener('submit', (e) => {
 });
 
 $('copy-link').addEventListener('click', async () => {
-  const u = new URL(location.href);
-  u.searchParams.delete('name');
-  try { await navigator.clipboard.writeText(u.toString()); $('copy-link').textContent = 'Copied'; } catch { prompt('Room link', u.toString()); }
+  const link = roomLink();
+  try { await navigator.clipboard.writeText(link); $('copy-link').textContent = 'Copied'; } catch { prompt('Room link', link); }
+});
+
+// A closing tab says goodbye to everyone it has a data channel with.
+window.addEventListener('pagehide', () => {
+  for (const r of state.remotes.values()) if (r.peer && r.peer.chatOpen()) { try { r.peer.dc.send(JSON.stringify({ bye: true })); } catch { /* closing */ } }
+});
+
+$('alone-copy').addEventListener('click', async () => {
+  const link = roomLink();
+  try { await navigator.clipboard.writeText(link); $('alone-copy').textContent = 'Copied'; } catch { prompt('Room link', link); }
 });
 
 $('leave').addEventListener('click', () => {
@@ -346,19 +422,155 @@ $('leave').addEventListener('click', () => {
   setTimeout(() => location.assign('/'), 100);
 });
 
-async function enterRoom(room) {
-  state.room = room;
-  state.name = displayName();
-  $('landing').hidden = true;
-  $('room').hidden = false;
-  $('room-name').textContent = 'Room ' + room;
-  $('relay-only').checked = state.relayOnly;
-  state.localStream = await startMedia({ audio: true, video: { width: 640, height: 360 } });
-  if (state.localStream) $('local-video').srcObject = state.localStream;
-  await fillDevices();
-  connect();
-  setInterval(updateStats, 1000);
+// ---------- pre-join, room and full-room screens ----------
+const mediaConstraints = (mic, cam) => ({
+  audio: mic ? { deviceId: { exact: mic } } : true,
+  video: cam ? { deviceId: { exact: cam }, width: 640, height: 360 } : { width: 640, height: 360 },
+});
+
+function stopMedia() {
+  if (state.localStream) for (const t of state.localStream.getTracks()) t.stop();
+  state.localStream = null;
+  $('local-video').srcObject = null;
+  $('preview-video').srcObject = null;
 }
 
+async function fillPrejoinDevices() {
+  if (!navigator.mediaDevices || !navigator.mediaDevices.enumerateDevices) return;
+  const devs = await navigator.mediaDevices.enumerateDevices();
+  const current = (kind) => {
+    const t = state.localStream && state.localStream.getTracks().find((x) => x.kind === kind);
+    return t && t.getSettings ? t.getSettings().deviceId : undefined;
+  };
+  for (const [kind, sel, track] of [['audioinput', $('prejoin-mic'), 'audio'], ['videoinput', $('prejoin-camera'), 'video']]) {
+    sel.replaceChildren();
+    for (const d of devs.filter((x) => x.kind === kind)) {
+      const o = document.createElement('option');
+      o.value = d.deviceId;
+      o.textContent = d.label || kind;
+      sel.appendChild(o);
+    }
+    const id = current(track);
+    if (id) sel.value = id;
+  }
+}
+
+async function preview() {
+  stopMedia();
+  $('preview-state').textContent = 'Camera starting…';
+  state.localStream = await startMedia(mediaConstraints($('prejoin-mic').value, $('prejoin-camera').value));
+  state.mediaTried = true;
+  if (state.localStream) {
+    $('preview-video').srcObject = state.localStream;
+    $('preview-state').textContent = 'Preview';
+  } else {
+    $('preview-state').textContent = 'No camera: you can still watch and listen';
+  }
+  await fillPrejoinDevices();
+}
+
+function show(screen) {
+  for (const id of ['landing', 'prejoin', 'room', 'full']) $(id).hidden = id !== screen;
+}
+
+function showPrejoin(room) {
+  state.room = room;
+  show('prejoin');
+  $('prejoin-room').textContent = 'Room ' + room;
+  $('prejoin-name').maxLength = config.nameMaxLength;
+  $('prejoin-name').value = params.get('name') || localStorage.getItem('natpass-name') || '';
+  $('prejoin-relay').checked = state.relayOnly;
+  $('prejoin-join').disabled = false;
+  preview();
+}
+
+$('prejoin-mic').addEventListener('change', preview);
+$('prejoin-relay').addEventListener('change', (e) => rememberRelay(e.target.checked));
+$('prejoin-camera').addEventListener('change', preview);
+$('prejoin-join').addEventListener('click', () => {
+  $('prejoin-join').disabled = true;
+  state.name = displayName($('prejoin-name'));
+  state.relayOnly = $('prejoin-relay').checked;
+  showRoom();
+  connect();
+});
+
+/** The call screen (idempotent): local video, devices, the stats loop. */
+function showRoom() {
+  if (!$('room').hidden) return;
+  show('room');
+  ui.notice('');
+  $('room-name').textContent = 'Room ' + state.room;
+  $('alone-link').textContent = roomLink();
+  people();
+  $('relay-only').checked = state.relayOnly;
+  $('local-video').srcObject = state.localStream;
+  $('preview-video').srcObject = null;
+  fillDevices();
+  if (state.statsTimer === null) state.statsTimer = setInterval(updateStats, 1000);
+}
+
+/** Media for the call, unless this seat already asked once (a viewer without devices). */
+async function ensureMedia() {
+  if (state.localStream || state.mediaTried) return;
+  state.mediaTried = true;
+  state.localStream = await startMedia(mediaConstraints('', ''));
+  $('local-video').srcObject = state.localStream;
+  await fillDevices();
+}
+
+// No seat: nothing of the call stays on (no camera, no chat, no connection); the visitor may
+// retry at once or let the page retry until a seat is free.
+function roomFull() {
+  if (state.sig) state.sig.stop();
+  state.sig = null;
+  state.me = null;
+  for (const pid of [...state.remotes.keys()]) removeRemote(pid);
+  stopMedia();
+  state.mediaTried = false;
+  $('chat-log').replaceChildren();
+  show('full');
+  $('full-status').textContent = state.waitTimer !== null
+    ? 'Waiting for a free seat: the page tries again every 5 seconds (last try ' + new Date().toLocaleTimeString() + ').'
+    : '';
+}
+
+function stopWaiting() {
+  if (state.waitTimer !== null) clearInterval(state.waitTimer);
+  state.waitTimer = null;
+  $('full-wait').setAttribute('aria-pressed', 'false');
+  $('full-wait').textContent = 'Wait for a free seat';
+}
+
+$('full-retry').addEventListener('click', () => {
+  $('full-status').textContent = 'Trying again…';
+  connect();
+});
+$('full-wait').addEventListener('click', () => {
+  if (state.waitTimer !== null) { stopWaiting(); $('full-status').textContent = ''; return; }
+  state.waitTimer = setInterval(() => { if (!state.sig) connect(); }, 5000);
+  $('full-wait').setAttribute('aria-pressed', 'true');
+  $('full-wait').textContent = 'Stop waiting';
+  $('full-status').textContent = 'Waiting for a free seat: the page tries again every 5 seconds.';
+  connect();
+});
+
 const initialRoom = params.get('room');
-if (initialRoom && validRoom(initialRoom)) enterRoom(initialRoom);
+if (initialRoom !== null && validRoom(initialRoom)) {
+  if (sessionStorage.getItem('natpass-resume-' + initialRoom)) {
+    // This tab was in the call (a reload): take the seat back at once, as before the reload.
+    state.room = initialRoom;
+    state.name = displayName($('prejoin-name'));
+    ensureMedia().then(() => { showRoom(); connect(); });
+  } else {
+    showPrejoin(initialRoom);
+  }
+}
+else if (initialRoom !== null) {
+  ui.notice('');
+  const why = document.createElement('p');
+  why.className = 'notice';
+  why.dataset.testid = 'invalid-room';
+  why.textContent = `"${Array.from(initialRoom).slice(0, 80).join('')}" is not a valid room name: a room name has 1 to ${config.roomMaxLength} letters, digits, "-" or "_". Check the link, or create a new room.`;
+  $('landing').prepend(why);
+}

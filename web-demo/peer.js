@@ -33,6 +33,9 @@ export class Peer {
    * @param {(data: object) => void} o.signal send a signal to this peer (session added here)
    * @param {(stream: MediaStream) => void} o.onTrack
    * @param {(text: string) => void} o.onChat
+   * @param {() => void} [o.onBye] the other side's tab is closing
+   * @param {(m: {audio: boolean, video: boolean}) => void} [o.onMedia] the other side muted or unmuted
+   * @param {() => void} [o.onOpen] the data channel is open
    */
   constructor(o) {
     this.pid = o.pid;
@@ -54,6 +57,9 @@ export class Peer {
     this.whenClosed = new Promise((resolve) => { this.markClosed = resolve; });
     this.sendSignal = (data) => { if (!this.closed) o.signal({ ...data, session: this.session }); };
     this.onChat = o.onChat;
+    this.onBye = o.onBye;
+    this.onMedia = o.onMedia;
+    this.onOpen = o.onOpen;
     const pc = new RTCPeerConnection(o.config);
     this.pc = pc;
     if (o.localStream) for (const t of o.localStream.getTracks()) pc.addTrack(t, o.localStream);
@@ -136,10 +142,13 @@ export class Peer {
 
   attachChannel(dc) {
     this.dc = dc;
+    dc.onopen = () => { if (this.onOpen) this.onOpen(); };
     dc.onmessage = (e) => {
       try {
         const m = JSON.parse(e.data);
         if (typeof m.text === 'string') this.onChat(m.text);
+        else if (m.bye === true && this.onBye) this.onBye();
+        else if (m.media && typeof m.media === 'object' && this.onMedia) this.onMedia({ audio: m.media.audio !== false, video: m.media.video !== false });
       } catch { /* not ours */ }
     };
   }

@@ -32,14 +32,46 @@ export function makeTile(pid, name) {
     s.textContent = k === 'route' ? 'connecting…' : '';
     panel.appendChild(s);
   }
-  t.append(v, label, panel);
+  const avatar = document.createElement('div');
+  avatar.className = 'avatar';
+  avatar.dataset.testid = 'avatar-' + pid;
+  avatar.hidden = true;
+  const muted = document.createElement('span');
+  muted.className = 'muted';
+  muted.dataset.testid = 'muted-' + pid;
+  muted.textContent = 'muted';
+  muted.hidden = true;
+  t.append(v, avatar, label, muted, panel);
   $('tiles').appendChild(t);
   return t;
 }
 
 export function showStream(tile, stream) {
   const v = tile.querySelector('video');
-  if (v.srcObject !== stream) v.srcObject = stream;
+  if (v.srcObject === stream) return;
+  v.srcObject = stream;
+  play(tile, v);
+}
+
+// Browsers block unmuted autoplay until the person has interacted with the page (a viewer with
+// no camera or microphone, or a reload, has not). Then the tile offers a button: one click plays
+// every blocked tile.
+function play(tile, v) {
+  v.play().then(() => { tile.querySelector('.play')?.remove(); }).catch((e) => {
+    if (e.name !== 'NotAllowedError' || tile.querySelector('.play')) return;
+    const b = document.createElement('button');
+    b.className = 'play';
+    b.dataset.testid = 'play-' + tile.dataset.peer;
+    b.textContent = 'Click to play and unmute';
+    b.addEventListener('click', () => {
+      for (const t of document.querySelectorAll('#tiles .tile')) {
+        const tv = t.querySelector('video');
+        if (tv && tv.srcObject && tv.paused) tv.play().then(() => t.querySelector('.play')?.remove()).catch(() => {});
+        else t.querySelector('.play')?.remove();
+      }
+    });
+    tile.appendChild(b);
+  });
 }
 
 export function addChat(who, text) {
@@ -96,4 +128,46 @@ export function showStats(tile, pid, s) {
   el('route').className = 'route ' + (s.route.startsWith('relay') ? 'route-relay' : s.route.startsWith('direct') ? 'route-direct' : '');
   el('rtt').textContent = s.rttMs === null ? '' : `${s.rttMs} ms`;
   el('bitrate').textContent = `${s.kbps} kbit/s`;
+}
+
+let toastTimer = null;
+/** A short notice ("Ben joined") that goes away by itself; also kept in the chat log. */
+export function toast(t) {
+  const n = $('toast');
+  n.textContent = t;
+  n.hidden = false;
+  if (toastTimer) clearTimeout(toastTimer);
+  toastTimer = setTimeout(() => { n.hidden = true; }, 4000);
+  const li = document.createElement('li');
+  li.className = 'event';
+  li.textContent = t;
+  $('chat-log').appendChild(li);
+}
+
+/** Tile count on the grid (the CSS picks columns from it) and the participant list. */
+export function showPeople(names) {
+  const tiles = $('tiles');
+  tiles.dataset.count = String(tiles.querySelectorAll('.tile').length);
+  $('people-count').textContent = `People (${names.length + 1})`;
+  const list = $('people-list');
+  list.replaceChildren();
+  for (const n of ['You', ...names]) {
+    const li = document.createElement('li');
+    li.textContent = n;
+    list.appendChild(li);
+  }
+  $('alone').hidden = names.length > 0;
+}
+
+/** Camera off: the initials instead of a black picture; microphone off: a "muted" badge. */
+export function showMedia(tile, name, m) {
+  const avatar = tile.querySelector('.avatar');
+  avatar.textContent = initials(name);
+  avatar.hidden = m.video;
+  tile.querySelector('.muted').hidden = m.audio;
+}
+
+export function initials(name) {
+  const words = String(name).trim().split(/\s+/).filter(Boolean);
+  return words.slice(0, 2).map((w) => Array.from(w)[0].toUpperCase()).join('') || '?';
 }

@@ -5,7 +5,7 @@ import { test, after, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { mkdirSync } from 'node:fs';
-import { startNatpass, launchChromium, waitConnected, waitFor, stats, repo } from './lib.mjs';
+import { startNatpass, launchChromium, waitConnected, waitFor, stats, repo, joinCall } from './lib.mjs';
 
 let np;
 let chrome;
@@ -21,7 +21,7 @@ after(async () => {
 });
 
 const room = 'e2e' + Math.random().toString(16).slice(2, 12);
-const url = (name, relay = true) => `${np.base.replace('127.0.0.1', 'localhost')}/?room=${room}&name=${name}${relay ? '&relay=1' : ''}`;
+const url = (name, relay = true) => `${np.base.replace('127.0.0.1', 'localhost')}/?room=${room}&name=${name}${relay ? '&relay=1' : '&relay=0'}`;
 
 test('relay-only call: relay candidates, frames both ways, chat, third participant, reload', { timeout: 240000 }, async () => {
   const ctx = chrome.context;
@@ -30,9 +30,9 @@ test('relay-only call: relay candidates, frames both ways, chat, third participa
   process.on('exit', () => { if (process.exitCode) console.log('page console:\n' + logs.slice(-40).join('\n')); });
   const a = await ctx.newPage();
   await a.setViewportSize({ width: 960, height: 640 });
-  await a.goto(url('Alice'));
+  await joinCall(a, url('Alice'));
   const b = await ctx.newPage();
-  await b.goto(url('Bob'));
+  await joinCall(b, url('Bob'));
 
   const sa = await waitConnected(a, 1, { relay: true });
   const sb = await waitConnected(b, 1, { relay: true });
@@ -66,11 +66,11 @@ test('relay-only call: relay candidates, frames both ways, chat, third participa
 
   // A third participant: everyone sees everyone.
   const c = await ctx.newPage();
-  await c.goto(url('Carol'));
+  await joinCall(c, url('Carol'));
   await waitConnected(c, 2, { relay: true });
   await waitConnected(a, 2, { relay: true });
   await waitConnected(b, 2, { relay: true });
-  assert.equal(await a.locator('.tile').count(), 3, 'local tile and two remote tiles');
+  assert.equal(await a.locator('[data-testid="tiles"] .tile').count(), 3, 'local tile and two remote tiles');
 
   // Bob reloads: the call recovers for everyone.
   const bobId = await b.evaluate(() => window.natpass.me());
@@ -82,7 +82,7 @@ test('relay-only call: relay candidates, frames both ways, chat, third participa
   const before = await framesOf(a);
   await waitFor('Alice decodes Bob again', async () => (await framesOf(a)) > before + 10 && (await stats(a))[bobId].connectionState === 'connected', 45000);
   await waitFor('Carol decodes Bob again', async () => (await stats(c))[bobId]?.connectionState === 'connected' && (await stats(c))[bobId].framesDecoded > 10, 45000);
-  assert.equal(await a.locator('.tile').count(), 3, 'no stale tile after the reload');
+  assert.equal(await a.locator('[data-testid="tiles"] .tile').count(), 3, 'no stale tile after the reload');
   await c.close();
   await waitFor('Carol gone at Alice', async () => Object.keys(await stats(a)).length === 1, 45000);
 });
@@ -90,11 +90,11 @@ test('relay-only call: relay candidates, frames both ways, chat, third participa
 test('without relay-only the same page connects too (host candidates on loopback)', { timeout: 120000 }, async () => {
   const ctx = chrome.context;
   const r2 = 'direct' + Math.random().toString(16).slice(2, 10);
-  const u = (n) => `${np.base.replace('127.0.0.1', 'localhost')}/?room=${r2}&name=${n}`;
+  const u = (n) => `${np.base.replace('127.0.0.1', 'localhost')}/?room=${r2}&name=${n}&relay=0`;
   const a = await ctx.newPage();
-  await a.goto(u('Ann'));
+  await joinCall(a, u('Ann'));
   const b = await ctx.newPage();
-  await b.goto(u('Ben'));
+  await joinCall(b, u('Ben'));
   const s = await waitConnected(a, 1);
   assert.ok(Object.values(s)[0].framesDecoded > 0);
   await a.close();
@@ -104,11 +104,11 @@ test('without relay-only the same page connects too (host candidates on loopback
 test('signals sent while the signaling socket is down are delivered after the resume', { timeout: 120000 }, async () => {
   const ctx = chrome.context;
   const r3 = 'drop' + Math.random().toString(16).slice(2, 10);
-  const u = (n) => `${np.base.replace('127.0.0.1', 'localhost')}/?room=${r3}&name=${n}`;
+  const u = (n) => `${np.base.replace('127.0.0.1', 'localhost')}/?room=${r3}&name=${n}&relay=0`;
   const a = await ctx.newPage();
-  await a.goto(u('Ann'));
+  await joinCall(a, u('Ann'));
   const b = await ctx.newPage();
-  await b.goto(u('Ben'));
+  await joinCall(b, u('Ben'));
   const before = Object.values(await waitConnected(a, 1))[0];
   assert.notEqual(before.localType, 'relay', 'starts on a direct route');
   const me = await a.evaluate(() => window.natpass.me());

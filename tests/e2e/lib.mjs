@@ -111,10 +111,16 @@ export async function launchChromium({ wrap = [], extraFlags = [] } = {}) {
     browser, child,
     context: browser.contexts()[0],
     close: async () => {
-      try { await browser.close(); } catch { /* already gone */ }
+      // Bounded: a CDP close can hang when the browser is busy tearing pages down.
+      await Promise.race([browser.close().catch(() => { /* already gone */ }), sleep(5000)]);
       child.kill('SIGKILL');
       await Promise.race([new Promise((r) => child.once('exit', r)), sleep(3000)]);
-      rmSync(dir, { recursive: true, force: true });
+      // A helper Chromium left behind can hold the stderr pipe open, which would keep this
+      // process alive after the tests: let go of it.
+      child.stderr.destroy();
+      child.unref();
+      // Chromium's helpers can still be writing into the profile for a moment after the kill.
+      rmSync(dir, { recursive: true, force: true, maxRetries: 5, retryDelay: 200 });
     },
   };
 }
@@ -139,4 +145,12 @@ export async function waitConnected(page, n, { relay = false, minFrames = 10, ti
     const debug = await page.evaluate(() => (window.natpass.debug ? window.natpass.debug() : null)).catch(() => null);
     throw new Error(`${e.message}; page ${page.url()} saw ${JSON.stringify(seen)}; negotiation ${JSON.stringify(debug)}`);
   }
+}
+
+/** Open a room link and press Join on its pre-join screen (links never join by themselves). */
+export async function joinCall(page, url, { timeoutMs = 15000 } = {}) {
+  await page.goto(url);
+  const join = page.locator('[data-testid="prejoin-join"]');
+  await join.waitFor({ state: 'visible', timeout: timeoutMs });
+  await join.click({ timeout: timeoutMs });
 }

@@ -9,7 +9,7 @@ import { writeFileSync, mkdtempSync, chmodSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
-import { startNatpass, waitConnected, stats, repo, CHROMIUM } from './lib.mjs';
+import { startNatpass, waitConnected, stats, repo, CHROMIUM, joinCall } from './lib.mjs';
 
 const PREFIX = 'npb';
 const SERVER = '203.0.113.1';
@@ -69,8 +69,8 @@ async function call(mode, room) {
   try {
     const p1 = await b1.newPage();
     const p2 = await b2.newPage();
-    await p1.goto(`http://${HTTP}/?room=${room}&name=h1`);
-    await p2.goto(`http://${HTTP}/?room=${room}&name=h2`);
+    await joinCall(p1, `http://${HTTP}/?room=${room}&name=h1`);
+    await joinCall(p2, `http://${HTTP}/?room=${room}&name=h2`);
     assert.equal(await p1.evaluate(() => window.natpass.relayOnly()), false, 'default ICE policy');
     const s1 = await waitConnected(p1, 1, { timeoutMs: 90000 });
     const s2 = await waitConnected(p2, 1, { timeoutMs: 90000 });

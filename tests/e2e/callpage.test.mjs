@@ -1,0 +1,87 @@
+// What a call page shows (as Meet or Jitsi do): "only one here" with the link, join/leave
+// notices and a participant list, a grid that adapts to the number of people, the controls on
+// screen on a phone, camera-off and muted indicators on remote tiles, a closed tab's tile gone
+// within seconds, a favicon.
+import { test, after, before } from 'node:test';
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { mkdirSync } from 'node:fs';
+import { startNatpass, launchChromium, waitConnected, waitFor, repo, joinCall } from './lib.mjs';
+
+let np;
+let chrome;
+
+before(async () => {
+  np = await startNatpass();
+  chrome = await launchChromium();
+});
+
+after(async () => {
+  if (chrome) await chrome.close();
+  if (np) await np.stop();
+});
+
+const columns = (p) => p.evaluate(() => getComputedStyle(document.querySelector('[data-testid="tiles"]')).gridTemplateColumns.split(' ').length);
+
+test('alone notice, join/leave notices, participant list, adaptive grid, phone controls, closed tab gone fast', { timeout: 180000 }, async () => {
+  const room = 'page' + Math.random().toString(16).slice(2, 10);
+  const base = np.base.replace('127.0.0.1', 'localhost');
+  const u = (n) => `${base}/?room=${room}&name=${n}&relay=0`;
+  const ctx = chrome.context;
+
+  // Ann on a phone, alone at first.
+  const ann = await ctx.newPage();
+  await ann.setViewportSize({ width: 390, height: 844 });
+  await joinCall(ann, u('Ann'));
+  await ann.locator('[data-testid="alone"]').waitFor({ state: 'visible', timeout: 15000 });
+  assert.match(await ann.locator('[data-testid="alone"]').textContent(), /only one here.*share this link/s);
+  assert.match(await ann.locator('[data-testid="alone"]').textContent(), new RegExp(`/\\?room=${room}(?!&)`), 'the link to share carries the room only');
+  assert.ok(await ann.evaluate(() => !!document.querySelector('link[rel="icon"]')), 'a favicon');
+
+  const ben = await ctx.newPage();
+  await ben.setViewportSize({ width: 1280, height: 800 });
+  await joinCall(ben, u('Ben'));
+  await waitFor('"Ben joined" at Ann', async () => (await ann.locator('[data-testid="chat-log"]').textContent()).includes('Ben joined'), 15000);
+  await waitFor('Ann no longer alone', async () => !(await ann.locator('[data-testid="alone"]').isVisible()), 15000);
+  const cy = await ctx.newPage();
+  await joinCall(cy, u('Cy'));
+  await waitConnected(ann, 2, { minFrames: 5 });
+  await waitConnected(ben, 2, { minFrames: 5 });
+  const list = await ann.locator('[data-testid="participant-list"] li').allTextContents();
+  assert.deepEqual(list.sort(), ['Ben', 'Cy', 'You']);
+
+  // Three people on a desktop: 2×2, not a row of four narrow columns.
+  assert.equal(await columns(ben), 2, 'three tiles on a 1280 px screen in two columns');
+  // On the phone with three tiles, Leave is on screen and nothing covers it.
+  const leave = ann.locator('[data-testid="leave"]');
+  const box = await leave.boundingBox();
+  assert.ok(box && box.y >= 0 && box.y + box.height <= 844 && box.x + box.width <= 390, `Leave on screen at 390×844: ${JSON.stringify(box)}`);
+  const hit = await ann.evaluate(({ x, y }) => document.elementFromPoint(x, y)?.dataset.testid, { x: box.x + box.width / 2, y: box.y + box.height / 2 });
+  assert.equal(hit, 'leave', 'nothing covers Leave');
+  const shots = join(repo, process.env.UPDATE_SCREENSHOT ? 'docs' : 'target/e2e');
+  mkdirSync(shots, { recursive: true });
+  await ann.screenshot({ path: join(shots, 'phone-call.png') });
+
+  // Ben turns his camera off and mutes: Ann sees his initials instead of a black tile, and a
+  // "muted" badge; back on, the picture returns.
+  const benId = await ben.evaluate(() => window.natpass.me());
+  await ben.click('[data-testid="toggle-camera"]');
+  await ben.click('[data-testid="toggle-mic"]');
+  await ann.locator(`[data-testid="avatar-${benId}"]`).waitFor({ state: 'visible', timeout: 5000 });
+  assert.equal(await ann.locator(`[data-testid="avatar-${benId}"]`).textContent(), 'B');
+  await ann.locator(`[data-testid="muted-${benId}"]`).waitFor({ state: 'visible', timeout: 5000 });
+  await ben.click('[data-testid="toggle-camera"]');
+  await ben.click('[data-testid="toggle-mic"]');
+  await ann.locator(`[data-testid="avatar-${benId}"]`).waitFor({ state: 'hidden', timeout: 5000 });
+  await ann.locator(`[data-testid="muted-${benId}"]`).waitFor({ state: 'hidden', timeout: 5000 });
+
+  // Cy closes the tab: gone at Ann within 5 s (the server's grace period is 20 s).
+  const closed = Date.now();
+  await cy.close({ runBeforeUnload: true });
+  await waitFor('Cy gone at Ann', async () => (await ann.locator('[data-testid="tiles"] .tile').count()) === 2, 5000, 100);
+  console.log(`closed tab's tile gone after ${Date.now() - closed} ms`);
+  assert.ok((await ann.locator('[data-testid="chat-log"]').textContent()).includes('Cy left'));
+  assert.deepEqual((await ann.locator('[data-testid="participant-list"] li').allTextContents()).sort(), ['Ben', 'You']);
+  await ann.close();
+  await ben.close();
+});

@@ -1,0 +1,67 @@
+// A relay-only room of six in real browsers: every page relays every connection through natpass
+// (selected pair's local candidate 'relay') and decodes every remote video. Each participant's
+// TURN credential must carry enough allocations for one RTCPeerConnection per other participant
+// (Chromium opens one allocation per local address and transport, and keeps old ones during an
+// ICE restart). One Chromium with six pages keeps the cost down on a 2-core machine.
+import { test, after, before } from 'node:test';
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { mkdirSync } from 'node:fs';
+import { startNatpass, launchChromium, waitFor, stats, sleep, repo, joinCall } from './lib.mjs';
+
+let np;
+let chrome;
+
+before(async () => {
+  np = await startNatpass();
+  chrome = await launchChromium();
+});
+
+after(async () => {
+  if (chrome) await chrome.close();
+  if (np) await np.stop();
+});
+
+const N = 6;
+
+test('six relay-only pages in one room: every remote video decoding over TURN', { timeout: 300000 }, async () => {
+  const started = Date.now();
+  const room = 'six' + Math.random().toString(16).slice(2, 10);
+  const base = np.base.replace('127.0.0.1', 'localhost');
+  const names = ['Ada', 'Ben', 'Cy', 'Dee', 'Eve', 'Fay'].slice(0, N);
+  const pages = [];
+  for (const n of names) {
+    const p = await chrome.context.newPage();
+    await p.setViewportSize({ width: 1280, height: 800 });
+    await joinCall(p, `${base}/?room=${room}&name=${n}&relay=1`);
+    pages.push(p);
+  }
+  const relayed = (s) => s.connectionState === 'connected' && s.localType === 'relay';
+  const summary = async () => Promise.all(pages.map(async (p) => Object.values(await stats(p))));
+  let last = null;
+  try {
+    await waitFor(`${N} pages with ${N - 1} relayed, decoding peers each`, async () => {
+      last = await summary();
+      return last.every((v) => v.length === N - 1 && v.every((s) => relayed(s) && s.framesDecoded >= 10));
+    }, 180000, 1000);
+  } catch (e) {
+    const short = (last || []).map((v, i) => `${names[i]}: ` + v.map((s) => `${s.connectionState}/${s.localType}/${s.framesDecoded}`).join(' '));
+    throw new Error(`${e.message}\n${short.join('\n')}`);
+  }
+  // Still flowing, not just once connected: every remote video's frame count grows.
+  const first = await summary();
+  await sleep(4000);
+  const second = await summary();
+  for (let i = 0; i < N; i++) {
+    const before = new Map(first[i].map((s, k) => [k, s.framesDecoded]));
+    second[i].forEach((s, k) => {
+      assert.ok(relayed(s), `${names[i]} peer ${k} is relayed and connected`);
+      assert.ok(s.framesDecoded > before.get(k), `${names[i]} peer ${k} keeps decoding (${before.get(k)} → ${s.framesDecoded})`);
+    });
+  }
+  const shots = join(repo, process.env.UPDATE_SCREENSHOT ? 'docs' : 'target/e2e');
+  mkdirSync(shots, { recursive: true });
+  await pages[0].screenshot({ path: join(shots, 'grid-6.png') });
+  console.log(`six relay-only pages connected and decoding after ${Math.round((Date.now() - started) / 1000)} s`);
+  for (const p of pages) await p.close();
+});
