@@ -1187,17 +1187,22 @@ mod rfc8656_channels {
 mod rfc8656_peer_policy {
     use super::*;
 
-    #[test]
-    fn own_relay_ip_is_reachable_only_at_allocated_relay_ports() {
+    /// A server whose relay IP is 127.0.0.2 (a loopback lab), listening on 127.0.0.2:3478.
+    fn own_relay_harness() -> Harness {
         let relay_ip: std::net::IpAddr = "127.0.0.2".parse().unwrap();
-        let mut h = Harness::new(Options {
+        Harness::new(Options {
             relays: vec![RelayAddr {
                 bind: relay_ip,
                 advertise: relay_ip,
             }],
             listeners: vec!["127.0.0.2:3478".parse().unwrap()],
             ..Options::default()
-        });
+        })
+    }
+
+    #[test]
+    fn own_relay_ip_is_reachable_only_at_allocated_relay_ports() {
+        let mut h = own_relay_harness();
         let a = udp("203.0.113.9:4000");
         let b = udp("203.0.113.10:4000");
         let relay_a = h.allocate(a, "alice", "alicepw");
@@ -1302,15 +1307,7 @@ mod rfc8656_peer_policy {
 
     #[test]
     fn channel_data_to_an_own_relay_port_stops_when_that_allocation_ends() {
-        let relay_ip: std::net::IpAddr = "127.0.0.2".parse().unwrap();
-        let mut h = Harness::new(Options {
-            relays: vec![RelayAddr {
-                bind: relay_ip,
-                advertise: relay_ip,
-            }],
-            listeners: vec!["127.0.0.2:3478".parse().unwrap()],
-            ..Options::default()
-        });
+        let mut h = own_relay_harness();
         let a = udp("203.0.113.9:4000");
         let b = udp("203.0.113.10:4000");
         let relay_a = h.allocate(a, "alice", "alicepw");

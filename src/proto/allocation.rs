@@ -368,7 +368,7 @@ fn allocate_reply(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::test_support::{client, code, core, nonce_for, request};
+    use crate::proto::test_support::{code, core, exchange, request};
     use crate::testing::FakeRelays;
     use stun_types::message::MessageWriteExt;
     use turn_types::message::ALLOCATE;
@@ -437,22 +437,13 @@ mod tests {
         lifetime: Option<u32>,
     ) -> Vec<u8> {
         let mut relays = FakeRelays::default();
-        let mut out = Vec::new();
         let attrs = |w: &mut stun_types::message::MessageWriteVec, _| {
             udp(w);
             if let Some(l) = lifetime {
                 w.add_attribute(&Lifetime::new(l)).unwrap();
             }
         };
-        let nonce = nonce_for(c, now, &mut relays, ALLOCATE, attrs);
-        c.handle_client(
-            now,
-            client(),
-            &request(ALLOCATE, &nonce, attrs),
-            &mut relays,
-            &mut out,
-        );
-        out.pop().unwrap().data
+        exchange(c, now, &mut relays, ALLOCATE, attrs).1
     }
 
     #[test]
@@ -512,15 +503,7 @@ mod tests {
             let short = RawAttribute::new(AttributeType::new(0x000D), &[0, 1]);
             w.add_attribute(&short).unwrap();
         };
-        let nonce = nonce_for(&mut c, now, &mut relays, ALLOCATE, attrs);
-        let mut out = Vec::new();
-        c.handle_client(
-            now,
-            client(),
-            &request(ALLOCATE, &nonce, attrs),
-            &mut relays,
-            &mut out,
-        );
-        assert_eq!(code(&out[0].data), Some(440), "no IPv6 relay: 440 first");
+        let (_, answer) = exchange(&mut c, now, &mut relays, ALLOCATE, attrs);
+        assert_eq!(code(&answer), Some(440), "no IPv6 relay: 440 first");
     }
 }

@@ -524,10 +524,9 @@ impl<R: RelayResources> Core<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::test_support::{client, code, core, nonce_for, request};
+    use crate::proto::test_support::{client, code, core, nonce_for, request, udp_transport};
     use crate::testing::FakeRelays;
     use stun_types::message::MessageWriteExt;
-    use turn_types::attribute::RequestedTransport;
 
     #[test]
     fn a_retransmitted_allocate_gets_the_same_answer_and_one_allocation() {
@@ -535,9 +534,7 @@ mod tests {
         let mut c = core(5, now);
         let mut relays = FakeRelays::default();
         let mut out = Vec::new();
-        let udp = |w: &mut stun_types::message::MessageWriteVec, _| {
-            w.add_attribute(&RequestedTransport::new(17)).unwrap();
-        };
+        let udp = udp_transport;
         let nonce = nonce_for(&mut c, now, &mut relays, ALLOCATE, udp);
         let req = request(ALLOCATE, &nonce, udp);
         c.handle_client(now, client(), &req, &mut relays, &mut out);
@@ -584,9 +581,7 @@ mod tests {
         let mut c = core(5, now);
         let mut relays = FakeRelays::default();
         let mut out = Vec::new();
-        let udp = |w: &mut stun_types::message::MessageWriteVec, _| {
-            w.add_attribute(&RequestedTransport::new(17)).unwrap();
-        };
+        let udp = udp_transport;
         let nonce = nonce_for(&mut c, now, &mut relays, ALLOCATE, udp);
         let mut ask = |c: &mut Core<_>, req: &[u8]| {
             out.clear();

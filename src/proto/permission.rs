@@ -212,27 +212,16 @@ mod tests {
 
     #[test]
     fn peer_addresses_are_judged_in_order_a_denied_one_before_a_malformed_one_is_403() {
-        use crate::proto::test_support::{client, code, core, nonce_for};
+        use crate::proto::test_support::{client, code, core, exchange, udp_transport};
         use crate::testing::FakeRelays;
         use stun_types::attribute::{AttributeType, RawAttribute};
-        use turn_types::attribute::RequestedTransport;
         use turn_types::message::ALLOCATE;
         let now = Instant::now();
         let mut c = core(1, now);
         c.resources_mut().denied.push("10.0.0.1".parse().unwrap());
         let mut relays = FakeRelays::default();
-        let udp = |w: &mut stun_types::message::MessageWriteVec, _| {
-            w.add_attribute(&RequestedTransport::new(17)).unwrap();
-        };
-        let nonce = nonce_for(&mut c, now, &mut relays, ALLOCATE, udp);
+        let (nonce, _) = exchange(&mut c, now, &mut relays, ALLOCATE, udp_transport);
         let mut out = Vec::new();
-        c.handle_client(
-            now,
-            client(),
-            &request(ALLOCATE, &nonce, udp),
-            &mut relays,
-            &mut out,
-        );
         let bad_family = [0, 9, 0, 1, 1, 2, 3, 4];
         for (first, want) in [("10.0.0.1:1", 403), ("8.8.8.8:1", 400)] {
             let req = request(CREATE_PERMISSION, &nonce, |w, t| {

@@ -153,6 +153,33 @@ pub fn nonce_for(
     nonce_of(&out.pop().expect("a challenge").data)
 }
 
+/// The 401 round trip, then `method` signed with its nonce: (nonce, the answer).
+pub fn exchange(
+    c: &mut Core<FakeResources>,
+    now: Instant,
+    relays: &mut crate::testing::FakeRelays,
+    method: Method,
+    attrs: impl Fn(&mut MessageWriteVec, TransactionId),
+) -> (String, Vec<u8>) {
+    let nonce = nonce_for(c, now, relays, method, &attrs);
+    let mut out = Vec::new();
+    c.handle_client(
+        now,
+        client(),
+        &request(method, &nonce, &attrs),
+        relays,
+        &mut out,
+    );
+    (nonce, out.pop().expect("an answer").data)
+}
+
+/// REQUESTED-TRANSPORT UDP, what every Allocate carries.
+pub fn udp_transport(w: &mut MessageWriteVec, _: TransactionId) {
+    let udp = turn_types::attribute::RequestedTransport::UDP;
+    w.add_attribute(&turn_types::attribute::RequestedTransport::new(udp))
+        .expect("fits");
+}
+
 /// The error code of an answer, if it is an error.
 pub fn code(answer: &[u8]) -> Option<u16> {
     let m = Message::from_bytes(answer).ok()?;

@@ -96,7 +96,8 @@ export function chromiumFlags(userDataDir, extra = []) {
 export async function launchChromium({ wrap = [], extraFlags = [] } = {}) {
   const dir = mkdtempSync(join(tmpdir(), 'natpass-chromium-'));
   const cmd = [...wrap, CHROMIUM, ...chromiumFlags(dir, extraFlags)];
-  const child = spawn(cmd[0], cmd.slice(1), { stdio: ['ignore', 'ignore', 'pipe'] });
+  // Its own process group, so the kill takes Chromium's helper processes with it.
+  const child = spawn(cmd[0], cmd.slice(1), { stdio: ['ignore', 'ignore', 'pipe'], detached: true });
   let stderr = '';
   child.stderr.on('data', (d) => { stderr = (stderr + d).slice(-4000); });
   const portFile = join(dir, 'DevToolsActivePort');
@@ -113,14 +114,19 @@ export async function launchChromium({ wrap = [], extraFlags = [] } = {}) {
     close: async () => {
       // Bounded: a CDP close can hang when the browser is busy tearing pages down.
       await Promise.race([browser.close().catch(() => { /* already gone */ }), sleep(5000)]);
-      child.kill('SIGKILL');
+      try { process.kill(-child.pid, 'SIGKILL'); } catch { child.kill('SIGKILL'); }
       await Promise.race([new Promise((r) => child.once('exit', r)), sleep(3000)]);
       // A helper Chromium left behind can hold the stderr pipe open, which would keep this
       // process alive after the tests: let go of it.
       child.stderr.destroy();
       child.unref();
-      // Chromium's helpers can still be writing into the profile for a moment after the kill.
-      rmSync(dir, { recursive: true, force: true, maxRetries: 5, retryDelay: 200 });
+      // A helper can still be writing into the profile for a moment after the kill: retry,
+      // and never fail a test over a temporary directory left behind.
+      try {
+        rmSync(dir, { recursive: true, force: true, maxRetries: 20, retryDelay: 250 });
+      } catch (e) {
+        console.error(`leaving ${dir}: ${e.message}`);
+      }
     },
   };
 }
