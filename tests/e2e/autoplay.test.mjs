@@ -7,22 +7,11 @@
 // (checked here with document-user-activation-required and user-gesture-required), so the
 // viewer's page gets the policy as those browsers apply it: `autoplay` does nothing, and play()
 // of unmuted media rejects with NotAllowedError until the person has pressed something on it.
-import { test, after, before } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { startNatpass, launchChromium, waitConnected, waitFor, joinCall } from './lib.mjs';
+import { serverAndBrowser, waitConnected, waitFor, joinCall } from './lib.mjs';
 
-let np;
-let chrome;
-
-before(async () => {
-  np = await startNatpass();
-  chrome = await launchChromium();
-});
-
-after(async () => {
-  if (chrome) await chrome.close();
-  if (np) await np.stop();
-});
+const env = serverAndBrowser();
 
 function blockAutoplay() {
   // navigator.userActivation already reads true in a page opened over CDP, so the activation
@@ -41,10 +30,10 @@ function blockAutoplay() {
 
 test('blocked autoplay shows a click-to-play control that starts the remote video', { timeout: 120000 }, async () => {
   const room = 'autoplay' + Math.random().toString(16).slice(2, 10);
-  const base = np.base.replace('127.0.0.1', 'localhost');
-  const ann = await chrome.context.newPage();
+  const base = env.np.base.replace('127.0.0.1', 'localhost');
+  const ann = await env.chrome.context.newPage();
   await joinCall(ann, `${base}/?room=${room}&name=Ann&relay=0`);
-  const viewer = await chrome.context.newPage();
+  const viewer = await env.chrome.context.newPage();
   // No camera, no microphone; a tab that rejoins by itself (a resume token in sessionStorage,
   // as after a reload or a restored session), so nobody clicked on this document.
   await viewer.addInitScript(blockAutoplay);

@@ -1,30 +1,19 @@
 // The call in real browsers: headless Debian Chromium, fake camera/microphone, natpass's own
 // signaling and TURN. Two pages with "relay only" → relay/relay pair, frames decoded both ways,
 // chat delivered; a third joins and everyone sees everyone; a reload recovers the call.
-import { test, after, before } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { mkdirSync } from 'node:fs';
-import { startNatpass, launchChromium, waitConnected, waitFor, stats, repo, joinCall } from './lib.mjs';
+import { serverAndBrowser, waitConnected, waitFor, stats, repo, joinCall } from './lib.mjs';
 
-let np;
-let chrome;
-
-before(async () => {
-  np = await startNatpass();
-  chrome = await launchChromium();
-});
-
-after(async () => {
-  if (chrome) await chrome.close();
-  if (np) await np.stop();
-});
+const env = serverAndBrowser();
 
 const room = 'e2e' + Math.random().toString(16).slice(2, 12);
-const url = (name, relay = true) => `${np.base.replace('127.0.0.1', 'localhost')}/?room=${room}&name=${name}${relay ? '&relay=1' : '&relay=0'}`;
+const url = (name, relay = true) => `${env.np.base.replace('127.0.0.1', 'localhost')}/?room=${room}&name=${name}${relay ? '&relay=1' : '&relay=0'}`;
 
 test('relay-only call: relay candidates, frames both ways, chat, third participant, reload', { timeout: 240000 }, async () => {
-  const ctx = chrome.context;
+  const ctx = env.chrome.context;
   const logs = [];
   ctx.on('page', (p) => p.on('console', (m) => { if (m.type() !== 'log') logs.push(`${p.url().split('name=')[1]}: ${m.text()}`); }));
   process.on('exit', () => { if (process.exitCode) console.log('page console:\n' + logs.slice(-40).join('\n')); });
@@ -88,9 +77,9 @@ test('relay-only call: relay candidates, frames both ways, chat, third participa
 });
 
 test('without relay-only the same page connects too (host candidates on loopback)', { timeout: 120000 }, async () => {
-  const ctx = chrome.context;
+  const ctx = env.chrome.context;
   const r2 = 'direct' + Math.random().toString(16).slice(2, 10);
-  const u = (n) => `${np.base.replace('127.0.0.1', 'localhost')}/?room=${r2}&name=${n}&relay=0`;
+  const u = (n) => `${env.np.base.replace('127.0.0.1', 'localhost')}/?room=${r2}&name=${n}&relay=0`;
   const a = await ctx.newPage();
   await joinCall(a, u('Ann'));
   const b = await ctx.newPage();
@@ -102,9 +91,9 @@ test('without relay-only the same page connects too (host candidates on loopback
 });
 
 test('signals sent while the signaling socket is down are delivered after the resume', { timeout: 120000 }, async () => {
-  const ctx = chrome.context;
+  const ctx = env.chrome.context;
   const r3 = 'drop' + Math.random().toString(16).slice(2, 10);
-  const u = (n) => `${np.base.replace('127.0.0.1', 'localhost')}/?room=${r3}&name=${n}&relay=0`;
+  const u = (n) => `${env.np.base.replace('127.0.0.1', 'localhost')}/?room=${r3}&name=${n}&relay=0`;
   const a = await ctx.newPage();
   await joinCall(a, u('Ann'));
   const b = await ctx.newPage();
@@ -137,20 +126,20 @@ test('signals sent while the signaling socket is down are delivered after the re
 });
 
 test('the page takes the room rule and limits from the server', async () => {
-  const r = await fetch(`${np.base}/api/config`);
+  const r = await fetch(`${env.np.base}/api/config`);
   assert.equal(r.status, 200);
   const c = await r.json();
   assert.equal(c.room.pattern, '^[A-Za-z0-9_-]{1,64}$');
   assert.ok(c.signaling.rate > 0 && c.signaling.rate < 20, 'paced under the 20/s server limit');
-  const p = await chrome.context.newPage();
-  await p.goto(np.base.replace('127.0.0.1', 'localhost') + '/');
+  const p = await env.chrome.context.newPage();
+  await p.goto(env.np.base.replace('127.0.0.1', 'localhost') + '/');
   assert.equal(await p.locator('[data-testid="room-input"]').getAttribute('pattern'), c.room.pattern);
   assert.equal(await p.locator('[data-testid="room-input"]').getAttribute('maxlength'), String(c.room.maxLength));
   await p.close();
 });
 
 test('the credential endpoint hands out working iceServers', async () => {
-  const r = await fetch(`${np.base}/api/ice-servers`);
+  const r = await fetch(`${env.np.base}/api/ice-servers`);
   assert.equal(r.status, 200);
   assert.match(r.headers.get('content-security-policy'), /default-src 'self'/);
   const j = await r.json();

@@ -2,32 +2,21 @@
 // notices and a participant list, a grid that adapts to the number of people, the controls on
 // screen on a phone, camera-off and muted indicators on remote tiles, a closed tab's tile gone
 // within seconds, a favicon.
-import { test, after, before } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { mkdirSync } from 'node:fs';
-import { startNatpass, launchChromium, waitConnected, waitFor, repo, joinCall } from './lib.mjs';
+import { serverAndBrowser, waitConnected, waitFor, repo, joinCall } from './lib.mjs';
 
-let np;
-let chrome;
-
-before(async () => {
-  np = await startNatpass();
-  chrome = await launchChromium();
-});
-
-after(async () => {
-  if (chrome) await chrome.close();
-  if (np) await np.stop();
-});
+const env = serverAndBrowser();
 
 const columns = (p) => p.evaluate(() => getComputedStyle(document.querySelector('[data-testid="tiles"]')).gridTemplateColumns.split(' ').length);
 
 test('alone notice, join/leave notices, participant list, adaptive grid, phone controls, closed tab gone fast', { timeout: 180000 }, async () => {
   const room = 'page' + Math.random().toString(16).slice(2, 10);
-  const base = np.base.replace('127.0.0.1', 'localhost');
+  const base = env.np.base.replace('127.0.0.1', 'localhost');
   const u = (n) => `${base}/?room=${room}&name=${n}&relay=0`;
-  const ctx = chrome.context;
+  const ctx = env.chrome.context;
 
   // Ann on a phone, alone at first.
   const ann = await ctx.newPage();

@@ -1,6 +1,7 @@
 // Helpers for the browser tests: start natpass, start Debian's Chromium (never a downloaded
 // browser) and connect playwright-core to it over CDP, poll until a condition holds.
 import { spawn } from 'node:child_process';
+import { before, after } from 'node:test';
 import { mkdtempSync, readFileSync, rmSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
@@ -159,4 +160,23 @@ export async function joinCall(page, url, { timeoutMs = 15000 } = {}) {
   const join = page.locator('[data-testid="prejoin-join"]');
   await join.waitFor({ state: 'visible', timeout: timeoutMs });
   await join.click({ timeout: timeoutMs });
+}
+
+/**
+ * The frame most browser test files share: one natpass (with `natpassArgs`) and one Chromium
+ * for the whole file, started before its tests and stopped after them. The returned object's
+ * `np` and `chrome` are set once started; a test may replace `np` (a restarted server) and
+ * the replacement is the one stopped.
+ */
+export function serverAndBrowser(natpassArgs = []) {
+  const env = { np: null, chrome: null };
+  before(async () => {
+    env.np = await startNatpass(natpassArgs);
+    env.chrome = await launchChromium();
+  });
+  after(async () => {
+    if (env.chrome) await env.chrome.close();
+    if (env.np) await env.np.stop();
+  });
+  return env;
 }

@@ -2,27 +2,16 @@
 // joins by itself: the pre-join screen (name, preview, devices) comes first, and until Join is
 // pressed the visitor has no signaling socket and no peer connection. A visitor with no seat
 // gets the full-room screen (media off, no chat) and can wait for a seat.
-import { test, after, before } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { mkdirSync } from 'node:fs';
-import { startNatpass, launchChromium, waitConnected, waitFor, sleep, repo, joinCall } from './lib.mjs';
+import { serverAndBrowser, waitConnected, waitFor, sleep, repo, joinCall } from './lib.mjs';
 
-let np;
-let chrome;
+// Two seats per room, so a third visitor finds the room full.
+const env = serverAndBrowser(['--room-size', '2']);
 
-before(async () => {
-  // Two seats per room, so a third visitor finds the room full.
-  np = await startNatpass(['--room-size', '2']);
-  chrome = await launchChromium();
-});
-
-after(async () => {
-  if (chrome) await chrome.close();
-  if (np) await np.stop();
-});
-
-const base = () => np.base.replace('127.0.0.1', 'localhost');
+const base = () => env.np.base.replace('127.0.0.1', 'localhost');
 const shots = () => {
   // Written under target/; UPDATE_SCREENSHOT=1 refreshes the committed PNGs in docs/.
   const d = join(repo, process.env.UPDATE_SCREENSHOT ? 'docs' : 'target/e2e');
@@ -41,7 +30,7 @@ function instrument() {
 
 test('a room link carries the room only and waits on the pre-join screen until Join', { timeout: 120000 }, async () => {
   // Ada creates a room in her browser.
-  const adaCtx = await chrome.browser.newContext();
+  const adaCtx = await env.chrome.browser.newContext();
   const ada = await adaCtx.newPage();
   await ada.goto(base() + '/');
   await ada.fill('[data-testid="name-input"]', 'Ada');
@@ -54,7 +43,7 @@ test('a room link carries the room only and waits on the pre-join screen until J
   await waitFor('Ada in the room', async () => (await ada.evaluate(() => window.natpass.signaling().state)) === 'ready', 15000);
 
   // Ben opens the shared link in another browser: the pre-join screen, not Ada's name, no call.
-  const benCtx = await chrome.browser.newContext();
+  const benCtx = await env.chrome.browser.newContext();
   const ben = await benCtx.newPage();
   await ben.addInitScript(instrument);
   await ben.setViewportSize({ width: 960, height: 640 });
@@ -90,7 +79,7 @@ test('a room link carries the room only and waits on the pre-join screen until J
 test('a full room shows the full-room state (no camera, no chat) and the visitor can wait for a seat', { timeout: 150000 }, async () => {
   const room = 'full' + Math.random().toString(16).slice(2, 10);
   const u = (n) => `${base()}/?room=${room}&name=${n}&relay=0`;
-  const ctx = chrome.context;
+  const ctx = env.chrome.context;
   const a = await ctx.newPage();
   await joinCall(a, u('Ann'));
   const b = await ctx.newPage();

@@ -3,35 +3,24 @@
 // TURN credential must carry enough allocations for one RTCPeerConnection per other participant
 // (Chromium opens one allocation per local address and transport, and keeps old ones during an
 // ICE restart). One Chromium with six pages keeps the cost down on a 2-core machine.
-import { test, after, before } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { mkdirSync } from 'node:fs';
-import { startNatpass, launchChromium, waitFor, stats, sleep, repo, joinCall } from './lib.mjs';
+import { serverAndBrowser, waitFor, stats, sleep, repo, joinCall } from './lib.mjs';
 
-let np;
-let chrome;
-
-before(async () => {
-  np = await startNatpass();
-  chrome = await launchChromium();
-});
-
-after(async () => {
-  if (chrome) await chrome.close();
-  if (np) await np.stop();
-});
+const env = serverAndBrowser();
 
 const N = 6;
 
 test('six relay-only pages in one room: every remote video decoding over TURN', { timeout: 300000 }, async () => {
   const started = Date.now();
   const room = 'six' + Math.random().toString(16).slice(2, 10);
-  const base = np.base.replace('127.0.0.1', 'localhost');
+  const base = env.np.base.replace('127.0.0.1', 'localhost');
   const names = ['Ada', 'Ben', 'Cy', 'Dee', 'Eve', 'Fay'].slice(0, N);
   const pages = [];
   for (const n of names) {
-    const p = await chrome.context.newPage();
+    const p = await env.chrome.context.newPage();
     await p.setViewportSize({ width: 1280, height: 800 });
     await joinCall(p, `${base}/?room=${room}&name=${n}&relay=1`);
     pages.push(p);

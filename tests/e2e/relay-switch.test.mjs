@@ -1,28 +1,17 @@
 // "Relay only" mid-call: ticked on both sides at once, every connection moves onto TURN within
 // seconds and the panel says so; the choice stays ticked across a reload.
-import { test, after, before } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { startNatpass, launchChromium, waitConnected, waitFor, stats, joinCall } from './lib.mjs';
+import { serverAndBrowser, waitConnected, waitFor, stats, joinCall } from './lib.mjs';
 
-let np;
-let chrome;
-
-before(async () => {
-  np = await startNatpass();
-  chrome = await launchChromium();
-});
-
-after(async () => {
-  if (chrome) await chrome.close();
-  if (np) await np.stop();
-});
+const env = serverAndBrowser();
 
 test('relay only ticked on both sides at once moves the call onto TURN and survives a reload', { timeout: 150000 }, async () => {
   const room = 'switch' + Math.random().toString(16).slice(2, 10);
-  const base = np.base.replace('127.0.0.1', 'localhost');
+  const base = env.np.base.replace('127.0.0.1', 'localhost');
   // Separate contexts: each person's choice lives in their own browser.
-  const ctxA = await chrome.browser.newContext();
-  const ctxB = await chrome.browser.newContext();
+  const ctxA = await env.chrome.browser.newContext();
+  const ctxB = await env.chrome.browser.newContext();
   const a = await ctxA.newPage();
   const b = await ctxB.newPage();
   await joinCall(a, `${base}/?room=${room}&name=Ann&relay=0`);

@@ -1,21 +1,10 @@
 // After the server restarts, every page rejoins under a new identity: one tile per participant,
 // and no connection of the dead identities left open (it would keep sending video twice).
-import { test, after, before } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { startNatpass, launchChromium, waitConnected, waitFor, joinCall } from './lib.mjs';
+import { serverAndBrowser, startNatpass, waitConnected, waitFor, joinCall } from './lib.mjs';
 
-let np;
-let chrome;
-
-before(async () => {
-  np = await startNatpass();
-  chrome = await launchChromium();
-});
-
-after(async () => {
-  if (chrome) await chrome.close();
-  if (np) await np.stop();
-});
+const env = serverAndBrowser();
 
 // Every RTCPeerConnection the page builds, to count the ones still open.
 function instrument() {
@@ -28,10 +17,10 @@ const remoteTiles = (p) => p.locator('.tile:not(.local)').count();
 
 test('a server restart leaves one tile and one connection per participant', { timeout: 180000 }, async () => {
   const room = 'restart' + Math.random().toString(16).slice(2, 10);
-  const base = np.base.replace('127.0.0.1', 'localhost');
+  const base = env.np.base.replace('127.0.0.1', 'localhost');
   const pages = [];
   for (const n of ['Ann', 'Ben', 'Cy']) {
-    const p = await chrome.context.newPage();
+    const p = await env.chrome.context.newPage();
     await p.addInitScript(instrument);
     await joinCall(p, `${base}/?room=${room}&name=${n}&relay=0`);
     pages.push(p);
@@ -39,9 +28,9 @@ test('a server restart leaves one tile and one connection per participant', { ti
   for (const p of pages) await waitConnected(p, 2, { minFrames: 5 });
   const before = await Promise.all(pages.map((p) => p.evaluate(() => window.natpass.me())));
 
-  const { turnPort, httpPort } = np;
-  await np.stop();
-  np = await startNatpass([], { turnPort, httpPort });
+  const { turnPort, httpPort } = env.np;
+  await env.np.stop();
+  env.np = await startNatpass([], { turnPort, httpPort });
 
   for (const p of pages) {
     await waitFor('a new identity', async () => {
