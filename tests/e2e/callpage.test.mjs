@@ -74,3 +74,37 @@ test('alone notice, join/leave notices, participant list, adaptive grid, phone c
   await ann.close();
   await ben.close();
 });
+
+// Issue 18 item 8: three people pressing Join at the same moment. Before the fix both sides of
+// every connection offered as soon as the session began (each page has tracks, so each raised
+// negotiationneeded): every connection started in glare, answers met the wrong offer ("order of
+// m-lines in answer doesn't match"), candidates failed, and about one round in four only
+// connected after the 8 s watchdog started a session over. Now the side that did not start the
+// session waits for the first offer: no glare, no restart, connected in a few seconds.
+test('three people joining at once connect without glare or a watchdog restart', { timeout: 180000 }, async () => {
+  const base = env.np.base.replace('127.0.0.1', 'localhost');
+  const ctx = env.chrome.context;
+  for (let round = 0; round < 3; round++) {
+    const room = 'glare' + round + Math.random().toString(16).slice(2, 10);
+    const names = ['Ada', 'Ben', 'Cy'];
+    const warnings = [];
+    const pages = [];
+    for (const n of names) {
+      const p = await ctx.newPage();
+      p.on('console', (m) => { if (m.type() === 'warning' || m.type() === 'error') warnings.push(`${n}: ${m.text()}`); });
+      await p.goto(`${base}/?room=${room}&name=${n}&relay=0`);
+      await p.locator('[data-testid="prejoin-join"]').waitFor({ state: 'visible', timeout: 15000 });
+      pages.push(p);
+    }
+    const start = Date.now();
+    await Promise.all(pages.map((p) => p.click('[data-testid="prejoin-join"]')));
+    await Promise.all(pages.map((p) => waitConnected(p, 2, { minFrames: 1, timeoutMs: 60000 })));
+    const took = Date.now() - start;
+    const restarts = await Promise.all(pages.map((p) => p.evaluate(() => window.natpass.restarts())));
+    console.log(`round ${round}: three-way call connected in ${took} ms, watchdog restarts ${restarts}`);
+    assert.deepEqual(restarts, [0, 0, 0], 'no session needed the watchdog');
+    assert.deepEqual(warnings.filter((w) => /negotiation|signal|candidate|m-lines/.test(w)), [], 'no negotiation errors');
+    assert.ok(took < 8000, `connected before the watchdog would fire (${took} ms)`);
+    await Promise.all(pages.map((p) => p.close()));
+  }
+});
