@@ -129,13 +129,14 @@ function sendSignal(to, data) { state.sig.send({ type: 'signal', to, data }); }
 function newPeer(r, session, initiator, retries = 0) {
   if (r.peer) r.peer.close();
   r.sample = { bytes: 0, time: 0 };
+  r.remoteVideo = undefined;
   r.peer = new Peer({
     pid: r.pid, name: r.name, me: state.me, session, initiator, retries,
     config: pcConfig(), localStream: state.localStream,
     signal: (data) => sendSignal(r.pid, data),
     onTrack: (stream) => ui.showStream(r.tile, stream),
     onChat: (text) => ui.addChat(r.name, text.slice(0, config.chatMaxLength)),
-    onMedia: (m) => ui.showMedia(r.tile, r.name, m),
+    onMedia: (m) => { r.remoteVideo = m.video; ui.showMedia(r.tile, r.name, m); },
     onOpen: () => sendMediaState(r.peer),
     onBye: () => {
       // The tab closed (or reloads): its tile goes now, not when the server's grace period ends.
@@ -277,11 +278,14 @@ function connect() {
 
 // ---------- watchdog and stats ----------
 // A session that never got off the ground (still "new" after 8 s) is started over by the side
-// that initiated it, a few times at most.
+// that initiated it; one that connected but whose video never arrived although the other side
+// sends it, by the side that waits for it. A few times at most.
 function watchdog() {
   for (const r of [...state.remotes.values()]) {
-    if (r.peer && r.peer.stalled()) {
-      console.warn('negotiation stalled, starting over with', r.pid);
+    if (!r.peer) continue;
+    const stalled = r.peer.stalled();
+    if (stalled || r.peer.silent(r.remoteVideo, r.sample.bytes)) {
+      console.warn(stalled ? 'negotiation stalled' : 'no video arrived', '- starting over with', r.pid);
       state.restarts += 1;
       startSession(r.pid, r.name, r.peer.retries + 1);
     }

@@ -15,6 +15,7 @@
 //   pending, flush   local ICE candidates waiting for their batch (one message per 100 ms)
 //   dc               the chat data channel (created by the initiator)
 //   retries, created watchdog bookkeeping: restarts so far, when this session began
+//   connectedAt      when the connection last became 'connected' (null while it is not)
 //   closed, whenClosed set once the session is over; pending operations stop waiting then
 //
 // A peer never outlives its session: a new session (a reset from either side, or the
@@ -99,6 +100,11 @@ export class Peer {
     pc.oniceconnectionstatechange = () => {
       if (pc.iceConnectionState === 'failed') pc.restartIce();
     };
+    this.connectedAt = null;
+    pc.onconnectionstatechange = () => {
+      if (pc.connectionState === 'connected') { if (this.connectedAt === null) this.connectedAt = performance.now(); }
+      else this.connectedAt = null;
+    };
   }
 
   /** Apply a signal of this session (description or candidates). */
@@ -133,6 +139,16 @@ export class Peer {
   /** The watchdog's rule: a session we started that never got off the ground in 8 s. */
   stalled(now = performance.now()) {
     return this.initiator && this.pc.connectionState === 'new' && this.retries < 3 && now - this.created > 8000;
+  }
+
+  /**
+   * The watchdog's other rule: connected for 10 s, the other side says its camera is on
+   * (`remoteVideo`, from its data channel), and not one byte of video has arrived. A connection
+   * whose media never started is started over, by whichever side sees it, a few times at most.
+   */
+  silent(remoteVideo, videoBytes, now = performance.now()) {
+    return remoteVideo === true && videoBytes === 0 && this.connectedAt !== null &&
+      now - this.connectedAt > 10000 && this.retries < 3;
   }
 
   /** Is our own reset still unanswered (we started the session and nothing connected yet)? */

@@ -108,3 +108,35 @@ test('three people joining at once connect without glare or a watchdog restart',
     await Promise.all(pages.map((p) => p.close()));
   }
 });
+
+// The rare CI failure of autoplay.test.mjs: a connection 'connected' whose video never arrived
+// (0 bytes for 45 s) stayed that way for good, since the watchdog only restarted sessions still
+// 'new'. Here Ann's first connection sends a stopped copy of her camera (nothing goes out) while
+// she tells the others her camera is on: Ben's page must start that session over by itself.
+test('a connected session whose video never arrives is started over', { timeout: 120000 }, async () => {
+  const room = 'silent' + Math.random().toString(16).slice(2, 10);
+  const base = env.np.base.replace('127.0.0.1', 'localhost');
+  const ann = await env.chrome.context.newPage();
+  await ann.addInitScript(() => {
+    let first = true;
+    const addTrack = RTCPeerConnection.prototype.addTrack;
+    RTCPeerConnection.prototype.addTrack = function (track, ...streams) {
+      if (first && track.kind === 'video') {
+        first = false;
+        const dead = track.clone();
+        dead.stop();
+        return addTrack.call(this, dead, ...streams);
+      }
+      return addTrack.call(this, track, ...streams);
+    };
+  });
+  await joinCall(ann, `${base}/?room=${room}&name=Ann&relay=0`);
+  const ben = await env.chrome.context.newPage();
+  await joinCall(ben, `${base}/?room=${room}&name=Ben&relay=0`);
+  const s = await waitConnected(ben, 1, { minFrames: 5, timeoutMs: 60000 });
+  assert.equal(await ben.evaluate(() => window.natpass.restarts()), 1, 'the silent session was started over once');
+  assert.ok(Object.values(s)[0].framesDecoded >= 5);
+  await waitConnected(ann, 1, { minFrames: 5, timeoutMs: 30000 });
+  await ben.close();
+  await ann.close();
+});
