@@ -130,6 +130,9 @@ function newPeer(r, session, initiator, retries = 0) {
   if (r.peer) r.peer.close();
   r.sample = { bytes: 0, time: 0 };
   r.remoteVideo = undefined;
+  // The panel speaks of the new connection from now on: the old one's route is not this one's.
+  delete state.stats[r.pid];
+  ui.showStats(r.tile, r.pid, { route: 'connecting…', rttMs: null, kbps: 0 });
   r.peer = new Peer({
     pid: r.pid, name: r.name, me: state.me, session, initiator, retries,
     config: pcConfig(), localStream: state.localStream,
