@@ -260,6 +260,8 @@ impl Hub {
         for event in EVENTS {
             s.on(*event, async |_: Inline| {});
         }
+        // Anything else is answered too ("unknown event"), in the same order as the rest.
+        s.on_fallback(async |_: Inline| {});
         Ok(())
     }
 
