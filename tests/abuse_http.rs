@@ -6,7 +6,7 @@
 
 use natpass::auth::Secret;
 use natpass::web::limits::HttpLimits;
-use natpass::web::signaling::Limits;
+use natpass::signal::Limits;
 use natpass::web::{AppState, IceInfo, WebConfig};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
