@@ -22,7 +22,7 @@
 // Everything is bounded: SIO_MAX_SECS (default 200) kills the run and its workers.
 import { fork, execSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
-import { performance } from 'node:perf_hooks';
+import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 
 const env = (name, dflt) => (process.env[name] === undefined || process.env[name] === '' ? dflt : process.env[name]);
@@ -79,6 +79,7 @@ async function worker() {
   let dropped = 0;
   let recording = false;
   let hist = new Uint32Array(HIST_LEN);
+  const loopDelay = monitorEventLoopDelay({ resolution: 2 });
   const onIce = (t) => {
     recv++;
     if (recording) hist[bucket((performance.now() - t) * 1000)]++;
@@ -250,12 +251,23 @@ async function worker() {
       reply({});
     } else if (m.cmd === 'record') {
       recording = m.on;
-      if (m.on) hist = new Uint32Array(HIST_LEN);
+      if (m.on) {
+        hist = new Uint32Array(HIST_LEN);
+        loopDelay.reset();
+        loopDelay.enable();
+      } else {
+        loopDelay.disable();
+      }
       reply({});
     } else if (m.cmd === 'snap') {
       const cpu = process.cpuUsage();
       const body = { sent, expected, recv, skipped, dropped, cpuUs: cpu.user + cpu.system };
-      if (m.hist) body.hist = Array.from(hist);
+      if (m.hist) {
+        body.hist = Array.from(hist);
+        // The generator's own stalls (GC, a busy core) land in the measured latency too.
+        body.loopP99us = loopDelay.percentile(99) / 1000;
+        body.loopMaxUs = loopDelay.max / 1000;
+      }
       reply(body);
     } else if (m.cmd === 'close') {
       for (const c of clients) c.close();
@@ -423,6 +435,8 @@ async function run(args) {
       out.p50us = quantile(h, 0.5);
       out.p99us = quantile(h, 0.99);
       out.maxus = quantile(h, 1);
+      out.genLoopDelayP99us = Math.max(...b.map((x) => x.loopP99us));
+      out.genLoopDelayMaxUs = Math.max(...b.map((x) => x.loopMaxUs));
     }
     return out;
   }
@@ -503,7 +517,7 @@ async function run(args) {
   await all({ cmd: 'record', on: false });
   await drain();
   lat.offeredEmits = halfEmits;
-  log(`latency at ${halfEmits.toFixed(0)} emits/s (${lat.deliveriesPerSec.toFixed(0)} deliveries/s): p50 ${lat.p50us} µs, p99 ${lat.p99us} µs`);
+  log(`latency at ${halfEmits.toFixed(0)} emits/s (${lat.deliveriesPerSec.toFixed(0)} deliveries/s): p50 ${lat.p50us} µs, p99 ${lat.p99us} µs; generator event-loop delay p99 ${lat.genLoopDelayP99us.toFixed(0)} µs, max ${lat.genLoopDelayMaxUs.toFixed(0)} µs`);
 
   await Promise.all(workers.map((w) => ask(w, { cmd: 'close' })));
   const result = {
@@ -544,6 +558,7 @@ function table(aPath, bPath) {
     ['half of it, deliveries/s', f0(a.latency.deliveriesPerSec), f0(b.latency.deliveriesPerSec), ''],
     ['latency p50 at half saturation, ms', ms(a.latency.p50us), ms(b.latency.p50us), ratio(a.latency.p50us, b.latency.p50us)],
     ['**latency p99 at half saturation, ms**', ms(a.latency.p99us), ms(b.latency.p99us), ratio(a.latency.p99us, b.latency.p99us)],
+    ['generator event-loop delay p99 / max meanwhile, ms', `${ms(a.latency.genLoopDelayP99us)} / ${ms(a.latency.genLoopDelayMaxUs)}`, `${ms(b.latency.genLoopDelayP99us)} / ${ms(b.latency.genLoopDelayMaxUs)}`, ''],
   ];
   console.log(`| figure | ${a.name} | ${b.name} | ${a.name} / ${b.name} |`);
   console.log('|---|---|---|---|');
