@@ -487,11 +487,13 @@ async function run(args) {
           ? 'generator'
           : null;
     if (why && starved) why = 'starved by other load';
+    // A generator stall (GC, a scheduling hiccup) with CPU to spare is not its limit either.
+    if (why === 'generator' && m.genCpu < 0.85 * GEN_CORES) why = 'generator stalled';
     log(
       `ramp ${r.toFixed(0)} emits/s: ${m.deliveriesPerSec.toFixed(0)} deliveries/s (${(100 * (m.delivered ?? 0)).toFixed(1)} %), server ${m.serverCpu.toFixed(2)} CPU, generator ${m.genCpu.toFixed(2)} CPU, others ${m.otherCpu.toFixed(2)}${why ? ` -> ${why}` : ''}`,
     );
     m.stop = why;
-    if (why === 'starved by other load' && retries > 0) {
+    if ((why === 'starved by other load' || why === 'generator stalled') && retries > 0) {
       retries--;
       i--;
       await drain();
