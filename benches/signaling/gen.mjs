@@ -12,9 +12,13 @@
 //     /proc/PID/stat over the same window; deliveries per server CPU-second;
 //  3. saturation: a bounded ramp (SIO_RAMP_START emits/s, ×1.5 per SIO_STEP s step, at most
 //     SIO_STEPS steps) until the deliveries fall below 90 % of what was sent, the server uses
-//     95 % of a core, or the generator cannot keep its rate; the best deliveries/s seen is the
-//     saturation rate; then p50/p99 delivery latency (a timestamp in the payload, read at the
-//     receivers) at half of it for SIO_WINDOW s.
+//     95 % of a core, or the generator cannot keep its rate (over 92 % of SIO_GEN_CORES cores);
+//     the best deliveries/s seen is the saturation rate; then p50/p99 delivery latency (a
+//     timestamp in the payload, read at the receivers) at half of it for SIO_WINDOW s, with the
+//     generator's own event-loop delay beside it.
+// On a shared machine: before each phase it waits (SIO_QUIET_WAIT s in all, default 30) for the
+// other processes to use at most SIO_QUIET cores (0.3), reports their CPU in every window, and
+// re-runs (at most three times) a ramp step lost to them or to a generator stall.
 // The clients run in SIO_WORKERS child processes; every room lives inside one worker, so the
 // timestamps are compared on one monotonic clock. SIO_CLIENT=sio (default) uses the npm
 // socket.io-client; SIO_CLIENT=raw speaks the same Engine.IO 4 / Socket.IO 5 frames over `ws`
