@@ -21,6 +21,7 @@ pub mod ops;
 pub mod probe;
 pub mod proto;
 pub mod relay;
+pub mod signal;
 pub mod testing;
 pub mod tls;
 pub(crate) mod udp;

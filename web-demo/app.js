@@ -263,9 +263,10 @@ const statusText = { closed: 'reconnecting…', connecting: 'connecting…', joi
 
 function connect() {
   if (state.sig) state.sig.stop();
-  const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
   state.sig = new Signaling({
-    url: `${proto}//${location.host}/ws`,
+    url: location.origin,
+    // ?transport=polling: long-polling only, as behind a proxy that blocks WebSockets.
+    transports: params.get('transport') === 'polling' ? ['polling'] : ['polling', 'websocket'],
     pacing: config.pacing,
     maxMessage: config.maxMessage,
     joinRequest: () => ({
@@ -318,7 +319,7 @@ window.natpass = {
   screen: () => ['landing', 'prejoin', 'room', 'full'].find((id) => !$(id).hidden) || null,
   relayOnly: () => state.relayOnly,
   restarts: () => state.restarts,
-  signaling: () => ({ state: state.sig ? state.sig.state : null, pending: state.sig ? state.sig.pending() : 0 }),
+  signaling: () => ({ state: state.sig ? state.sig.state : null, pending: state.sig ? state.sig.pending() : 0, transport: state.sig ? state.sig.transport() : null }),
   dropSignaling: () => state.sig && state.sig.drop(),
   debug: () => Object.fromEntries([...state.remotes].map(([pid, r]) => [pid, r.peer ? r.peer.describe() : null])),
   config: () => ({ ...config, roomPattern: config.roomPatternSource }),

@@ -1,118 +1,131 @@
-// The signaling connection: one WebSocket to natpass's /ws, reconnected with backoff, that
-// resumes its identity, and an outbox paced under the server's per-connection rate limit.
+// The signaling connection: socket.io-client (the bundle natpass serves at
+// /socket.io/socket.io.js, a global `io`) to natpass's Socket.IO server. Reconnection with
+// back-off, the WebSocket upgrade and the long-polling fallback come from the library; this
+// file keeps the call's identity across reconnects and paces what it sends under the server's
+// per-socket rate limit.
 //
 // Connection states (`Signaling.state`):
-//   'closed'     no socket (before start, or waiting to reconnect)
+//   'closed'     no socket (before start, or the library is reconnecting)
 //   'connecting' socket opening
-//   'joining'    socket open, the join (with the resume token) sent, its answer not yet in
+//   'joining'    connected; the resume (in the handshake's auth) or the join not yet answered
 //   'ready'      joined: the outbox drains
 //   'stopped'    left for good
 //
-// Outbox rules: send() never drops a message because the socket is not open: it waits in the
-// outbox. Only the join is ever written while 'joining', so nothing queued can reach the new
-// socket before the resume join. When the join answer shows the identity was resumed, the
-// outbox drains in order; when it shows a new identity (the grace period had expired),
-// queued signals are dropped: they were addressed from the old identity to negotiations the
-// other side has already torn down. Chat is kept. The pace (messages per second and burst)
-// comes from the server's /api/config; each new socket starts with a full burst, as the
-// server's bucket does.
+// Identity: every (re)connect carries the resume token in the handshake (`auth`), so the server
+// gives the identity back before it handles anything this socket sends, and answers `resumed`
+// (then what was addressed to us meanwhile) or `resume-failed` (then we join afresh). When the
+// identity is new, queued signals are dropped: they were addressed from the old identity to
+// negotiations the other side has already torn down. Chat is kept.
+//
+// Outbox: send() never drops a message for want of a socket; it waits here while not 'ready'
+// and goes out at the pace from /api/config (a full burst on each new socket, as the server's
+// bucket does).
 
 export class Signaling {
   /**
    * @param {object} o
-   * @param {string} o.url WebSocket URL
+   * @param {string} o.url the server (origin)
+   * @param {string[]} [o.transports] Socket.IO transports (default polling then WebSocket)
    * @param {{rate:number, burst:number}} o.pacing
    * @param {number} o.maxMessage largest message the server accepts (bytes)
-   * @param {() => object} o.joinRequest the join message to send on every (re)connect
+   * @param {() => {room:string, name:string, resume?:string}} o.joinRequest
    * @param {(m: object) => void} o.onMessage every message from the server except the join answer
-   * @param {(m: object, resumed: boolean) => void} o.onJoined the join answer
+   * @param {(m: object, resumed: boolean) => void} o.onJoined the join (or resume) answer
    * @param {(state: string) => void} [o.onState]
    */
   constructor(o) {
     this.url = o.url;
+    this.transports = o.transports || ['polling', 'websocket'];
     this.pacing = o.pacing;
     this.maxMessage = o.maxMessage;
     this.joinRequest = o.joinRequest;
     this.onMessage = o.onMessage;
     this.onJoined = o.onJoined;
     this.onState = o.onState || (() => {});
-    this.WebSocket = o.WebSocketImpl || globalThis.WebSocket;
+    this.io = o.io || globalThis.io;
     this.now = o.now || (() => performance.now());
     this.setTimer = o.setTimer || ((f, ms) => setTimeout(f, ms));
     this.clearTimer = o.clearTimer || ((t) => clearTimeout(t));
-    this.random = o.random || Math.random;
     this.state = 'closed';
-    this.ws = null;
+    this.socket = null;
     this.me = null;
-    this.reqId = 0;
-    this.joinId = null;
-    this.queue = []; // [{ text, kind }]
+    this.queue = []; // [{ type, body }]
     this.tokens = this.pacing.burst;
     this.last = this.now();
     this.pumpTimer = null;
-    this.reconnectTimer = null;
-    this.backoff = 500;
   }
 
   start() {
-    if (this.state === 'stopped') return;
+    if (this.state === 'stopped' || this.socket) return;
     this.setState('connecting');
-    const ws = new this.WebSocket(this.url);
-    this.ws = ws;
-    ws.onopen = () => {
-      if (this.ws !== ws) return;
-      this.backoff = 500;
+    const socket = this.io(this.url, {
+      transports: this.transports,
+      reconnectionDelay: 500,
+      reconnectionDelayMax: 10000,
+      // Asked again on every reconnect: the token of the identity to take back, if any.
+      auth: (cb) => {
+        const resume = this.joinRequest().resume;
+        cb(resume ? { resume } : {});
+      },
+    });
+    this.socket = socket;
+    const forward = (type, wrap = (b) => b) => socket.on(type, (b) => this.onMessage({ type, ...wrap(b || {}) }));
+    socket.on('connect', () => {
       this.tokens = this.pacing.burst;
       this.last = this.now();
       this.setState('joining');
-      const join = { ...this.joinRequest(), id: ++this.reqId };
-      this.joinId = join.id;
-      ws.send(JSON.stringify(join));
-      this.tokens -= 1;
-    };
-    ws.onmessage = (ev) => {
-      if (this.ws !== ws) return;
-      let m;
-      try { m = JSON.parse(ev.data); } catch { return; }
-      if (m && m.type === 'joined' && this.state === 'joining') {
-        const resumed = this.me !== null && m.you === this.me;
-        if (this.me !== null && !resumed) {
-          // A new identity: signals from the old one are stale.
-          this.queue = this.queue.filter((q) => q.kind !== 'signal');
-        }
-        this.me = m.you;
-        this.setState('ready');
-        this.onJoined(m, resumed);
-        this.pump();
-        return;
-      }
-      this.onMessage(m);
-    };
-    ws.onclose = () => {
-      if (this.ws !== ws) return;
-      this.ws = null;
+      // With a token the server answers `resumed` or `resume-failed` by itself.
+      if (!this.joinRequest().resume) this.join();
+    });
+    socket.on('resumed', (m) => this.joined(m));
+    socket.on('resume-failed', () => this.join());
+    forward('participant-joined', (b) => ({ participant: b }));
+    forward('participant-left');
+    forward('signal');
+    forward('chat');
+    forward('room-closed');
+    forward('error');
+    socket.on('disconnect', (reason) => {
       if (this.pumpTimer !== null) { this.clearTimer(this.pumpTimer); this.pumpTimer = null; }
       if (this.state === 'stopped') return;
       this.setState('closed');
-      const wait = this.backoff + this.random() * 250;
-      this.backoff = Math.min(this.backoff * 2, 10000);
-      this.reconnectTimer = this.setTimer(() => { this.reconnectTimer = null; this.start(); }, wait);
-    };
+      // The library reconnects by itself except when the server closed the socket.
+      if (reason === 'io server disconnect') this.setTimer(() => { if (this.state !== 'stopped') socket.connect(); }, 500);
+    });
   }
 
-  /** Queue a request (never dropped for want of a socket); returns its id, or null when too large. */
-  send(obj) {
-    if (this.state === 'stopped') return null;
-    const id = ++this.reqId;
-    const text = JSON.stringify({ ...obj, id });
-    if (text.length > this.maxMessage) {
-      // The server closes a connection on an oversize message: refuse it here instead.
-      console.warn('signaling: message too large, not sent', obj.type, text.length);
-      return null;
-    }
-    this.queue.push({ text, kind: obj.type });
+  join() {
+    const req = this.joinRequest();
+    this.socket.emit('join', { room: req.room, name: req.name }, (m) => {
+      if (this.state === 'stopped') return;
+      if (!m || m.error) { this.onMessage({ type: 'error', reason: m ? m.error : 'no answer' }); return; }
+      this.joined(m);
+    });
+  }
+
+  joined(m) {
+    const resumed = this.me !== null && m.you === this.me;
+    // A new identity: signals from the old one are stale.
+    if (this.me !== null && !resumed) this.queue = this.queue.filter((q) => q.type !== 'signal');
+    this.me = m.you;
+    this.setState('ready');
+    this.onJoined(m, resumed);
     this.pump();
-    return id;
+  }
+
+  /** Queue a request (never dropped for want of a socket); false when too large. */
+  send(obj) {
+    if (this.state === 'stopped') return false;
+    const { type, ...body } = obj;
+    const size = JSON.stringify(body).length;
+    if (size > this.maxMessage) {
+      // The server closes a socket on an oversize message: refuse it here instead.
+      console.warn('signaling: message too large, not sent', type, size);
+      return false;
+    }
+    this.queue.push({ type, body });
+    this.pump();
+    return true;
   }
 
   /** Messages waiting in the outbox. */
@@ -123,9 +136,14 @@ export class Signaling {
     const now = this.now();
     this.tokens = Math.min(this.pacing.burst, this.tokens + ((now - this.last) / 1000) * this.pacing.rate);
     this.last = now;
-    if (this.state !== 'ready' || !this.ws || this.ws.readyState !== 1) return;
+    if (this.state !== 'ready' || !this.socket || !this.socket.connected) return;
     while (this.queue.length && this.tokens >= 1) {
-      this.ws.send(this.queue.shift().text);
+      const { type, body } = this.queue.shift();
+      if (type === 'ice-servers') {
+        this.socket.emit(type, body, (m) => { if (m && !m.error) this.onMessage({ type, ...m }); });
+      } else {
+        this.socket.emit(type, body);
+      }
       this.tokens -= 1;
     }
     if (this.queue.length) {
@@ -134,19 +152,22 @@ export class Signaling {
     }
   }
 
-  /** Drop the socket (it reconnects, as after a network change). For tests and debugging. */
-  drop() { if (this.ws) this.ws.close(); }
+  /** Drop the connection (the library reconnects, as after a network change). For tests. */
+  drop() { if (this.socket && this.socket.io.engine) this.socket.io.engine.close(); }
 
-  /** Leave for good: send `last` (e.g. a leave) if the socket is ready, then close. */
+  /** The transport in use ('polling' or 'websocket'), or null. */
+  transport() { return this.socket && this.socket.io.engine ? this.socket.io.engine.transport.name : null; }
+
+  /** Leave for good: send `last` (e.g. a leave) if joined, then close. */
   stop(last) {
-    if (last && this.state === 'ready' && this.ws && this.ws.readyState === 1) {
-      this.ws.send(JSON.stringify({ ...last, id: ++this.reqId }));
+    if (last && this.state === 'ready' && this.socket && this.socket.connected) {
+      const { type, ...body } = last;
+      this.socket.emit(type, body);
     }
     this.setState('stopped');
     this.queue = [];
-    if (this.reconnectTimer !== null) this.clearTimer(this.reconnectTimer);
     if (this.pumpTimer !== null) this.clearTimer(this.pumpTimer);
-    if (this.ws) this.ws.close();
+    if (this.socket) this.socket.disconnect();
   }
 
   setState(s) {

@@ -15,7 +15,7 @@
 //!
 //! No `Authorization` header → 401; a wrong token → 403 (constant-time comparison).
 
-use super::signaling::Hub;
+use super::socketio::Hub;
 use crate::auth::{Secret, mint_rest};
 use crate::ops::Ops;
 use axum::Router;

@@ -1,5 +1,5 @@
-//! The HTTP side (axum): the embedded video-call page, the signaling WebSocket, the ICE
-//! credential endpoint, `/healthz`.
+//! The HTTP side (axum): the embedded video-call page, Socket.IO signaling (`/socket.io/`),
+//! the ICE credential endpoint, `/healthz`.
 //!
 //! Security (docs/security.md, "Signaling" and "Exhaustion" rows): Origin allow-list on the
 //! WebSocket (the page's own origin by default), CSP and other headers on every response,
@@ -9,7 +9,7 @@
 
 pub mod admin;
 pub mod limits;
-pub mod signaling;
+pub mod socketio;
 
 use crate::auth::ratelimit::RateLimiter;
 use crate::auth::{Secret, mint_rest};
@@ -116,7 +116,7 @@ pub struct WebConfig {
     /// Extra allowed WebSocket origins (the page's own origin is always allowed).
     pub allowed_origins: Vec<String>,
     /// Signaling limits.
-    pub signaling: signaling::Limits,
+    pub signaling: crate::signal::Limits,
     /// Connection caps and deadlines of the HTTP listener.
     pub http: limits::HttpLimits,
 }
@@ -127,7 +127,7 @@ pub struct AppState {
     cfg: WebConfig,
     ice_limiter: Mutex<RateLimiter>,
     /// Rooms and participants.
-    pub hub: Arc<signaling::Hub>,
+    pub hub: Arc<socketio::Hub>,
     ops: Option<Arc<admin::OpsState>>,
     /// The TURN server the credentials are for (quotas follow the room size).
     server: Option<crate::ops::Ops>,
@@ -140,7 +140,7 @@ pub struct AppState {
 impl AppState {
     /// New state (starts nothing).
     pub fn new(cfg: WebConfig) -> Arc<Self> {
-        let hub = signaling::Hub::new(cfg.signaling.clone());
+        let hub = socketio::Hub::new(cfg.signaling.clone());
         let gate = limits::ConnGate::new(&cfg.http);
         Arc::new(Self {
             ice_limiter: Mutex::new(RateLimiter::new(1.0, 20.0, 65_536, Instant::now())),
@@ -294,12 +294,12 @@ async fn ice_servers(
 
 /// What the page must agree on with the server (`GET /api/config`): the room-name rule, the
 /// length limits, and the pace that keeps it under the signaling rate limit.
-pub fn page_config(limits: &signaling::Limits) -> serde_json::Value {
+pub fn page_config(limits: &crate::signal::Limits) -> serde_json::Value {
     let (rate, burst) = limits.client_pacing();
     serde_json::json!({
-        "room": {"pattern": signaling::room_pattern(), "maxLength": signaling::ROOM_MAX_LEN},
-        "name": {"maxLength": signaling::NAME_MAX_CHARS},
-        "chat": {"maxLength": signaling::CHAT_MAX_CHARS},
+        "room": {"pattern": crate::signal::room_pattern(), "maxLength": crate::signal::ROOM_MAX_LEN},
+        "name": {"maxLength": crate::signal::NAME_MAX_CHARS},
+        "chat": {"maxLength": crate::signal::CHAT_MAX_CHARS},
         "signaling": {"rate": rate, "burst": burst, "maxMessage": limits.max_message},
     })
 }
@@ -333,14 +333,19 @@ pub fn router(state: Arc<AppState>) -> Router {
     }
     let r = r
         .route("/api/ice-servers", get(ice_servers))
-        .route("/ws", get(signaling::upgrade))
-        .with_state(state);
+        .with_state(state.clone());
     let r = match ops {
         Some(o) if state_metrics_here => r.merge(admin::ops_router(o)),
         Some(o) => r.merge(admin::health_router(o)),
         None => r.route("/healthz", get(|| async { "ok\n" })),
     };
-    r.layer(axum::middleware::from_fn(security_headers))
+    state.hub.install(&state);
+    r.layer(state.hub.layer())
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            socketio::guard,
+        ))
+        .layer(axum::middleware::from_fn(security_headers))
 }
 
 /// Serve plain HTTP on `listener` until `shutdown` resolves (bounded by [`limits`]).
@@ -349,7 +354,7 @@ pub async fn serve(
     state: Arc<AppState>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let _sweeper = signaling::Hub::spawn_sweeper(state.hub.clone());
+    let _sweeper = socketio::Hub::spawn_sweeper(state.hub.clone());
     let http = state.cfg.http.clone();
     let gate = state.gate.clone();
     limits::serve_bounded(listener, router(state), None, http, gate, shutdown).await
@@ -362,7 +367,7 @@ pub async fn serve_tls(
     tls: Arc<rustls::ServerConfig>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let _sweeper = signaling::Hub::spawn_sweeper(state.hub.clone());
+    let _sweeper = socketio::Hub::spawn_sweeper(state.hub.clone());
     let mut cfg = (*tls).clone();
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
@@ -387,7 +392,7 @@ pub struct Launched {
     /// The server task.
     pub task: tokio::task::JoinHandle<std::io::Result<()>>,
     /// Rooms and participants.
-    pub hub: Arc<signaling::Hub>,
+    pub hub: Arc<socketio::Hub>,
     /// SHA-256 fingerprint of the self-signed certificate (`AB:CD:…`), when it uses one.
     pub fingerprint: Option<String>,
 }
@@ -437,9 +442,9 @@ pub async fn launch_in(
         secret,
         ttl: http.credential_ttl,
         allowed_origins: http.allow_origins.clone(),
-        signaling: signaling::Limits {
+        signaling: crate::signal::Limits {
             room_size: http.room_size,
-            ..signaling::Limits::default()
+            ..crate::signal::Limits::default()
         },
         http: limits::HttpLimits::default(),
     };
