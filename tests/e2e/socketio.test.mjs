@@ -14,7 +14,7 @@ import { fileURLToPath } from 'node:url';
 import http from 'node:http';
 import vm from 'node:vm';
 import { io } from 'socket.io-client';
-import { startNatpass, repo, sleep, waitFor } from './lib.mjs';
+import { startNatpass, freePort, repo, sleep, waitFor } from './lib.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const TRANSPORTS = { websocket: ['websocket'], polling: ['polling'] };
@@ -95,7 +95,7 @@ function assertIceServers(list) {
  * One plain HTTP request on its own connection (no keep-alive pool that could count as a
  * connection afterwards): the status and body. `upgrade` makes it a WebSocket upgrade request.
  */
-function rawRequest(base, path, { headers = {}, method = 'GET', body, upgrade = false } = {}) {
+function rawRequest(base, path, { headers = {}, method = 'GET', body, upgrade = false, timeoutMs = 5000 } = {}) {
   const u = new URL(path, base);
   const h = { ...headers };
   if (upgrade) {
@@ -106,7 +106,7 @@ function rawRequest(base, path, { headers = {}, method = 'GET', body, upgrade = 
   }
   return new Promise((resolve, reject) => {
     const req = http.request({ host: u.hostname, port: u.port, path: u.pathname + u.search, method, headers: h, agent: false });
-    const t = setTimeout(() => { req.destroy(); reject(new Error(`no answer to ${method} ${path}`)); }, 5000);
+    const t = setTimeout(() => { req.destroy(); reject(new Error(`no answer to ${method} ${path}`)); }, timeoutMs);
     req.on('upgrade', (res, sock) => { clearTimeout(t); sock.destroy(); resolve({ status: res.statusCode, body: '' }); });
     req.on('response', (res) => {
       const chunks = [];
@@ -135,6 +135,69 @@ async function closeSession(base, sid, origin = base) {
     method: 'POST', body: '1', headers: { origin, 'content-type': 'text/plain;charset=UTF-8' },
   }).catch(() => { /* already gone */ });
 }
+
+/**
+ * Socket.IO over long-polling by hand, for a client that does what socket.io-client never does:
+ * stop reading. Engine.IO v4 payloads are packets joined by the record separator 0x1e.
+ */
+class RawPolling {
+  static async open(base, auth) {
+    const h = await pollingHandshake(base);
+    assert.equal(h.status, 200, 'handshake');
+    const raw = new RawPolling(base, h.open.sid);
+    await raw.post([auth ? `40${JSON.stringify(auth)}` : '40']);
+    const first = await raw.poll();
+    assert.ok(first.some((p) => p.startsWith('40{')), `connected: ${JSON.stringify(first)}`);
+    raw.backlog.push(...first.filter((p) => !p.startsWith('40')));
+    return raw;
+  }
+  constructor(base, sid) {
+    this.base = base;
+    this.sid = sid;
+    this.acks = 0;
+    this.backlog = [];
+  }
+  get path() { return `${HANDSHAKE}&sid=${this.sid}`; }
+  async post(packets) {
+    const r = await rawRequest(this.base, this.path, {
+      method: 'POST', body: packets.join('\x1e'), headers: { origin: this.base, 'content-type': 'text/plain;charset=UTF-8' },
+    });
+    return r.status;
+  }
+  /**
+   * One GET: the packets it brought (answering pings), [] when nothing came within `waitMs`
+   * (a long poll with nothing to say), or null when the session is gone.
+   */
+  async poll(waitMs = 5000) {
+    let r;
+    try {
+      r = await rawRequest(this.base, this.path, { headers: { origin: this.base }, timeoutMs: waitMs });
+    } catch (e) {
+      if (/no answer/.test(e.message)) return [];
+      throw e;
+    }
+    if (r.status !== 200) return null;
+    const packets = r.body.toString().split('\x1e');
+    if (packets.includes('2')) await this.post(['3']);
+    return packets;
+  }
+  /** Emit `event` with an ack and poll until the ack comes; its first argument. */
+  async call(event, arg) {
+    const id = this.acks++;
+    await this.post([`42${id}${JSON.stringify([event, arg])}`]);
+    for (let i = 0; i < 20; i++) {
+      const packets = await this.poll();
+      assert.ok(packets, 'session alive');
+      const hit = packets.find((p) => p.startsWith(`43${id}[`));
+      this.backlog.push(...packets.filter((p) => p !== hit));
+      if (hit) return JSON.parse(hit.slice(`43${id}`.length))[0];
+    }
+    throw new Error(`no ack for ${event}`);
+  }
+}
+
+/** The natpass events in Socket.IO packets (`42["event",arg]`), as [event, arg]. */
+const eventsIn = (packets) => packets.filter((p) => p.startsWith('42[')).map((p) => JSON.parse(p.slice(2)));
 
 // ---------------------------------------------------------------------------------------------
 // natpass events
@@ -311,6 +374,47 @@ describe('resume', () => {
       ann.close();
     });
   }
+
+  test('a resume while the old socket still looks alive moves the participant to the new socket; the old one closing later changes nothing', async () => {
+    const room = uniqueRoom('takeover');
+    const ann = await joined(np.base, TRANSPORTS.websocket, room, 'Ann');
+    const bob = await joined(np.base, TRANSPORTS.websocket, room, 'Bob');
+    await received(ann.s, 'participant-joined');
+    // A phone that changed networks: the old TCP connection is half-open, the client reconnects.
+    const ann2 = client(np.base, { transports: TRANSPORTS.polling, auth: { resume: ann.me.resume } });
+    await connected(ann2);
+    const resumed = await received(ann2, 'resumed');
+    assert.equal(resumed.you, ann.me.you);
+    assert.deepEqual(resumed.participants, [{ id: bob.me.you, name: 'Bob' }]);
+    const mark = ann.s.log.length;
+    assert.deepEqual(await ack(bob.s, 'signal', { to: ann.me.you, data: { to: 'the new socket' } }), { ok: true });
+    assert.deepEqual(await received(ann2, 'signal'), { from: bob.me.you, data: { to: 'the new socket' } });
+    assert.deepEqual(ann.s.log.slice(mark), [], 'the old socket gets nothing any more');
+    ann.s.close();
+    await sleep(1000);
+    assert.equal(bob.s.log.find(([e]) => e === 'participant-left'), undefined, 'the old socket closing is not a leave');
+    assert.deepEqual(await ack(bob.s, 'signal', { to: ann.me.you, data: { still: 'there' } }), { ok: true });
+    assert.deepEqual(await received(ann2, 'signal', (m) => m.data.still), { from: bob.me.you, data: { still: 'there' } });
+    assert.deepEqual(await ack(ann2, 'chat', { text: 'from the new socket' }), { ok: true });
+    assert.deepEqual(await received(bob.s, 'chat'), { from: ann.me.you, name: 'Ann', text: 'from the new socket' });
+  });
+
+  test('join with the resume token (instead of the handshake auth) takes the identity back with its backlog', async () => {
+    const room = uniqueRoom('joinresume');
+    const ann = await joined(np.base, TRANSPORTS.websocket, room, 'Ann');
+    const bob = await joined(np.base, TRANSPORTS.websocket, room, 'Bob');
+    ann.s.io.engine.close();
+    await sleep(300);
+    assert.deepEqual(await ack(bob.s, 'signal', { to: ann.me.you, data: { n: 'waiting' } }), { ok: true });
+    const again = client(np.base, { transports: TRANSPORTS.polling });
+    await connected(again);
+    const me = await ack(again, 'join', { room, name: 'Ann', resume: ann.me.resume });
+    assert.equal(me.ok, true, JSON.stringify(me));
+    assert.equal(me.you, ann.me.you, 'the same identity');
+    assert.deepEqual(me.participants, [{ id: bob.me.you, name: 'Bob' }]);
+    assert.deepEqual(await received(again, 'signal'), { from: bob.me.you, data: { n: 'waiting' } });
+    assert.equal(bob.s.log.find(([e]) => e === 'participant-left' || e === 'participant-joined'), undefined);
+  });
 
   test('an unknown token gets resume-failed, the socket is in no room and may join afresh', async () => {
     const s = client(np.base, { transports: TRANSPORTS.websocket, auth: { resume: 'f'.repeat(32) } });
@@ -559,6 +663,24 @@ describe('Zoom-clone compatibility (join_room, welcome, offer, answer, ice)', ()
     });
   }
 
+  test('join_room without an ack into a full room gets an error event; a bad room name is refused', async () => {
+    const room = uniqueRoom('fullnoack');
+    await zoomCall(small.base, TRANSPORTS.websocket, room);
+    const s = client(small.base, { transports: TRANSPORTS.websocket });
+    await connected(s);
+    s.emit('join_room', room);
+    assert.deepEqual(await received(s, 'error'), { reason: 'room full', event: 'join_room' });
+    // Compat room names: no rule stricter than the contract's, and at least nothing empty, over
+    // 64 bytes or with control characters.
+    for (const bad of ['', 'x'.repeat(65), 'a\nb']) {
+      const t = client(small.base, { transports: TRANSPORTS.websocket });
+      await connected(t);
+      const r = await t.timeout(5000).emitWithAck('join_room', bad);
+      assert.equal(typeof (r && r.error), 'string', `join_room(${JSON.stringify(bad)}) answered ${JSON.stringify(r)}`);
+      t.close();
+    }
+  });
+
   test('a full natpass room refuses join with "room full" and takes the next one after a leave', async () => {
     const room = uniqueRoom('natfull');
     const ann = await joined(small.base, TRANSPORTS.websocket, room, 'Ann');
@@ -616,38 +738,40 @@ describe('limits', () => {
     }
   });
 
-  test('polling: a payload over 64 KiB is refused and never delivered; one under it is', async () => {
-    const room = uniqueRoom('big');
-    const ann = await joined(np.base, TRANSPORTS.polling, room, 'Ann');
-    const bob = await joined(np.base, TRANSPORTS.polling, room, 'Bob');
-    const fits = 'a'.repeat(48 * 1024);
-    assert.deepEqual(await ack(ann.s, 'signal', { to: bob.me.you, data: { fits } }), { ok: true });
-    assert.equal((await received(bob.s, 'signal')).data.fits.length, fits.length);
+  for (const [name, transports] of Object.entries(TRANSPORTS)) {
+    test(`${name}: a payload over 64 KiB is refused and never delivered; one under it is`, async () => {
+      const room = uniqueRoom('big');
+      const ann = await joined(np.base, transports, room, 'Ann');
+      const bob = await joined(np.base, transports, room, 'Bob');
+      const fits = 'a'.repeat(48 * 1024);
+      assert.deepEqual(await ack(ann.s, 'signal', { to: bob.me.you, data: { fits } }), { ok: true });
+      assert.equal((await received(bob.s, 'signal')).data.fits.length, fits.length);
 
-    const huge = 'b'.repeat(70 * 1024);
-    const gone = new Promise((r) => ann.s.once('disconnect', (reason) => r({ disconnected: reason })));
-    const answer = ack(ann.s, 'signal', { to: bob.me.you, data: { huge } }, 8000).catch((e) => ({ noAck: e.message }));
-    const outcome = await Promise.race([answer, gone]);
-    assert.ok(outcome.disconnected || (outcome.error && !outcome.ok), `refused: ${JSON.stringify(outcome).slice(0, 200)}`);
-    await notReceived(bob.s, 'signal', (m) => m.data.huge, 1000);
-  });
+      const huge = 'b'.repeat(70 * 1024);
+      const gone = new Promise((r) => ann.s.once('disconnect', (reason) => r({ disconnected: reason })));
+      const answer = ack(ann.s, 'signal', { to: bob.me.you, data: { huge } }, 8000).catch((e) => ({ noAck: e.message }));
+      const outcome = await Promise.race([answer, gone]);
+      assert.ok(outcome.disconnected || (outcome.error && !outcome.ok), `refused: ${JSON.stringify(outcome).slice(0, 200)}`);
+      await notReceived(bob.s, 'signal', (m) => m.data.huge, 1000);
+    });
 
-  test('polling: a flood gets "rate limit: slow down" after the burst, and the pace comes back', async () => {
-    const ann = await joined(np.base, TRANSPORTS.polling, uniqueRoom('flood'), 'Ann');
-    const pending = Array.from({ length: 160 }, (_, i) => ack(ann.s, 'chat', { text: `m${i}` }, 15000));
-    // In the same burst, without an ack: the refusal comes as an error event.
-    for (let i = 0; i < 5; i++) ann.s.emit('chat', { text: `no ack ${i}` });
-    const answers = await Promise.all(pending);
-    const ok = answers.filter((a) => a.ok === true).length;
-    const limited = answers.filter((a) => a.error === 'rate limit: slow down').length;
-    assert.equal(ok + limited, answers.length, JSON.stringify(answers.filter((a) => !a.ok && a.error !== 'rate limit: slow down')));
-    assert.ok(limited >= 20, `${limited} of 160 limited`);
-    assert.ok(ok >= 95 && ok <= 130, `${ok} of 160 let through (burst 100, 20/s)`);
-    assert.deepEqual(await received(ann.s, 'error'), { reason: 'rate limit: slow down', event: 'chat' });
-    await sleep(1200);
-    assert.deepEqual(await ack(ann.s, 'chat', { text: 'calm again' }), { ok: true }, 'a limited socket is not banned');
-    assert.ok(ann.s.connected);
-  });
+    test(`${name}: a flood gets "rate limit: slow down" after the burst, and the pace comes back`, async () => {
+      const ann = await joined(np.base, transports, uniqueRoom('flood'), 'Ann');
+      const pending = Array.from({ length: 160 }, (_, i) => ack(ann.s, 'chat', { text: `m${i}` }, 15000));
+      // In the same burst, without an ack: the refusal comes as an error event.
+      for (let i = 0; i < 5; i++) ann.s.emit('chat', { text: `no ack ${i}` });
+      const answers = await Promise.all(pending);
+      const ok = answers.filter((a) => a.ok === true).length;
+      const limited = answers.filter((a) => a.error === 'rate limit: slow down').length;
+      assert.equal(ok + limited, answers.length, JSON.stringify(answers.filter((a) => !a.ok && a.error !== 'rate limit: slow down')));
+      assert.ok(limited >= 20, `${limited} of 160 limited`);
+      assert.ok(ok >= 95 && ok <= 130, `${ok} of 160 let through (burst 100, 20/s)`);
+      assert.deepEqual(await received(ann.s, 'error'), { reason: 'rate limit: slow down', event: 'chat' });
+      await sleep(1200);
+      assert.deepEqual(await ack(ann.s, 'chat', { text: 'calm again' }), { ok: true }, 'a limited socket is not banned');
+      assert.ok(ann.s.connected);
+    });
+  }
 
   test('the client bundle is served at /socket.io/socket.io.js and socket.io.min.js, byte-identical to web-demo/vendor', async () => {
     const vendored = readFileSync(join(repo, 'web-demo', 'vendor', 'socket.io.min.js'));
@@ -686,6 +810,101 @@ describe('connections per client IP', () => {
     await closeSession(np.base, h.open.sid);
     for (const s of held) s.close();
   });
+
+  test('Engine.IO sessions that never connect to the namespace count toward the 32 as well', async () => {
+    await sleep(500); // the previous test's sockets are gone
+    const sids = [];
+    const statuses = [];
+    try {
+      for (let i = 0; i < 40; i++) {
+        const h = await pollingHandshake(np.base);
+        statuses.push(h.status);
+        if (h.open) sids.push(h.open.sid);
+      }
+    } finally {
+      for (const sid of sids) await closeSession(np.base, sid);
+    }
+    assert.deepEqual(statuses.slice(0, 32), Array(32).fill(200));
+    assert.deepEqual(statuses.slice(32), Array(8).fill(429), `handshakes 33-40: ${statuses.slice(32)}`);
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// A participant that stops reading
+
+describe('a participant that stops reading', () => {
+  let np;
+  before(async () => { np = await startNatpass(); });
+  after(async () => { if (np) await np.stop(); });
+
+  test('no acked signal is lost: what its old session still holds plus its resume backlog is every signal, in order', { timeout: 60000 }, async () => {
+    const room = uniqueRoom('slow');
+    const slow = await RawPolling.open(np.base);
+    const me = await slow.call('join', { room, name: 'Slow' });
+    assert.equal(me.ok, true, JSON.stringify(me));
+    // Four senders (each under its own rate limit), 90 signals each: more than the 256 packets
+    // a socket may have waiting, while Slow reads nothing.
+    const senders = [];
+    for (const name of ['S1', 'S2', 'S3', 'S4']) senders.push(await joined(np.base, TRANSPORTS.websocket, room, name));
+    const acks = await Promise.all(senders.map((x, k) => Promise.all(Array.from({ length: 90 }, (_, n) =>
+      ack(x.s, 'signal', { to: me.you, data: { k, n } }, 15000)))));
+    for (const a of acks.flat()) assert.deepEqual(a, { ok: true }, 'Slow is still a participant: every signal is accepted');
+    await sleep(500);
+    // What the old session still hands out (nothing, if the server closed it), then a resume.
+    const leftovers = [];
+    for (let i = 0; i < 400; i++) {
+      const packets = await slow.poll(1500);
+      if (!packets || packets.length === 0) break;
+      leftovers.push(...packets);
+      if (packets.some((p) => p === '1' || p.startsWith('41'))) break;
+    }
+    const back = client(np.base, { transports: TRANSPORTS.websocket, auth: { resume: me.resume } });
+    await connected(back);
+    const resumed = await received(back, 'resumed').catch(() => null);
+    await sleep(1000);
+    const got = [...eventsIn(slow.backlog), ...eventsIn(leftovers), ...back.log]
+      .filter(([e]) => e === 'signal')
+      .map(([, m]) => m.data);
+    const missing = [];
+    for (let k = 0; k < 4; k++) {
+      const seq = got.filter((d) => d.k === k).map((d) => d.n);
+      assert.deepEqual(seq, [...seq].sort((a, b) => a - b), `sender ${k}'s signals in order`);
+      for (let n = 0; n < 90; n++) if (!seq.includes(n)) missing.push(`${k}:${n}`);
+    }
+    assert.ok(resumed, 'the participant could resume');
+    assert.deepEqual(missing, [], `${missing.length} of 360 acked signals never delivered (resumed backlog ${back.log.filter(([e]) => e === 'signal').length}, old session ${eventsIn(leftovers).length})`);
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// An operator closes a room
+
+describe('room closed by an operator', () => {
+  const TOKEN = 'test-admin-token-0123456789abcdef';
+  let np;
+  let admin;
+  before(async () => {
+    admin = `127.0.0.1:${await freePort()}`;
+    np = await startNatpass(['--admin-listen', admin, '--admin-token', TOKEN]);
+  });
+  after(async () => { if (np) await np.stop(); });
+
+  for (const [name, transports] of Object.entries(TRANSPORTS)) {
+    test(`${name}: DELETE /admin/rooms/ROOM sends room-closed {} then disconnects, and the tokens no longer resume`, async () => {
+      const room = uniqueRoom('closed');
+      const ann = await joined(np.base, transports, room, 'Ann');
+      const bob = await joined(np.base, transports, room, 'Bob');
+      const gone = [ann, bob].map((x) => new Promise((r) => x.s.once('disconnect', (reason) => r(reason))));
+      const r = await rawRequest(`http://${admin}`, `/admin/rooms/${room}`, { method: 'DELETE', headers: { authorization: `Bearer ${TOKEN}` } });
+      assert.equal(r.status, 200, r.body.toString());
+      assert.deepEqual(await Promise.all(gone), ['io server disconnect', 'io server disconnect']);
+      for (const x of [ann, bob]) assert.deepEqual(x.s.log.filter(([e]) => e === 'room-closed'), [['room-closed', {}]]);
+      assert.equal(ann.s.log.find(([e]) => e === 'participant-left'), undefined, 'room-closed, not one leave per participant');
+      const back = client(np.base, { transports, auth: { resume: ann.me.resume } });
+      await connected(back);
+      assert.deepEqual(await received(back, 'resume-failed'), {}, 'a closed room cannot be resumed into');
+    });
+  }
 });
 
 // ---------------------------------------------------------------------------------------------
