@@ -874,6 +874,35 @@ describe('a participant that stops reading', () => {
     assert.ok(resumed, 'the participant could resume');
     assert.deepEqual(missing, [], `${missing.length} of 360 acked signals never delivered (resumed backlog ${back.log.filter(([e]) => e === 'signal').length}, old session ${eventsIn(leftovers).length})`);
   });
+
+  test('a polling session that stops answering pings is closed within ping interval + timeout (45 s) but not before the timeout (30 s), and its participant is detached, not gone', { timeout: 90000 }, async () => {
+    const room = uniqueRoom('idle');
+    const idle = await RawPolling.open(np.base);
+    const me = await idle.call('join', { room, name: 'Idle' });
+    assert.equal(me.ok, true);
+    const bob = await joined(np.base, TRANSPORTS.websocket, room, 'Bob');
+    const quietSince = Date.now();
+    // Probing with GETs never answers a ping (only a POSTed pong does).
+    const open = async () => {
+      try {
+        const r = await rawRequest(np.base, idle.path, { headers: { origin: np.base }, timeoutMs: 1000 });
+        return r.status === 200 && !r.body.toString().split('\x1e').includes('1');
+      } catch (e) {
+        if (/no answer/.test(e.message)) return true; // a long poll held open: alive
+        throw e;
+      }
+    };
+    await sleep(25000);
+    assert.ok(await open(), 'still open 25 s after going quiet (the client has the 30 s ping timeout to answer)');
+    await waitFor('the idle session closed', async () => !(await open()), 25000, 500);
+    const closedAfter = Date.now() - quietSince;
+    assert.ok(closedAfter <= 50000, `closed ${closedAfter} ms after it went quiet (15 s + 30 s, 5 s slack)`);
+    // Detached, not gone: it can still be resumed within the grace period.
+    const back = client(np.base, { transports: TRANSPORTS.websocket, auth: { resume: me.resume } });
+    await connected(back);
+    assert.equal((await received(back, 'resumed')).you, me.you);
+    assert.equal(bob.s.log.find(([e]) => e === 'participant-left'), undefined);
+  });
 });
 
 // ---------------------------------------------------------------------------------------------
