@@ -232,6 +232,13 @@ describe('natpass events', () => {
       assert.deepEqual(await ack(ann.s, 'signal', { to: bob.me.you, data }), { ok: true });
       assert.deepEqual(await received(bob.s, 'signal'), { from: ann.me.you, data });
 
+      // A burst keeps its order (a candidate never overtakes its description).
+      const burst = Array.from({ length: 50 }, (_, n) => ack(ann.s, 'signal', { to: bob.me.you, data: { n } }));
+      for (const a of await Promise.all(burst)) assert.deepEqual(a, { ok: true });
+      await waitFor('the burst', () => bob.s.log.filter(([e, m]) => e === 'signal' && 'n' in m.data).length === 50, 5000, 25);
+      assert.deepEqual(bob.s.log.filter(([e, m]) => e === 'signal' && 'n' in m.data).map(([, m]) => m.data.n),
+        Array.from({ length: 50 }, (_, n) => n), 'signals arrive in the order sent');
+
       assert.deepEqual(await ack(bob.s, 'chat', { text: 'hello Ann' }), { ok: true });
       assert.deepEqual(await received(ann.s, 'chat'), { from: bob.me.you, name: 'Bob', text: 'hello Ann' });
 
@@ -275,6 +282,14 @@ describe('natpass events', () => {
         assert.equal(typeof r.error, 'string', `chat of ${text.length} characters: ${JSON.stringify(r)}`);
       }
       assert.deepEqual(await ack(s, 'chat', { text: 'x'.repeat(2000) }), { ok: true });
+    });
+
+    test(`${name}: a signal never crosses rooms`, async () => {
+      const ann = await joined(np.base, transports, uniqueRoom('here'), 'Ann');
+      const cat = await joined(np.base, transports, uniqueRoom('there'), 'Cat');
+      assert.deepEqual(await ack(ann.s, 'signal', { to: cat.me.you, data: { x: 1 } }), { error: 'no such participant' });
+      assert.deepEqual(await ack(ann.s, 'signal', { to: ann.me.you, data: { x: 1 } }), { error: 'no such participant' }, 'nor goes to oneself');
+      await notReceived(cat.s, 'signal');
     });
 
     test(`${name}: a refused event sent without an ack gets an error event naming it`, async () => {
@@ -371,6 +386,20 @@ describe('resume', () => {
       // Still one participant: signals both ways keep working on the new socket.
       assert.deepEqual(await ack(bob.s, 'signal', { to: me.you, data: { n: 3 } }), { ok: true });
       await received(ann, 'signal', (m) => m.data.n === 3);
+
+      // And it resumes again after a second drop, with the token it was given last.
+      token = resumed.resume;
+      const droppedAgain = new Promise((r) => ann.once('disconnect', r));
+      ann.io.engine.close();
+      await droppedAgain;
+      const mark2 = ann.log.length;
+      await sleep(300);
+      assert.deepEqual(await ack(bob.s, 'signal', { to: me.you, data: { n: 4 } }), { ok: true });
+      await waitFor('the second resume', () => ann.log.slice(mark2).some(([e]) => e === 'resumed'), 15000, 25);
+      const second = ann.log.slice(mark2);
+      assert.equal(second[0][0], 'resumed');
+      assert.equal(second[0][1].you, me.you);
+      assert.deepEqual(await received(ann, 'signal', (m) => m.data.n === 4), { from: bob.me.you, data: { n: 4 } });
       ann.close();
     });
   }
@@ -619,8 +648,14 @@ describe('Zoom-clone compatibility (join_room, welcome, offer, answer, ice)', ()
       await ack(ann.s, 'chat', { text: 'anyone?' });
       const got = (t) => t.received('offer').some(([, p]) => p.sdp === marked.sdp);
       await waitFor('the offer at the other tabs', () => got(first) && got(second), 5000, 25);
+      // Nor the other way round: a natpass participant's compat events for that room go nowhere.
+      ann.s.emit('offer', { type: 'offer', sdp: 'from-natpass' }, room);
+      ann.s.emit('ice', { candidate: 'from-natpass' }, room);
       await sleep(300);
-      assert.deepEqual(ann.s.log, [], 'the natpass participant saw nothing of the compat room');
+      for (const t of [first, second, third]) {
+        assert.ok(!t.socket.log.some((entry) => JSON.stringify(entry).includes('from-natpass')), 'natpass → compat relayed');
+      }
+      assert.deepEqual(ann.s.log.filter(([e]) => e !== 'error'), [], 'the natpass participant saw nothing of the compat room');
       for (const t of [first, second, third]) assert.deepEqual(t.received('chat'), []);
     });
 
@@ -725,6 +760,14 @@ describe('limits', () => {
     const ws = '/socket.io/?EIO=4&transport=websocket';
     assert.equal((await rawRequest(np.base, ws, { headers: { origin: FOREIGN }, upgrade: true })).status, 403);
     assert.equal((await rawRequest(np.base, ws, { headers: { origin: np.base }, upgrade: true })).status, 101);
+    // A session opened with the right Origin cannot be carried on from a foreign page: every
+    // request with its sid (poll, post, websocket upgrade) is checked too.
+    const good = await pollingHandshake(np.base);
+    const withSid = `${HANDSHAKE}&sid=${good.open.sid}`;
+    assert.equal((await rawRequest(np.base, withSid, { headers: { origin: FOREIGN } })).status, 403, 'poll');
+    assert.equal((await rawRequest(np.base, withSid, { method: 'POST', body: '40', headers: { origin: FOREIGN, 'content-type': 'text/plain;charset=UTF-8' } })).status, 403, 'post');
+    assert.equal((await rawRequest(np.base, `/socket.io/?EIO=4&transport=websocket&sid=${good.open.sid}`, { headers: { origin: FOREIGN }, upgrade: true })).status, 403, 'upgrade');
+    await closeSession(np.base, good.open.sid);
     for (const origin of [np.base, allowed]) {
       const h = await pollingHandshake(np.base, origin);
       assert.equal(h.status, 200, origin);
