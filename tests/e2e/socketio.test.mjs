@@ -990,7 +990,7 @@ describe('logging', () => {
     dir = mkdtempSync(join(tmpdir(), 'natpass-sio-log-'));
     logFile = join(dir, 'natpass.log');
     const level = process.env.NATPASS_LOG;
-    process.env.NATPASS_LOG = 'debug';
+    process.env.NATPASS_LOG = 'trace';
     try {
       // The shell execs natpass (same PID, stopped by it) with its output in a file.
       np = await startNatpass([], { wrap: ['sh', '-c', `exec "$0" "$@" >>'${logFile}' 2>&1`] });
@@ -1003,7 +1003,7 @@ describe('logging', () => {
     if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
-  test('debug logs carry no chat text, signal data, compat payloads or resume tokens', async () => {
+  test('trace logs carry no chat text, signal data, compat payloads or resume tokens', async () => {
     const room = uniqueRoom('quiet');
     const ann = await joined(np.base, TRANSPORTS.polling, room, 'Ann');
     const bob = await joined(np.base, TRANSPORTS.websocket, room, 'Bob');
@@ -1014,7 +1014,7 @@ describe('logging', () => {
     first.socket.emit('ice', { candidate: 'compat-body-5d0e' }, 'nowhere');
     await sleep(500);
     const log = readFileSync(logFile, 'utf8');
-    assert.ok(log.length > 0, 'natpass logged something at debug');
+    assert.ok(log.length > 0, 'natpass logged something at trace');
     for (const secret of ['chat-body-7f3a', 'signal-body-91c2', 'ice-pwd', 'compat-body-5d0e', ann.me.resume, bob.me.resume]) {
       assert.ok(!log.includes(secret), `the log contains ${secret}`);
     }
