@@ -207,11 +207,23 @@ for (const [label, transports] of [['polling + websocket', undefined], ['polling
         console.warn = warn;
       }
       assert.deepEqual(results, [false, false], 'both refused by send()');
-      // A large message that fits is still sent.
-      const fits = 'y'.repeat(max - 200);
+      // The largest message send() takes (found on a Signaling that is never started, so
+      // nothing is sent) goes through, between two small ones that share its poll request.
+      const probe = new Signaling({ url: server.np.base, pacing: server.config.pacing, maxMessage: max, io: () => assert.fail('never started') });
+      const takes = (n) => probe.send({ type: 'signal', to: b.me, data: { blob: 'y'.repeat(n) } });
+      let lo = 0;
+      let hi = max;
+      while (hi - lo > 1) {
+        const mid = (lo + hi) >> 1;
+        if (takes(mid)) lo = mid; else hi = mid;
+      }
+      assert.ok(lo > max - 100, `send() takes messages up to near the limit (blob of ${lo} bytes, limit ${max})`);
+      const fits = 'y'.repeat(lo);
+      assert.ok(a.sig.send({ type: 'chat', text: 'before' }));
       assert.ok(a.sig.send({ type: 'signal', to: b.me, data: { blob: fits } }));
       assert.ok(a.sig.send({ type: 'chat', text: 'after' }));
-      await waitFor('Ben gets the large signal and the chat', () => b.of('chat').length === 1, 10000, 20);
+      await waitFor('Ben gets the large signal and the chats', () => b.of('chat').length === 2, 10000, 20);
+      assert.deepEqual(b.of('chat').map((m) => m.text), ['before', 'after']);
       assert.equal(signalsFrom(b, a.me).length, 1);
       assert.equal(signalsFrom(b, a.me)[0].data.blob, fits);
       assert.equal(a.connects, 1, 'the socket stayed up');
