@@ -33,7 +33,7 @@ afterEach(() => {
 function client(server, { room, name = 'Ann', transports, pacing, maxMessage }) {
   const c = {
     me: null, resume: undefined, gate: null,
-    joined: [], messages: [], emitted: [], states: [],
+    joined: [], messages: [], emitted: [], states: [], timeline: [],
     connects: 0, reconnectAttempts: 0, disconnects: [], sockets: [],
   };
   const io = (url, opts) => {
@@ -66,8 +66,12 @@ function client(server, { room, name = 'Ann', transports, pacing, maxMessage }) 
       c.me = m.you;
       c.resume = m.resume;
       c.joined.push({ you: m.you, resumed, participants: m.participants.map((p) => p.id) });
+      c.timeline.push(resumed ? 'resumed' : 'joined');
     },
-    onMessage: (m) => c.messages.push({ ...m, at: Date.now() }),
+    onMessage: (m) => {
+      c.messages.push({ ...m, at: Date.now() });
+      c.timeline.push(m.type);
+    },
     onState: (st) => c.states.push(st),
   });
   c.of = (type) => c.messages.filter((m) => m.type === type);
@@ -138,6 +142,7 @@ for (const [label, transports] of [['polling + websocket', undefined], ['polling
       // Messages other than the join answer reach the page.
       assert.ok(b.of('participant-joined').some((m) => m.participant.id === a.me && m.participant.name === 'Ann'));
       if (transports) assert.equal(a.sig.transport(), 'polling');
+      else await waitFor('the upgrade to WebSocket', () => a.sig.transport() === 'websocket', 10000, 20);
     });
 
     test('after a connection drop, queued signals go out after the resume as the same identity, in order', async () => {
@@ -162,6 +167,52 @@ for (const [label, transports] of [['polling + websocket', undefined], ['polling
       assert.equal(b.of('participant-left').length, 0, 'Ben never saw Ann leave');
       assert.equal(b.of('participant-joined').filter((m) => m.participant.id !== me).length, 0, 'nor a new Ann');
       if (transports) assert.equal(a.sig.transport(), 'polling');
+    });
+
+    test('what is still in the outbox when the connection drops goes out after the resume, in order', async () => {
+      const { a, b } = await pair(server, { transports });
+      const me = a.me;
+      const n = server.config.pacing.burst + 10;
+      for (let i = 0; i < n; i++) assert.ok(a.sig.send({ type: 'signal', to: b.me, data: { seq: i } }));
+      assert.ok(a.sig.pending() >= 5, `some wait for the pace (${a.sig.pending()} pending)`);
+      a.sig.drop();
+      await waitFor('Ben gets every signal', () => signalsFrom(b, me).length === n, 15000, 20);
+      assert.deepEqual(signalsFrom(b, me).map((m) => m.data.seq), [...Array(n).keys()], 'none lost, none twice, in order');
+      assert.equal(a.connects, 2, 'over a reconnect');
+      assert.deepEqual(a.joined.at(-1).resumed, true);
+      assert.deepEqual(a.errors(), []);
+    });
+
+    test('what was sent to a participant while it was away arrives after its resume answer, in order', async () => {
+      const { a, b } = await pair(server, { transports });
+      const me = a.me;
+      // Ann's new socket opens but its connect packet waits: Ann is away meanwhile.
+      let release;
+      a.gate = new Promise((r) => { release = r; });
+      a.sig.drop();
+      await sleep(300); // the server has seen the old socket close
+      for (let i = 0; i < 5; i++) assert.ok(b.sig.send({ type: 'signal', to: me, data: { seq: i } }));
+      assert.ok(b.sig.send({ type: 'chat', text: 'while you were away' }));
+      await waitFor('Ben sent it all', () => b.sig.pending() === 0, 5000, 20);
+      await sleep(300);
+      assert.equal(signalsFrom(a, b.me).length, 0, 'nothing reached Ann while away');
+      const mark = a.timeline.length;
+      release();
+      await waitFor('Ann gets the backlog', () => signalsFrom(a, b.me).length === 5 && a.of('chat').length === 1, 10000, 20);
+      assert.equal(a.me, me);
+      assert.deepEqual(a.timeline.slice(mark), ['resumed', 'signal', 'signal', 'signal', 'signal', 'signal', 'chat'],
+        'the resume answer first, then the backlog in order');
+      assert.deepEqual(signalsFrom(a, b.me).map((m) => m.data.seq), [0, 1, 2, 3, 4]);
+      assert.deepEqual(b.errors(), [], 'Ben\'s signals to the absent Ann were taken');
+      assert.deepEqual(a.errors(), []);
+    });
+
+    test('the ice-servers answer reaches the page', async () => {
+      const { a } = await pair(server, { transports });
+      assert.ok(a.sig.send({ type: 'ice-servers' }));
+      const m = await waitFor('ice-servers answer', () => a.of('ice-servers')[0], 10000, 20);
+      assert.ok(Array.isArray(m.iceServers) && m.iceServers.length > 0, JSON.stringify(m));
+      assert.ok(m.ttl > 0);
     });
 
     test('with a token the server no longer knows, queued signals of the old identity are dropped but chat is kept', async () => {
@@ -258,6 +309,22 @@ for (const [label, transports] of [['polling + websocket', undefined], ['polling
     });
   });
 }
+
+describe('signaling into a full room', () => {
+  const server = serverFor(['--room-size', '2']);
+
+  test('a join refused as "room full" reaches the page as an error and the socket stays up', async () => {
+    const { room } = await pair(server);
+    const c = client(server, { room, name: 'Cy' });
+    c.sig.start();
+    const e = await waitFor('room full', () => c.errors()[0], 10000, 20);
+    assert.equal(e.reason, 'room full');
+    assert.equal(c.me, null);
+    assert.notEqual(c.sig.state, 'ready');
+    assert.ok(c.sig.send({ type: 'chat', text: 'queued' }), 'still kept for a later join');
+    assert.equal(c.emitted.filter((x) => x.type === 'chat').length, 0, 'and not sent without a room');
+  });
+});
 
 describe('signaling pace', () => {
   const server = serverFor();
