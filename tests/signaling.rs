@@ -517,6 +517,7 @@ fn issued_credentials_work_against_natpass_turn() {
         allow_origins: vec![],
         credential_ttl: 600,
         room_size: 8,
+        redis: None,
     };
     let rt = tokio::runtime::Runtime::new().unwrap();
     let body = rt.block_on(async {
@@ -581,6 +582,7 @@ fn self_signed_https_serves_the_page() {
         allow_origins: vec![],
         credential_ttl: 300,
         room_size: 8,
+        redis: None,
     };
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (page, ice) = rt.block_on(async {
