@@ -12,7 +12,7 @@ import assert from 'node:assert/strict';
 import { io as realIo } from 'socket.io-client';
 import { Signaling } from '../../web-demo/signaling.js';
 import { loadConfig } from '../../web-demo/config.js';
-import { startNatpass, waitFor, sleep } from './lib.mjs';
+import { startNatpass, waitFor, sleep, freePort } from './lib.mjs';
 
 let roomSeq = 0;
 const freshRoom = () => `sig-${process.pid}-${++roomSeq}`;
@@ -100,11 +100,11 @@ async function pair(server, opts = {}) {
 
 const signalsFrom = (c, from) => c.of('signal').filter((m) => m.from === from);
 
-/** A server and the page rules it serves, for a describe block. */
+/** A server and the page rules it serves, for a describe block (`args`: flags, or a function making them). */
 function serverFor(args = []) {
   const server = { np: null, config: null };
   before(async () => {
-    server.np = await startNatpass(args);
+    server.np = await startNatpass(typeof args === 'function' ? await args() : args);
     server.config = await loadConfig((path, o) => fetch(server.np.base + path, o));
   });
   after(async () => {
@@ -323,6 +323,44 @@ describe('signaling into a full room', () => {
     assert.notEqual(c.sig.state, 'ready');
     assert.ok(c.sig.send({ type: 'chat', text: 'queued' }), 'still kept for a later join');
     assert.equal(c.emitted.filter((x) => x.type === 'chat').length, 0, 'and not sent without a room');
+  });
+});
+
+describe('signaling when the operator closes the room', () => {
+  const token = 'admin-token-for-the-signaling-test';
+  const admin = { port: 0 };
+  const server = serverFor(async () => {
+    admin.port = await freePort();
+    return ['--admin-listen', `127.0.0.1:${admin.port}`, '--admin-token', token];
+  });
+  const closeRoom = async (room) => {
+    const r = await fetch(`http://127.0.0.1:${admin.port}/admin/rooms/${room}`, {
+      method: 'DELETE', headers: { authorization: `Bearer ${token}` },
+    });
+    assert.equal(r.status, 200, await r.text());
+  };
+
+  test('room-closed reaches the page; a page that stops on it (as app.js does) never comes back', async () => {
+    const { a, b, room } = await pair(server);
+    for (const c of [a, b]) {
+      const onMessage = c.sig.onMessage;
+      c.sig.onMessage = (m) => { onMessage(m); if (m.type === 'room-closed') c.sig.stop(); };
+    }
+    await closeRoom(room);
+    await waitFor('both told', () => a.of('room-closed').length === 1 && b.of('room-closed').length === 1, 5000, 20);
+    await sleep(1500);
+    assert.equal(a.sig.state, 'stopped');
+    assert.equal(a.connects + b.connects, 2, 'no reconnect');
+  });
+
+  test('after the server closes the socket, the Signaling reconnects by itself and joins again', async () => {
+    const { a, room } = await pair(server);
+    const old = a.me;
+    await closeRoom(room);
+    await waitFor('a new identity in a new room', () => a.sig.state === 'ready' && a.joined.length === 2, 10000, 20);
+    assert.ok(a.disconnects.includes('io server disconnect'), JSON.stringify(a.disconnects));
+    assert.equal(a.connects, 2);
+    assert.notEqual(a.me, old, 'the closed room\'s identity is gone');
   });
 });
 
