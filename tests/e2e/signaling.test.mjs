@@ -1,12 +1,13 @@
 // The page's signaling module (web-demo/signaling.js) in node, on the real socket.io-client
 // (the npm package the page's bundle is vendored from) against a real `natpass serve`: what the
 // page queues before the socket is up is delivered after the join; after a dropped connection
-// the queued signals go out after the resume, as the same identity, in order; when the
-// identity is lost (an unknown token, a restarted server) the old identity's signals are
-// dropped but chat is kept; the outbox keeps the pace served at /api/config; a message larger
-// than the server takes is refused locally; stop() leaves and never comes back. The same flows
-// run once with the default transports (polling, then the WebSocket upgrade) and once with
-// long-polling only.
+// what is queued goes out after the resume, as the same identity, in order, and what was sent
+// to it meanwhile arrives after the resume answer; when the identity is lost (an unknown
+// token, a restarted server) the old identity's signals are dropped but chat is kept; the
+// outbox keeps the pace served at /api/config; a message larger than the server takes is
+// refused locally; a full room, a room closed by the operator; stop() leaves and never comes
+// back. The flows run once with the default transports (polling, then the WebSocket upgrade)
+// and once with long-polling only.
 import { describe, test, before, after, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 import { io as realIo } from 'socket.io-client';
@@ -386,7 +387,8 @@ describe('signaling pace', () => {
     assert.ok(last <= budget + 3000, `and not much slower: last after ${last} ms`);
     for (let s = 1000; s + 1000 <= last; s += 250) {
       const inWindow = at.filter((t) => t >= s && t < s + 1000).length;
-      assert.ok(inWindow <= rate + 2, `${inWindow} in the second from ${s} ms (rate ${rate})`);
+      // Some slack for a loaded machine; an unpaced sender puts everything in the first second.
+      assert.ok(inWindow <= rate * 1.5, `${inWindow} in the second from ${s} ms (rate ${rate})`);
     }
   });
 
