@@ -31,7 +31,7 @@ afterEach(() => {
  * `c.gate`, when set to a promise, holds back the socket's connect packet until it settles
  * (the Engine.IO connection opens, the Socket.IO session waits).
  */
-function client(server, { room, name = 'Ann', transports, pacing, maxMessage }) {
+function client(server, { room, name = 'Ann', transports }) {
   const c = {
     me: null, resume: undefined, gate: null,
     joined: [], messages: [], emitted: [], states: [], timeline: [],
@@ -59,8 +59,8 @@ function client(server, { room, name = 'Ann', transports, pacing, maxMessage }) 
   c.sig = new Signaling({
     url: server.np.base,
     transports,
-    pacing: pacing || server.config.pacing,
-    maxMessage: maxMessage || server.config.maxMessage,
+    pacing: server.config.pacing,
+    maxMessage: server.config.maxMessage,
     io,
     joinRequest: () => ({ type: 'join', room, name, resume: c.resume }),
     onJoined: (m, resumed) => {
@@ -140,6 +140,7 @@ for (const [label, transports] of [['polling + websocket', undefined], ['polling
       assert.ok(a.emitted.every((e) => e.connected), 'every emit on a connected socket (none left to the library\'s buffer)');
       assert.deepEqual(a.errors(), [], 'the server refused nothing (a message before the join gets "join a room first")');
       assert.equal(a.sig.pending(), 0);
+      assert.deepEqual(a.states, ['connecting', 'joining', 'ready']);
       // Messages other than the join answer reach the page.
       assert.ok(b.of('participant-joined').some((m) => m.participant.id === a.me && m.participant.name === 'Ann'));
       if (transports) assert.equal(a.sig.transport(), 'polling');
@@ -160,6 +161,7 @@ for (const [label, transports] of [['polling + websocket', undefined], ['polling
       assert.equal(a.connects, 2, 'one reconnect');
       assert.equal(a.me, me);
       assert.deepEqual(a.joined.at(-1), { you: me, resumed: true, participants: [b.me] }, 'resumed, Ben still there');
+      assert.deepEqual(a.states.slice(-3), ['closed', 'joining', 'ready']);
       const after = a.emitted.slice(before);
       assert.deepEqual(after.map((e) => e.type), ['signal', 'signal', 'signal', 'signal', 'signal', 'chat'],
         'no fresh join: the identity came back through the handshake');
