@@ -21,6 +21,18 @@
 // and goes out at the pace from /api/config (a full burst on each new socket, as the server's
 // bucket does).
 
+const utf8 = new TextEncoder();
+/** Room for the packet header: Engine.IO and Socket.IO packet types and an ack id. */
+const HEADER = 16;
+
+/**
+ * The size the server checks: the event as socket.io-client puts it on the wire (UTF-8 bytes
+ * of `[type, body]` in JSON, after the packet header), not the body's length in characters.
+ */
+function wireSize(type, body) {
+  return utf8.encode(JSON.stringify([type, body])).length + HEADER;
+}
+
 export class Signaling {
   /**
    * @param {object} o
@@ -117,7 +129,7 @@ export class Signaling {
   send(obj) {
     if (this.state === 'stopped') return false;
     const { type, ...body } = obj;
-    const size = JSON.stringify(body).length;
+    const size = wireSize(type, body);
     if (size > this.maxMessage) {
       // The server closes a socket on an oversize message: refuse it here instead.
       console.warn('signaling: message too large, not sent', type, size);
