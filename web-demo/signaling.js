@@ -61,6 +61,7 @@ export class Signaling {
     this.state = 'closed';
     this.socket = null;
     this.me = null;
+    this.joinKey = Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, '0')).join('');
     this.queue = []; // [{ type, body }]
     this.tokens = this.pacing.burst;
     this.last = this.now();
@@ -108,7 +109,9 @@ export class Signaling {
 
   join() {
     const req = this.joinRequest();
-    this.socket.emit('join', { room: req.room, name: req.name }, (m) => {
+    // The same key on every try of this join: if an answer is lost with the connection, the
+    // retry gets the identity the first try made instead of a second one.
+    this.socket.emit('join', { room: req.room, name: req.name, key: this.joinKey }, (m) => {
       if (this.state === 'stopped') return;
       if (!m || m.error) { this.onMessage({ type: 'error', reason: m ? m.error : 'no answer' }); return; }
       this.joined(m);

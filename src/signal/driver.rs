@@ -265,6 +265,7 @@ fn event_op(
                 room: text("room"),
                 name: text("name"),
                 resume: arg.get("resume").and_then(Value::as_str).map(str::to_owned),
+                key: arg.get("key").and_then(Value::as_str).map(str::to_owned),
             };
             let (joined, d) = rooms.join(from.clone(), req, ids(), now)?;
             // The answer first, then the backlog (a resume), then the others hear of it.
@@ -401,7 +402,10 @@ mod tests {
             out[1],
             Out::Event {
                 to: a.clone(),
-                event: Event::ParticipantJoined { id: "p2".into(), name: "Ben".into() }
+                event: Event::ParticipantJoined {
+                    id: "p2".into(),
+                    name: "Ben".into()
+                }
             }
         );
         let out = execute(
@@ -415,7 +419,10 @@ mod tests {
             vec![
                 Out::Event {
                     to: b.clone(),
-                    event: Event::Signal { from: "p1".into(), data: json!(5) }
+                    event: Event::Signal {
+                        from: "p1".into(),
+                        data: json!(5)
+                    }
                 },
                 Out::Ack {
                     to: a.clone(),
@@ -510,7 +517,10 @@ mod tests {
             out[1],
             Out::Event {
                 to: b2.clone(),
-                event: Event::Signal { from: "p1".into(), data: json!("away") }
+                event: Event::Signal {
+                    from: "p1".into(),
+                    data: json!("away")
+                }
             }
         );
         assert!(matches!(&out[2], Out::Event { to, event: Event::Chat { .. } } if *to == a));
@@ -566,8 +576,17 @@ mod tests {
         );
         let text = serde_json::to_string(&op).unwrap();
         assert_eq!(serde_json::from_str::<Op>(&text).unwrap(), op);
-        let ev = Out::Event { to: ep("n1", "a"), event: Event::Relay { event: CompatEvent::Ice, payload: json!({"c": 1}) } };
-        assert_eq!(serde_json::from_str::<Out>(&serde_json::to_string(&ev).unwrap()).unwrap(), ev);
+        let ev = Out::Event {
+            to: ep("n1", "a"),
+            event: Event::Relay {
+                event: CompatEvent::Ice,
+                payload: json!({"c": 1}),
+            },
+        };
+        assert_eq!(
+            serde_json::from_str::<Out>(&serde_json::to_string(&ev).unwrap()).unwrap(),
+            ev
+        );
         let out = Out::Joined {
             to: ep("n2", "b"),
             ack: Some(1),

@@ -325,7 +325,12 @@ impl Hub {
                 // More than one socket rarely fills up in one batch; the others follow.
                 for (sid, events) in bounced {
                     let from = self.endpoint(sid);
-                    let out = driver::execute(rooms, Op::Bounced { from, events }, &mut fresh_ids, Instant::now());
+                    let out = driver::execute(
+                        rooms,
+                        Op::Bounced { from, events },
+                        &mut fresh_ids,
+                        Instant::now(),
+                    );
                     let again = self.apply(out);
                     debug_assert!(again.is_empty(), "a bounce sends nothing to a full socket");
                 }
@@ -364,11 +369,18 @@ impl Hub {
         let socket = self.io.get_socket(sid);
         match (o, &socket) {
             (Out::Event { event, .. }, Some(s)) => {
-                let full = self.bouncing.lock().unwrap_or_else(|e| e.into_inner()).contains(&sid);
+                let full = self
+                    .bouncing
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .contains(&sid);
                 if full || !emit(s, event.name(), event.body()) {
                     if !full {
                         tracing::debug!(%sid, "signaling socket not keeping up: closing it");
-                        self.bouncing.lock().unwrap_or_else(|e| e.into_inner()).insert(sid);
+                        self.bouncing
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .insert(sid);
                         let _ = s.clone().disconnect();
                     }
                     match bounced.iter_mut().find(|(x, _)| *x == sid) {
@@ -381,15 +393,29 @@ impl Hub {
                 emit(s, &event, body);
             }
             (Out::Ack { ack, args, .. }, _) => {
-                let sender = self.acks.lock().unwrap_or_else(|e| e.into_inner()).remove(&(sid, ack));
+                let sender = self
+                    .acks
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&(sid, ack));
                 if let Some(a) = sender {
                     let _ = a.send(&Args(args));
                 }
             }
-            (Out::Joined { ack, event, joined, .. }, Some(s)) => {
+            (
+                Out::Joined {
+                    ack, event, joined, ..
+                },
+                Some(s),
+            ) => {
                 s.extensions.insert(Pid(joined.you.clone()));
                 let body = self.joined_body(sid, &joined);
-                let sender = ack.and_then(|n| self.acks.lock().unwrap_or_else(|e| e.into_inner()).remove(&(sid, n)));
+                let sender = ack.and_then(|n| {
+                    self.acks
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(&(sid, n))
+                });
                 let _ = match sender {
                     Some(a) => a.send(&body).is_ok(),
                     None => s.emit(event.as_str(), &body).is_ok(),
@@ -548,7 +574,10 @@ impl Hub {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .retain(|(s, _), _| *s != sid);
-        self.bouncing.lock().unwrap_or_else(|e| e.into_inner()).remove(&sid);
+        self.bouncing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&sid);
         self.submit(Op::Detach {
             from: self.endpoint(sid),
         });
