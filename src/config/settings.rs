@@ -146,6 +146,11 @@ settings! {
         /// tracing filter, e.g. `info` or `natpass=debug`.
         #[arg(long, value_name = "FILTER")]
         pub log: Option<String>,
+        /// Another TURN server (ADDR:PORT, repeatable) that new Allocates are sent to with 300
+        /// Try Alternate (ALTERNATE-SERVER, RFC 8489 §10) while this one drains after SIGTERM;
+        /// without one they get 508. The client's address family picks among them.
+        #[arg(long = "alternate-server", value_name = "ADDR:PORT")]
+        pub alternate_servers: Vec<SocketAddr>,
         /// SOFTWARE attribute to send (none by default: it only helps fingerprinting).
         #[arg(long, value_name = "TEXT")]
         pub software: Option<String>,
