@@ -726,3 +726,26 @@ fn run_serves_until_the_token_is_cancelled() {
         "{res:?}"
     );
 }
+
+#[test]
+fn a_draining_server_sends_new_allocations_to_an_alternate_server() {
+    let alt: std::net::SocketAddr = "127.0.0.1:3479".parse().unwrap();
+    let n = in_process(CONFIG, |s| {
+        s.drain_seconds = Some(2);
+        s.alternate_servers = vec![alt];
+    });
+    let c = UdpClient::new(n.udp);
+    c.allocate("alice", "secret");
+    n.shutdown.cancel();
+    std::thread::sleep(Duration::from_millis(300));
+    let c2 = UdpClient::new(n.udp);
+    let nonce = c2.nonce();
+    let r = c2.ask(&allocate_req("alice", "secret", &nonce));
+    assert_eq!(error_code(&r), Some(300), "300 Try Alternate");
+    let msg = stun_types::message::Message::from_bytes(&r).unwrap();
+    let a: stun_types::attribute::AlternateServer = msg.attribute().expect("ALTERNATE-SERVER");
+    assert_eq!(a.server(), alt);
+    wait_for("stops after the drain", Duration::from_secs(8), || {
+        n.stopped()
+    });
+}

@@ -517,6 +517,7 @@ fn issued_credentials_work_against_natpass_turn() {
         allow_origins: vec![],
         credential_ttl: 600,
         room_size: 8,
+        redis: None,
     };
     let rt = tokio::runtime::Runtime::new().unwrap();
     let body = rt.block_on(async {
@@ -581,6 +582,7 @@ fn self_signed_https_serves_the_page() {
         allow_origins: vec![],
         credential_ttl: 300,
         room_size: 8,
+        redis: None,
     };
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (page, ice) = rt.block_on(async {
@@ -682,4 +684,42 @@ async fn the_page_config_is_the_rule_the_server_enforces() {
     let (status, body) = http_get(addr, "/socket.io/socket.io.js").await;
     assert_eq!(status, "HTTP/1.1 200 OK");
     assert_eq!(body, natpass::web::socketio::CLIENT_BUNDLE);
+}
+
+#[tokio::test]
+async fn a_join_whose_answer_was_lost_is_taken_again_by_its_key() {
+    let (addr, _stop) = server(Limits::default()).await;
+    let mut a = connect(addr).await;
+    let ja = a.join("lost", "Ann").await;
+    // Ben's join goes out; the connection dies before he reads the answer.
+    let mut b = connect(addr).await;
+    b.emit(
+        "join",
+        json!({"room": "lost", "name": "Ben", "key": "ben-key-1"}),
+    )
+    .await;
+    assert_eq!(a.next().await.0, "participant-joined");
+    drop(b);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The library reconnects and the page sends the same join again.
+    let mut b2 = connect(addr).await;
+    let again = b2
+        .call(
+            "join",
+            json!({"room": "lost", "name": "Ben", "key": "ben-key-1"}),
+        )
+        .await;
+    assert_eq!(
+        again["participants"],
+        json!([{"id": ja["you"], "name": "Ann"}]),
+        "not a ghost of himself"
+    );
+    // Ann heard of one Ben only.
+    assert!(a.try_next().await.is_none(), "no second participant-joined");
+    assert_eq!(
+        a.call("signal", json!({"to": again["you"], "data": 1}))
+            .await["ok"],
+        true
+    );
+    assert_eq!(b2.next().await.1["data"], 1);
 }

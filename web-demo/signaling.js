@@ -21,6 +21,18 @@
 // and goes out at the pace from /api/config (a full burst on each new socket, as the server's
 // bucket does).
 
+const utf8 = new TextEncoder();
+/** Room for the packet header: Engine.IO and Socket.IO packet types and an ack id. */
+const HEADER = 16;
+
+/**
+ * The size the server checks: the event as socket.io-client puts it on the wire (UTF-8 bytes
+ * of `[type, body]` in JSON, after the packet header), not the body's length in characters.
+ */
+function wireSize(type, body) {
+  return utf8.encode(JSON.stringify([type, body])).length + HEADER;
+}
+
 export class Signaling {
   /**
    * @param {object} o
@@ -49,6 +61,7 @@ export class Signaling {
     this.state = 'closed';
     this.socket = null;
     this.me = null;
+    this.joinKey = Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, '0')).join('');
     this.queue = []; // [{ type, body }]
     this.tokens = this.pacing.burst;
     this.last = this.now();
@@ -96,7 +109,9 @@ export class Signaling {
 
   join() {
     const req = this.joinRequest();
-    this.socket.emit('join', { room: req.room, name: req.name }, (m) => {
+    // The same key on every try of this join: if an answer is lost with the connection, the
+    // retry gets the identity the first try made instead of a second one.
+    this.socket.emit('join', { room: req.room, name: req.name, key: this.joinKey }, (m) => {
       if (this.state === 'stopped') return;
       if (!m || m.error) { this.onMessage({ type: 'error', reason: m ? m.error : 'no answer' }); return; }
       this.joined(m);
@@ -117,7 +132,7 @@ export class Signaling {
   send(obj) {
     if (this.state === 'stopped') return false;
     const { type, ...body } = obj;
-    const size = JSON.stringify(body).length;
+    const size = wireSize(type, body);
     if (size > this.maxMessage) {
       // The server closes a socket on an oversize message: refuse it here instead.
       console.warn('signaling: message too large, not sent', type, size);

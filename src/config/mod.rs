@@ -107,6 +107,8 @@ pub struct ValidConfig {
     pub log: String,
     /// SOFTWARE.
     pub software: Option<String>,
+    /// Where new Allocates are sent while draining (300 Try Alternate).
+    pub alternate_servers: Vec<SocketAddr>,
     /// Shards.
     pub threads: usize,
     /// Nonce lifetime.
@@ -154,6 +156,8 @@ pub struct HttpConfig {
     pub credential_ttl: u64,
     /// Room size cap.
     pub room_size: usize,
+    /// Redis URL shared by the nodes of one deployment.
+    pub redis: Option<String>,
 }
 
 /// Parse TOML text (`origin` names it in errors).
@@ -409,6 +413,7 @@ impl ValidConfig {
             allow_peers: nets(s.allow_peers),
             deny_peers: nets(s.deny_peers),
             software: s.software.filter(|s| !s.is_empty()),
+            alternate_servers: s.alternate_servers,
             strict_channel_numbers: s
                 .strict_channel_numbers
                 .unwrap_or(defaults::STRICT_CHANNEL_NUMBERS),

@@ -94,6 +94,10 @@ settings! {
         /// Participants per signaling room.
         #[arg(long, value_name = "N")]
         pub room_size: Option<usize>,
+        /// Redis URL (redis://[:PASSWORD@]HOST:PORT[/DB]): share signaling rooms with every
+        /// natpass process on the same Redis, so a call can span several nodes.
+        #[arg(long, value_name = "URL")]
+        pub redis: Option<String>,
         /// Separate listener for /metrics, /healthz and /readyz.
         #[arg(long, value_name = "ADDR:PORT")]
         pub metrics: Option<SocketAddr>,
@@ -142,6 +146,11 @@ settings! {
         /// tracing filter, e.g. `info` or `natpass=debug`.
         #[arg(long, value_name = "FILTER")]
         pub log: Option<String>,
+        /// Another TURN server (ADDR:PORT, repeatable) that new Allocates are sent to with 300
+        /// Try Alternate (ALTERNATE-SERVER, RFC 8489 §10) while this one drains after SIGTERM;
+        /// without one they get 508. The client's address family picks among them.
+        #[arg(long = "alternate-server", value_name = "ADDR:PORT")]
+        pub alternate_servers: Vec<SocketAddr>,
         /// SOFTWARE attribute to send (none by default: it only helps fingerprinting).
         #[arg(long, value_name = "TEXT")]
         pub software: Option<String>,

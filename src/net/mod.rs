@@ -771,6 +771,7 @@ pub fn start(cfg: &ValidConfig) -> Result<ServerHandle, StartError> {
         challenge_rate: cfg.quota.challenges_per_second / shards,
         failures_per_minute: cfg.quota.auth_failures_per_minute / shards,
         rfc5780,
+        alternate_servers: cfg.alternate_servers.clone(),
         ..CoreConfig::default()
     };
     let stop = Arc::new(AtomicBool::new(false));

@@ -189,6 +189,19 @@ impl<R: RelayResources> Core<R> {
         }
         let lifetime = self.lifetime(ask.lifetime.clone()?);
         if self.res.draining() {
+            // RFC 8489 §10: the alternate is of the request's own address family; several
+            // are spread over clients by their address.
+            let client = req.ft.client;
+            let same: Vec<_> = self
+                .cfg
+                .alternate_servers
+                .iter()
+                .filter(|a| a.is_ipv4() == client.is_ipv4())
+                .collect();
+            if !same.is_empty() {
+                let pick = spread(client) % same.len();
+                return Err(TurnError::TryAlternate(*same[pick]));
+            }
             return Err(TurnError::InsufficientCapacity("draining"));
         }
         // An RTP/RTCP pair (EVEN-PORT R + RESERVATION-TOKEN) counts once against the user's
@@ -365,6 +378,19 @@ fn allocate_reply(
     r
 }
 
+/// A number from a client address, to spread clients over several alternates.
+fn spread(client: std::net::SocketAddr) -> usize {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let bytes = match client.ip() {
+        std::net::IpAddr::V4(ip) => ip.octets().to_vec(),
+        std::net::IpAddr::V6(ip) => ip.octets().to_vec(),
+    };
+    for b in bytes.iter().chain(&client.port().to_be_bytes()) {
+        h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    h as usize
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -488,6 +514,32 @@ mod tests {
         c.resources_mut().draining = true;
         assert_eq!(code(&allocate(&mut c, now, None)), Some(508));
         assert_eq!(c.resources().quota_left, 5, "nothing taken");
+    }
+
+    #[test]
+    fn a_draining_server_with_alternates_answers_300_with_one_of_the_clients_family() {
+        use stun_types::attribute::AlternateServer;
+        use stun_types::message::Message;
+        let now = Instant::now();
+        let v4: std::net::SocketAddr = "192.0.2.7:3478".parse().unwrap();
+        let v6: std::net::SocketAddr = "[2001:db8::7]:3478".parse().unwrap();
+        let mut c = crate::proto::test_support::core_with(5, now, |cfg| {
+            cfg.alternate_servers = vec![v6, v4];
+        });
+        c.resources_mut().draining = true;
+        let answer = allocate(&mut c, now, None);
+        assert_eq!(code(&answer), Some(300));
+        let msg = Message::from_bytes(&answer).unwrap();
+        let alt: AlternateServer = msg.attribute().expect("ALTERNATE-SERVER");
+        assert_eq!(alt.server(), v4, "the request came over IPv4");
+        assert!(
+            msg.has_attribute(stun_types::attribute::AttributeType::new(0x0008)),
+            "signed: the request was authenticated"
+        );
+        assert_eq!(c.resources().quota_left, 5, "nothing taken");
+        // Not draining: the alternates change nothing.
+        c.resources_mut().draining = false;
+        assert_eq!(code(&allocate(&mut c, now, None)), None);
     }
 
     #[test]

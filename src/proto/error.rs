@@ -12,7 +12,9 @@ use super::resources::{QuotaExceeded, RelayResources};
 use super::{Transport, integrity::Algo};
 use crate::auth::LongTermKey;
 use std::time::Instant;
-use stun_types::attribute::{AttributeType, ErrorCode, Nonce, Realm, UnknownAttributes};
+use stun_types::attribute::{
+    AlternateServer, AttributeType, ErrorCode, Nonce, Realm, UnknownAttributes,
+};
 use turn_types::message::ALLOCATE;
 
 /// Why a request failed.
@@ -57,6 +59,9 @@ pub enum TurnError {
     /// No relay port, too many permissions or channels, or draining (508).
     #[error("insufficient capacity: {0}")]
     InsufficientCapacity(&'static str),
+    /// Draining, with another server to go to (300 with ALTERNATE-SERVER, RFC 8489 §10).
+    #[error("try alternate server {0}")]
+    TryAlternate(std::net::SocketAddr),
 }
 
 impl TurnError {
@@ -75,6 +80,7 @@ impl TurnError {
             TurnError::PeerAddressFamilyMismatch => ErrorCode::PEER_ADDRESS_FAMILY_MISMATCH,
             TurnError::Quota(_) => ErrorCode::ALLOCATION_QUOTA_REACHED,
             TurnError::InsufficientCapacity(_) => ErrorCode::INSUFFICIENT_CAPACITY,
+            TurnError::TryAlternate(_) => ErrorCode::TRY_ALTERNATE,
         }
     }
 
@@ -114,6 +120,9 @@ impl<R: RelayResources> Core<R> {
         let mut reply = Reply::error(req.msg, err.code(), reason);
         if let TurnError::UnknownAttributes(unknown) = &err {
             reply.add(&UnknownAttributes::new(unknown));
+        }
+        if let TurnError::TryAlternate(addr) = &err {
+            reply.add(&AlternateServer::new(*addr));
         }
         Some(reply.finish(&self.finish(req, sign)))
     }

@@ -43,6 +43,9 @@ pub struct CoreConfig {
     pub challenge_rate: f64,
     /// Authentication failures per minute per source IP (this shard's share).
     pub failures_per_minute: f64,
+    /// Servers that new Allocates are sent to while draining (300 Try Alternate, RFC 8489
+    /// §10); none: 508.
+    pub alternate_servers: Vec<std::net::SocketAddr>,
 }
 
 impl Default for CoreConfig {
@@ -62,6 +65,7 @@ impl Default for CoreConfig {
             nonce_lifetime: 600,
             challenge_rate: 10.0,
             failures_per_minute: 20.0,
+            alternate_servers: Vec::new(),
         }
     }
 }

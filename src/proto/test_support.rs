@@ -78,15 +78,25 @@ impl RelayResources for FakeResources {
 
 /// A core with user alice/pw over [`FakeResources`] with `quota` allocations.
 pub fn core(quota: usize, now: Instant) -> Core<FakeResources> {
+    core_with(quota, now, |_| {})
+}
+
+/// [`core`] with its configuration changed by `f`.
+pub fn core_with(
+    quota: usize,
+    now: Instant,
+    f: impl FnOnce(&mut CoreConfig),
+) -> Core<FakeResources> {
     let mut creds = Credentials::new("natpass", 3600);
     creds.add_user("alice", "pw");
-    let cfg = CoreConfig {
+    let mut cfg = CoreConfig {
         relays: vec![RelayAddr {
             bind: RELAY_IP.into(),
             advertise: RELAY_IP.into(),
         }],
         ..CoreConfig::default()
     };
+    f(&mut cfg);
     let res = FakeResources {
         quota_left: quota,
         next_port: 50_000,

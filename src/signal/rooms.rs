@@ -15,7 +15,8 @@ use std::hash::Hash;
 use std::time::Instant;
 
 /// What a participant is told.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Event {
     /// Someone joined the room.
     ParticipantJoined {
@@ -59,7 +60,8 @@ pub enum Event {
 }
 
 /// The relayed events of the compatibility set.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum CompatEvent {
     /// An SDP offer.
     Offer,
@@ -169,6 +171,8 @@ struct Participant<C> {
     conn: Option<C>,
     /// Attached at connect but not told yet ([`Rooms::attach`]): events wait in the buffer.
     pending: bool,
+    /// The client's key of the join that made it.
+    join_key: Option<String>,
     buffer: VecDeque<Event>,
     detached_at: Option<Instant>,
 }
@@ -198,6 +202,9 @@ pub struct JoinRequest {
     pub name: String,
     /// A resume token from an earlier `joined`.
     pub resume: Option<String>,
+    /// A key the client chose for this join: the same join sent again (its answer was lost
+    /// with the connection) gets the same identity instead of a second one.
+    pub key: Option<String>,
 }
 
 /// Fresh random ids for a new participant, made by the caller.
@@ -311,7 +318,16 @@ impl<C: Clone + Eq + Hash> Rooms<C> {
         }
         let name = clean_name(&req.name).ok_or(SignalError::BadName)?;
         let key = RoomKey::Call(req.room);
-        if let Some(token) = &req.resume {
+        let join_key = req.key.filter(|k| !k.is_empty() && k.len() <= 64);
+        // The same join again (its answer never arrived): the identity it made.
+        let retried = join_key.as_ref().and_then(|k| {
+            let room = self.rooms.get(&key)?;
+            room.members
+                .values()
+                .find(|p| p.join_key.as_ref() == Some(k))
+                .map(|p| p.resume.clone())
+        });
+        if let Some(token) = req.resume.as_ref().or(retried.as_ref()) {
             if self.by_token.get(token).is_some_and(|(k, _)| *k == key) {
                 let mut out = self.resume(conn, token, now).expect("token checked above");
                 if let Some(p) = self.member_mut(&key, &out.0.you) {
@@ -322,6 +338,9 @@ impl<C: Clone + Eq + Hash> Rooms<C> {
             }
         }
         let out = self.admit(key.clone(), conn, name.clone(), ids)?;
+        if let Some(p) = self.member_mut(&key, &out.you) {
+            p.join_key = join_key;
+        }
         let mut deliveries = Vec::new();
         self.broadcast(
             &key,
@@ -478,6 +497,25 @@ impl<C: Clone + Eq + Hash> Rooms<C> {
         out
     }
 
+    /// The connection could not take `events` (its send buffer is full: a client that stopped
+    /// reading): the participant is detached as if the socket had dropped, and the events wait
+    /// first in its buffer, so a resume gets them before anything newer. A compatibility
+    /// participant leaves.
+    pub fn bounce(&mut self, conn: &C, events: Vec<Event>, now: Instant) -> Vec<Delivery<C>> {
+        let Some((key, pid)) = self.by_conn.get(conn).cloned() else {
+            return Vec::new();
+        };
+        let out = self.detach(conn, now);
+        let cap = self.limits.buffer;
+        if let Some(p) = self.member_mut(&key, &pid) {
+            for e in events.into_iter().rev() {
+                p.buffer.push_front(e);
+            }
+            p.buffer.truncate(cap);
+        }
+        out
+    }
+
     /// Remove participants detached longer than the grace period; tell the others.
     pub fn sweep(&mut self, now: Instant) -> Vec<Delivery<C>> {
         let grace = self.limits.grace;
@@ -598,6 +636,7 @@ impl<C: Clone + Eq + Hash> Rooms<C> {
                 resume: ids.token.clone(),
                 conn: Some(conn.clone()),
                 pending: false,
+                join_key: None,
                 buffer: VecDeque::new(),
                 detached_at: None,
             },
@@ -676,6 +715,7 @@ mod tests {
             room: room.into(),
             name: name.into(),
             resume: resume.map(str::to_owned),
+            key: None,
         }
     }
 
@@ -836,6 +876,31 @@ mod tests {
     }
 
     #[test]
+    fn what_a_full_socket_could_not_take_comes_first_on_resume() {
+        let mut r = rooms(8);
+        let t = Instant::now();
+        r.join(1, req("r", "Ann", None), ids(1), t).unwrap();
+        r.join(2, req("r", "Ben", None), ids(2), t).unwrap();
+        let sent = r.signal(&1, "p2", json!(1)).unwrap();
+        let bounced: Vec<Event> = sent.into_iter().map(|(_, e)| e).collect();
+        assert!(r.bounce(&2, bounced, t).is_empty());
+        assert!(
+            r.signal(&1, "p2", json!(2)).unwrap().is_empty(),
+            "detached: buffered"
+        );
+        let j = r.resume(3, "t2", t).unwrap().0;
+        let got: Vec<Value> = j
+            .backlog
+            .iter()
+            .filter_map(|e| match e {
+                Event::Signal { data, .. } => Some(data.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(got, vec![json!(1), json!(2)]);
+    }
+
+    #[test]
     fn the_buffer_of_a_detached_participant_is_bounded() {
         let mut r = Rooms::<u32>::new(Limits {
             buffer: 4,
@@ -889,6 +954,26 @@ mod tests {
         // A token of another room is a fresh join there.
         let (k, _) = r.join(3, req("q", "Ann", Some("t1")), ids(3), t).unwrap();
         assert_eq!((k.you.as_str(), k.resumed), ("p3", false));
+    }
+
+    #[test]
+    fn a_join_sent_again_with_its_key_gets_the_same_identity() {
+        let mut r = rooms(8);
+        let t = Instant::now();
+        r.join(1, req("r", "Ann", None), ids(1), t).unwrap();
+        let keyed = |k: &str| JoinRequest {
+            key: Some(k.into()),
+            ..req("r", "Ben", None)
+        };
+        r.join(2, keyed("k-ben"), ids(2), t).unwrap();
+        // The answer was lost with the connection; the client joins again on a new one.
+        r.detach(&2, t);
+        let (again, out) = r.join(3, keyed("k-ben"), ids(3), t).unwrap();
+        assert_eq!((again.you.as_str(), again.resumed), ("p2", true));
+        assert!(out.is_empty(), "not announced twice");
+        assert_eq!(r.counts(), (1, 2));
+        // Another key is another person.
+        assert_eq!(r.join(4, keyed("k-cy"), ids(4), t).unwrap().0.you, "p4");
     }
 
     #[test]

@@ -148,3 +148,20 @@ test('the credential endpoint hands out working iceServers', async () => {
   assert.ok(turn.urls.some((u) => u.startsWith('turn:') && u.endsWith('transport=udp')));
   assert.match(turn.username, /^\d+:web$/);
 });
+
+test('with WebSocket blocked (long-polling only) a call still connects', { timeout: 120000 }, async () => {
+  const ctx = env.chrome.context;
+  const r = 'poll' + Math.random().toString(16).slice(2, 10);
+  const u = (name) => `${env.np.base.replace('127.0.0.1', 'localhost')}/?room=${r}&name=${name}&relay=0&transport=polling`;
+  const pages = [];
+  for (const name of ['Pia', 'Pol']) {
+    const p = await ctx.newPage();
+    // As behind a proxy that refuses WebSocket upgrades.
+    await p.route(/\/socket\.io\/.*transport=websocket/, (route) => route.abort());
+    await joinCall(p, u(name));
+    pages.push(p);
+  }
+  for (const p of pages) await waitConnected(p, 1, { minFrames: 5 });
+  for (const p of pages) assert.equal((await p.evaluate(() => window.natpass.signaling())).transport, 'polling');
+  for (const p of pages) await p.close();
+});
