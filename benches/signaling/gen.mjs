@@ -515,15 +515,23 @@ async function run(args) {
   };
   const meanFanout = cpu.emitsPerSec > 0 ? cpu.deliveriesPerSec / cpu.emitsPerSec : ROOM - 1;
   const halfEmits = saturation.deliveriesPerSec / 2 / meanFanout;
-  await waitQuiet('latency');
-  await setRate(halfEmits);
-  await sleep(1000);
-  await all({ cmd: 'record', on: true });
-  const lat = await measure(WINDOW, true);
-  await all({ cmd: 'record', on: false });
-  await drain();
-  lat.offeredEmits = halfEmits;
-  log(`latency at ${halfEmits.toFixed(0)} emits/s (${lat.deliveriesPerSec.toFixed(0)} deliveries/s): p50 ${lat.p50us} µs, p99 ${lat.p99us} µs; generator event-loop delay p99 ${lat.genLoopDelayP99us.toFixed(0)} µs, max ${lat.genLoopDelayMaxUs.toFixed(0)} µs`);
+  // A window the server lost to other load is measured again once.
+  let lat;
+  for (let attempt = 0; attempt < 2; attempt++) {
+    await waitQuiet('latency');
+    await setRate(halfEmits);
+    await sleep(1000);
+    await all({ cmd: 'record', on: true });
+    lat = await measure(WINDOW, true);
+    await all({ cmd: 'record', on: false });
+    await drain();
+    lat.offeredEmits = halfEmits;
+    lat.starved = lat.otherCpu > 0.3 && lat.delivered !== null && lat.delivered < 0.97;
+    log(
+      `latency at ${halfEmits.toFixed(0)} emits/s (${lat.deliveriesPerSec.toFixed(0)} deliveries/s, ${(100 * (lat.delivered ?? 0)).toFixed(1)} %): p50 ${lat.p50us} µs, p99 ${lat.p99us} µs; generator event-loop delay p99 ${lat.genLoopDelayP99us.toFixed(0)} µs, max ${lat.genLoopDelayMaxUs.toFixed(0)} µs; others ${lat.otherCpu.toFixed(2)} CPU${lat.starved ? ' -> starved by other load' : ''}`,
+    );
+    if (!lat.starved) break;
+  }
 
   await Promise.all(workers.map((w) => ask(w, { cmd: 'close' })));
   const result = {
@@ -550,6 +558,7 @@ function table(aPath, bPath) {
   const ratio = (x, y) => (x && y ? `${(x / y).toFixed(2)}×` : '–');
   const ms = (us) => (us === null || us === undefined ? '–' : (us / 1000).toFixed(2));
   const s = a.settings;
+  const starved = (x) => (x.latency.starved ? ' (starved by other load)' : '');
   const rows = [
     ['idle websocket clients joined', `${f0(a.memory.connected)} / ${f0(s.N)}`, `${f0(b.memory.connected)} / ${f0(b.settings.N)}`, ''],
     ['connect + join time, s', f2(a.memory.connectSecs), f2(b.memory.connectSecs), ratio(a.memory.connectSecs, b.memory.connectSecs)],
@@ -563,7 +572,7 @@ function table(aPath, bPath) {
     ['**saturation, deliveries/s** (what ended the ramp)', `${f0(a.saturation.deliveriesPerSec)} (${a.saturation.boundBy})`, `${f0(b.saturation.deliveriesPerSec)} (${b.saturation.boundBy})`, ratio(a.saturation.deliveriesPerSec, b.saturation.deliveriesPerSec)],
     ['half of it, deliveries/s', f0(a.latency.deliveriesPerSec), f0(b.latency.deliveriesPerSec), ''],
     ['latency p50 at half saturation, ms', ms(a.latency.p50us), ms(b.latency.p50us), ratio(a.latency.p50us, b.latency.p50us)],
-    ['**latency p99 at half saturation, ms**', ms(a.latency.p99us), ms(b.latency.p99us), ratio(a.latency.p99us, b.latency.p99us)],
+    ['**latency p99 at half saturation, ms**', ms(a.latency.p99us) + starved(a), ms(b.latency.p99us) + starved(b), ratio(a.latency.p99us, b.latency.p99us)],
     ['generator event-loop delay p99 / max meanwhile, ms', `${ms(a.latency.genLoopDelayP99us)} / ${ms(a.latency.genLoopDelayMaxUs)}`, `${ms(b.latency.genLoopDelayP99us)} / ${ms(b.latency.genLoopDelayMaxUs)}`, ''],
   ];
   console.log(`| figure | ${a.name} | ${b.name} | ${a.name} / ${b.name} |`);
