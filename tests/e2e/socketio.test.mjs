@@ -4,7 +4,8 @@
 // reasons, resume after a dropped connection, the polling → websocket upgrade, the Zoom-clone
 // compatibility events through an unmodified client script (zoomclone/app.js), the limits
 // (Origin, payload size, rate, connections per IP) on the polling transport, the served client
-// bundle, and no message bodies in the logs.
+// bundle, and no message bodies in the logs. Last, the same Zoom-clone script in Chromium with
+// real RTCPeerConnections, on the default transports and on polling only.
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync, mkdtempSync, rmSync } from 'node:fs';
@@ -14,7 +15,7 @@ import { fileURLToPath } from 'node:url';
 import http from 'node:http';
 import vm from 'node:vm';
 import { io } from 'socket.io-client';
-import { startNatpass, freePort, repo, sleep, waitFor } from './lib.mjs';
+import { startNatpass, launchChromium, freePort, repo, sleep, waitFor } from './lib.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const TRANSPORTS = { websocket: ['websocket'], polling: ['polling'] };
@@ -1019,4 +1020,83 @@ describe('logging', () => {
       assert.ok(!log.includes(secret), `the log contains ${secret}`);
     }
   });
+});
+
+// ---------------------------------------------------------------------------------------------
+// The same unmodified Zoom-clone script in Chromium: the vendored bundle from natpass, real
+// getUserMedia (fake devices) and real RTCPeerConnections, which must connect.
+
+const ZOOM_PAGE = (transports) => `<!doctype html>
+<html><head><meta charset="utf-8"><title>Zoom clone</title></head><body>
+<div id="welcome"><form><input placeholder="room name" required type="text"><button>Enter room</button></form></div>
+<div id="call"><div id="myStream">
+  <video id="myFace" autoplay playsinline muted width="320" height="240"></video>
+  <video id="peerFace" autoplay playsinline width="320" height="240"></video>
+</div></div>
+<script src="/socket.io/socket.io.js"></script>
+${transports ? `<script>{ const real = io; window.io = (...a) => real(...a, { transports: ${JSON.stringify(transports)} }); }</script>` : ''}
+<script src="/zoomclone/app.js"></script>
+</body></html>`;
+
+describe('the Zoom-clone script in Chromium', () => {
+  let np;
+  let chrome;
+  before(async () => {
+    np = await startNatpass();
+    // A page answered by route.fulfill has no IP address, so Chromium's Local Network Access
+    // rules treat it as public and block its WebSocket to loopback (polling passes as
+    // same-origin): off, since natpass's own page, served for real, never meets this.
+    chrome = await launchChromium({ extraFlags: ['--disable-features=LocalNetworkAccessChecks'] });
+  });
+  after(async () => {
+    if (chrome) await chrome.close();
+    if (np) await np.stop();
+  });
+
+  for (const [name, transports] of [['default transports (upgrade)', null], ['polling', TRANSPORTS.polling]]) {
+    test(`${name}: two tabs join_room and their RTCPeerConnections connect with media flowing`, { timeout: 90000 }, async () => {
+      const ctx = chrome.context;
+      // The page is served as if natpass had it (same origin, so io() finds natpass); its
+      // script is zoomclone/app.js as it is on disk.
+      await ctx.route(`${np.base}/zoomclone/**`, (route) => {
+        const u = new URL(route.request().url());
+        if (u.pathname === '/zoomclone/app.js') return route.fulfill({ contentType: 'text/javascript', body: ZOOM_SCRIPT });
+        return route.fulfill({ contentType: 'text/html', body: ZOOM_PAGE(transports) });
+      });
+      const room = uniqueRoom('chromium');
+      const pages = [];
+      const errors = [];
+      try {
+        for (let i = 0; i < 2; i++) {
+          const page = await ctx.newPage();
+          page.on('pageerror', (e) => errors.push(e.message));
+          await page.goto(`${np.base}/zoomclone/index.html`);
+          await page.fill('#welcome input', room);
+          await page.click('#welcome button');
+          await page.waitForFunction(() => document.getElementById('call').hidden === false, null, { timeout: 10000 });
+          pages.push(page);
+        }
+        for (const page of pages) {
+          await page.waitForFunction(() => typeof myPeerConnection !== 'undefined' && myPeerConnection.connectionState === 'connected', null, { timeout: 30000 });
+        }
+        const inbound = async (page) => page.evaluate(async () => {
+          const r = await myPeerConnection.getStats();
+          let bytes = 0;
+          r.forEach((s) => { if (s.type === 'inbound-rtp') bytes += s.bytesReceived || 0; });
+          return bytes;
+        });
+        for (const page of pages) {
+          await waitFor('media received', async () => (await inbound(page)) > 0, 20000, 250);
+        }
+        for (const page of pages) {
+          const transport = await page.evaluate(() => socket.io.engine.transport.name);
+          assert.equal(transport, transports ? 'polling' : 'websocket', 'the transport used');
+        }
+        assert.deepEqual(errors, [], 'no page errors');
+      } finally {
+        for (const p of pages) await p.close().catch(() => {});
+        await ctx.unroute(`${np.base}/zoomclone/**`);
+      }
+    });
+  }
 });
