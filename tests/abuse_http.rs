@@ -5,8 +5,8 @@
 //! allocating while the HTTP side is flooded from many addresses.
 
 use natpass::auth::Secret;
+use natpass::signal::Limits;
 use natpass::web::limits::HttpLimits;
-use natpass::web::signaling::Limits;
 use natpass::web::{AppState, IceInfo, WebConfig};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};

@@ -6,14 +6,13 @@
 
 mod common;
 use common::*;
-use futures_util::{SinkExt, StreamExt};
 use natpass::CancellationToken;
 use natpass::config::{Settings, ValidConfig};
 use natpass::lifecycle::Server;
-use serde_json::{Value, json};
+
+use common::sio::Sio;
 use std::time::Duration;
 use stun_types::message::MessageWriteExt;
-use tokio_tungstenite::tungstenite::Message as WsMessage;
 use turn_types::attribute::RequestedTransport;
 use turn_types::message::ALLOCATE;
 
@@ -43,32 +42,14 @@ fn a_full_relay_only_room_fits_in_the_allocation_quotas() {
     let shutdown = CancellationToken::new();
     let served = rt.spawn(server.serve(shutdown.clone()));
 
-    // Eight people join one room over the signaling WebSocket; each gets its credential.
+    // Eight people join one room over Socket.IO signaling; each gets its credential.
     let (creds, sockets) = rt.block_on(async {
         let mut creds = Vec::new();
         let mut sockets = Vec::new();
         for i in 0..room_size {
-            let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{http}/ws"))
-                .await
-                .unwrap();
-            let join =
-                json!({"type": "join", "id": 1, "room": "relayroom", "name": format!("p{i}")});
-            ws.send(WsMessage::Text(join.to_string().into()))
-                .await
-                .unwrap();
-            let joined = loop {
-                let m = tokio::time::timeout(Duration::from_secs(5), ws.next())
-                    .await
-                    .expect("an answer")
-                    .unwrap()
-                    .unwrap();
-                if let WsMessage::Text(t) = m {
-                    let v: Value = serde_json::from_str(&t).unwrap();
-                    if v["type"] == "joined" {
-                        break v;
-                    }
-                }
-            };
+            let mut ws = Sio::connect(http, None, None).await.unwrap();
+            let joined = ws.join("relayroom", &format!("p{i}")).await;
+            assert_eq!(joined["ok"], true, "{joined}");
             let turn = joined["iceServers"]
                 .as_array()
                 .unwrap()

@@ -5,12 +5,11 @@
 
 mod common;
 
+use common::sio::Sio;
 use common::*;
-use futures_util::{SinkExt, StreamExt};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 use stun_types::message::Message;
-use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 const PASSWORD: &str = "Pa55w0rd-never-logged";
 const SECRET: &str = "rest-secret-never-logged";
@@ -92,16 +91,15 @@ fn trace_logs_of_an_authenticated_call_hold_no_secrets() {
     // Signaling with SDP that carries an ice-pwd.
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let url = format!("ws://{http}/ws");
-        let (mut a, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
-        let (mut b, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
-        a.send(WsMessage::Text(serde_json::json!({"type":"join","id":1,"room":"logs","name":"A"}).to_string().into())).await.unwrap();
-        let ja: serde_json::Value = loop {
-            if let Some(Ok(WsMessage::Text(t))) = a.next().await { break serde_json::from_str(&t).unwrap(); }
-        };
-        b.send(WsMessage::Text(serde_json::json!({"type":"join","id":1,"room":"logs","name":"B"}).to_string().into())).await.unwrap();
+        let mut a = Sio::connect(http, None, None).await.unwrap();
+        let mut b = Sio::connect(http, None, None).await.unwrap();
+        let ja = a.join("logs", "A").await;
+        b.join("logs", "B").await;
         let sdp = format!("v=0\r\na=ice-ufrag:abcd\r\na=ice-pwd:{ICE_PWD}\r\n");
-        b.send(WsMessage::Text(serde_json::json!({"type":"signal","id":2,"to":ja["you"],"data":{"description":{"type":"offer","sdp":sdp}}}).to_string().into())).await.unwrap();
+        let sent = b.call("signal", serde_json::json!({"to": ja["you"], "data": {"description": {"type": "offer", "sdp": sdp}}})).await;
+        assert_eq!(sent["ok"], true);
+        assert_eq!(a.next().await.0, "participant-joined");
+        assert!(a.next().await.1["data"]["description"]["sdp"].as_str().unwrap().contains(ICE_PWD), "the SDP reached the other side");
         tokio::time::sleep(Duration::from_millis(300)).await;
         let _ = reqwest_free_get(http).await;
     });

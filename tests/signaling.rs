@@ -1,18 +1,17 @@
-//! The signaling protocol and its limits over a real WebSocket (tokio-tungstenite): join,
+//! The signaling server and its limits over Socket.IO's WebSocket transport (a minimal client
+//! in tests/common/sio.rs; the npm socket.io-client drives the same server in tests/e2e): join,
 //! relay, acks, reconnect-and-resume with buffered delivery, oversize messages, floods, wrong
-//! Origin, full rooms, and the credential endpoint.
+//! Origin, full rooms, the compatibility events, and the credential endpoint.
 
-use futures_util::{SinkExt, StreamExt};
+mod common;
+
+use common::sio::{Sio, SioError};
 use natpass::auth::Secret;
-use natpass::web::signaling::Limits;
+use natpass::signal::Limits;
 use natpass::web::{AppState, IceInfo, WebConfig};
 use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::time::Duration;
-use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
-
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn server(limits: Limits) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
     let cfg = WebConfig {
@@ -37,53 +36,16 @@ async fn server(limits: Limits) -> (SocketAddr, tokio::sync::oneshot::Sender<()>
     (addr, tx)
 }
 
-async fn connect(
-    addr: SocketAddr,
-    origin: Option<&str>,
-) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
-    let mut req = format!("ws://{addr}/ws").into_client_request().unwrap();
-    if let Some(o) = origin {
-        req.headers_mut().insert("origin", o.parse().unwrap());
-    }
-    tokio_tungstenite::connect_async(req)
-        .await
-        .map(|(ws, _)| ws)
-}
-
-async fn send(ws: &mut Ws, v: Value) {
-    ws.send(Message::Text(v.to_string().into())).await.unwrap();
-}
-
-/// Next JSON text message (skipping pings), within 3 s.
-async fn recv(ws: &mut Ws) -> Value {
-    loop {
-        let m = tokio::time::timeout(Duration::from_secs(3), ws.next())
-            .await
-            .expect("a message within 3 s")
-            .expect("stream open")
-            .expect("no error");
-        if let Message::Text(t) = m {
-            return serde_json::from_str(&t).unwrap();
-        }
-    }
-}
-
-async fn join(ws: &mut Ws, room: &str, name: &str, resume: Option<&str>) -> Value {
-    send(
-        ws,
-        json!({"type": "join", "id": 1, "room": room, "name": name, "resume": resume}),
-    )
-    .await;
-    recv(ws).await
+async fn connect(addr: SocketAddr) -> Sio {
+    Sio::connect(addr, None, None).await.unwrap()
 }
 
 #[tokio::test]
 async fn join_relay_chat_and_leave_with_acks() {
     let (addr, _stop) = server(Limits::default()).await;
-    let mut a = connect(addr, None).await.unwrap();
-    let ja = join(&mut a, "room1", "Ann", None).await;
-    assert_eq!(ja["type"], "joined");
-    assert_eq!(ja["id"], 1);
+    let mut a = connect(addr).await;
+    let ja = a.join("room1", "Ann").await;
+    assert_eq!(ja["ok"], true, "{ja}");
     assert_eq!(ja["participants"], json!([]));
     assert_eq!(ja["ttl"], 600);
     let turn = &ja["iceServers"][1];
@@ -101,64 +63,112 @@ async fn join_relay_chat_and_leave_with_acks() {
             .any(|u| u.as_str().unwrap().starts_with("turns:"))
     );
 
-    let mut b = connect(addr, None).await.unwrap();
-    let jb = join(&mut b, "room1", "Bob", None).await;
+    let mut b = connect(addr).await;
+    let jb = b.join("room1", "Bob").await;
     assert_eq!(
         jb["participants"],
         json!([{"id": ja["you"], "name": "Ann"}])
     );
-    let ev = recv(&mut a).await;
-    assert_eq!(ev["type"], "participant-joined");
-    assert_eq!(ev["participant"]["name"], "Bob");
-
-    // Offer relayed to one named participant, acked with the request id.
-    send(&mut b, json!({"type": "signal", "id": 7, "to": ja["you"], "data": {"description": {"type": "offer", "sdp": "v=0"}}})).await;
-    assert_eq!(recv(&mut b).await, json!({"type": "ack", "id": 7}));
-    let sig = recv(&mut a).await;
-    assert_eq!(sig["type"], "signal");
-    assert_eq!(sig["from"], jb["you"]);
-    assert_eq!(sig["data"]["description"]["type"], "offer");
-
-    // Unknown target and unknown types get errors with the id.
-    send(
-        &mut b,
-        json!({"type": "signal", "id": 8, "to": "nobody", "data": {}}),
-    )
-    .await;
-    let e = recv(&mut b).await;
     assert_eq!(
-        (e["type"].as_str(), e["id"].as_i64()),
-        (Some("error"), Some(8))
+        a.next().await,
+        (
+            "participant-joined".into(),
+            json!({"id": jb["you"], "name": "Bob"})
+        )
     );
-    send(&mut b, json!({"type": "dance", "id": 9})).await;
-    assert_eq!(recv(&mut b).await["reason"], "unknown type");
-    send(&mut b, json!({"nope": 1})).await;
-    assert_eq!(recv(&mut b).await["type"], "error");
-    b.send(Message::Text("{not json".into())).await.unwrap();
-    assert_eq!(recv(&mut b).await["reason"], "not JSON");
+
+    // Offer relayed to one named participant, acked.
+    let offer = json!({"description": {"type": "offer", "sdp": "v=0"}});
+    assert_eq!(
+        b.call("signal", json!({"to": ja["you"], "data": offer}))
+            .await,
+        json!({"ok": true})
+    );
+    assert_eq!(
+        a.next().await,
+        ("signal".into(), json!({"from": jb["you"], "data": offer}))
+    );
+
+    // Unknown target, unknown event, garbage: reasons, by ack or as an `error` event.
+    assert_eq!(
+        b.call("signal", json!({"to": "nobody", "data": {}})).await["error"],
+        "no such participant"
+    );
+    b.emit("signal", json!({"to": "nobody", "data": {}})).await;
+    assert_eq!(
+        b.next().await,
+        (
+            "error".into(),
+            json!({"reason": "no such participant", "event": "signal"})
+        )
+    );
+    assert_eq!(b.call("dance", json!({})).await["error"], "unknown event");
 
     // Chat broadcast, fresh ICE servers on request.
-    send(&mut a, json!({"type": "chat", "id": 10, "text": "hi <b>"})).await;
-    assert_eq!(recv(&mut a).await["type"], "ack");
-    let chat = recv(&mut b).await;
     assert_eq!(
-        (chat["name"].as_str(), chat["text"].as_str()),
-        (Some("Ann"), Some("hi <b>"))
+        a.call("chat", json!({"text": "hi <b>"})).await,
+        json!({"ok": true})
     );
-    send(&mut a, json!({"type": "ice-servers", "id": 11})).await;
+    let (ev, chat) = b.next().await;
     assert_eq!(
-        recv(&mut a).await["iceServers"][0]["urls"][0],
+        (ev.as_str(), chat["name"].as_str(), chat["text"].as_str()),
+        ("chat", Some("Ann"), Some("hi <b>"))
+    );
+    assert_eq!(
+        a.call("ice-servers", json!({})).await["iceServers"][0]["urls"][0],
         "stun:127.0.0.1:3478"
     );
 
     // Leave: ack, and the other side is told.
-    send(&mut b, json!({"type": "leave", "id": 12})).await;
-    assert_eq!(recv(&mut b).await, json!({"type": "ack", "id": 12}));
-    let left = recv(&mut a).await;
+    assert_eq!(b.call("leave", json!({})).await, json!({"ok": true}));
     assert_eq!(
-        (left["type"].as_str(), &left["id"]),
-        (Some("participant-left"), &jb["you"])
+        a.next().await,
+        ("participant-left".into(), json!({"id": jb["you"]}))
     );
+
+    // A packet that is not Socket.IO closes that connection (the client reconnects); nobody
+    // else notices.
+    for junk in ["42{not json", "99", "4", "42[]", "42[1,2]"] {
+        let mut c = connect(addr).await;
+        c.raw_send(junk.into()).await;
+        c.raw_send("421[\"ice-servers\",{}]".into()).await;
+        // Either the connection was closed for it, or it still answers: never a hang or a
+        // crash.
+        let (_, args) = c.try_next().await.unwrap_or_default();
+        let _ = args;
+        assert_eq!(
+            connect(addr)
+                .await
+                .join(&format!("after-{}", junk.len()), "Eve")
+                .await["ok"],
+            true,
+            "{junk}"
+        );
+    }
+    assert_eq!(
+        a.call("chat", json!({"text": "still here"})).await,
+        json!({"ok": true})
+    );
+}
+
+#[tokio::test]
+async fn signals_keep_their_order() {
+    let (addr, _stop) = server(Limits::default()).await;
+    let mut a = connect(addr).await;
+    a.join("order", "Ann").await;
+    let mut b = connect(addr).await;
+    let jb = b.join("order", "Bob").await;
+    a.next().await;
+    // socketioxide runs each handler in a task of its own: without handling in arrival order,
+    // a burst comes out shuffled.
+    for n in 0..90 {
+        a.emit("signal", json!({"to": jb["you"], "data": n})).await;
+    }
+    let mut got = Vec::new();
+    for _ in 0..90 {
+        got.push(b.next().await.1["data"].as_i64().unwrap());
+    }
+    assert_eq!(got, (0..90).collect::<Vec<_>>());
 }
 
 #[tokio::test]
@@ -168,49 +178,89 @@ async fn reconnect_resumes_identity_and_delivers_what_was_buffered() {
         ..Limits::default()
     })
     .await;
-    let mut a = connect(addr, None).await.unwrap();
-    let ja = join(&mut a, "r", "Ann", None).await;
-    let mut b = connect(addr, None).await.unwrap();
-    let jb = join(&mut b, "r", "Bob", None).await;
-    let _ = recv(&mut a).await; // participant-joined
+    let mut a = connect(addr).await;
+    let ja = a.join("r", "Ann").await;
+    let mut b = connect(addr).await;
+    let jb = b.join("r", "Bob").await;
+    a.next().await; // participant-joined
     // Bob's socket drops.
     drop(b);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
     for n in 0..3 {
-        send(
-            &mut a,
-            json!({"type": "signal", "id": 20 + n, "to": jb["you"], "data": {"n": n}}),
-        )
-        .await;
+        let r = a
+            .call("signal", json!({"to": jb["you"], "data": {"n": n}}))
+            .await;
         assert_eq!(
-            recv(&mut a).await["type"],
-            "ack",
+            r,
+            json!({"ok": true}),
             "delivery to a detached participant is accepted"
         );
     }
-    // Bob comes back with his resume token: same id, then the buffered signals in order.
-    let mut b2 = connect(addr, None).await.unwrap();
-    let again = join(&mut b2, "r", "Bob", jb["resume"].as_str()).await;
+    // Bob comes back with his resume token in the handshake: `resumed` with his id, then the
+    // buffered signals in order.
+    let mut b2 = Sio::connect(addr, None, Some(json!({"resume": jb["resume"]})))
+        .await
+        .unwrap();
+    let (ev, again) = b2.next().await;
+    assert_eq!(ev, "resumed");
     assert_eq!(again["you"], jb["you"]);
     assert_eq!(
         again["participants"],
         json!([{"id": ja["you"], "name": "Ann"}])
     );
     for n in 0..3 {
-        let m = recv(&mut b2).await;
-        assert_eq!(
-            (m["type"].as_str(), m["data"]["n"].as_i64()),
-            (Some("signal"), Some(n))
-        );
+        let (ev, m) = b2.next().await;
+        assert_eq!((ev.as_str(), m["data"]["n"].as_i64()), ("signal", Some(n)));
     }
     // Ann was never told Bob left.
-    send(
-        &mut a,
-        json!({"type": "chat", "id": 30, "text": "still there?"}),
-    )
-    .await;
-    assert_eq!(recv(&mut a).await["type"], "ack");
-    assert_eq!(recv(&mut b2).await["text"], "still there?");
+    assert_eq!(
+        a.call("chat", json!({"text": "still there?"})).await,
+        json!({"ok": true})
+    );
+    assert_eq!(b2.next().await.1["text"], "still there?");
+    // A token nobody holds: resume-failed, and a fresh join works.
+    let mut c = Sio::connect(addr, None, Some(json!({"resume": "bogus"})))
+        .await
+        .unwrap();
+    assert_eq!(c.next().await.0, "resume-failed");
+    assert_eq!(
+        c.call("signal", json!({"to": ja["you"], "data": 1})).await["error"],
+        "join a room first"
+    );
+    assert_eq!(c.join("r", "Cy").await["ok"], true);
+}
+
+#[tokio::test]
+async fn join_with_a_resume_token_takes_the_identity_back_too() {
+    let (addr, _stop) = server(Limits::default()).await;
+    let mut a = connect(addr).await;
+    a.join("j", "Ann").await;
+    let mut b = connect(addr).await;
+    let jb = b.join("j", "Bob").await;
+    a.next().await;
+    drop(b);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    a.call("signal", json!({"to": jb["you"], "data": "while away"}))
+        .await;
+    let mut b2 = connect(addr).await;
+    let again = b2
+        .call(
+            "join",
+            json!({"room": "j", "name": "Bob", "resume": jb["resume"]}),
+        )
+        .await;
+    assert_eq!(again["you"], jb["you"]);
+    assert_eq!(
+        b2.next().await,
+        (
+            "signal".into(),
+            json!({"from": a_id(&again), "data": "while away"})
+        )
+    );
+}
+
+fn a_id(joined: &Value) -> Value {
+    joined["participants"][0]["id"].clone()
 }
 
 #[tokio::test]
@@ -220,21 +270,21 @@ async fn a_participant_gone_past_the_grace_period_is_announced_as_left() {
         ..Limits::default()
     })
     .await;
-    let mut a = connect(addr, None).await.unwrap();
-    join(&mut a, "g", "Ann", None).await;
-    let mut b = connect(addr, None).await.unwrap();
-    let jb = join(&mut b, "g", "Bob", None).await;
-    let _ = recv(&mut a).await;
+    let mut a = connect(addr).await;
+    a.join("g", "Ann").await;
+    let mut b = connect(addr).await;
+    let jb = b.join("g", "Bob").await;
+    a.next().await;
     drop(b);
-    let left = recv(&mut a).await;
     assert_eq!(
-        (left["type"].as_str(), &left["id"]),
-        (Some("participant-left"), &jb["you"])
+        a.next().await,
+        ("participant-left".into(), json!({"id": jb["you"]}))
     );
-    // The token no longer resumes anything: a new identity.
-    let mut b2 = connect(addr, None).await.unwrap();
-    let j = join(&mut b2, "g", "Bob", jb["resume"].as_str()).await;
-    assert_ne!(j["you"], jb["you"]);
+    // The token no longer resumes anything.
+    let mut b2 = Sio::connect(addr, None, Some(json!({"resume": jb["resume"]})))
+        .await
+        .unwrap();
+    assert_eq!(b2.next().await.0, "resume-failed");
 }
 
 #[tokio::test]
@@ -244,24 +294,13 @@ async fn oversize_messages_close_the_connection() {
         ..Limits::default()
     })
     .await;
-    let mut a = connect(addr, None).await.unwrap();
-    join(&mut a, "o", "Ann", None).await;
-    let big = json!({"type": "chat", "id": 2, "text": "x".repeat(4096)}).to_string();
-    let _ = a.send(Message::Text(big.into())).await;
-    let end = tokio::time::timeout(Duration::from_secs(3), async {
-        loop {
-            match a.next().await {
-                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return true,
-                Some(Ok(_)) => continue,
-            }
-        }
-    })
-    .await
-    .unwrap();
-    assert!(end, "connection closed");
+    let mut a = connect(addr).await;
+    a.join("o", "Ann").await;
+    a.emit("chat", json!({"text": "x".repeat(4096)})).await;
+    assert!(a.closes().await, "connection closed");
     // The server is fine.
-    let mut b = connect(addr, None).await.unwrap();
-    assert_eq!(join(&mut b, "o2", "Bob", None).await["type"], "joined");
+    let mut b = connect(addr).await;
+    assert_eq!(b.join("o2", "Bob").await["ok"], true);
 }
 
 #[tokio::test]
@@ -272,18 +311,15 @@ async fn floods_are_rate_limited_per_connection() {
         ..Limits::default()
     })
     .await;
-    let mut a = connect(addr, None).await.unwrap();
-    join(&mut a, "f", "Ann", None).await;
-    for i in 0..100 {
-        send(&mut a, json!({"type": "ice-servers", "id": 100 + i})).await;
-    }
+    let mut a = connect(addr).await;
+    a.join("f", "Ann").await;
     let mut served = 0;
     let mut limited = 0;
     for _ in 0..100 {
-        let m = recv(&mut a).await;
-        if m["type"] == "ice-servers" {
+        let r = a.call("ice-servers", json!({})).await;
+        if r["ok"] == true {
             served += 1;
-        } else if m["reason"] == "rate limit: slow down" {
+        } else if r["error"] == "rate limit: slow down" {
             limited += 1;
         }
     }
@@ -294,17 +330,44 @@ async fn floods_are_rate_limited_per_connection() {
 #[tokio::test]
 async fn wrong_origin_is_refused_and_allowed_origins_pass() {
     let (addr, _stop) = server(Limits::default()).await;
-    let err = connect(addr, Some("http://evil.example"))
-        .await
-        .unwrap_err();
-    assert!(err.to_string().contains("403"), "{err}");
+    assert!(matches!(
+        Sio::connect(addr, Some("http://evil.example"), None).await,
+        Err(SioError::Http(403))
+    ));
     assert!(
-        connect(addr, Some(&format!("http://{addr}"))).await.is_ok(),
+        Sio::connect(addr, Some(&format!("http://{addr}")), None)
+            .await
+            .is_ok(),
         "same origin"
     );
     assert!(
-        connect(addr, Some("https://app.example.org")).await.is_ok(),
+        Sio::connect(addr, Some("https://app.example.org"), None)
+            .await
+            .is_ok(),
         "configured origin"
+    );
+}
+
+#[tokio::test]
+async fn too_many_connections_from_one_address_are_refused() {
+    let (addr, _stop) = server(Limits {
+        per_ip: 3,
+        ..Limits::default()
+    })
+    .await;
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(connect(addr).await);
+    }
+    assert!(matches!(
+        Sio::connect(addr, None, None).await,
+        Err(SioError::Http(429))
+    ));
+    drop(held.pop());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        Sio::connect(addr, None, None).await.is_ok(),
+        "a freed slot is usable again"
     );
 }
 
@@ -315,26 +378,83 @@ async fn full_rooms_refuse_newcomers_and_bad_names_are_refused() {
         ..Limits::default()
     })
     .await;
-    let mut a = connect(addr, None).await.unwrap();
-    let mut b = connect(addr, None).await.unwrap();
-    let mut c = connect(addr, None).await.unwrap();
-    assert_eq!(join(&mut a, "full", "A", None).await["type"], "joined");
-    assert_eq!(join(&mut b, "full", "B", None).await["type"], "joined");
-    let e = join(&mut c, "full", "C", None).await;
+    let mut a = connect(addr).await;
+    let mut b = connect(addr).await;
+    let mut c = connect(addr).await;
+    assert_eq!(a.join("full", "A").await["ok"], true);
+    assert_eq!(b.join("full", "B").await["ok"], true);
+    assert_eq!(c.join("full", "C").await["error"], "room full");
     assert_eq!(
-        (e["type"].as_str(), e["reason"].as_str()),
-        (Some("error"), Some("room full"))
+        c.join("../etc", "C").await["error"],
+        "room must be 1-64 letters, digits, - or _"
     );
-    let e = join(&mut c, "../etc", "C", None).await;
-    assert_eq!(e["type"], "error");
-    let e = join(&mut c, "ok", "", None).await;
-    assert_eq!(e["type"], "error");
-    send(
-        &mut c,
-        json!({"type": "signal", "id": 5, "to": "x", "data": {}}),
-    )
+    assert_eq!(
+        c.join("ok", "").await["error"],
+        "name must be 1-40 printable characters"
+    );
+    assert_eq!(
+        c.call("signal", json!({"to": "x", "data": {}})).await["error"],
+        "join a room first"
+    );
+    assert_eq!(c.join("ok", "C").await["ok"], true);
+    assert_eq!(c.join("ok2", "C").await["error"], "already joined");
+}
+
+#[tokio::test]
+async fn the_zoom_clone_events_work_as_a_node_socket_io_server_would() {
+    let (addr, _stop) = server(Limits {
+        room_size: 2,
+        ..Limits::default()
+    })
     .await;
-    assert_eq!(recv(&mut c).await["reason"], "join a room first");
+    let mut a = connect(addr).await;
+    let mut b = connect(addr).await;
+    // join_room(room, done): done() is called with no arguments.
+    assert_eq!(
+        a.call_args("join_room", &[json!("Ann's room")]).await,
+        Vec::<Value>::new()
+    );
+    b.emit_args("join_room", &[json!("Ann's room")]).await;
+    assert_eq!(a.next_args().await, ("welcome".into(), vec![]));
+    let offer = json!({"type": "offer", "sdp": "v=0"});
+    a.emit_args("offer", &[offer.clone(), json!("Ann's room")])
+        .await;
+    assert_eq!(b.next_args().await, ("offer".into(), vec![offer]));
+    b.emit_args("answer", &[json!({"type": "answer"}), json!("Ann's room")])
+        .await;
+    assert_eq!(
+        a.next_args().await,
+        ("answer".into(), vec![json!({"type": "answer"})])
+    );
+    a.emit_args("ice", &[json!({"candidate": "c"}), json!("Ann's room")])
+        .await;
+    assert_eq!(
+        b.next_args().await,
+        ("ice".into(), vec![json!({"candidate": "c"})])
+    );
+    // Not in that room, a full room, and a call room of the same name is another room.
+    a.emit_args("ice", &[json!(1), json!("elsewhere")]).await;
+    assert_eq!(
+        a.next().await,
+        (
+            "error".into(),
+            json!({"reason": "not in that room", "event": "ice"})
+        )
+    );
+    let mut c = connect(addr).await;
+    assert_eq!(
+        c.call_args("join_room", &[json!("Ann's room")]).await,
+        vec![json!({"error": "room full"})]
+    );
+    assert_eq!(c.join("Anns-room", "Cy").await["participants"], json!([]));
+    // Leaving by closing the socket frees the seat at once.
+    drop(b);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut d = connect(addr).await;
+    assert_eq!(
+        d.call_args("join_room", &[json!("Ann's room")]).await,
+        Vec::<Value>::new()
+    );
 }
 
 #[tokio::test]
@@ -397,6 +517,7 @@ fn issued_credentials_work_against_natpass_turn() {
         allow_origins: vec![],
         credential_ttl: 600,
         room_size: 8,
+        redis: None,
     };
     let rt = tokio::runtime::Runtime::new().unwrap();
     let body = rt.block_on(async {
@@ -461,6 +582,7 @@ fn self_signed_https_serves_the_page() {
         allow_origins: vec![],
         credential_ttl: 300,
         room_size: 8,
+        redis: None,
     };
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (page, ice) = rt.block_on(async {
@@ -549,17 +671,17 @@ async fn the_page_config_is_the_rule_the_server_enforces() {
     );
     assert_eq!(c["signaling"]["maxMessage"], 8192);
     // The longest name the page allows is joined; one more is refused.
-    let mut ws = connect(addr, None).await.unwrap();
-    let e = join(&mut ws, &"r".repeat(max + 1), "A", None).await;
-    assert_eq!(e["type"], "error");
-    assert_eq!(
-        join(&mut ws, &"r".repeat(max), "A", None).await["type"],
-        "joined"
-    );
+    let mut ws = connect(addr).await;
+    assert!(ws.join(&"r".repeat(max + 1), "A").await["error"].is_string());
+    assert_eq!(ws.join(&"r".repeat(max), "A").await["ok"], true);
     // Every module of the page is served as JavaScript.
     for m in ["app.js", "config.js", "signaling.js", "peer.js", "ui.js"] {
         let (status, body) = http_get(addr, &format!("/{m}")).await;
         assert_eq!(status, "HTTP/1.1 200 OK", "{m}");
         assert!(body.contains("export") || body.contains("import"), "{m}");
     }
+    // The Socket.IO client bundle, where a Node Socket.IO server serves it.
+    let (status, body) = http_get(addr, "/socket.io/socket.io.js").await;
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert_eq!(body, natpass::web::socketio::CLIENT_BUNDLE);
 }

@@ -154,6 +154,8 @@ pub struct HttpConfig {
     pub credential_ttl: u64,
     /// Room size cap.
     pub room_size: usize,
+    /// Redis URL shared by the nodes of one deployment.
+    pub redis: Option<String>,
 }
 
 /// Parse TOML text (`origin` names it in errors).

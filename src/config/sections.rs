@@ -175,6 +175,13 @@ pub(super) fn http(s: &Settings, rest_max_ttl: u64) -> Result<Option<HttpConfig>
     if !(2..=64).contains(&room_size) {
         return Err(invalid("room-size", "must be between 2 and 64"));
     }
+    if let Some(url) = &s.redis {
+        crate::web::cluster::check_url(url)
+            .map_err(|e| invalid("redis", format!("not a Redis URL: {e}")))?;
+        if s.http.is_none() {
+            return Err(invalid("redis", "shares the signaling rooms: set http too"));
+        }
+    }
     let Some(addr) = s.http else {
         return Ok(None);
     };
@@ -210,6 +217,7 @@ pub(super) fn http(s: &Settings, rest_max_ttl: u64) -> Result<Option<HttpConfig>
         allow_origins: s.allow_origins.clone(),
         credential_ttl,
         room_size,
+        redis: s.redis.clone(),
     }))
 }
 

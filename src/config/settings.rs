@@ -94,6 +94,10 @@ settings! {
         /// Participants per signaling room.
         #[arg(long, value_name = "N")]
         pub room_size: Option<usize>,
+        /// Redis URL (redis://[:PASSWORD@]HOST:PORT[/DB]): share signaling rooms with every
+        /// natpass process on the same Redis, so a call can span several nodes.
+        #[arg(long, value_name = "URL")]
+        pub redis: Option<String>,
         /// Separate listener for /metrics, /healthz and /readyz.
         #[arg(long, value_name = "ADDR:PORT")]
         pub metrics: Option<SocketAddr>,

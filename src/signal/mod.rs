@@ -2,11 +2,14 @@
 //!
 //! - [`rooms`]: the room engine (sans-IO): participants, resume within a grace period,
 //!   buffered delivery, the room cap, the compatibility rooms of the Zoom-clone events.
+//! - [`driver`]: one request in, the sends it causes out, as data (also the messages between
+//!   nodes when rooms are shared through Redis).
 //! - [`limits`]: sizes, rates, name rules and the token bucket every transport applies.
 //!
 //! The transport is Socket.IO (`web::socketio`); it owns the sockets, passes `now` and fresh
 //! ids in, and sends what the engine hands back.
 
+pub mod driver;
 pub mod limits;
 pub mod rooms;
 

@@ -70,6 +70,13 @@ async fn readyz(State(st): State<Arc<OpsState>>) -> Response {
     if st.ops.draining() {
         return (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response();
     }
+    if st.hub.as_ref().is_some_and(|h| !h.ready()) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "signaling store (redis) unreachable\n",
+        )
+            .into_response();
+    }
     if st.ops.relay_ports_exhausted() {
         return (
             StatusCode::SERVICE_UNAVAILABLE,

@@ -8,6 +8,7 @@
 //! and global connection caps) so HTTP clients cannot use up the relay's descriptors.
 
 pub mod admin;
+pub mod cluster;
 pub mod limits;
 pub mod socketio;
 
@@ -453,6 +454,12 @@ pub async fn launch_in(
         s.server = Some(server.clone());
     }
     let hub = state.hub.clone();
+    if let Some(url) = &http.redis {
+        let cluster = cluster::Cluster::connect(url, hub.node().to_owned())
+            .await
+            .map_err(std::io::Error::other)?;
+        hub.join_cluster(cluster);
+    }
     if let Some(mut ops) = ops {
         ops.hub = Some(hub.clone());
         if let Some(s) = Arc::get_mut(&mut state) {

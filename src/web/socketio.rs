@@ -1,6 +1,8 @@
 //! Signaling over Socket.IO (Engine.IO v4 / Socket.IO v5: `socket.io-client` 3.x and 4.x) at
 //! `/socket.io/`, long-polling and WebSocket with the upgrade, on socketioxide. This file is
-//! the transport only: the rooms are [`crate::signal::Rooms`].
+//! the transport only: the rooms are [`crate::signal::Rooms`], driven by
+//! [`crate::signal::driver`] on this node or, with `--redis`, on the elected node
+//! ([`super::cluster`]).
 //!
 //! Events (each with an optional ack as its last argument; acks answer `{ok:true,…}` or
 //! `{error}`; an event without an ack that fails gets an `error` event `{reason, event}`):
@@ -25,12 +27,12 @@
 //! never logged.
 
 use super::AppState;
-use crate::signal::{
-    Bucket, CompatEvent, Event, FreshIds, JoinRequest, Joined, Limits, Rooms, SignalError,
-};
+use super::cluster::{Change, Cluster};
+use crate::signal::driver::{self, Endpoint, Op, Out};
+use crate::signal::{Bucket, FreshIds, Limits, Rooms};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use socketioxide::adapter::LocalAdapter;
 use socketioxide::extract::{AckSender, SocketRef, TryData};
@@ -42,6 +44,7 @@ use socketioxide::{SocketIo, TransportType};
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -51,18 +54,26 @@ pub const CLIENT_BUNDLE: &str = include_str!("../../web-demo/vendor/socket.io.mi
 /// Rooms, their transport and the per-connection bookkeeping.
 pub struct Hub {
     limits: Limits,
-    rooms: Mutex<Rooms<Sid>>,
+    /// The rooms, when this node keeps them (always without Redis).
+    rooms: Mutex<Rooms<Endpoint>>,
     io: SocketIo,
     layer: SocketIoLayer,
     conns: Mutex<HashMap<Sid, Conn>>,
     per_ip: Mutex<HashMap<IpAddr, usize>>,
+    /// Acks waiting for the room keeper's answer, by (socket, number).
+    acks: Mutex<HashMap<(Sid, u64), AckSender>>,
+    next_ack: AtomicU64,
     app: OnceLock<Weak<AppState>>,
+    /// This node's id (in every [`Endpoint`] of its sockets).
+    node: String,
+    cluster: OnceLock<Arc<Cluster>>,
 }
 
 impl std::fmt::Debug for Hub {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Hub")
             .field("limits", &self.limits)
+            .field("node", &self.node)
             .finish_non_exhaustive()
     }
 }
@@ -74,6 +85,16 @@ struct Conn {
     bucket: Bucket,
     /// The host to put in its ICE URLs (from its handshake).
     ice_host: String,
+}
+
+/// What nodes send each other.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+enum Bus {
+    /// For the room keeper.
+    Op(Op),
+    /// For sockets on the receiving node, in order.
+    Outs(Vec<Out>),
 }
 
 fn random_hex(bytes: usize) -> String {
@@ -110,8 +131,47 @@ impl Hub {
             layer,
             conns: Mutex::default(),
             per_ip: Mutex::default(),
+            acks: Mutex::default(),
+            next_ack: AtomicU64::new(1),
             app: OnceLock::new(),
+            node: random_hex(6),
+            cluster: OnceLock::new(),
         })
+    }
+
+    /// Share the rooms with every node on the same Redis (once, before serving).
+    pub fn join_cluster(self: &Arc<Self>, cluster: Arc<Cluster>) {
+        if self.cluster.set(cluster.clone()).is_err() {
+            return;
+        }
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        cluster.spawn(tx);
+        let hub = Arc::downgrade(self);
+        tokio::spawn(async move {
+            while let Some(change) = rx.recv().await {
+                let Some(hub) = hub.upgrade() else {
+                    return;
+                };
+                hub.on_change(change);
+            }
+        });
+    }
+
+    /// This node's id.
+    pub fn node(&self) -> &str {
+        self.cluster.get().map_or(&self.node, |c| c.node())
+    }
+
+    /// Can signaling work now? (False while Redis is unreachable.)
+    pub fn ready(&self) -> bool {
+        self.cluster
+            .get()
+            .is_none_or(|c| c.healthy() && c.leader().is_some())
+    }
+
+    /// Does this node keep the rooms?
+    fn keeper(&self) -> bool {
+        self.cluster.get().is_none_or(|c| c.is_leader())
     }
 
     /// The tower layer serving `/socket.io/`.
@@ -138,7 +198,9 @@ impl Hub {
             let Some(hub) = hub.upgrade() else {
                 return;
             };
-            hub.connected(&s);
+            let tried = s.extensions.get::<Resume>().is_some();
+            let from = hub.endpoint(s.id);
+            hub.submit(Op::Activate { from, tried });
         };
         self.io.ns("/", connected.with(admit));
     }
@@ -151,7 +213,14 @@ impl Hub {
             .unwrap_or_default()
     }
 
-    fn rooms(&self) -> std::sync::MutexGuard<'_, Rooms<Sid>> {
+    fn endpoint(&self, sid: Sid) -> Endpoint {
+        Endpoint {
+            node: self.node().to_owned(),
+            sid: sid.to_string(),
+        }
+    }
+
+    fn rooms(&self) -> std::sync::MutexGuard<'_, Rooms<Endpoint>> {
         self.rooms.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -159,32 +228,27 @@ impl Hub {
         self.conns.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Rooms and participants now (metrics and admin).
+    /// Rooms and participants now, as kept here (metrics and admin; on a node that does not
+    /// keep the rooms, none).
     pub fn counts(&self) -> (usize, usize) {
         self.rooms().counts()
     }
 
-    /// Rooms with their participants (admin API).
+    /// Rooms with their participants (admin API; on the node that keeps them).
     pub fn snapshot(&self) -> Vec<Value> {
         self.rooms().snapshot()
     }
 
     /// Close a room: its participants are told and disconnected. Returns how many there were
-    /// (connected ones), or 0 when there is no such room.
+    /// (connected ones), or 0 when there is no such room here.
     pub fn close_room(&self, room: &str) -> usize {
-        let conns = self.rooms().close_room(room).unwrap_or_default();
-        for sid in &conns {
-            if let Some(s) = self.io.get_socket(*sid) {
-                let _ = s.emit("room-closed", &json!({}));
-                let _ = s.disconnect();
-            }
-        }
-        tracing::info!(
-            room,
-            participants = conns.len(),
-            "room closed by an operator"
-        );
-        conns.len()
+        let mut rooms = self.rooms();
+        let out = driver::close_room(&mut rooms, room);
+        let n = out.len() / 2;
+        self.apply(out);
+        drop(rooms);
+        tracing::info!(room, participants = n, "room closed by an operator");
+        n
     }
 
     /// Forget participants past their grace period every half second until the hub goes.
@@ -198,10 +262,148 @@ impl Hub {
                 let Some(h) = weak.upgrade() else {
                     return;
                 };
-                let out = h.rooms().sweep(Instant::now());
-                h.send(out);
+                if h.keeper() {
+                    let mut rooms = h.rooms();
+                    let mut out = Vec::new();
+                    driver::deliveries(&mut out, rooms.sweep(Instant::now()));
+                    h.apply(out);
+                }
             }
         })
+    }
+
+    /// Run `op` where the rooms are kept: here, under the lock, with what it causes sent
+    /// before the lock is released (so two requests' sends never interleave); or on the
+    /// leader, through Redis, in order with this node's other requests.
+    fn submit(&self, op: Op) {
+        if self.keeper() {
+            let mut rooms = self.rooms();
+            let out = driver::execute(&mut rooms, op, &mut fresh_ids, Instant::now());
+            self.apply(out);
+            return;
+        }
+        match self.cluster.get().and_then(|c| c.leader().map(|l| (c, l))) {
+            Some((c, leader)) => c.publish(&leader, bus_text(&Bus::Op(op))),
+            None => {
+                // No leader yet (Redis just restarted): the client's ack times out, or it is
+                // reconnected when one is elected.
+                tracing::debug!("signaling request while no node keeps the rooms");
+            }
+        }
+    }
+
+    /// Send what the room keeper handed back: to this node's sockets, or to the nodes that
+    /// hold the others.
+    fn apply(&self, out: Vec<Out>) {
+        let mut remote: HashMap<String, Vec<Out>> = HashMap::new();
+        for o in out {
+            if o.to().node == self.node() {
+                self.deliver(o);
+            } else {
+                remote.entry(o.to().node.clone()).or_default().push(o);
+            }
+        }
+        if let Some(c) = self.cluster.get() {
+            for (node, outs) in remote {
+                c.publish(&node, bus_text(&Bus::Outs(outs)));
+            }
+        }
+    }
+
+    /// One send to a socket of this node. A socket that cannot take more (its buffer is
+    /// full) is closed: its participant is detached and gets the rest when it resumes.
+    fn deliver(&self, o: Out) {
+        let Ok(sid) = o.to().sid.parse::<Sid>() else {
+            return;
+        };
+        let socket = self.io.get_socket(sid);
+        let sent = match (o, &socket) {
+            (Out::Emit { event, body, .. }, Some(s)) => emit(s, &event, body),
+            (Out::Ack { ack, args, .. }, _) => {
+                let sender = self
+                    .acks
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&(sid, ack));
+                if let Some(a) = sender {
+                    let _ = a.send(&Args(args));
+                }
+                true
+            }
+            (
+                Out::Joined {
+                    ack, event, joined, ..
+                },
+                Some(s),
+            ) => {
+                s.extensions.insert(Pid(joined.you.clone()));
+                let body = self.joined_body(sid, &joined);
+                let sender = ack.and_then(|n| {
+                    self.acks
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(&(sid, n))
+                });
+                match sender {
+                    Some(a) => a.send(&body).is_ok(),
+                    None => s.emit(event.as_str(), &body).is_ok(),
+                }
+            }
+            (Out::Close { .. }, Some(s)) => {
+                let _ = s.clone().disconnect();
+                true
+            }
+            (_, None) => {
+                // Gone meanwhile: the room keeper hears of it from its disconnect.
+                true
+            }
+        };
+        if !sent {
+            if let Some(s) = socket {
+                tracing::debug!(%sid, "signaling socket not keeping up: closing it");
+                let _ = s.disconnect();
+            }
+        }
+    }
+
+    /// A message from Redis, a new leader, or Redis back after an outage.
+    fn on_change(&self, change: Change) {
+        match change {
+            Change::Message(text) => match serde_json::from_str::<Bus>(&text) {
+                Ok(Bus::Op(op)) if self.keeper() => {
+                    let mut rooms = self.rooms();
+                    let out = driver::execute(&mut rooms, op, &mut fresh_ids, Instant::now());
+                    self.apply(out);
+                }
+                Ok(Bus::Op(_)) => {
+                    tracing::debug!("a signaling request for a former leader: dropped")
+                }
+                Ok(Bus::Outs(outs)) => {
+                    for o in outs {
+                        self.deliver(o);
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "unreadable message from another node"),
+            },
+            Change::Leader(me) => {
+                // The rooms of the previous leader are gone: start over with empty rooms here,
+                // and have every client here reconnect (and join the rooms afresh).
+                *self.rooms() = Rooms::new(self.limits.clone());
+                tracing::info!(
+                    keeper = me,
+                    "signaling rooms start over after a leader change"
+                );
+                self.restart_sockets();
+            }
+            Change::Recovered => self.restart_sockets(),
+        }
+    }
+
+    /// Close every signaling socket of this node: clients reconnect and resume by themselves.
+    fn restart_sockets(&self) {
+        for s in self.io.sockets() {
+            let _ = s.disconnect();
+        }
     }
 
     /// Would another socket from `ip` be refused?
@@ -223,6 +425,9 @@ impl Hub {
         if self.ip_full(ip) {
             return Err(Refusal::TooManyConnections);
         }
+        if !self.ready() {
+            return Err(Refusal::NotReady);
+        }
         let ice_host = self.app.get().and_then(Weak::upgrade).map_or_else(
             || "localhost".into(),
             |app| app.ice_host(&parts.headers, None),
@@ -241,14 +446,17 @@ impl Hub {
                 ice_host,
             },
         );
+        s.extensions.insert(HubRef(self.me()));
         let token = auth
             .as_ref()
             .and_then(|a| a.get("resume"))
             .and_then(Value::as_str);
-        s.extensions.insert(HubRef(self.me()));
         if let Some(token) = token {
-            s.extensions
-                .insert(Resume(self.rooms().attach(s.id, token)));
+            s.extensions.insert(Resume);
+            self.submit(Op::Attach {
+                from: self.endpoint(s.id),
+                token: token.to_owned(),
+            });
         }
         let hub = self.app.get().cloned();
         s.on_disconnect(async move |s: SocketRef, reason: DisconnectReason| {
@@ -260,35 +468,9 @@ impl Hub {
         for event in EVENTS {
             s.on(*event, async |_: Inline| {});
         }
+        // Anything else is answered too ("unknown event"), in the same order as the rest.
+        s.on_fallback(async |_: Inline| {});
         Ok(())
-    }
-
-    /// The connect packet is out: answer a resume.
-    fn connected(&self, s: &SocketRef) {
-        match s.extensions.get::<Resume>() {
-            Some(Resume(true)) => self.flush_resume(s.id),
-            Some(Resume(false)) => {
-                let _ = s.emit("resume-failed", &json!({}));
-            }
-            None => {}
-        }
-    }
-
-    /// Send `resumed` and the backlog, once, before anything else reaches the socket.
-    fn flush_resume(&self, sid: Sid) {
-        let mut rooms = self.rooms();
-        let Some(joined) = rooms.activate(&sid) else {
-            return;
-        };
-        // Under the lock: nothing for this participant can be sent between the answer and
-        // its backlog.
-        if let Some(s) = self.io.get_socket(sid) {
-            let body = self.joined_body(sid, &joined);
-            let _ = s.emit("resumed", &body);
-            for e in &joined.backlog {
-                emit(&s, e);
-            }
-        }
     }
 
     /// A socket is gone: its participant keeps its identity for the grace period.
@@ -302,40 +484,18 @@ impl Hub {
                 }
             }
         }
-        let out = self.rooms().detach(&sid, Instant::now());
-        self.send(out);
+        self.acks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|(s, _), _| *s != sid);
+        self.submit(Op::Detach {
+            from: self.endpoint(sid),
+        });
     }
 
-    /// Send what the room engine handed back. A socket that cannot take more (its buffer is
-    /// full) is closed: its participant is detached and gets the rest when it resumes.
-    fn send(&self, out: Vec<(Sid, Event)>) {
-        for (sid, e) in out {
-            match self.io.get_socket(sid) {
-                Some(s) => {
-                    if !emit(&s, &e) {
-                        tracing::debug!(%sid, "signaling socket not keeping up: closing it");
-                        let _ = s.disconnect();
-                    }
-                }
-                None => {
-                    let out = self.rooms().detach(&sid, Instant::now());
-                    self.send(out);
-                }
-            }
-        }
-    }
-
-    fn joined_body(&self, sid: Sid, j: &Joined) -> Value {
-        let app = self.app.get().and_then(Weak::upgrade);
-        let host = self
-            .conns()
-            .get(&sid)
-            .map(|c| c.ice_host.clone())
-            .unwrap_or_default();
-        let (servers, ttl) = match &app {
-            Some(app) => (json!(app.participant_ice_servers(&host, &j.you)), app.ttl()),
-            None => (json!([]), 0),
-        };
+    /// The join answer as the client gets it: this node's ICE servers for the participant.
+    fn joined_body(&self, sid: Sid, j: &driver::JoinedWire) -> Value {
+        let (servers, ttl) = self.ice_servers(sid, Some(&j.you));
         let participants: Vec<Value> = j
             .participants
             .iter()
@@ -347,164 +507,90 @@ impl Hub {
         })
     }
 
-    /// Handle one event of `s`, in arrival order, and answer it: the ack when the client asked
-    /// for one, else an `error` event when it failed.
-    fn handle(&self, s: &SocketRef, event: &str, args: Vec<Value>, ack: Option<AckSender>) {
+    /// This node's ICE servers for a socket (with a participant's credential when it has one).
+    fn ice_servers(&self, sid: Sid, pid: Option<&str>) -> (Value, u64) {
+        let app = self.app.get().and_then(Weak::upgrade);
+        let host = self
+            .conns()
+            .get(&sid)
+            .map(|c| c.ice_host.clone())
+            .unwrap_or_default();
+        match (&app, pid) {
+            (Some(app), Some(pid)) => (json!(app.participant_ice_servers(&host, pid)), app.ttl()),
+            (Some(app), None) => (json!(app.ice_servers(&host, "web")), app.ttl()),
+            (None, _) => (json!([]), 0),
+        }
+    }
+
+    /// Handle one event of `s`, in arrival order: the rate limit and `ice-servers` here, the
+    /// rest where the rooms are kept.
+    fn handle(&self, s: &SocketRef, event: String, args: Vec<Value>, ack: Option<AckSender>) {
         let sid = s.id;
-        // A resumed socket's answer goes out before the answer to its first event.
-        self.flush_resume(sid);
         let allowed = self
             .conns()
             .get_mut(&sid)
             .is_some_and(|c| c.bucket.take(&self.limits, Instant::now()));
-        let mut ack = ack;
-        let result = if allowed {
-            self.dispatch(s, event, args, &mut ack)
-        } else {
-            Err(Refusal::RateLimited)
-        };
-        match (result, ack) {
-            (Ok(Reply::Sent), _) => {}
-            (Ok(Reply::Ack(v)), Some(ack)) => {
-                let _ = ack.send(&v);
+        if !allowed {
+            let reason = Refusal::RateLimited.to_string();
+            match ack {
+                Some(a) => {
+                    let _ = a.send(&json!({"error": reason}));
+                }
+                None => {
+                    let _ = s.emit("error", &json!({"reason": reason, "event": event}));
+                }
             }
-            (Ok(Reply::Done), Some(ack)) => {
-                let _ = ack.send(&[(); 0]);
-            }
-            (Ok(_), None) => {}
-            (Err(e), Some(ack)) => {
-                let _ = ack.send(&json!({"error": e.to_string()}));
-            }
-            (Err(e), None) => {
-                let _ = s.emit("error", &json!({"reason": e.to_string(), "event": event}));
-            }
+            return;
         }
-    }
-
-    fn dispatch(
-        &self,
-        s: &SocketRef,
-        event: &str,
-        args: Vec<Value>,
-        ack: &mut Option<AckSender>,
-    ) -> Result<Reply, Refusal> {
-        let sid = s.id;
-        let arg = args.first().cloned().unwrap_or(Value::Null);
-        let text = |k: &str| arg.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
-        let now = Instant::now();
-        let ok = || Reply::Ack(json!({"ok": true}));
-        Ok(match event {
-            "join" => {
-                let req = JoinRequest {
-                    room: text("room"),
-                    name: text("name"),
-                    resume: arg.get("resume").and_then(Value::as_str).map(str::to_owned),
-                };
-                // Under the lock until the backlog is out: nothing addressed to this participant
-                // may overtake its answer or its backlog.
-                let mut rooms = self.rooms();
-                let (joined, out) = rooms.join(sid, req, fresh_ids(), now)?;
-                tracing::debug!(participant = %joined.you, resumed = joined.resumed, "participant joined");
-                let body = self.joined_body(sid, &joined);
-                match ack.take() {
-                    Some(a) => {
-                        let _ = a.send(&body);
-                    }
-                    None => {
-                        let _ = s.emit("joined", &body);
-                    }
-                }
-                for e in &joined.backlog {
-                    emit(s, e);
-                }
-                drop(rooms);
-                self.send(out);
-                Reply::Sent
+        if event == "ice-servers" {
+            // This node's own TURN URLs, with a credential for the participant this socket
+            // joined as (learnt from its join answer), or a plain one before it joined.
+            let pid = s.extensions.get::<Pid>().map(|p| p.0);
+            let (servers, ttl) = self.ice_servers(sid, pid.as_deref());
+            if let Some(a) = ack {
+                let _ = a.send(&json!({"ok": true, "iceServers": servers, "ttl": ttl}));
             }
-            "signal" => {
-                let data = arg
-                    .get("data")
-                    .cloned()
-                    .ok_or(SignalError::NoSuchParticipant)?;
-                let out = self.rooms().signal(&sid, &text("to"), data)?;
-                self.send(out);
-                ok()
-            }
-            "chat" => {
-                let out = self.rooms().chat(&sid, &text("text"))?;
-                self.send(out);
-                ok()
-            }
-            "ice-servers" => {
-                let app = self.app.get().and_then(Weak::upgrade);
-                let host = self
-                    .conns()
-                    .get(&sid)
-                    .map(|c| c.ice_host.clone())
-                    .unwrap_or_default();
-                let pid = self.rooms().participant(&sid).map(str::to_owned);
-                let (servers, ttl) = match (&app, pid) {
-                    (Some(app), Some(pid)) => {
-                        (json!(app.participant_ice_servers(&host, &pid)), app.ttl())
-                    }
-                    (Some(app), None) => (json!(app.ice_servers(&host, "web")), app.ttl()),
-                    (None, _) => (json!([]), 0),
-                };
-                Reply::Ack(json!({"ok": true, "iceServers": servers, "ttl": ttl}))
-            }
-            "leave" => {
-                let out = self.rooms().leave(&sid)?;
-                self.send(out);
-                ok()
-            }
-            "join_room" => {
-                let room = arg.as_str().unwrap_or("");
-                let out = self.rooms().join_compat(sid, room, fresh_ids())?;
-                self.send(out);
-                Reply::Done
-            }
-            "offer" | "answer" | "ice" => {
-                let kind = match event {
-                    "offer" => CompatEvent::Offer,
-                    "answer" => CompatEvent::Answer,
-                    _ => CompatEvent::Ice,
-                };
-                let room = args.get(1).and_then(Value::as_str).unwrap_or("");
-                let out = self.rooms().relay_compat(&sid, room, kind, arg.clone())?;
-                self.send(out);
-                Reply::Done
-            }
-            _ => return Err(Refusal::UnknownEvent),
-        })
+            return;
+        }
+        let ack = ack.map(|a| {
+            let n = self.next_ack.fetch_add(1, Ordering::Relaxed);
+            self.acks
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert((sid, n), a);
+            n
+        });
+        self.submit(Op::Event {
+            from: self.endpoint(sid),
+            event,
+            args,
+            ack,
+        });
     }
 }
 
-/// What a handled event answers.
-enum Reply {
-    /// The ack's value.
-    Ack(Value),
-    /// An ack without arguments (the compatibility set's `done()`).
-    Done,
-    /// Already answered.
-    Sent,
+fn bus_text(b: &Bus) -> String {
+    serde_json::to_string(b).unwrap_or_default()
 }
 
-/// Why an event was refused.
+/// Why a socket or an event was refused on this node.
 #[derive(Debug, thiserror::Error)]
 enum Refusal {
-    #[error(transparent)]
-    Room(#[from] SignalError),
     #[error("rate limit: slow down")]
     RateLimited,
-    #[error("unknown event")]
-    UnknownEvent,
     #[error("too many signaling connections from this address")]
     TooManyConnections,
+    #[error("signaling is not available right now")]
+    NotReady,
 }
 
-/// Whether the handshake's resume token was taken.
+/// The handshake carried a resume token.
 #[derive(Debug, Clone, Copy)]
-struct Resume(bool);
+struct Resume;
+
+/// The participant id of a joined socket (for its credential refreshes).
+#[derive(Debug, Clone)]
+struct Pid(String);
 
 /// The events a socket may send.
 const EVENTS: &[&str] = &[
@@ -519,18 +605,30 @@ const EVENTS: &[&str] = &[
     "ice",
 ];
 
-/// Send one event; false when the socket cannot take it.
-fn emit(s: &SocketRef, e: &Event) -> bool {
-    let r = match e.body() {
-        Some(body) => s.emit(e.name(), &body),
+/// Send one event (no argument when `body` is `None`); false when the socket cannot take it.
+fn emit(s: &SocketRef, event: &str, body: Option<Value>) -> bool {
+    let r = match body {
+        Some(body) => s.emit(event, &body),
         // No argument at all (an empty tuple), not one `null`.
-        None => s.emit(e.name(), &[(); 0]),
+        None => s.emit(event, &[(); 0]),
     };
     r.is_ok()
 }
 
-/// Every argument of an event, as sent.
+/// Every argument of an event, as sent (and, serialized, several ack arguments).
 struct Args(Vec<Value>);
+
+impl Serialize for Args {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeTuple;
+        // A tuple: socketioxide sends each element as one argument (none for an empty one).
+        let mut t = s.serialize_tuple(self.0.len())?;
+        for v in &self.0 {
+            t.serialize_element(v)?;
+        }
+        t.end()
+    }
+}
 
 impl<'de> Deserialize<'de> for Args {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -580,7 +678,7 @@ impl FromMessageParts<LocalAdapter> for Inline {
             Some(_) => AckSender::from_message_parts(s, v, ack_id).ok(),
             None => None,
         };
-        hub.handle(&sock, &event, args, ack);
+        hub.handle(&sock, event, args, ack);
         Ok(Inline)
     }
 }

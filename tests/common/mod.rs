@@ -9,6 +9,7 @@ pub mod coturn;
 pub mod harness;
 pub mod messages;
 pub mod server;
+pub mod sio;
 
 pub use abuse::*;
 pub use coturn::*;
