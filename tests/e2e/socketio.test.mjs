@@ -6,6 +6,7 @@
 // (Origin, payload size, rate, connections per IP) on the polling transport, the served client
 // bundle, and no message bodies in the logs. Last, the same Zoom-clone script in Chromium with
 // real RTCPeerConnections, on the default transports and on polling only.
+// And the main cases again with the participants on two natpass nodes sharing one Redis.
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync, mkdtempSync, rmSync } from 'node:fs';
@@ -13,6 +14,8 @@ import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import http from 'node:http';
+import net from 'node:net';
+import { spawn } from 'node:child_process';
 import vm from 'node:vm';
 import { io } from 'socket.io-client';
 import { startNatpass, launchChromium, freePort, repo, sleep, waitFor } from './lib.mjs';
@@ -1099,4 +1102,133 @@ describe('the Zoom-clone script in Chromium', () => {
       }
     });
   }
+});
+
+// ---------------------------------------------------------------------------------------------
+// Several nodes on one Redis: the contract stays the same when the participants of a room are
+// connected to different natpass processes.
+
+/** Debian's redis-server on a free loopback port, no persistence; stopped by its PID. */
+async function startRedis() {
+  const port = await freePort();
+  const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
+  await waitFor('redis PONG', () => new Promise((resolve) => {
+    if (child.exitCode !== null) throw new Error('redis-server exited with ' + child.exitCode);
+    const c = net.connect(port, '127.0.0.1');
+    c.on('error', () => resolve(false));
+    c.on('data', (d) => { c.destroy(); resolve(d.toString().startsWith('+PONG')); });
+    c.on('connect', () => c.write('PING\r\n'));
+  }), 10000, 100);
+  return {
+    url: `redis://127.0.0.1:${port}`,
+    stop: async () => {
+      if (child.exitCode === null) {
+        child.kill('SIGTERM');
+        await Promise.race([new Promise((r) => child.once('exit', r)), sleep(5000)]);
+        if (child.exitCode === null) child.kill('SIGKILL');
+      }
+    },
+  };
+}
+
+describe('two nodes on one Redis', () => {
+  let redis;
+  let one;
+  let two;
+  before(async () => {
+    redis = await startRedis();
+    one = await startNatpass(['--redis', redis.url, '--room-size', '3']);
+    two = await startNatpass(['--redis', redis.url, '--room-size', '3']);
+    for (const n of [one, two]) {
+      await waitFor('readyz (a leader is known)', async () => (await rawRequest(n.base, '/readyz')).status === 200, 20000, 200);
+    }
+  });
+  after(async () => {
+    if (two) await two.stop();
+    if (one) await one.stop();
+    if (redis) await redis.stop();
+  });
+
+  for (const [name, transports] of Object.entries(TRANSPORTS)) {
+    test(`${name}: join, signal (in order), chat and leave between participants on different nodes`, async () => {
+      const room = uniqueRoom('nodes');
+      const ann = await joined(one.base, transports, room, 'Ann');
+      const bob = await joined(two.base, transports, room, 'Bob');
+      assert.deepEqual(bob.me.participants, [{ id: ann.me.you, name: 'Ann' }]);
+      assertIceServers(bob.me.iceServers);
+      assert.deepEqual(await received(ann.s, 'participant-joined'), { id: bob.me.you, name: 'Bob' });
+      const burst = Array.from({ length: 40 }, (_, n) => ack(ann.s, 'signal', { to: bob.me.you, data: { n } }));
+      for (const a of await Promise.all(burst)) assert.deepEqual(a, { ok: true });
+      await waitFor('the burst', () => bob.s.log.filter(([e]) => e === 'signal').length === 40, 10000, 25);
+      assert.deepEqual(bob.s.log.filter(([e]) => e === 'signal').map(([, m]) => [m.from, m.data.n]),
+        Array.from({ length: 40 }, (_, n) => [ann.me.you, n]), 'in order, from Ann');
+      // Opaque data is relayed as sent, whatever JSON it is, both ways.
+      for (const data of [null, 0, '', [], { nested: { deep: [1, null, 'x'] } }]) {
+        for (const [from, to] of [[ann, bob], [bob, ann]]) {
+          const mark = to.s.log.length;
+          assert.deepEqual(await ack(from.s, 'signal', { to: to.me.you, data }), { ok: true });
+          await waitFor('the signal', () => to.s.log.slice(mark).some(([e]) => e === 'signal'), 5000, 25);
+          assert.deepEqual(to.s.log.slice(mark).find(([e]) => e === 'signal')[1], { from: from.me.you, data }, `data ${JSON.stringify(data)} from ${from === ann ? 'node one' : 'node two'}`);
+        }
+      }
+      assert.deepEqual(await ack(bob.s, 'chat', { text: 'across nodes' }), { ok: true });
+      assert.deepEqual(await received(ann.s, 'chat'), { from: bob.me.you, name: 'Bob', text: 'across nodes' });
+      assert.deepEqual(await ack(bob.s, 'signal', { to: 'nobody', data: {} }), { error: 'no such participant' });
+      assert.deepEqual(await ack(bob.s, 'leave', {}), { ok: true });
+      assert.deepEqual(await received(ann.s, 'participant-left'), { id: bob.me.you });
+    });
+  }
+
+  test('the room cap holds across nodes', async () => {
+    const room = uniqueRoom('capnodes');
+    await joined(one.base, TRANSPORTS.websocket, room, 'A');
+    await joined(two.base, TRANSPORTS.websocket, room, 'B');
+    // Two more at once, one per node, for the last seat: exactly one gets it.
+    const c = client(one.base, { transports: TRANSPORTS.websocket });
+    const d = client(two.base, { transports: TRANSPORTS.websocket });
+    await Promise.all([connected(c), connected(d)]);
+    const answers = await Promise.all([ack(c, 'join', { room, name: 'C' }), ack(d, 'join', { room, name: 'D' })]);
+    assert.equal(answers.filter((a) => a.ok).length, 1, JSON.stringify(answers));
+    assert.deepEqual(answers.find((a) => !a.ok), { error: 'room full' });
+  });
+
+  test('a participant dropped on one node resumes on the other with its backlog first', async () => {
+    const room = uniqueRoom('movenodes');
+    const ann = await joined(one.base, TRANSPORTS.websocket, room, 'Ann');
+    const bob = await joined(two.base, TRANSPORTS.websocket, room, 'Bob');
+    ann.s.io.engine.close();
+    await sleep(500);
+    assert.deepEqual(await ack(bob.s, 'signal', { to: ann.me.you, data: { n: 1 } }), { ok: true });
+    assert.deepEqual(await ack(bob.s, 'signal', { to: ann.me.you, data: { n: 2 } }), { ok: true });
+    const back = client(two.base, { transports: TRANSPORTS.polling, auth: { resume: ann.me.resume } });
+    const offline = ack(back, 'signal', { to: bob.me.you, data: { from: 'resumed socket' } }, 10000);
+    await connected(back);
+    await waitFor('resumed and the backlog', () => back.log.filter(([e]) => e === 'signal').length >= 2, 10000, 25);
+    assert.deepEqual(back.log.slice(0, 3).map(([e, a]) => (e === 'resumed' ? [e, a.you] : [e, a])), [
+      ['resumed', ann.me.you],
+      ['signal', { from: bob.me.you, data: { n: 1 } }],
+      ['signal', { from: bob.me.you, data: { n: 2 } }],
+    ]);
+    assert.deepEqual(await offline, { ok: true });
+    assert.deepEqual(await received(bob.s, 'signal'), { from: ann.me.you, data: { from: 'resumed socket' } });
+    assert.equal(bob.s.log.find(([e]) => e === 'participant-left'), undefined);
+  });
+
+  test('the Zoom-clone script works with its two tabs on different nodes', async () => {
+    const room = uniqueRoom('zoomnodes');
+    const first = zoomTab(one.base, TRANSPORTS.websocket);
+    first.submit(room);
+    assert.deepEqual(await first.joinedRoom(), ['join_room', []]);
+    const second = zoomTab(two.base, TRANSPORTS.polling);
+    second.submit(room);
+    assert.deepEqual(await second.joinedRoom(), ['join_room', []]);
+    await waitFor('offer, answer and candidates across nodes', () =>
+      second.pc().remoteDescription && first.pc().remoteDescription &&
+      first.pc().addedCandidates.length === 3 && second.pc().addedCandidates.length === 3, 10000, 25);
+    assert.deepEqual(second.pc().remoteDescription, first.pc().localDescription);
+    assert.deepEqual(first.pc().remoteDescription, second.pc().localDescription);
+    // Both ways, the end-of-candidates null included: relayed as sent, not dropped to no argument.
+    assert.deepEqual(first.pc().addedCandidates, second.pc().sentCandidates, 'node two → node one');
+    assert.deepEqual(second.pc().addedCandidates, first.pc().sentCandidates, 'node one → node two');
+  });
 });
