@@ -1,12 +1,12 @@
 // Signaling over Socket.IO with the real npm client (socket.io-client from node_modules, the
-// same package the page's vendored bundle comes from), no browser. Every rule of the signaling
-// contract: the natpass events with their acks over websocket and over polling only, the error
-// reasons, resume after a dropped connection, the polling → websocket upgrade, the Zoom-clone
-// compatibility events through an unmodified client script (zoomclone/app.js), the limits
-// (Origin, payload size, rate, connections per IP) on the polling transport, the served client
-// bundle, and no message bodies in the logs. Last, the same Zoom-clone script in Chromium with
-// real RTCPeerConnections, on the default transports and on polling only.
-// And the main cases again with the participants on two natpass nodes sharing one Redis.
+// same package the page's vendored bundle comes from), mostly without a browser: the natpass
+// events with their acks over websocket and over polling only, the error reasons, resume after
+// a dropped connection, the polling → websocket upgrade, the Zoom-clone compatibility events
+// through an unmodified client script (zoomclone/app.js), the limits (Origin, payload size,
+// rate, connections per IP, idle sessions, a receiver that stops reading), an operator closing a
+// room, the served client bundle and no message bodies in the logs. Then the same Zoom-clone
+// script in Chromium with real RTCPeerConnections, and the main cases again with the
+// participants on two natpass nodes sharing one Redis.
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync, mkdtempSync, rmSync } from 'node:fs';
