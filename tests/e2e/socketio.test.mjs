@@ -1112,7 +1112,10 @@ describe('the Zoom-clone script in Chromium', () => {
 async function startRedis() {
   const port = await freePort();
   const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
+  let failed = null;
+  child.on('error', (e) => { failed = e; });
   await waitFor('redis PONG', () => new Promise((resolve) => {
+    if (failed) throw new Error(`redis-server: ${failed.message} (Debian: apt-get install redis-server)`);
     if (child.exitCode !== null) throw new Error('redis-server exited with ' + child.exitCode);
     const c = net.connect(port, '127.0.0.1');
     c.on('error', () => resolve(false));
