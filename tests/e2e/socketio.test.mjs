@@ -150,9 +150,14 @@ class RawPolling {
     assert.equal(h.status, 200, 'handshake');
     const raw = new RawPolling(base, h.open.sid);
     await raw.post([auth ? `40${JSON.stringify(auth)}` : '40']);
-    const first = await raw.poll();
-    assert.ok(first.some((p) => p.startsWith('40{')), `connected: ${JSON.stringify(first)}`);
-    raw.backlog.push(...first.filter((p) => !p.startsWith('40')));
+    const seen = [];
+    for (let i = 0; i < 10 && !seen.some((p) => p.startsWith('40{')); i++) {
+      const packets = await raw.poll();
+      assert.ok(packets, 'session alive');
+      seen.push(...packets);
+    }
+    assert.ok(seen.some((p) => p.startsWith('40{')), `connected: ${JSON.stringify(seen)}`);
+    raw.backlog.push(...seen.filter((p) => !p.startsWith('40') && p !== '2'));
     return raw;
   }
   constructor(base, sid) {
@@ -949,6 +954,46 @@ describe('a participant that stops reading', () => {
     await connected(back);
     assert.equal((await received(back, 'resumed')).you, me.you);
     assert.equal(bob.s.log.find(([e]) => e === 'participant-left'), undefined);
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// Malformed input
+
+describe('malformed packets', () => {
+  let np;
+  before(async () => { np = await startNatpass(); });
+  after(async () => { if (np) await np.stop(); });
+
+  test('no malformed Socket.IO packet takes the server down or answers for another participant', { timeout: 120000 }, async () => {
+    const room = uniqueRoom('garbage');
+    const bob = await joined(np.base, TRANSPORTS.websocket, room, 'Bob');
+    const deep = '['.repeat(5000) + ']'.repeat(5000);
+    const packets = [
+      '', '4', '9', '42', '42[', '42[]', '42{}', '42[123]', '42[null]', '42[["join"]]', '42["join"]', '42["join",null]',
+      '42["join","room"]', '42["join",{"room":123,"name":[]}]', '42["join",{"room":"' + room + '","name":{"x":1}}]',
+      '42["signal",{"to":{"x":1},"data":1}]', '42["signal","to"]', '42["chat",{"text":123}]', '42["chat",{"text":null}]',
+      '42["join_room",{"a":1}]', '42["join_room",null]', '42["offer"]', '42["ice",null,null]', '42["ice",1,2,3,4]',
+      '4299999999999999999999["chat",{}]', '42-1["chat",{}]', '42 ["chat",{}]', '42["' + 'x'.repeat(2000) + '",{}]',
+      `42["signal",{"to":"x","data":${deep}}]`, `42${deep}`, '451-["signal",{"_placeholder":true,"num":0}]',
+      '452-["join",{"_placeholder":true,"num":7}]', '40/nope,', '40/nope,{"resume":1}', '40{"resume":[1,2]}', '41', '43', '430[]',
+      '44', '46', '4\u0000', '42["leave"]\u0000', '\x1e\x1e',
+    ];
+    for (const p of packets) {
+      const raw = await RawPolling.open(np.base, { resume: 'nope' });
+      const status = await raw.post([p]).catch(() => 'closed');
+      assert.ok([200, 400, 'closed'].includes(status), `POST ${JSON.stringify(p.slice(0, 60))}: ${status}`);
+      assert.equal(np.child.exitCode, null, `natpass exited after ${JSON.stringify(p.slice(0, 60))}`);
+      await closeSession(np.base, raw.sid);
+    }
+    // Still serving: a new participant joins Bob's room and reaches him; nothing from the
+    // garbage joined it or spoke in it.
+    assert.equal((await rawRequest(np.base, '/healthz')).status, 200);
+    const ann = await joined(np.base, TRANSPORTS.polling, room, 'Ann');
+    assert.deepEqual(ann.me.participants, [{ id: bob.me.you, name: 'Bob' }], 'only Bob is in the room');
+    assert.deepEqual(await ack(ann.s, 'signal', { to: bob.me.you, data: 'after the garbage' }), { ok: true });
+    assert.deepEqual(await received(bob.s, 'signal'), { from: ann.me.you, data: 'after the garbage' });
+    assert.deepEqual(bob.s.log.map(([e, m]) => [e, m.id || m.from]), [['participant-joined', ann.me.you], ['signal', ann.me.you]]);
   });
 });
 
