@@ -52,6 +52,14 @@ pub enum Op {
         /// The socket.
         from: Endpoint,
     },
+    /// The socket could not take these room events (a client that stopped reading): it is
+    /// closed, and they wait for its resume.
+    Bounced {
+        /// The socket.
+        from: Endpoint,
+        /// What it could not take, in order.
+        events: Vec<Event>,
+    },
 }
 
 /// The answer to a join or a resume, before the socket's node adds its ICE servers.
@@ -71,7 +79,14 @@ pub struct JoinedWire {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "out", rename_all = "kebab-case")]
 pub enum Out {
-    /// An event (no argument when `body` is `None`).
+    /// A room event (kept for the participant if the socket cannot take it).
+    Event {
+        /// The socket.
+        to: Endpoint,
+        /// The event.
+        event: Event,
+    },
+    /// A notice (no argument when `body` is `None`).
     Emit {
         /// The socket.
         to: Endpoint,
@@ -112,7 +127,8 @@ impl Out {
     /// The socket this is for.
     pub fn to(&self) -> &Endpoint {
         match self {
-            Out::Emit { to, .. }
+            Out::Event { to, .. }
+            | Out::Emit { to, .. }
             | Out::Ack { to, .. }
             | Out::Joined { to, .. }
             | Out::Close { to } => to,
@@ -131,12 +147,8 @@ fn wire(j: &Joined) -> JoinedWire {
 
 /// Room events as sends.
 pub fn deliveries(out: &mut Vec<Out>, d: Vec<(Endpoint, Event)>) {
-    for (to, e) in d {
-        out.push(Out::Emit {
-            to,
-            event: e.name().to_owned(),
-            body: e.body(),
-        });
+    for (to, event) in d {
+        out.push(Out::Event { to, event });
     }
 }
 
@@ -178,6 +190,7 @@ pub fn execute(
             }
         }
         Op::Detach { from } => deliveries(&mut out, rooms.detach(&from, now)),
+        Op::Bounced { from, events } => deliveries(&mut out, rooms.bounce(&from, events, now)),
         Op::Event {
             from,
             event,
@@ -386,10 +399,9 @@ mod tests {
         );
         assert_eq!(
             out[1],
-            Out::Emit {
+            Out::Event {
                 to: a.clone(),
-                event: "participant-joined".into(),
-                body: Some(json!({"id": "p2", "name": "Ben"}))
+                event: Event::ParticipantJoined { id: "p2".into(), name: "Ben".into() }
             }
         );
         let out = execute(
@@ -401,10 +413,9 @@ mod tests {
         assert_eq!(
             out,
             vec![
-                Out::Emit {
+                Out::Event {
                     to: b.clone(),
-                    event: "signal".into(),
-                    body: Some(json!({"from": "p1", "data": 5}))
+                    event: Event::Signal { from: "p1".into(), data: json!(5) }
                 },
                 Out::Ack {
                     to: a.clone(),
@@ -497,13 +508,12 @@ mod tests {
         );
         assert_eq!(
             out[1],
-            Out::Emit {
+            Out::Event {
                 to: b2.clone(),
-                event: "signal".into(),
-                body: Some(json!({"from": "p1", "data": "away"}))
+                event: Event::Signal { from: "p1".into(), data: json!("away") }
             }
         );
-        assert!(matches!(&out[2], Out::Emit { to, event, .. } if *to == a && event == "chat"));
+        assert!(matches!(&out[2], Out::Event { to, event: Event::Chat { .. } } if *to == a));
         assert!(
             execute(
                 &mut rooms,
@@ -556,6 +566,8 @@ mod tests {
         );
         let text = serde_json::to_string(&op).unwrap();
         assert_eq!(serde_json::from_str::<Op>(&text).unwrap(), op);
+        let ev = Out::Event { to: ep("n1", "a"), event: Event::Relay { event: CompatEvent::Ice, payload: json!({"c": 1}) } };
+        assert_eq!(serde_json::from_str::<Out>(&serde_json::to_string(&ev).unwrap()).unwrap(), ev);
         let out = Out::Joined {
             to: ep("n2", "b"),
             ack: Some(1),

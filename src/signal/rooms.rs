@@ -15,7 +15,8 @@ use std::hash::Hash;
 use std::time::Instant;
 
 /// What a participant is told.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Event {
     /// Someone joined the room.
     ParticipantJoined {
@@ -59,7 +60,8 @@ pub enum Event {
 }
 
 /// The relayed events of the compatibility set.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum CompatEvent {
     /// An SDP offer.
     Offer,
@@ -478,6 +480,25 @@ impl<C: Clone + Eq + Hash> Rooms<C> {
         out
     }
 
+    /// The connection could not take `events` (its send buffer is full: a client that stopped
+    /// reading): the participant is detached as if the socket had dropped, and the events wait
+    /// first in its buffer, so a resume gets them before anything newer. A compatibility
+    /// participant leaves.
+    pub fn bounce(&mut self, conn: &C, events: Vec<Event>, now: Instant) -> Vec<Delivery<C>> {
+        let Some((key, pid)) = self.by_conn.get(conn).cloned() else {
+            return Vec::new();
+        };
+        let out = self.detach(conn, now);
+        let cap = self.limits.buffer;
+        if let Some(p) = self.member_mut(&key, &pid) {
+            for e in events.into_iter().rev() {
+                p.buffer.push_front(e);
+            }
+            p.buffer.truncate(cap);
+        }
+        out
+    }
+
     /// Remove participants detached longer than the grace period; tell the others.
     pub fn sweep(&mut self, now: Instant) -> Vec<Delivery<C>> {
         let grace = self.limits.grace;
@@ -833,6 +854,24 @@ mod tests {
         assert!(r.activate(&conn).is_none(), "once");
         assert_eq!(r.signal(&1, "p2", json!("live")).unwrap().len(), 1);
         assert!(!r.attach(9, "unknown"));
+    }
+
+    #[test]
+    fn what_a_full_socket_could_not_take_comes_first_on_resume() {
+        let mut r = rooms(8);
+        let t = Instant::now();
+        r.join(1, req("r", "Ann", None), ids(1), t).unwrap();
+        r.join(2, req("r", "Ben", None), ids(2), t).unwrap();
+        let sent = r.signal(&1, "p2", json!(1)).unwrap();
+        let bounced: Vec<Event> = sent.into_iter().map(|(_, e)| e).collect();
+        assert!(r.bounce(&2, bounced, t).is_empty());
+        assert!(r.signal(&1, "p2", json!(2)).unwrap().is_empty(), "detached: buffered");
+        let j = r.resume(3, "t2", t).unwrap().0;
+        let got: Vec<Value> = j.backlog.iter().filter_map(|e| match e {
+            Event::Signal { data, .. } => Some(data.clone()),
+            _ => None,
+        }).collect();
+        assert_eq!(got, vec![json!(1), json!(2)]);
     }
 
     #[test]

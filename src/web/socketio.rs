@@ -29,7 +29,7 @@
 use super::AppState;
 use super::cluster::{Change, Cluster};
 use crate::signal::driver::{self, Endpoint, Op, Out};
-use crate::signal::{Bucket, FreshIds, Limits, Rooms};
+use crate::signal::{Bucket, Event, FreshIds, Limits, Rooms};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -59,7 +59,9 @@ pub struct Hub {
     io: SocketIo,
     layer: SocketIoLayer,
     conns: Mutex<HashMap<Sid, Conn>>,
-    per_ip: Mutex<HashMap<IpAddr, usize>>,
+    per_ip: Mutex<HashMap<IpAddr, IpCount>>,
+    /// Sockets closed for not keeping up: room events for them go back to the keeper.
+    bouncing: Mutex<std::collections::HashSet<Sid>>,
     /// Acks waiting for the room keeper's answer, by (socket, number).
     acks: Mutex<HashMap<(Sid, u64), AckSender>>,
     next_ack: AtomicU64,
@@ -86,6 +88,17 @@ struct Conn {
     /// The host to put in its ICE URLs (from its handshake).
     ice_host: String,
 }
+
+/// Engine.IO sessions of one client address: connected ones, and handshakes still inside
+/// their connect timeout (when they connect, or when Engine.IO drops them, they leave).
+#[derive(Debug, Default)]
+struct IpCount {
+    live: usize,
+    pending: std::collections::VecDeque<Instant>,
+}
+
+/// How long a new Engine.IO session may take to connect to the namespace.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What nodes send each other.
 #[derive(Debug, Serialize, Deserialize)]
@@ -121,7 +134,7 @@ impl Hub {
             .ws_max_message_size(limits.max_message)
             .ws_max_frame_size(limits.max_message)
             .max_buffer_size(limits.buffer)
-            .connect_timeout(Duration::from_secs(10))
+            .connect_timeout(CONNECT_TIMEOUT)
             .transports([TransportType::Polling, TransportType::Websocket])
             .build_layer();
         Arc::new(Self {
@@ -132,6 +145,7 @@ impl Hub {
             conns: Mutex::default(),
             per_ip: Mutex::default(),
             acks: Mutex::default(),
+            bouncing: Mutex::default(),
             next_ack: AtomicU64::new(1),
             app: OnceLock::new(),
             node: random_hex(6),
@@ -245,7 +259,8 @@ impl Hub {
         let mut rooms = self.rooms();
         let out = driver::close_room(&mut rooms, room);
         let n = out.len() / 2;
-        self.apply(out);
+        // Closing sockets: what they miss has nowhere to go.
+        drop(self.apply(out));
         drop(rooms);
         tracing::info!(room, participants = n, "room closed by an operator");
         n
@@ -266,7 +281,10 @@ impl Hub {
                     let mut rooms = h.rooms();
                     let mut out = Vec::new();
                     driver::deliveries(&mut out, rooms.sweep(Instant::now()));
-                    h.apply(out);
+                    for (sid, events) in h.apply(out) {
+                        let from = h.endpoint(sid);
+                        h.run_local(&mut rooms, Op::Bounced { from, events });
+                    }
                 }
             }
         })
@@ -278,8 +296,7 @@ impl Hub {
     fn submit(&self, op: Op) {
         if self.keeper() {
             let mut rooms = self.rooms();
-            let out = driver::execute(&mut rooms, op, &mut fresh_ids, Instant::now());
-            self.apply(out);
+            self.run_local(&mut rooms, op);
             return;
         }
         match self.cluster.get().and_then(|c| c.leader().map(|l| (c, l))) {
@@ -292,13 +309,39 @@ impl Hub {
         }
     }
 
+    /// Run `op` on the rooms kept here and send what it causes, with the lock held: what a
+    /// full socket could not take goes back into its participant's buffer before anything
+    /// else can be sent.
+    fn run_local(&self, rooms: &mut Rooms<Endpoint>, op: Op) {
+        let mut op = Some(op);
+        while let Some(next) = op.take() {
+            let out = driver::execute(rooms, next, &mut fresh_ids, Instant::now());
+            let mut bounced = self.apply(out);
+            if let Some((sid, events)) = bounced.pop() {
+                op = Some(Op::Bounced {
+                    from: self.endpoint(sid),
+                    events,
+                });
+                // More than one socket rarely fills up in one batch; the others follow.
+                for (sid, events) in bounced {
+                    let from = self.endpoint(sid);
+                    let out = driver::execute(rooms, Op::Bounced { from, events }, &mut fresh_ids, Instant::now());
+                    let again = self.apply(out);
+                    debug_assert!(again.is_empty(), "a bounce sends nothing to a full socket");
+                }
+            }
+        }
+    }
+
     /// Send what the room keeper handed back: to this node's sockets, or to the nodes that
-    /// hold the others.
-    fn apply(&self, out: Vec<Out>) {
+    /// hold the others. Returns, per socket of this node that could not take them, the room
+    /// events it missed (in order).
+    fn apply(&self, out: Vec<Out>) -> Vec<(Sid, Vec<Event>)> {
         let mut remote: HashMap<String, Vec<Out>> = HashMap::new();
+        let mut bounced: Vec<(Sid, Vec<Event>)> = Vec::new();
         for o in out {
             if o.to().node == self.node() {
-                self.deliver(o);
+                self.deliver(o, &mut bounced);
             } else {
                 remote.entry(o.to().node.clone()).or_default().push(o);
             }
@@ -308,60 +351,55 @@ impl Hub {
                 c.publish(&node, bus_text(&Bus::Outs(outs)));
             }
         }
+        bounced
     }
 
-    /// One send to a socket of this node. A socket that cannot take more (its buffer is
-    /// full) is closed: its participant is detached and gets the rest when it resumes.
-    fn deliver(&self, o: Out) {
+    /// One send to a socket of this node. A socket that cannot take a room event (its buffer
+    /// is full: the client stopped reading) is closed, and that event and every later one for
+    /// it go to `bounced`, to be kept for its resume.
+    fn deliver(&self, o: Out, bounced: &mut Vec<(Sid, Vec<Event>)>) {
         let Ok(sid) = o.to().sid.parse::<Sid>() else {
             return;
         };
         let socket = self.io.get_socket(sid);
-        let sent = match (o, &socket) {
-            (Out::Emit { event, body, .. }, Some(s)) => emit(s, &event, body),
+        match (o, &socket) {
+            (Out::Event { event, .. }, Some(s)) => {
+                let full = self.bouncing.lock().unwrap_or_else(|e| e.into_inner()).contains(&sid);
+                if full || !emit(s, event.name(), event.body()) {
+                    if !full {
+                        tracing::debug!(%sid, "signaling socket not keeping up: closing it");
+                        self.bouncing.lock().unwrap_or_else(|e| e.into_inner()).insert(sid);
+                        let _ = s.clone().disconnect();
+                    }
+                    match bounced.iter_mut().find(|(x, _)| *x == sid) {
+                        Some((_, v)) => v.push(event),
+                        None => bounced.push((sid, vec![event])),
+                    }
+                }
+            }
+            (Out::Emit { event, body, .. }, Some(s)) => {
+                emit(s, &event, body);
+            }
             (Out::Ack { ack, args, .. }, _) => {
-                let sender = self
-                    .acks
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&(sid, ack));
+                let sender = self.acks.lock().unwrap_or_else(|e| e.into_inner()).remove(&(sid, ack));
                 if let Some(a) = sender {
                     let _ = a.send(&Args(args));
                 }
-                true
             }
-            (
-                Out::Joined {
-                    ack, event, joined, ..
-                },
-                Some(s),
-            ) => {
+            (Out::Joined { ack, event, joined, .. }, Some(s)) => {
                 s.extensions.insert(Pid(joined.you.clone()));
                 let body = self.joined_body(sid, &joined);
-                let sender = ack.and_then(|n| {
-                    self.acks
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .remove(&(sid, n))
-                });
-                match sender {
+                let sender = ack.and_then(|n| self.acks.lock().unwrap_or_else(|e| e.into_inner()).remove(&(sid, n)));
+                let _ = match sender {
                     Some(a) => a.send(&body).is_ok(),
                     None => s.emit(event.as_str(), &body).is_ok(),
-                }
+                };
             }
             (Out::Close { .. }, Some(s)) => {
                 let _ = s.clone().disconnect();
-                true
             }
             (_, None) => {
                 // Gone meanwhile: the room keeper hears of it from its disconnect.
-                true
-            }
-        };
-        if !sent {
-            if let Some(s) = socket {
-                tracing::debug!(%sid, "signaling socket not keeping up: closing it");
-                let _ = s.disconnect();
             }
         }
     }
@@ -372,15 +410,21 @@ impl Hub {
             Change::Message(text) => match serde_json::from_str::<Bus>(&text) {
                 Ok(Bus::Op(op)) if self.keeper() => {
                     let mut rooms = self.rooms();
-                    let out = driver::execute(&mut rooms, op, &mut fresh_ids, Instant::now());
-                    self.apply(out);
+                    self.run_local(&mut rooms, op);
                 }
                 Ok(Bus::Op(_)) => {
                     tracing::debug!("a signaling request for a former leader: dropped")
                 }
                 Ok(Bus::Outs(outs)) => {
+                    let mut bounced = Vec::new();
                     for o in outs {
-                        self.deliver(o);
+                        self.deliver(o, &mut bounced);
+                    }
+                    for (sid, events) in bounced {
+                        self.submit(Op::Bounced {
+                            from: self.endpoint(sid),
+                            events,
+                        });
                     }
                 }
                 Err(e) => tracing::debug!(error = %e, "unreadable message from another node"),
@@ -406,10 +450,27 @@ impl Hub {
         }
     }
 
-    /// Would another socket from `ip` be refused?
-    fn ip_full(&self, ip: IpAddr) -> bool {
-        let m = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
-        m.get(&ip).copied().unwrap_or(0) >= self.limits.per_ip
+    /// An Engine.IO handshake from `ip` (a new session): allowed while the address holds
+    /// fewer than `per_ip` sessions, connected or still in their connect timeout.
+    fn handshake(&self, ip: IpAddr) -> bool {
+        let mut m = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+        let c = m.entry(ip).or_default();
+        let now = Instant::now();
+        while c
+            .pending
+            .front()
+            .is_some_and(|t| now.saturating_duration_since(*t) > CONNECT_TIMEOUT)
+        {
+            c.pending.pop_front();
+        }
+        if c.live + c.pending.len() >= self.limits.per_ip {
+            if c.live == 0 && c.pending.is_empty() {
+                m.remove(&ip);
+            }
+            return false;
+        }
+        c.pending.push_back(now);
+        true
     }
 
     /// A socket is connecting (before its connect packet): count it, and take its identity
@@ -420,24 +481,23 @@ impl Hub {
             .extensions
             .get::<axum::extract::ConnectInfo<SocketAddr>>()
             .map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0.ip());
-        // The HTTP guard refused handshakes over the cap; this closes the race between two
-        // handshakes of one address at the same moment.
-        if self.ip_full(ip) {
-            return Err(Refusal::TooManyConnections);
-        }
         if !self.ready() {
             return Err(Refusal::NotReady);
+        }
+        {
+            // Its session was counted as pending at the handshake; now it is connected.
+            let mut m = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+            let c = m.entry(ip).or_default();
+            c.pending.pop_front();
+            if c.live >= self.limits.per_ip {
+                return Err(Refusal::TooManyConnections);
+            }
+            c.live += 1;
         }
         let ice_host = self.app.get().and_then(Weak::upgrade).map_or_else(
             || "localhost".into(),
             |app| app.ice_host(&parts.headers, None),
         );
-        *self
-            .per_ip
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(ip)
-            .or_default() += 1;
         self.conns().insert(
             s.id,
             Conn {
@@ -478,8 +538,8 @@ impl Hub {
         if let Some(c) = self.conns().remove(&sid) {
             let mut m = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(n) = m.get_mut(&c.ip) {
-                *n -= 1;
-                if *n == 0 {
+                n.live = n.live.saturating_sub(1);
+                if n.live == 0 && n.pending.is_empty() {
                     m.remove(&c.ip);
                 }
             }
@@ -488,6 +548,7 @@ impl Hub {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .retain(|(s, _), _| *s != sid);
+        self.bouncing.lock().unwrap_or_else(|e| e.into_inner()).remove(&sid);
         self.submit(Op::Detach {
             from: self.endpoint(sid),
         });
@@ -726,7 +787,7 @@ pub async fn guard(
             .extensions()
             .get::<axum::extract::ConnectInfo<SocketAddr>>()
             .map(|c| c.0.ip());
-        if ip.is_some_and(|ip| app.hub.ip_full(ip)) {
+        if ip.is_some_and(|ip| !app.hub.handshake(ip)) {
             tracing::debug!("signaling refused: too many connections from this address");
             return (
                 StatusCode::TOO_MANY_REQUESTS,
