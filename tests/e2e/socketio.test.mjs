@@ -7,7 +7,7 @@
 // room, the served client bundle and no message bodies in the logs. Then the same Zoom-clone
 // script in Chromium with real RTCPeerConnections, and the main cases again with the
 // participants on two natpass nodes sharing one Redis.
-import { test, describe, before, after } from 'node:test';
+import { test, describe, before, after, beforeEach, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -863,8 +863,15 @@ describe('connections per client IP', () => {
     for (const s of held) s.close();
   });
 
+});
+
+describe('connections per client IP: Engine.IO sessions', () => {
+  let np;
+  // A server of their own: sessions left by other tests must not hold slots here.
+  beforeEach(async () => { np = await startNatpass(); });
+  afterEach(async () => { if (np) await np.stop(); np = null; });
+
   test('Engine.IO sessions that never connect to the namespace count toward the 32 as well', async () => {
-    await sleep(500); // the previous test's sockets are gone
     const sids = [];
     const statuses = [];
     try {
@@ -878,6 +885,26 @@ describe('connections per client IP', () => {
     }
     assert.deepEqual(statuses.slice(0, 32), Array(32).fill(200));
     assert.deepEqual(statuses.slice(32), Array(8).fill(429), `handshakes 33-40: ${statuses.slice(32)}`);
+  });
+
+  test('a session closed before it connects frees its slot at once', async () => {
+    const sids = [];
+    try {
+      for (let i = 0; i < 32; i++) {
+        const h = await pollingHandshake(np.base);
+        assert.equal(h.status, 200, `handshake ${i + 1}`);
+        sids.push(h.open.sid);
+      }
+      assert.equal((await pollingHandshake(np.base)).status, 429, 'the cap is reached');
+      await closeSession(np.base, sids.pop()); // the client closes one (an Engine.IO close packet)
+      const h = await waitFor('a free slot', async () => {
+        const r = await pollingHandshake(np.base);
+        return r.status === 200 ? r : null;
+      }, 2000, 100);
+      sids.push(h.open.sid);
+    } finally {
+      for (const sid of sids) await closeSession(np.base, sid);
+    }
   });
 });
 
