@@ -916,7 +916,7 @@ describe('a participant that stops reading', () => {
   before(async () => { np = await startNatpass(); });
   after(async () => { if (np) await np.stop(); });
 
-  test('no acked signal is lost: what its old session still holds plus its resume backlog is every signal, in order', { timeout: 60000 }, async () => {
+  test('no acked signal is lost: what its old session still holds plus its resume backlog is every signal, once each, in order', { timeout: 60000 }, async () => {
     const room = uniqueRoom('slow');
     const slow = await RawPolling.open(np.base);
     const me = await slow.call('join', { room, name: 'Slow' });
@@ -948,6 +948,7 @@ describe('a participant that stops reading', () => {
     for (let k = 0; k < 4; k++) {
       const seq = got.filter((d) => d.k === k).map((d) => d.n);
       assert.deepEqual(seq, [...seq].sort((a, b) => a - b), `sender ${k}'s signals in order`);
+      assert.equal(new Set(seq).size, seq.length, `sender ${k}'s signals each delivered once`);
       for (let n = 0; n < 90; n++) if (!seq.includes(n)) missing.push(`${k}:${n}`);
     }
     assert.ok(resumed, 'the participant could resume');
