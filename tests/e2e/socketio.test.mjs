@@ -49,6 +49,9 @@ function client(base, { transports, auth, reconnection = false, origin = base, .
   // Every natpass event this socket receives, in order (reserved events are not in it).
   s.log = [];
   s.onAny((event, ...args) => s.log.push([event, ...args]));
+  // Why it was dropped, for failure messages.
+  s.drops = [];
+  s.on('disconnect', (reason) => s.drops.push(reason));
   return s;
 }
 
@@ -1235,7 +1238,9 @@ describe('two nodes on one Redis', () => {
       assert.deepEqual(await received(ann.s, 'participant-joined'), { id: bob.me.you, name: 'Bob' });
       const burst = Array.from({ length: 40 }, (_, n) => ack(ann.s, 'signal', { to: bob.me.you, data: { n } }));
       for (const a of await Promise.all(burst)) assert.deepEqual(a, { ok: true });
-      await waitFor('the burst', () => bob.s.log.filter(([e]) => e === 'signal').length === 40, 10000, 25);
+      await waitFor('the burst', () => bob.s.log.filter(([e]) => e === 'signal').length === 40, 10000, 25).catch((e) => {
+        throw new Error(`${e.message}: Bob got ${JSON.stringify(bob.s.log.filter(([x]) => x === 'signal').map(([, m]) => m.data.n))}, drops ${JSON.stringify(bob.s.drops)}`);
+      });
       assert.deepEqual(bob.s.log.filter(([e]) => e === 'signal').map(([, m]) => [m.from, m.data.n]),
         Array.from({ length: 40 }, (_, n) => [ann.me.you, n]), 'in order, from Ann');
       // Opaque data is relayed as sent, whatever JSON it is, both ways.
