@@ -28,6 +28,8 @@ if [ ! -d tests/e2e/node_modules/playwright-core ] || [ ! -d tests/e2e/node_modu
   echo "== npm ci (tests/e2e)"
   (cd tests/e2e && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund)
 fi
+echo "== the vendored socket.io-client is the lockfile's"
+bash scripts/vendor-socketio.sh --check
 
 echo "== cargo fmt --check"
 cargo fmt --check

@@ -719,6 +719,17 @@ mod tests {
         }
     }
 
+    /// The data of the signals among `events`, in order.
+    fn signals(events: &[Event]) -> Vec<Value> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Signal { data, .. } => Some(data.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
     fn rooms(room_size: usize) -> Rooms<u32> {
         Rooms::new(Limits {
             room_size,
@@ -821,14 +832,7 @@ mod tests {
         // The reconnect lands on another connection (another socket, or another node).
         let (j, _) = r.resume(7, "t2", t + Duration::from_secs(5)).unwrap();
         assert_eq!((j.you.as_str(), j.resumed), ("p2", true));
-        let got: Vec<Value> = j
-            .backlog
-            .iter()
-            .filter_map(|e| match e {
-                Event::Signal { data, .. } => Some(data.clone()),
-                _ => None,
-            })
-            .collect();
+        let got = signals(&j.backlog);
         assert_eq!(got, vec![json!(0), json!(1), json!(2)]);
         assert!(matches!(j.backlog.last(), Some(Event::Chat { text, .. }) if text == "hi"));
         assert_eq!(
@@ -861,14 +865,7 @@ mod tests {
         // …but what comes for Ben waits behind the backlog until the answer is out.
         assert!(r.signal(&1, "p2", json!("meanwhile")).unwrap().is_empty());
         let j = r.activate(&conn).unwrap();
-        let got: Vec<Value> = j
-            .backlog
-            .iter()
-            .filter_map(|e| match e {
-                Event::Signal { data, .. } => Some(data.clone()),
-                _ => None,
-            })
-            .collect();
+        let got = signals(&j.backlog);
         assert_eq!(got, vec![json!("while away"), json!("meanwhile")]);
         assert!(r.activate(&conn).is_none(), "once");
         assert_eq!(r.signal(&1, "p2", json!("live")).unwrap().len(), 1);
@@ -889,14 +886,7 @@ mod tests {
             "detached: buffered"
         );
         let j = r.resume(3, "t2", t).unwrap().0;
-        let got: Vec<Value> = j
-            .backlog
-            .iter()
-            .filter_map(|e| match e {
-                Event::Signal { data, .. } => Some(data.clone()),
-                _ => None,
-            })
-            .collect();
+        let got = signals(&j.backlog);
         assert_eq!(got, vec![json!(1), json!(2)]);
     }
 

@@ -83,6 +83,14 @@ pub struct ClusterError {
 
 /// Is `url` a Redis URL natpass can use? (For the config check.)
 pub fn check_url(url: &str) -> Result<(), String> {
+    if url.starts_with("rediss://") {
+        return Err(
+            "TLS to Redis (rediss://) is not built in: reach it over a private network".into(),
+        );
+    }
+    if !url.starts_with("redis://") {
+        return Err("expected redis://[:PASSWORD@]HOST:PORT[/DB]".into());
+    }
     Config::from_url(url)
         .map(|_| ())
         .map_err(|e| e.details().to_owned())
@@ -95,6 +103,14 @@ impl Cluster {
             url: redact(url),
             message: e.details().to_owned(),
         };
+        check_url(url).map_err(|message| ClusterError {
+            url: redact(url),
+            message,
+        })?;
+        check_url(url).map_err(|message| ClusterError {
+            url: redact(url),
+            message,
+        })?;
         let config = Config::from_url(url).map_err(err)?;
         let policy = ReconnectPolicy::new_exponential(0, 100, 2000, 2);
         let mut b = fred::types::Builder::from_config(config);
@@ -316,5 +332,6 @@ mod tests {
         assert_eq!(redact("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
         assert!(check_url("redis://127.0.0.1:6379").is_ok());
         assert!(check_url("http://x").is_err());
+        assert!(check_url("rediss://x:6379").is_err());
     }
 }

@@ -48,7 +48,7 @@ impl Default for HttpLimits {
             first_request: Duration::from_secs(10),
             idle: Duration::from_secs(60),
             per_ip: 64,
-            max_connections: 4096,
+            max_connections: 65_536,
             max_header_bytes: 64 * 1024,
         }
     }

@@ -98,7 +98,7 @@ struct IpCount {
 }
 
 /// How long a new Engine.IO session may take to connect to the namespace.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What nodes send each other.
 #[derive(Debug, Serialize, Deserialize)]

@@ -4,8 +4,8 @@
 // `RTCPeerConnection`. natpass's compatibility events (join_room, welcome, offer, answer, ice)
 // exist so that this code runs against natpass as it is. tests/e2e/socketio.test.mjs runs this
 // file unchanged in a Node `vm` context whose globals are the real socket.io-client and small
-// stand-ins for the DOM and WebRTC; only the camera picker and mute buttons of the tutorial
-// page are left out.
+// stand-ins for the DOM and WebRTC, and in Chromium with the bundle natpass serves; only the
+// camera picker and mute buttons of the tutorial page are left out.
 
 const socket = io();
 
