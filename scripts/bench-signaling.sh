@@ -27,6 +27,11 @@ ulimit -n "$(ulimit -Hn)"
 if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt $(( ${SIO_CLIENTS:-10000} + 1000 )) ]; then
   echo "warning: ulimit -n is $(ulimit -n), below SIO_CLIENTS + 1000" >&2
 fi
+# natpass keeps three quarters of its descriptors for relaying: HTTP gets a quarter.
+if [[ " $SERVERS " == *" natpass "* ]] && [ "$(ulimit -n)" != unlimited ] &&
+  [ $(( $(ulimit -n) / 4 )) -lt "${SIO_CLIENTS:-10000}" ]; then
+  echo "note: natpass will hold at most $(( $(ulimit -n) / 4 )) signaling connections (a quarter of ulimit -n $(ulimit -n))" >&2
+fi
 if [ ! -d benches/signaling/node_modules ]; then
   (cd benches/signaling && npm ci --no-audit --no-fund >/dev/null)
 fi
