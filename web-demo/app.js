@@ -281,8 +281,8 @@ function connect() {
 }
 
 // ---------- watchdog and stats ----------
-// A session that never got off the ground (still "new" after 8 s) is started over by the side
-// that initiated it; one that connected but whose video never arrived although the other side
+// A session that never got off the ground (still "new" after 8 s for the side that started it,
+// 12 s for the other) is started over; one that connected but whose video never arrived although the other side
 // sends it, by the side that waits for it. A few times at most.
 function watchdog() {
   for (const r of [...state.remotes.values()]) {

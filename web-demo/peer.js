@@ -136,9 +136,14 @@ export class Peer {
   /** `p`, or nothing once the peer is closed. */
   guard(p) { return Promise.race([p, this.whenClosed]); }
 
-  /** The watchdog's rule: a session we started that never got off the ground in 8 s. */
+  /**
+   * The watchdog's rule: a session that never got off the ground — 8 s for the side that started
+   * it, 12 s for the other (whose offer may never come: both sides gave way to the other's reset
+   * after a signaling outage, or the initiator's page is gone), so they never start over at once.
+   */
   stalled(now = performance.now()) {
-    return this.initiator && this.pc.connectionState === 'new' && this.retries < 3 && now - this.created > 8000;
+    const wait = this.initiator ? 8000 : 12000;
+    return this.pc.connectionState === 'new' && this.retries < 3 && now - this.created > wait;
   }
 
   /**

@@ -98,6 +98,13 @@ export class Signaling {
     forward('chat');
     forward('room-closed');
     forward('error');
+    socket.on('connect_error', () => {
+      if (this.state === 'stopped') return;
+      this.setState('closed');
+      // A refusal by the server (signaling not ready, too many connections from here) is not
+      // retried by the library: try again a little later.
+      if (!socket.active) this.setTimer(() => { if (this.state !== 'stopped' && !socket.connected) socket.connect(); }, 2000);
+    });
     socket.on('disconnect', (reason) => {
       if (this.pumpTimer !== null) { this.clearTimer(this.pumpTimer); this.pumpTimer = null; }
       if (this.state === 'stopped') return;

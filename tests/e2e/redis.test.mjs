@@ -139,7 +139,7 @@ test('a participant whose reconnect lands on the other node resumes there, with 
   }
 });
 
-test('a call with one page on each node survives a Redis restart; a third person joins afterwards', { timeout: 240000 }, async () => {
+test('a call with one page on each node survives a Redis restart; whoever pressed Join meanwhile gets in, and so does a fourth person', { timeout: 240000 }, async () => {
   chrome = await launchChromium();
   const room = 'rediscall' + Math.random().toString(16).slice(2, 10);
   const url = (n, name) => `${nodes[n].base.replace('127.0.0.1', 'localhost')}/?room=${room}&name=${name}&relay=0`;
@@ -159,6 +159,11 @@ test('a call with one page on each node survives a Redis restart; a third person
   const framesBefore = Object.values(await stats(a))[0].framesDecoded;
   await sleep(1500);
   assert.ok(Object.values(await stats(a))[0].framesDecoded > framesBefore, 'media flows while Redis is down');
+  // Someone presses Join while Redis is down: refused for now (not ready), the page keeps trying.
+  const d = await chrome.context.newPage();
+  await joinCall(d, url(0, 'Dee'));
+  await sleep(1000);
+  assert.notEqual(await d.evaluate(() => window.natpass.signaling().state), 'ready', 'not in the room while Redis is down');
 
   // Redis is back (empty): nodes reconnect by themselves, elect a leader, and the pages'
   // signaling comes back (a reconnect at worst).
@@ -170,15 +175,15 @@ test('a call with one page on each node survives a Redis restart; a third person
   for (const p of [a, b]) {
     await waitFor('signaling back in the room', async () => (await p.evaluate(() => window.natpass.signaling().state)) === 'ready', 45000, 250);
   }
-  await waitConnected(a, 1, { minFrames: 5, timeoutMs: 60000 });
-  await waitConnected(b, 1, { minFrames: 5, timeoutMs: 60000 });
-  // The rooms work: Cy joins on node 2 and sees both.
+  // Dee, refused during the outage, got in by herself: everyone sees everyone.
+  for (const p of [a, b, d]) await waitConnected(p, 2, { minFrames: 5, timeoutMs: 90000 });
+  // Then Cy joins on node 2 and sees everyone.
   const c = await chrome.context.newPage();
   await joinCall(c, url(1, 'Cy'));
-  await waitConnected(c, 2, { minFrames: 5, timeoutMs: 90000 });
-  await waitConnected(a, 2, { minFrames: 5, timeoutMs: 60000 });
-  assert.equal(await a.locator('[data-testid="tiles"] .tile').count(), 3, 'one tile per person');
-  for (const p of [a, b, c]) await p.close();
+  await waitConnected(c, 3, { minFrames: 5, timeoutMs: 90000 });
+  await waitConnected(a, 3, { minFrames: 5, timeoutMs: 60000 });
+  assert.equal(await a.locator('[data-testid="tiles"] .tile').count(), 4, 'one tile per person');
+  for (const p of [a, b, c, d]) await p.close();
 });
 
 test('Redis unreachable at start: natpass says so, naming the URL, and exits', async () => {
