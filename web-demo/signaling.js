@@ -87,8 +87,10 @@ export class Signaling {
       this.tokens = this.pacing.burst;
       this.last = this.now();
       this.setState('joining');
-      // With a token the server answers `resumed` or `resume-failed` by itself.
+      // With a token the server answers `resumed` or `resume-failed` by itself; if neither
+      // comes (a request lost while no node kept the rooms), join with the token after 10 s.
       if (!this.joinRequest().resume) this.join();
+      else this.setTimer(() => { if (this.state === 'joining' && socket.connected) this.join(); }, 10000);
     });
     socket.on('resumed', (m) => this.joined(m));
     socket.on('resume-failed', () => this.join());
@@ -118,8 +120,11 @@ export class Signaling {
     const req = this.joinRequest();
     // The same key on every try of this join: if an answer is lost with the connection, the
     // retry gets the identity the first try made instead of a second one.
-    this.socket.emit('join', { room: req.room, name: req.name, key: this.joinKey }, (m) => {
-      if (this.state === 'stopped') return;
+    // An answer that never comes is asked for again (same key, so at most one identity).
+    const socket = this.socket;
+    socket.timeout(10000).emit('join', { room: req.room, name: req.name, key: this.joinKey, resume: req.resume }, (err, m) => {
+      if (this.state === 'stopped' || this.socket !== socket) return;
+      if (err) { if (this.state === 'joining' && socket.connected) this.join(); return; }
       if (!m || m.error) { this.onMessage({ type: 'error', reason: m ? m.error : 'no answer' }); return; }
       this.joined(m);
     });

@@ -118,7 +118,12 @@ impl Cluster {
             c.connection_timeout = Duration::from_secs(3);
             c.internal_command_timeout = Duration::from_secs(3);
         });
-        b.with_performance_config(|p| p.default_command_timeout = Duration::from_secs(3));
+        b.with_performance_config(|p| {
+            p.default_command_timeout = Duration::from_secs(3);
+            // Messages waiting between the subscription and the hub: a burst larger than this
+            // is lost and every socket of the node has to start over, so leave a lot of room.
+            p.broadcast_channel_capacity = 8192;
+        });
         let client = b.build().map_err(err)?;
         let subscriber = b.build_subscriber_client().map_err(err)?;
         let start = async {
@@ -223,6 +228,8 @@ impl Cluster {
 
     async fn elect(self: Arc<Self>, changes: mpsc::UnboundedSender<Change>) {
         let mut missing = 0u32;
+        // The last leader known: A, then nobody for a while, then B is a change too.
+        let mut last: Option<String> = None;
         let mut t = tokio::time::interval(TICK);
         loop {
             t.tick().await;
@@ -241,8 +248,11 @@ impl Cluster {
                         tracing::info!(leader = now.as_deref().unwrap_or("none"), me = %self.node, "signaling leader");
                         *self.leader.write().unwrap_or_else(|e| e.into_inner()) = now.clone();
                         // The first leader seen is no change: there were no rooms before it.
-                        if let (Some(l), Some(_)) = (now, seen) {
-                            let _ = changes.send(Change::Leader(l == self.node));
+                        if let Some(l) = now {
+                            if last.as_ref().is_some_and(|p| *p != l) {
+                                let _ = changes.send(Change::Leader(l == self.node));
+                            }
+                            last = Some(l);
                         }
                     }
                 }

@@ -84,6 +84,8 @@ impl std::fmt::Debug for Hub {
 #[derive(Debug)]
 struct Conn {
     ip: IpAddr,
+    /// When its namespace connect was admitted.
+    since: Instant,
     bucket: Bucket,
     /// The host to put in its ICE URLs (from its handshake).
     ice_host: String,
@@ -286,8 +288,47 @@ impl Hub {
                         h.run_local(&mut rooms, Op::Bounced { from, events });
                     }
                 }
+                h.prune();
             }
         })
+    }
+
+    /// Forget what sockets that are gone left behind without a disconnect: a socket whose
+    /// connect failed after it was admitted (its session closed at that moment) never reaches
+    /// [`Hub::closed`], and would hold its per-IP slot and its participant for good. Also drop
+    /// per-IP entries with nothing left in them, and marks of sockets no longer there.
+    fn prune(&self) {
+        let now = Instant::now();
+        let gone: Vec<Sid> = self
+            .conns()
+            .iter()
+            .filter(|(sid, c)| {
+                now.saturating_duration_since(c.since) > CONNECT_TIMEOUT
+                    && self.io.get_socket(**sid).is_none()
+            })
+            .map(|(sid, _)| *sid)
+            .collect();
+        for sid in gone {
+            tracing::debug!(%sid, "signaling socket gone without a disconnect: cleaned up");
+            self.closed(sid);
+        }
+        self.per_ip
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|_, c| {
+                while c
+                    .pending
+                    .front()
+                    .is_some_and(|t| now.saturating_duration_since(*t) > CONNECT_TIMEOUT)
+                {
+                    c.pending.pop_front();
+                }
+                c.live > 0 || !c.pending.is_empty()
+            });
+        self.bouncing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|sid| self.io.get_socket(*sid).is_some());
     }
 
     /// Run `op` where the rooms are kept: here, under the lock, with what it causes sent
@@ -507,14 +548,15 @@ impl Hub {
             .extensions
             .get::<axum::extract::ConnectInfo<SocketAddr>>()
             .map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0.ip());
-        if !self.ready() {
-            return Err(Refusal::NotReady);
-        }
         {
-            // Its session was counted as pending at the handshake; now it is connected.
+            // Its session was counted as pending at the handshake; now it is connected (or
+            // refused: either way no longer pending).
             let mut m = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
             let c = m.entry(ip).or_default();
             c.pending.pop_front();
+            if !self.ready() {
+                return Err(Refusal::NotReady);
+            }
             if c.live >= self.limits.per_ip {
                 return Err(Refusal::TooManyConnections);
             }
@@ -528,6 +570,7 @@ impl Hub {
             s.id,
             Conn {
                 ip,
+                since: Instant::now(),
                 bucket: Bucket::new(&self.limits, Instant::now()),
                 ice_host,
             },
