@@ -6,8 +6,11 @@
 #   scripts/bench-signaling.sh                      (defaults: 10,000 clients, about 3 minutes)
 #   SIO_CLIENTS=2000 SIO_WINDOW=5 scripts/bench-signaling.sh      (smaller / bigger runs)
 #   SIO_CLIENT=raw scripts/bench-signaling.sh       (bare-websocket clients: half the generator CPU)
-#   SERVERS=node scripts/bench-signaling.sh         (one server only: natpass, node)
+#   SERVERS=node scripts/bench-signaling.sh         (one server only: natpass, sio-bare, node)
+#   SERVERS='natpass sio-bare node' scripts/bench-signaling.sh
+#                                                   (with socketioxide alone: the library's floor)
 #   NATPASS_BIN=/path/to/natpass NATPASS_ARGS="…" scripts/bench-signaling.sh
+#   NATPASS_BASELINE=/path/to/old/natpass SERVERS='natpass-base natpass node' …   (an A/B)
 #
 # Figures, per server: (1) server RSS per idle websocket client, SIO_CLIENTS clients joined in
 # rooms of 8 with `join_room`; (2) `ice` deliveries per server CPU-second at SIO_RATE emits/s;
@@ -39,6 +42,10 @@ NP=${NATPASS_BIN:-target/release/natpass}
 if [[ " $SERVERS " == *" natpass "* ]] && [ -z "${NATPASS_BIN:-}" ]; then
   cargo build --release --locked --bin natpass >/dev/null 2>&1
 fi
+BARE=target/release/examples/sio-bare
+if [[ " $SERVERS " == *" sio-bare "* ]]; then
+  cargo build --release --locked --example sio-bare >/dev/null 2>&1
+fi
 
 TMP=$(mktemp -d)
 PIDS=()
@@ -68,6 +75,14 @@ run_one() { # NAME
       taskset -c "$SERVER_CORE" "$NP" serve --http "127.0.0.1:$http" --listen "127.0.0.1:$(port)" \
         --room-size 8 --log warn ${NATPASS_ARGS:-} >"$TMP/natpass.log" 2>&1 &
       ;;
+    natpass-base)
+      # shellcheck disable=SC2086
+      taskset -c "$SERVER_CORE" "${NATPASS_BASELINE:?set NATPASS_BASELINE}" serve --http "127.0.0.1:$http" \
+        --listen "127.0.0.1:$(port)" --room-size 8 --log warn ${NATPASS_ARGS:-} >"$TMP/natpass-base.log" 2>&1 &
+      ;;
+    sio-bare)
+      taskset -c "$SERVER_CORE" "$BARE" "$http" 8 >"$TMP/sio-bare.log" 2>&1 &
+      ;;
     node)
       taskset -c "$SERVER_CORE" node benches/signaling/server.mjs "$http" 8 >"$TMP/node.log" 2>&1 &
       ;;
@@ -89,9 +104,13 @@ echo "# $(date -u +%Y-%m-%dT%H:%MZ) $(git rev-parse --short HEAD 2>/dev/null || 
   "SIO_CLIENT=${SIO_CLIENT:-sio} SIO_CLIENTS=${SIO_CLIENTS:-10000} SIO_RATE=${SIO_RATE:-5000}" \
   "SIO_WORKERS=${SIO_WORKERS:-4} server core $SERVER_CORE, generator core $GEN_CORE" >&2
 for s in $SERVERS; do run_one "$s"; done
+# Each server against the last one named (node by default).
 set -- $SERVERS
-if [ $# -ge 2 ] && [ -f "$TMP/$1.json" ] && [ -f "$TMP/$2.json" ]; then
-  node benches/signaling/gen.mjs table "$TMP/$1.json" "$TMP/$2.json"
+last=${!#}
+if [ $# -ge 2 ] && [ -f "$TMP/$last.json" ]; then
+  for s in "${@:1:$#-1}"; do
+    [ -f "$TMP/$s.json" ] && node benches/signaling/gen.mjs table "$TMP/$s.json" "$TMP/$last.json"
+  done
 else
   for s in $SERVERS; do [ -f "$TMP/$s.json" ] && cat "$TMP/$s.json"; done
 fi

@@ -23,6 +23,7 @@
 // timestamps are compared on one monotonic clock. SIO_CLIENT=sio (default) uses the npm
 // socket.io-client; SIO_CLIENT=raw speaks the same Engine.IO 4 / Socket.IO 5 frames over `ws`
 // directly, about half the generator CPU per delivery, for when the generator is the bottleneck.
+// SIO_PHASES=memory stops after phase 1 (SIO_HOLD s later).
 // Everything is bounded: SIO_MAX_SECS (default 200) kills the run and its workers.
 import { fork, execSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
@@ -404,6 +405,12 @@ async function run(args) {
   };
   log(`RSS ${rssBefore} -> ${rssAfter} KiB: ${memory.bytesPerClient?.toFixed(0)} B per client`);
   if (connected === 0) throw new Error('no client could join');
+  if (env('SIO_PHASES', 'all') === 'memory') {
+    // Memory only (quick A/B of a memory change; heap profiles): clients stay until exit.
+    await sleep(num('SIO_HOLD', 0) * 1000);
+    await Promise.all(workers.map((w) => ask(w, { cmd: 'close' })));
+    return;
+  }
 
   // Offered rate split in proportion to each worker's clients.
   const share = connectRes.map((r) => r.ok / connected);

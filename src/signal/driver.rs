@@ -421,7 +421,7 @@ mod tests {
                     to: b.clone(),
                     event: Event::Signal {
                         from: "p1".into(),
-                        data: json!(5)
+                        data: json!(5).into()
                     }
                 },
                 Out::Ack {
@@ -519,7 +519,7 @@ mod tests {
                 to: b2.clone(),
                 event: Event::Signal {
                     from: "p1".into(),
-                    data: json!("away")
+                    data: json!("away").into()
                 }
             }
         );
@@ -580,7 +580,7 @@ mod tests {
             to: ep("n1", "a"),
             event: Event::Relay {
                 event: CompatEvent::Ice,
-                payload: json!({"c": 1}),
+                payload: json!({"c": 1}).into(),
             },
         };
         assert_eq!(

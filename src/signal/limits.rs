@@ -20,6 +20,9 @@ pub struct Limits {
     pub grace: Duration,
     /// Messages buffered for a detached participant.
     pub buffer: usize,
+    /// Bytes of payload buffered for a detached participant (what passes either cap is
+    /// dropped: the participant resumes with a gap, as after a long outage).
+    pub buffer_bytes: usize,
     /// Rooms on the server.
     pub max_rooms: usize,
     /// Signaling connections per client IP.
@@ -36,6 +39,7 @@ impl Default for Limits {
             idle: Duration::from_secs(45),
             grace: Duration::from_secs(20),
             buffer: 256,
+            buffer_bytes: 1024 * 1024,
             max_rooms: 10_000,
             per_ip: 32,
         }

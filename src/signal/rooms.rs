@@ -9,6 +9,7 @@
 use super::limits::{
     CHAT_MAX_CHARS, Limits, ROOM_MAX_LEN, clean_name, valid_compat_room, valid_room,
 };
+use super::payload::Payload;
 use serde_json::{Value, json};
 use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
@@ -35,7 +36,7 @@ pub enum Event {
         /// The sender.
         from: String,
         /// Opaque to the server (descriptions, candidates).
-        data: Value,
+        data: Payload,
     },
     /// A chat line for the room.
     Chat {
@@ -55,7 +56,7 @@ pub enum Event {
         /// The event name.
         event: CompatEvent,
         /// Its payload, as sent.
-        payload: Value,
+        payload: Payload,
     },
 }
 
@@ -96,17 +97,91 @@ impl Event {
         }
     }
 
-    /// The event's one argument (`None`: an event without arguments).
-    pub fn body(&self) -> Option<Value> {
-        Some(match self {
-            Event::ParticipantJoined { id, name } => json!({"id": id, "name": name}),
-            Event::ParticipantLeft { id } => json!({"id": id}),
-            Event::Signal { from, data } => json!({"from": from, "data": data}),
-            Event::Chat { from, name, text } => json!({"from": from, "name": name, "text": text}),
-            Event::RoomClosed => json!({}),
-            Event::Welcome => return None,
-            Event::Relay { payload, .. } => payload.clone(),
-        })
+    /// The event's one argument, to serialize (`None`: an event without arguments).
+    pub fn body(&self) -> Option<EventArg<'_>> {
+        (!matches!(self, Event::Welcome)).then_some(EventArg(self))
+    }
+}
+
+/// An event's one argument, serialized straight from the event (a relayed payload verbatim).
+#[derive(Debug, Clone, Copy)]
+pub struct EventArg<'a>(&'a Event);
+
+impl serde::Serialize for EventArg<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let fields: &[(&str, &dyn erased::Field)] = match self.0 {
+            Event::ParticipantJoined { id, name } => &[("id", id), ("name", name)],
+            Event::ParticipantLeft { id } => &[("id", id)],
+            Event::Signal { from, data } => &[("from", from), ("data", data)],
+            Event::Chat { from, name, text } => &[("from", from), ("name", name), ("text", text)],
+            Event::RoomClosed | Event::Welcome => &[],
+            Event::Relay { payload, .. } => return payload.serialize(s),
+        };
+        let mut m = s.serialize_map(Some(fields.len()))?;
+        for (k, v) in fields {
+            match v.as_field() {
+                erased::FieldRef::Text(t) => m.serialize_entry(k, t)?,
+                erased::FieldRef::Payload(p) => m.serialize_entry(k, p)?,
+            }
+        }
+        m.end()
+    }
+}
+
+/// The two kinds of field an event argument has.
+mod erased {
+    use super::Payload;
+
+    pub enum FieldRef<'a> {
+        Text(&'a str),
+        Payload(&'a Payload),
+    }
+
+    pub trait Field {
+        fn as_field(&self) -> FieldRef<'_>;
+    }
+
+    impl Field for String {
+        fn as_field(&self) -> FieldRef<'_> {
+            FieldRef::Text(self)
+        }
+    }
+
+    impl Field for Payload {
+        fn as_field(&self) -> FieldRef<'_> {
+            FieldRef::Payload(self)
+        }
+    }
+}
+
+/// How much a detached participant's buffer holds.
+#[derive(Debug, Clone, Copy)]
+struct Cap {
+    events: usize,
+    bytes: usize,
+}
+
+impl Cap {
+    fn of(l: &Limits) -> Self {
+        Cap {
+            events: l.buffer,
+            bytes: l.buffer_bytes,
+        }
+    }
+}
+
+impl Event {
+    /// About how many bytes it holds (its strings and payload).
+    pub fn size(&self) -> usize {
+        match self {
+            Event::ParticipantJoined { id, name } => id.len() + name.len(),
+            Event::ParticipantLeft { id } => id.len(),
+            Event::Signal { from, data } => from.len() + data.json().len(),
+            Event::Chat { from, name, text } => from.len() + name.len() + text.len(),
+            Event::RoomClosed | Event::Welcome => 0,
+            Event::Relay { payload, .. } => payload.json().len(),
+        }
     }
 }
 
@@ -175,6 +250,8 @@ struct Participant<C> {
     join_key: Option<String>,
     buffer: VecDeque<Event>,
     detached_at: Option<Instant>,
+    /// The connection it had before it was detached (events bounced back from it belong here).
+    last_conn: Option<C>,
 }
 
 #[derive(Debug)]
@@ -422,8 +499,9 @@ impl<C: Clone + Eq + Hash> Rooms<C> {
         &mut self,
         conn: &C,
         to: &str,
-        data: Value,
+        data: impl Into<Payload>,
     ) -> Result<Vec<Delivery<C>>, SignalError> {
+        let data = data.into();
         let (key, from) = self
             .by_conn
             .get(conn)
@@ -432,7 +510,7 @@ impl<C: Clone + Eq + Hash> Rooms<C> {
         if to == from || matches!(key, RoomKey::Compat(_)) {
             return Err(SignalError::NoSuchParticipant);
         }
-        let cap = self.limits.buffer;
+        let cap = Cap::of(&self.limits);
         let p = self
             .member_mut(&key, to)
             .ok_or(SignalError::NoSuchParticipant)?;
@@ -477,6 +555,11 @@ impl<C: Clone + Eq + Hash> Rooms<C> {
         Ok(out)
     }
 
+    /// The connections that speak for a participant now.
+    pub fn connections(&self) -> impl Iterator<Item = &C> {
+        self.by_conn.keys()
+    }
+
     /// The connection is gone: a participant of the call keeps its identity for the grace
     /// period (what is addressed to it is buffered); one of a compatibility room leaves.
     pub fn detach(&mut self, conn: &C, now: Instant) -> Vec<Delivery<C>> {
@@ -488,7 +571,7 @@ impl<C: Clone + Eq + Hash> Rooms<C> {
             RoomKey::Compat(_) => self.remove(&key, &pid, false, &mut out),
             RoomKey::Call(_) => {
                 if let Some(p) = self.member_mut(&key, &pid) {
-                    p.conn = None;
+                    p.last_conn = p.conn.take();
                     p.pending = false;
                     p.detached_at = Some(now);
                 }
@@ -499,21 +582,42 @@ impl<C: Clone + Eq + Hash> Rooms<C> {
 
     /// The connection could not take `events` (its send buffer is full: a client that stopped
     /// reading): the participant is detached as if the socket had dropped, and the events wait
-    /// first in its buffer, so a resume gets them before anything newer. A compatibility
-    /// participant leaves.
+    /// first in its buffer, so a resume gets them before anything newer. The same when the
+    /// connection was gone already (events in flight to a socket that vanished, on this node
+    /// or another): they go to the participant it spoke for, while it has not come back on
+    /// another connection. A compatibility participant leaves.
     pub fn bounce(&mut self, conn: &C, events: Vec<Event>, now: Instant) -> Vec<Delivery<C>> {
-        let Some((key, pid)) = self.by_conn.get(conn).cloned() else {
+        let Some((key, pid)) = self
+            .by_conn
+            .get(conn)
+            .cloned()
+            .or_else(|| self.detached_from(conn))
+        else {
             return Vec::new();
         };
         let out = self.detach(conn, now);
-        let cap = self.limits.buffer;
+        let cap = Cap::of(&self.limits);
         if let Some(p) = self.member_mut(&key, &pid) {
             for e in events.into_iter().rev() {
                 p.buffer.push_front(e);
             }
-            p.buffer.truncate(cap);
+            p.buffer.truncate(cap.events);
+            let mut bytes: usize = p.buffer.iter().map(Event::size).sum();
+            while bytes > cap.bytes {
+                bytes -= p.buffer.pop_back().map_or(bytes, |e| e.size());
+            }
         }
         out
+    }
+
+    /// The detached participant whose last connection was `conn`.
+    fn detached_from(&self, conn: &C) -> Option<(RoomKey, String)> {
+        self.rooms.iter().find_map(|(key, r)| {
+            r.members
+                .iter()
+                .find(|(_, p)| p.conn.is_none() && p.last_conn.as_ref() == Some(conn))
+                .map(|(pid, _)| (key.clone(), pid.clone()))
+        })
     }
 
     /// Remove participants detached longer than the grace period; tell the others.
@@ -582,8 +686,9 @@ impl<C: Clone + Eq + Hash> Rooms<C> {
         conn: &C,
         room: &str,
         event: CompatEvent,
-        payload: Value,
+        payload: impl Into<Payload>,
     ) -> Result<Vec<Delivery<C>>, SignalError> {
+        let payload = payload.into();
         let (key, pid) = self
             .by_conn
             .get(conn)
@@ -639,6 +744,7 @@ impl<C: Clone + Eq + Hash> Rooms<C> {
                 join_key: None,
                 buffer: VecDeque::new(),
                 detached_at: None,
+                last_conn: None,
             },
         );
         room.order.push(ids.pid.clone());
@@ -675,16 +781,20 @@ impl<C: Clone + Eq + Hash> Rooms<C> {
     }
 
     /// Deliver to a participant: its live connection, or its bounded buffer while detached.
-    fn deliver(p: &mut Participant<C>, event: Event, cap: usize, out: &mut Vec<Delivery<C>>) {
+    fn deliver(p: &mut Participant<C>, event: Event, cap: Cap, out: &mut Vec<Delivery<C>>) {
         match &p.conn {
             Some(c) if !p.pending => out.push((c.clone(), event)),
-            _ if p.buffer.len() < cap => p.buffer.push_back(event),
+            _ if p.buffer.len() < cap.events
+                && p.buffer.iter().map(Event::size).sum::<usize>() + event.size() <= cap.bytes =>
+            {
+                p.buffer.push_back(event)
+            }
             _ => {}
         }
     }
 
     fn broadcast(&mut self, key: &RoomKey, except: &str, event: Event, out: &mut Vec<Delivery<C>>) {
-        let cap = self.limits.buffer;
+        let cap = Cap::of(&self.limits);
         let Some(room) = self.rooms.get_mut(key) else {
             return;
         };
@@ -724,7 +834,7 @@ mod tests {
         events
             .iter()
             .filter_map(|e| match e {
-                Event::Signal { data, .. } => Some(data.clone()),
+                Event::Signal { data, .. } => serde_json::from_str(data.json()).ok(),
                 _ => None,
             })
             .collect()
@@ -841,7 +951,7 @@ mod tests {
                 7,
                 Event::Signal {
                     from: "p1".into(),
-                    data: json!("live")
+                    data: json!("live").into()
                 }
             )]
         );
@@ -888,6 +998,62 @@ mod tests {
         let j = r.resume(3, "t2", t).unwrap().0;
         let got = signals(&j.backlog);
         assert_eq!(got, vec![json!(1), json!(2)]);
+    }
+
+    #[test]
+    fn a_detached_participants_buffer_is_bounded_in_bytes_too() {
+        let mut r = Rooms::<u32>::new(Limits {
+            buffer_bytes: 1000,
+            ..Limits::default()
+        });
+        let t = Instant::now();
+        r.join(1, req("r", "Ann", None), ids(1), t).unwrap();
+        r.join(2, req("r", "Ben", None), ids(2), t).unwrap();
+        r.detach(&2, t);
+        let big = "x".repeat(300);
+        for i in 0..10 {
+            r.signal(&1, "p2", json!([i, big])).unwrap();
+        }
+        // Each is 2 bytes of sender id and 308 of payload: three fit in 1000 bytes.
+        let j = r.resume(3, "t2", t).unwrap().0;
+        assert_eq!(
+            signals(&j.backlog),
+            (0..3).map(|i| json!([i, big])).collect::<Vec<_>>()
+        );
+        // A bounce that brings it past the cap drops the newest.
+        let sent: Vec<Event> = (0..5)
+            .map(|i| Event::Signal {
+                from: "p1".into(),
+                data: json!([i, big]).into(),
+            })
+            .collect();
+        assert!(r.bounce(&3, sent, t).is_empty());
+        let j = r.resume(4, "t2", t).unwrap().0;
+        assert_eq!(signals(&j.backlog).len(), 3);
+        assert_eq!(signals(&j.backlog)[0], json!([0, big]));
+    }
+
+    #[test]
+    fn events_in_flight_to_a_vanished_socket_wait_for_its_resume() {
+        let mut r = rooms(8);
+        let t = Instant::now();
+        r.join(1, req("r", "Ann", None), ids(1), t).unwrap();
+        r.join(2, req("r", "Ben", None), ids(2), t).unwrap();
+        // Sent to Ben's socket, which vanished before it got them; its detach came first.
+        let sent = r.signal(&1, "p2", json!(1)).unwrap();
+        assert!(r.detach(&2, t).is_empty());
+        assert!(r.signal(&1, "p2", json!(2)).unwrap().is_empty());
+        let bounced: Vec<Event> = sent.into_iter().map(|(_, e)| e).collect();
+        assert!(r.bounce(&2, bounced.clone(), t).is_empty());
+        let j = r.resume(3, "t2", t).unwrap().0;
+        assert_eq!(signals(&j.backlog), vec![json!(1), json!(2)], "in order");
+        // Back on another connection: a late bounce from the old one is not Ben's to take.
+        assert!(r.bounce(&2, bounced, t).is_empty());
+        assert_eq!(
+            r.signal(&1, "p2", json!(3)).unwrap().len(),
+            1,
+            "still live on 3"
+        );
     }
 
     #[test]
@@ -1014,7 +1180,7 @@ mod tests {
                 2,
                 Event::Relay {
                     event: CompatEvent::Offer,
-                    payload: json!({"sdp": "x"})
+                    payload: json!({"sdp": "x"}).into()
                 }
             )]
         );
@@ -1038,10 +1204,51 @@ mod tests {
             r.resume(5, "t1", t).is_none(),
             "compat participants have no resume"
         );
-        assert_eq!(Event::Welcome.body(), None);
+        assert!(Event::Welcome.body().is_none());
         assert_eq!(
             r.snapshot().iter().filter(|v| v["compat"] == true).count(),
             1
+        );
+    }
+
+    #[test]
+    fn each_event_has_the_documented_argument() {
+        let arg = |e: Event| serde_json::to_value(e.body().unwrap()).unwrap();
+        let who = |s: &str| s.to_owned();
+        assert_eq!(
+            arg(Event::ParticipantJoined {
+                id: who("p1"),
+                name: who("Ann \"A\"")
+            }),
+            json!({"id": "p1", "name": "Ann \"A\""})
+        );
+        assert_eq!(
+            arg(Event::ParticipantLeft { id: who("p1") }),
+            json!({"id": "p1"})
+        );
+        let data = json!({"sdp": "v=0\r\n", "type": "offer", "n": [1, 2.5, null]});
+        assert_eq!(
+            arg(Event::Signal {
+                from: who("p2"),
+                data: data.clone().into()
+            }),
+            json!({"from": "p2", "data": data})
+        );
+        assert_eq!(
+            arg(Event::Chat {
+                from: who("p2"),
+                name: who("Ben"),
+                text: who("hi")
+            }),
+            json!({"from": "p2", "name": "Ben", "text": "hi"})
+        );
+        assert_eq!(arg(Event::RoomClosed), json!({}));
+        assert_eq!(
+            arg(Event::Relay {
+                event: CompatEvent::Ice,
+                payload: json!([1, "x"]).into()
+            }),
+            json!([1, "x"])
         );
     }
 }

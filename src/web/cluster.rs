@@ -9,7 +9,10 @@
 //! subscription, and Redis keeps the order of a connection's messages, so a client's events
 //! keep their order end to end.
 //!
-//! Faults: a Redis that is down makes `/readyz` say so; when it comes back, or when the leader
+//! Faults: a node that stops renewing its liveness key (`natpass:signal:alive:<id>`, a lease
+//! renewed every second) for a lease is gone — killed, or cut off from Redis — and the leader
+//! detaches its participants (they leave after the grace period unless they resume elsewhere).
+//! A Redis that is down makes `/readyz` say so; when it comes back, or when the leader
 //! changes (the old one is gone: its rooms went with it), every node closes its signaling
 //! sockets, and clients reconnect by themselves — resuming their identity when the leader kept
 //! it, joining afresh otherwise (at worst a reconnect, as the page handles).
@@ -32,8 +35,17 @@ const LEADER_KEY: &str = "natpass:signal:leader";
 /// Lease of the leader, renewed every [`TICK`].
 const LEASE_MS: i64 = 5000;
 const TICK: Duration = Duration::from_secs(1);
+/// Messages waiting to be published (a Redis that is slow or gone): beyond this they are
+/// dropped, and this node's sockets start over, as after an outage.
+const OUTBOX: usize = 8192;
 /// Renew the lease only if it is still ours.
 const RENEW: &str = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end";
+
+/// A node's liveness key, set for a lease every [`TICK`]: a node whose key has expired is gone
+/// (crashed, or cut off from Redis), and the leader detaches its participants.
+fn alive_key(node: &str) -> String {
+    format!("natpass:signal:alive:{node}")
+}
 
 /// The channel of one node.
 fn channel(node: &str) -> String {
@@ -58,8 +70,11 @@ pub struct Cluster {
     url: String,
     client: Client,
     subscriber: SubscriberClient,
-    out: mpsc::UnboundedSender<(String, String)>,
-    out_rx: std::sync::Mutex<Option<mpsc::UnboundedReceiver<(String, String)>>>,
+    out: mpsc::Sender<(String, String)>,
+    out_rx: std::sync::Mutex<Option<mpsc::Receiver<(String, String)>>>,
+    /// Set once the outbox overflowed, until the hub has been told.
+    overflowed: AtomicBool,
+    changes: std::sync::OnceLock<mpsc::UnboundedSender<Change>>,
     leader: RwLock<Option<String>>,
     healthy: AtomicBool,
 }
@@ -107,10 +122,6 @@ impl Cluster {
             url: redact(url),
             message,
         })?;
-        check_url(url).map_err(|message| ClusterError {
-            url: redact(url),
-            message,
-        })?;
         let config = Config::from_url(url).map_err(err)?;
         let policy = ReconnectPolicy::new_exponential(0, 100, 2000, 2);
         let mut b = fred::types::Builder::from_config(config);
@@ -143,7 +154,7 @@ impl Cluster {
         }
         // Resubscribes by itself after a reconnect (its task lives on without the handle).
         drop(subscriber.manage_subscriptions());
-        let (out, out_rx) = mpsc::unbounded_channel();
+        let (out, out_rx) = mpsc::channel(OUTBOX);
         tracing::info!(node = %node, redis = %redact(url), "signaling rooms shared through redis");
         Ok(Arc::new(Cluster {
             node,
@@ -152,6 +163,8 @@ impl Cluster {
             subscriber,
             out,
             out_rx: std::sync::Mutex::new(Some(out_rx)),
+            overflowed: AtomicBool::new(false),
+            changes: std::sync::OnceLock::new(),
             leader: RwLock::new(None),
             healthy: AtomicBool::new(true),
         }))
@@ -181,18 +194,33 @@ impl Cluster {
     }
 
     /// Send `text` to `node` (in order with everything else this node sends).
+    /// When too much is waiting (Redis slow or gone), it is dropped and this node's sockets
+    /// start over ([`Change::Recovered`]) once the outbox has room again.
     pub fn publish(&self, node: &str, text: String) {
-        let _ = self.out.send((channel(node), text));
+        if self.out.try_send((channel(node), text)).is_err()
+            && !self.overflowed.swap(true, Ordering::Relaxed)
+        {
+            tracing::warn!(
+                waiting = OUTBOX,
+                "signaling messages for other nodes dropped: redis is not keeping up"
+            );
+        }
     }
 
     /// Run the publisher, the subscription and the election until `changes` is dropped.
     pub fn spawn(self: &Arc<Self>, changes: mpsc::UnboundedSender<Change>) {
+        let _ = self.changes.set(changes.clone());
         if let Some(mut rx) = self.out_rx.lock().unwrap_or_else(|e| e.into_inner()).take() {
             let me = self.clone();
             tokio::spawn(async move {
                 while let Some((ch, text)) = rx.recv().await {
                     if let Err(e) = me.client.publish::<(), _, _>(ch, text).await {
                         tracing::debug!(error = %e, "redis publish failed");
+                    }
+                    if rx.is_empty() && me.overflowed.swap(false, Ordering::Relaxed) {
+                        if let Some(c) = me.changes.get() {
+                            let _ = c.send(Change::Recovered);
+                        }
                     }
                 }
             });
@@ -265,12 +293,41 @@ impl Cluster {
         }
     }
 
-    /// One round of the election: who leads now.
+    /// Which of `nodes` have stopped saying they are alive (their key expired).
+    pub async fn gone(&self, nodes: Vec<String>) -> Result<Vec<String>, ClusterError> {
+        let mut gone = Vec::new();
+        for n in nodes {
+            let here: i64 = self
+                .client
+                .exists(alive_key(&n))
+                .await
+                .map_err(|e| ClusterError {
+                    url: redact(&self.url),
+                    message: e.details().to_owned(),
+                })?;
+            if here == 0 {
+                gone.push(n);
+            }
+        }
+        Ok(gone)
+    }
+
+    /// One round of the election: who leads now. Also renews this node's liveness key.
     async fn election_round(
         &self,
         seen: Option<&str>,
         missing: &mut u32,
     ) -> Result<Option<String>, fred::error::Error> {
+        let () = self
+            .client
+            .set(
+                alive_key(&self.node),
+                1,
+                Some(Expiration::PX(LEASE_MS)),
+                None,
+                false,
+            )
+            .await?;
         if seen == Some(self.node.as_str()) {
             let renewed: i64 = self
                 .client

@@ -1,9 +1,10 @@
 // Rooms across two natpass processes sharing one real redis-server (Debian's, started here on
 // a free loopback port with persistence off, stopped by PID): socket.io-client participants on
-// different nodes in one room, a resume that lands on the other node, a headless Chromium call
-// with one page on each node, a Redis restart in the middle of it (signaling recovers by itself,
-// /readyz says so while it lasts, a third person can join afterwards), and a clear error when
-// Redis is not there at start.
+// different nodes in one room, a resume that lands on the other node, a node that dies (its
+// participants leave after the grace period), a headless Chromium call with one page on each
+// node, a Redis restart in the middle of it (signaling recovers by itself, /readyz says so while
+// it lasts, a third person can join afterwards), and a clear error when Redis is not there at
+// start.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
@@ -136,6 +137,41 @@ test('a participant whose reconnect lands on the other node resumes there, with 
   } finally {
     ann.close();
     if (ben2) ben2.close();
+  }
+});
+
+test('a node that dies takes its participants with it, after the grace period', { timeout: 90000 }, async () => {
+  // A third node (never the leader: one leads already); Ben on it, Ann on the first node. The
+  // third is killed without a word: Ann sees Ben leave once its liveness lease (5 s) has run
+  // out and the grace period (20 s) has passed, as if Ben's own connection had dropped.
+  const room = 'node-dies-' + process.pid;
+  const third = await node();
+  const ann = client(nodes[0].base);
+  let ben = null;
+  try {
+    await waitFor('the third node ready', async () => (await fetch(`${third.base}/readyz`)).status === 200, 15000, 200);
+    ben = client(third.base);
+    const ja = await ack(ann, 'join', { room, name: 'Ann' });
+    const jb = await ack(ben, 'join', { room, name: 'Ben' });
+    assert.deepEqual(jb.participants, [{ id: ja.you, name: 'Ann' }]);
+    const left = next(ann, 'participant-left', 60000);
+    const t0 = Date.now();
+    third.child.kill('SIGKILL');
+    assert.deepEqual(await left, { id: jb.you });
+    const secs = (Date.now() - t0) / 1000;
+    assert.ok(secs >= 20 && secs < 40, `Ben left ${secs} s after his node died`);
+    // The room goes on: someone new on the second node joins and sees Ann only.
+    const cy = client(nodes[1].base);
+    try {
+      const jc = await ack(cy, 'join', { room, name: 'Cy' });
+      assert.deepEqual(jc.participants, [{ id: ja.you, name: 'Ann' }]);
+    } finally {
+      cy.close();
+    }
+  } finally {
+    ann.close();
+    if (ben) ben.close();
+    await third.stop();
   }
 });
 
