@@ -24,7 +24,8 @@ if [ ${#need[@]} -gt 0 ]; then
   echo "== installing: ${need[*]}"
   apt_install "${need[@]}"
 fi
-if [ ! -d tests/e2e/node_modules/playwright-core ] || [ ! -d tests/e2e/node_modules/socket.io-client ]; then
+if [ ! -d tests/e2e/node_modules/playwright-core ] || [ ! -d tests/e2e/node_modules/socket.io-client ] ||
+  [ ! -d tests/e2e/node_modules/socket.io-client-3 ]; then
   echo "== npm ci (tests/e2e)"
   (cd tests/e2e && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund)
 fi

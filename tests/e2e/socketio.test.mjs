@@ -5,8 +5,9 @@
 // through an unmodified client script (zoomclone/app.js), the limits (Origin, payload size,
 // rate, connections per IP, idle sessions, a receiver that stops reading), an operator closing a
 // room, the served client bundle and no message bodies in the logs. Then the same Zoom-clone
-// script in Chromium with real RTCPeerConnections, and the main cases again with the
-// participants on two natpass nodes sharing one Redis.
+// script in Chromium with real RTCPeerConnections, the main cases again with the participants
+// on two natpass nodes sharing one Redis, and socket.io-client 3.x (npm alias
+// socket.io-client-3) on each transport and through the upgrade.
 import { test, describe, before, after, beforeEach, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync, mkdtempSync, rmSync } from 'node:fs';
@@ -18,6 +19,7 @@ import net from 'node:net';
 import { spawn } from 'node:child_process';
 import vm from 'node:vm';
 import { io } from 'socket.io-client';
+import { io as io3 } from 'socket.io-client-3';
 import { startNatpass, launchChromium, freePort, repo, sleep, waitFor } from './lib.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -1315,4 +1317,70 @@ describe('two nodes on one Redis', () => {
     assert.deepEqual(first.pc().addedCandidates, second.pc().sentCandidates, 'node two → node one');
     assert.deepEqual(second.pc().addedCandidates, first.pc().sentCandidates, 'node one → node two');
   });
+});
+
+// socket.io-client 3.x speaks the same Engine.IO 4 / Socket.IO 5 as 4.x, without emitWithAck:
+// the events natpass documents and the Zoom-clone set, with callback acks, on each transport
+// and through the polling → websocket upgrade.
+describe('socket.io-client 3.x (3.1.3, the other client generation of the protocol)', () => {
+  let np;
+  before(async () => {
+    np = await startNatpass();
+  });
+  after(async () => {
+    if (np) await np.stop();
+  });
+  const v3 = (transports) => {
+    const s = io3(np.base, { forceNew: true, transports, reconnection: false, timeout: 5000, extraHeaders: { origin: np.base } });
+    opened.add(s);
+    return s;
+  };
+  const ack = (s, event, ...args) => new Promise((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error(`no ack for ${event}`)), 5000);
+    s.emit(event, ...args, (...reply) => { clearTimeout(t); resolve(reply); });
+  });
+  const nextArgs = (s, event) => new Promise((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error(`no ${event}`)), 5000);
+    s.once(event, (...args) => { clearTimeout(t); resolve(args); });
+  });
+  for (const [name, transports] of Object.entries({ ...TRANSPORTS, upgrade: ['polling', 'websocket'] })) {
+    test(`${name}: join, participant-joined, signal, chat and the Zoom-clone relay`, async () => {
+      const ann = v3(transports);
+      const ben = v3(transports);
+      const room = uniqueRoom('v3');
+      const [ja] = await ack(ann, 'join', { room, name: 'Ann' });
+      assert.equal(ja.ok, true, JSON.stringify(ja));
+      const joined = nextArgs(ann, 'participant-joined');
+      const [jb] = await ack(ben, 'join', { room, name: 'Ben' });
+      assert.deepEqual(jb.participants, [{ id: ja.you, name: 'Ann' }]);
+      assert.ok(jb.iceServers.length > 0, 'fresh ICE servers in the join answer');
+      assert.deepEqual(await joined, [{ id: jb.you, name: 'Ben' }]);
+      const offer = { type: 'offer', sdp: 'v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\n' };
+      const signal = nextArgs(ben, 'signal');
+      assert.deepEqual(await ack(ann, 'signal', { to: jb.you, data: offer }), [{ ok: true }]);
+      assert.deepEqual(await signal, [{ from: ja.you, data: offer }]);
+      const chat = nextArgs(ann, 'chat');
+      ben.emit('chat', { text: 'hi from 3.x' });
+      assert.deepEqual(await chat, [{ from: jb.you, name: 'Ben', text: 'hi from 3.x' }]);
+
+      const first = v3(transports);
+      const second = v3(transports);
+      const croom = uniqueRoom('v3 compat');
+      assert.deepEqual(await ack(first, 'join_room', croom), [], 'join_room acked with no arguments');
+      const welcome = nextArgs(first, 'welcome');
+      assert.deepEqual(await ack(second, 'join_room', croom), []);
+      assert.deepEqual(await welcome, [], 'welcome has no arguments');
+      const relayed = nextArgs(first, 'offer');
+      second.emit('offer', offer, croom);
+      assert.deepEqual(await relayed, [offer], 'the offer as sent');
+      const ice = nextArgs(second, 'ice');
+      first.emit('ice', { candidate: 'candidate:1 1 udp 1 127.0.0.1 9 typ host', sdpMid: '0' }, croom);
+      assert.deepEqual(await ice, [{ candidate: 'candidate:1 1 udp 1 127.0.0.1 9 typ host', sdpMid: '0' }]);
+      if (name === 'upgrade') {
+        await waitFor('the upgrade to websocket', () => ann.io.engine.transport.name === 'websocket', 5000, 25);
+      } else {
+        assert.equal(ann.io.engine.transport.name, name);
+      }
+    });
+  }
 });
