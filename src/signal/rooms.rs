@@ -109,49 +109,38 @@ pub struct EventArg<'a>(&'a Event);
 
 impl serde::Serialize for EventArg<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeMap;
-        let fields: &[(&str, &dyn erased::Field)] = match self.0 {
-            Event::ParticipantJoined { id, name } => &[("id", id), ("name", name)],
-            Event::ParticipantLeft { id } => &[("id", id)],
-            Event::Signal { from, data } => &[("from", from), ("data", data)],
-            Event::Chat { from, name, text } => &[("from", from), ("name", name), ("text", text)],
-            Event::RoomClosed | Event::Welcome => &[],
-            Event::Relay { payload, .. } => return payload.serialize(s),
-        };
-        let mut m = s.serialize_map(Some(fields.len()))?;
-        for (k, v) in fields {
-            match v.as_field() {
-                erased::FieldRef::Text(t) => m.serialize_entry(k, t)?,
-                erased::FieldRef::Payload(p) => m.serialize_entry(k, p)?,
-            }
+        /// The argument's shape per event (untagged: each variant is just its fields).
+        #[derive(serde::Serialize)]
+        #[serde(untagged)]
+        enum Arg<'a> {
+            Joined {
+                id: &'a str,
+                name: &'a str,
+            },
+            Left {
+                id: &'a str,
+            },
+            Signal {
+                from: &'a str,
+                data: &'a Payload,
+            },
+            Chat {
+                from: &'a str,
+                name: &'a str,
+                text: &'a str,
+            },
+            Empty {},
+            Verbatim(&'a Payload),
         }
-        m.end()
-    }
-}
-
-/// The two kinds of field an event argument has.
-mod erased {
-    use super::Payload;
-
-    pub enum FieldRef<'a> {
-        Text(&'a str),
-        Payload(&'a Payload),
-    }
-
-    pub trait Field {
-        fn as_field(&self) -> FieldRef<'_>;
-    }
-
-    impl Field for String {
-        fn as_field(&self) -> FieldRef<'_> {
-            FieldRef::Text(self)
+        match self.0 {
+            Event::ParticipantJoined { id, name } => Arg::Joined { id, name },
+            Event::ParticipantLeft { id } => Arg::Left { id },
+            Event::Signal { from, data } => Arg::Signal { from, data },
+            Event::Chat { from, name, text } => Arg::Chat { from, name, text },
+            Event::RoomClosed | Event::Welcome => Arg::Empty {},
+            Event::Relay { payload, .. } => Arg::Verbatim(payload),
         }
-    }
-
-    impl Field for Payload {
-        fn as_field(&self) -> FieldRef<'_> {
-            FieldRef::Payload(self)
-        }
+        .serialize(s)
     }
 }
 

@@ -462,10 +462,7 @@ impl Hub {
                             .insert(sid);
                         let _ = s.clone().disconnect();
                     }
-                    match bounced.iter_mut().find(|(x, _)| *x == sid) {
-                        Some((_, v)) => v.push(event),
-                        None => bounced.push((sid, vec![event])),
-                    }
+                    keep_for(bounced, sid, event);
                 }
             }
             (Out::Emit { event, body, .. }, Some(s)) => {
@@ -506,10 +503,7 @@ impl Hub {
             (Out::Event { event, .. }, None) => {
                 // Gone meanwhile (its detach may have reached the room keeper already): the
                 // event goes back, to wait for the participant's resume.
-                match bounced.iter_mut().find(|(x, _)| *x == sid) {
-                    Some((_, v)) => v.push(event),
-                    None => bounced.push((sid, vec![event])),
-                }
+                keep_for(bounced, sid, event);
             }
             (_, None) => {
                 // Gone meanwhile: the room keeper hears of it from its disconnect.
@@ -768,6 +762,14 @@ struct Resume;
 /// The participant id of a joined socket (for its credential refreshes).
 #[derive(Debug, Clone)]
 struct Pid(String);
+
+/// Add `event` to what goes back to the room keeper for socket `sid`, in order.
+fn keep_for(bounced: &mut Vec<(Sid, Vec<Event>)>, sid: Sid, event: Event) {
+    match bounced.iter_mut().find(|(x, _)| *x == sid) {
+        Some((_, v)) => v.push(event),
+        None => bounced.push((sid, vec![event])),
+    }
+}
 
 /// Send one event (no argument when `body` is `None`); false when the socket cannot take it.
 fn emit<T: Serialize>(s: &SocketRef, event: &str, body: Option<T>) -> bool {
