@@ -88,7 +88,10 @@ fn quotas_ports_and_lifetimes_hold() {
 
 fn relay_port_exhaustion_gives_508_and_recovers() {
     let mut o = alice_loopback();
-    o.relay_ports = Some("50200-50204".parse().unwrap());
+    // Five free ports outside the kernel's ephemeral range (other tests' sockets take ports
+    // inside it at any moment, which made a fixed range flaky).
+    let base = free_port_block(5);
+    o.relay_ports = Some(format!("{base}-{}", base + 4).parse().unwrap());
     let a = Abuse::with(o, |cfg| {
         cfg.quota.allocations_per_user = 100;
         cfg.quota.challenges_per_second = 1000.0;
@@ -130,6 +133,19 @@ fn relay_port_exhaustion_gives_508_and_recovers() {
     drop((held, c, c2));
     std::thread::sleep(Duration::from_millis(50));
     a.finish(8 * 1024);
+}
+
+/// The first of `n` consecutive UDP ports on 127.0.0.1 that are free now, above the ephemeral
+/// range (61000-65535 on Linux by default), starting at a place that depends on the process
+/// so that parallel runs start apart.
+fn free_port_block(n: u16) -> u16 {
+    let start = 61_000 + (std::process::id() % 4_000) as u16;
+    (start..65_535 - n)
+        .chain(61_000..start)
+        .find(|&base| {
+            (base..base + n).all(|p| std::net::UdpSocket::bind(("127.0.0.1", p)).is_ok())
+        })
+        .expect("no block of free UDP ports above 61000")
 }
 
 /// One test per file: the resource baselines are per process.
