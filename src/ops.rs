@@ -100,14 +100,24 @@ impl Ops {
         self.inner.control.live_allocations()
     }
 
-    /// Until `until`, let REST user `user` hold `factor` × the per-user allocation quota (a
-    /// call participant with one peer connection per other participant).
-    pub fn scale_user_quota(&self, user: &str, factor: usize, until: std::time::Instant) {
+    /// Make REST user `user` a call participant until `until` (one peer connection per other
+    /// participant): `factor` × the per-user allocation quota, not charged to its source IP;
+    /// signaling client `origin` holds at most `per_origin` of them ([`Quotas::scale_user`]).
+    ///
+    /// [`Quotas::scale_user`]: crate::relay::quota::Quotas::scale_user
+    pub fn scale_user_quota(
+        &self,
+        user: &str,
+        factor: usize,
+        until: std::time::Instant,
+        origin: std::net::IpAddr,
+        per_origin: usize,
+    ) {
         self.inner
             .control
             .shared
             .quotas
-            .scale_user(user, factor, until);
+            .scale_user(user, factor, until, origin, per_origin);
     }
 
     /// Whether every relay port is taken.

@@ -142,9 +142,7 @@ fn free_port_block(n: u16) -> u16 {
     let start = 61_000 + (std::process::id() % 4_000) as u16;
     (start..65_535 - n)
         .chain(61_000..start)
-        .find(|&base| {
-            (base..base + n).all(|p| std::net::UdpSocket::bind(("127.0.0.1", p)).is_ok())
-        })
+        .find(|&base| (base..base + n).all(|p| std::net::UdpSocket::bind(("127.0.0.1", p)).is_ok()))
         .expect("no block of free UDP ports above 61000")
 }
 

@@ -19,6 +19,8 @@ fn connection_abuse_is_closed_and_bounded() {
     let a = Abuse::with(o, |cfg| {
         cfg.quota.first_message_timeout = 1;
         cfg.quota.idle_timeout = 2;
+        cfg.quota.allocations_per_user = 100;
+        cfg.quota.connections_per_ip = 16;
     });
     let addr = a.server.tcp_addrs[0];
     // Garbage → closed at once.
@@ -68,6 +70,56 @@ fn connection_abuse_is_closed_and_bounded() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(st.open(), 0, "every connection accounted for");
+    // A connection that holds an allocation does not count against the per-IP cap (a call
+    // behind one NAT opens one per peer connection; the allocation quotas bound them): 20
+    // allocating connections from one address, and the cap of 16 still applies to the rest.
+    let mut allocated: Vec<(TcpClient, String)> = (0..20)
+        .map(|_| {
+            let mut c = TcpClient::new(addr);
+            let n = c.allocate("alice", "secret");
+            (c, n)
+        })
+        .collect();
+    let mut bare: Vec<TcpStream> = (0..16).map(|_| TcpStream::connect(addr).unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut extra = TcpStream::connect(addr).unwrap();
+    assert!(
+        closed_within(&mut extra, Duration::from_millis(800)),
+        "beside 20 allocations, the 17th connection without one is refused"
+    );
+    // An allocation ends while the cap is full: its connection counts again, so it closes
+    // (after the answer) instead of becoming a free slot past the cap.
+    let (c, n) = &mut allocated[0];
+    let r = c.ask(&refresh("alice", "secret", n, Some(0)));
+    assert_eq!(error_code(&r), None, "deleted");
+    assert!(
+        closed_within(&mut c.stream, Duration::from_millis(800)),
+        "no allocation, no room under the cap: closed"
+    );
+    // The other allocations keep their connections open past the idle deadline.
+    std::thread::sleep(Duration::from_millis(2500));
+    let (c, n) = &mut allocated[1];
+    assert_eq!(
+        error_code(&c.ask(&refresh("alice", "secret", n, None))),
+        None,
+        "an allocating connection outlives the idle deadline"
+    );
+    for b in bare.iter_mut() {
+        assert!(
+            closed_within(b, Duration::from_secs(3)),
+            "idle bare ones close"
+        );
+    }
+    drop((allocated, bare));
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while st.open() > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        st.open(),
+        0,
+        "every connection accounted for, allocating ones too"
+    );
     let _ = std::fs::remove_dir_all(dir);
     a.finish(16 * 1024);
 }

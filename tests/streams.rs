@@ -341,8 +341,9 @@ fn a_thousand_idle_connections_from_one_ip_cannot_exhaust_the_server() {
             }
         })
         .collect();
+    // The default cap on connections without an allocation is 64 per IP.
     assert!(
-        open.len() <= 16,
+        open.len() <= 64,
         "{} connections kept from one IP",
         open.len()
     );

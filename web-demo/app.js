@@ -281,9 +281,10 @@ function connect() {
 }
 
 // ---------- watchdog and stats ----------
-// A session that never got off the ground (still "new" after 8 s for the side that started it,
-// 12 s for the other) is started over; one that connected but whose video never arrived although the other side
-// sends it, by the side that waits for it. A few times at most.
+// A session that never got off the ground (still "new" with nothing moving for 8 s on the side
+// that started it, 12 s on the other, twice as long after each restart) is started over; one
+// that connected but whose video never arrived although the other side sends it, by the side
+// that waits for it. A few times at most (Peer#stalled, Peer#silent).
 function watchdog() {
   for (const r of [...state.remotes.values()]) {
     if (!r.peer) continue;

@@ -14,7 +14,9 @@
 //                    non-initiator waits for the first offer, so glare is left to renegotiations
 //   pending, flush   local ICE candidates waiting for their batch (one message per 100 ms)
 //   dc               the chat data channel (created by the initiator)
-//   retries, created watchdog bookkeeping: restarts so far, when this session began
+//   retries, lastProgress  watchdog bookkeeping: restarts so far, when this session's
+//                    negotiation last moved (it began, a candidate was gathered or arrived, a
+//                    description was applied, a state changed)
 //   connectedAt      when the connection last became 'connected' (null while it is not)
 //   closed, whenClosed set once the session is over; pending operations stop waiting then
 //
@@ -45,7 +47,7 @@ export class Peer {
     this.session = o.session;
     this.initiator = o.initiator;
     this.retries = o.retries || 0;
-    this.created = performance.now();
+    this.lastProgress = performance.now();
     this.makingOffer = false;
     this.ignoreOffer = false;
     this.pending = [];
@@ -71,7 +73,10 @@ export class Peer {
     if (this.initiator) this.attachChannel(pc.createDataChannel('chat'));
     pc.ondatachannel = (e) => this.attachChannel(e.channel);
     pc.ontrack = (e) => o.onTrack(e.streams[0] || new MediaStream([e.track]));
+    pc.onicegatheringstatechange = () => this.progressed();
+    pc.onsignalingstatechange = () => this.progressed();
     pc.onicecandidate = ({ candidate }) => {
+      this.progressed();
       if (!candidate) return;
       this.pending.push(candidate.toJSON());
       if (!this.flush) {
@@ -118,6 +123,7 @@ export class Peer {
         this.ignoreOffer = !this.polite && collision;
         if (this.ignoreOffer) return;
         await this.guard(pc.setRemoteDescription(d));
+        this.progressed();
         if (d.type === 'offer' && !this.closed) {
           await this.guard(pc.setLocalDescription());
           this.sendSignal({ description: pc.localDescription });
@@ -125,6 +131,7 @@ export class Peer {
       } else if (Array.isArray(data.candidates)) {
         for (const c of data.candidates) {
           if (this.closed) return;
+          this.progressed();
           try { await this.guard(pc.addIceCandidate(c)); } catch (e) { if (!this.ignoreOffer) console.warn('candidate', e); }
         }
       }
@@ -136,14 +143,20 @@ export class Peer {
   /** `p`, or nothing once the peer is closed. */
   guard(p) { return Promise.race([p, this.whenClosed]); }
 
+  /** The negotiation moved: the stall watchdog counts from now. */
+  progressed() { this.lastProgress = performance.now(); }
+
   /**
-   * The watchdog's rule: a session that never got off the ground — 8 s for the side that started
-   * it, 12 s for the other (whose offer may never come: both sides gave way to the other's reset
-   * after a signaling outage, or the initiator's page is gone), so they never start over at once.
+   * The watchdog's rule: a session that never got off the ground — nothing moved for 8 s on the
+   * side that started it, 12 s on the other (whose offer may never come: both sides gave way to
+   * the other's reset after a signaling outage, or the initiator's page is gone), so they never
+   * start over at once; twice as long after each restart. A slow machine whose gathering is
+   * still producing candidates is left alone: starting over there only takes more TURN
+   * allocations and starts the wait again.
    */
   stalled(now = performance.now()) {
-    const wait = this.initiator ? 8000 : 12000;
-    return this.pc.connectionState === 'new' && this.retries < 3 && now - this.created > wait;
+    const wait = (this.initiator ? 8000 : 12000) * 2 ** this.retries;
+    return this.pc.connectionState === 'new' && this.retries < 3 && now - this.lastProgress > wait;
   }
 
   /**

@@ -77,7 +77,9 @@ impl Default for QuotaSection {
             max_lifetime: 3600,
             challenges_per_second: 10.0,
             auth_failures_per_minute: 20.0,
-            connections_per_ip: 16,
+            // Connections without an allocation: a browser joining a relay-only call opens a
+            // TCP TURN connection per peer connection and local address at once.
+            connections_per_ip: 64,
             first_message_timeout: 10,
             idle_timeout: 60,
             tls_handshakes: 256,

@@ -195,7 +195,8 @@ pub struct QuotaSection {
     pub challenges_per_second: f64,
     /// Authentication failures answered per minute per source IP.
     pub auth_failures_per_minute: f64,
-    /// TCP/TLS connections per client IP.
+    /// TCP/TLS connections per client IP that hold no allocation (one that holds an allocation
+    /// is bounded by the allocation quotas instead).
     pub connections_per_ip: usize,
     /// Seconds a TCP/TLS connection has to send its first valid STUN message (and to finish
     /// any frame it started).

@@ -342,6 +342,8 @@ impl Drop for ServerHandle {
 pub struct ConnLimits {
     per_ip: usize,
     counts: Mutex<HashMap<IpAddr, usize>>,
+    /// Open connections, counted against the cap or not.
+    open: AtomicUsize,
     handshakes: AtomicUsize,
     max_handshakes: usize,
     /// Connections accepted.
@@ -355,6 +357,7 @@ impl ConnLimits {
         Self {
             per_ip,
             counts: Mutex::default(),
+            open: AtomicUsize::new(0),
             handshakes: AtomicUsize::new(0),
             max_handshakes,
             accepted: Default::default(),
@@ -363,6 +366,26 @@ impl ConnLimits {
     }
     /// Count a new connection from `ip`; false when over the per-IP cap.
     pub fn admit(&self, ip: IpAddr) -> bool {
+        let ok = self.count(ip);
+        if ok {
+            self.accepted.fetch_add(1, Ordering::Relaxed);
+            self.open.fetch_add(1, Ordering::Relaxed);
+        }
+        ok
+    }
+    /// A connection from `ip` closed; `counted`: it was still counted against the cap.
+    pub fn close(&self, ip: IpAddr, counted: bool) {
+        self.open.fetch_sub(1, Ordering::Relaxed);
+        if counted {
+            self.uncount(ip);
+        }
+    }
+    /// Count an open connection from `ip` again (its allocation is gone); false when over
+    /// the per-IP cap (it is closed then, and counted as refused).
+    pub fn recount(&self, ip: IpAddr) -> bool {
+        self.count(ip)
+    }
+    fn count(&self, ip: IpAddr) -> bool {
         let mut c = self.counts.lock().unwrap_or_else(|e| e.into_inner());
         let n = c.entry(ip).or_default();
         if *n >= self.per_ip {
@@ -370,11 +393,10 @@ impl ConnLimits {
             return false;
         }
         *n += 1;
-        self.accepted.fetch_add(1, Ordering::Relaxed);
         true
     }
-    /// A connection from `ip` closed.
-    pub fn release(&self, ip: IpAddr) {
+    /// Stop counting an open connection from `ip` against the cap (it holds an allocation).
+    pub fn uncount(&self, ip: IpAddr) {
         let mut c = self.counts.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(n) = c.get_mut(&ip) {
             *n -= 1;
@@ -403,11 +425,7 @@ impl ConnLimits {
     }
     /// Open connections now.
     pub fn open(&self) -> usize {
-        self.counts
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .sum()
+        self.open.load(Ordering::Relaxed)
     }
 }
 

@@ -92,6 +92,11 @@ struct Conn {
     handshaking: bool,
     writable: bool,
     closing: bool,
+    /// Counted against the per-IP connection cap. A connection that holds an allocation is
+    /// not: the allocation quotas bound those (a TCP connection carries one allocation), and a
+    /// call behind one NAT opens one per peer connection and transport. It counts again when
+    /// its allocation is gone.
+    counted: bool,
 }
 
 /// The relay sockets of this shard, handed to the core as its [`RelaySockets`].
@@ -521,7 +526,7 @@ impl Shard {
                 .register(&mut stream, Token(CONN_BASE + key), Interest::READABLE)
                 .is_err()
             {
-                self.limits.release(peer.ip());
+                self.limits.close(peer.ip(), true);
                 continue;
             }
             entry.insert(Conn {
@@ -542,6 +547,7 @@ impl Shard {
                 handshaking: false,
                 writable: false,
                 closing: false,
+                counted: true,
             });
         }
     }
@@ -557,7 +563,7 @@ impl Shard {
         if c.handshaking {
             self.limits.handshake_done();
         }
-        self.limits.release(c.ft.client.ip());
+        self.limits.close(c.ft.client.ip(), c.counted);
         let mut relays = Relays {
             registry: self.poll.registry(),
             table: &mut self.relays,
@@ -745,8 +751,19 @@ impl Shard {
             if !self.out.is_empty() {
                 self.flush();
             }
-            if !self.conns.contains(key) {
+            let Some(c) = self.conns.get_mut(key) else {
                 return true;
+            };
+            if c.counted == self.core.has_allocation(&ft) {
+                if c.counted {
+                    self.limits.uncount(ft.client.ip());
+                    c.counted = false;
+                } else if self.limits.recount(ft.client.ip()) {
+                    c.counted = true;
+                } else {
+                    // Its allocation is gone and the address has its cap of other connections.
+                    return false;
+                }
             }
         }
         let c = &mut self.conns[key];

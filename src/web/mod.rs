@@ -20,7 +20,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Serialize;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -179,14 +179,16 @@ impl AppState {
             .servers(host, &self.cfg.secret, self.cfg.ttl, name)
     }
 
-    /// ICE servers for a call participant: its credential will serve one peer connection per
-    /// other participant of a full room, so its allocation quota is scaled to match for as
-    /// long as the credential is valid.
-    pub fn participant_ice_servers(&self, host: &str, pid: &str) -> Vec<IceServer> {
+    /// ICE servers for a call participant whose signaling comes from `origin`: its
+    /// credential will serve one peer connection per other participant of a full room, so its
+    /// allocation quota is scaled to match for as long as the credential is valid, and is not
+    /// charged to the address it allocates from (people behind one NAT). An address holds as
+    /// many participants as it may have signaling sessions.
+    pub fn participant_ice_servers(&self, host: &str, pid: &str, origin: IpAddr) -> Vec<IceServer> {
         if let Some(server) = &self.server {
             let peers = self.cfg.signaling.room_size.saturating_sub(1);
             let until = Instant::now() + Duration::from_secs(self.cfg.ttl);
-            server.scale_user_quota(pid, peers, until);
+            server.scale_user_quota(pid, peers, until, origin, self.cfg.signaling.per_ip);
         }
         self.ice_servers(host, pid)
     }

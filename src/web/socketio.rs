@@ -681,15 +681,19 @@ impl Hub {
     /// This node's ICE servers for a socket (with a participant's credential when it has one).
     fn ice_servers(&self, sid: Sid, pid: Option<&str>) -> (Value, u64) {
         let app = self.app.get().and_then(Weak::upgrade);
-        let host = self
+        let (host, origin) = self
             .conns()
             .get(&sid)
-            .map(|c| c.ice_host.clone())
+            .map(|c| (c.ice_host.clone(), Some(c.ip)))
             .unwrap_or_default();
-        match (&app, pid) {
-            (Some(app), Some(pid)) => (json!(app.participant_ice_servers(&host, pid)), app.ttl()),
-            (Some(app), None) => (json!(app.ice_servers(&host, "web")), app.ttl()),
-            (None, _) => (json!([]), 0),
+        match (&app, pid, origin) {
+            (Some(app), Some(pid), Some(origin)) => (
+                json!(app.participant_ice_servers(&host, pid, origin)),
+                app.ttl(),
+            ),
+            (Some(app), Some(pid), None) => (json!(app.ice_servers(&host, pid)), app.ttl()),
+            (Some(app), None, _) => (json!(app.ice_servers(&host, "web")), app.ttl()),
+            (None, _, _) => (json!([]), 0),
         }
     }
 

@@ -127,6 +127,53 @@ impl UdpClient {
     }
 }
 
+/// A STUN/TURN client over one TCP connection (RFC 6062 framing: messages back to back).
+pub struct TcpClient {
+    pub stream: std::net::TcpStream,
+}
+
+impl TcpClient {
+    pub fn new(server: SocketAddr) -> Self {
+        let stream = std::net::TcpStream::connect(server).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        Self { stream }
+    }
+    /// Send a request and read one whole STUN message back (None: closed or no answer).
+    pub fn try_ask(&mut self, data: &[u8]) -> Option<Vec<u8>> {
+        use std::io::{Read, Write};
+        self.stream.write_all(data).ok()?;
+        let mut head = [0u8; 20];
+        self.stream.read_exact(&mut head).ok()?;
+        let len = u16::from_be_bytes([head[2], head[3]]) as usize;
+        let mut msg = head.to_vec();
+        msg.resize(20 + len, 0);
+        self.stream.read_exact(&mut msg[20..]).ok()?;
+        Some(msg)
+    }
+    pub fn ask(&mut self, data: &[u8]) -> Vec<u8> {
+        self.try_ask(data).expect("server answered over TCP")
+    }
+    /// Allocate; returns the nonce.
+    pub fn allocate(&mut self, user: &str, pass: &str) -> String {
+        let r = self.ask(&allocate_plain());
+        assert_eq!(error_code(&r), Some(401));
+        let nonce = Message::from_bytes(&r)
+            .unwrap()
+            .attribute::<Nonce>()
+            .unwrap()
+            .nonce()
+            .to_owned();
+        let r = self.ask(&signed(ALLOCATE, user, pass, &nonce, |w, _| {
+            w.add_attribute(&RequestedTransport::new(RequestedTransport::UDP))
+                .unwrap();
+        }));
+        assert_eq!(error_code(&r), None, "allocate over TCP");
+        nonce
+    }
+}
+
 /// Open file descriptors of this process.
 pub fn fd_count() -> usize {
     std::fs::read_dir("/proc/self/fd")
