@@ -21,6 +21,7 @@ pub mod ops;
 pub mod probe;
 pub mod proto;
 pub mod relay;
+pub mod sfu;
 pub mod signal;
 pub mod testing;
 pub mod tls;

@@ -1,0 +1,513 @@
+//! Sans-IO SFU core: participants' `str0m` sessions (ICE-lite, DTLS-SRTP), datagram demux,
+//! track forwarding, keyframe requests and renegotiation, driven by datagrams and timeouts
+//! with `now` passed in. Nothing here owns a socket or reads the clock.
+//!
+//! A participant joins with an SDP offer (its own tracks, send or sendrecv, and optionally a
+//! data channel) and gets the answer at once. Every track another participant publishes is
+//! added to its session as a send-only track (stream id = the publisher's id); those changes
+//! go out as a server offer ([`Notice::Offer`]) over signaling, one negotiation at a time, and
+//! the participant's answer comes back through [`Sfu::answer`]. Media of a publisher's track is
+//! written to each subscriber's matching track; a subscriber's PLI/FIR goes to the publisher.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::media::{Direction, MediaData, MediaKind, Mid};
+use str0m::net::{Protocol, Receive};
+use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
+
+/// Why an SFU operation was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SfuError {
+    /// The room (the SFU instance) holds its maximum of participants.
+    #[error("the SFU room is full ({0} participants)")]
+    Full(usize),
+    /// The participant id is taken already.
+    #[error("participant {0} is in the SFU already")]
+    Duplicate(String),
+    /// No such participant.
+    #[error("no participant {0} in the SFU")]
+    Unknown(String),
+    /// The SDP did not parse or could not be applied.
+    #[error("bad SDP: {0}")]
+    Sdp(String),
+    /// An answer arrived but no offer of ours was waiting for one.
+    #[error("no offer is waiting for an answer")]
+    NoPendingOffer,
+}
+
+/// A datagram to send from the SFU's socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    /// Where to.
+    pub destination: SocketAddr,
+    /// The bytes.
+    pub contents: Vec<u8>,
+}
+
+/// What the shell must tell the signaling side.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// Send this offer to participant `to`; its answer goes to [`Sfu::answer`].
+    Offer {
+        /// The participant.
+        to: String,
+        /// SDP text.
+        sdp: String,
+    },
+    /// The participant's session ended (it stopped answering, or its DTLS/ICE failed): its
+    /// tracks are gone from everyone else's session.
+    Gone {
+        /// The participant.
+        pid: String,
+    },
+}
+
+/// Counters for `/metrics`.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SfuStats {
+    /// Media packets written to subscribers.
+    pub forwarded_packets: u64,
+    /// Their payload bytes.
+    pub forwarded_bytes: u64,
+    /// Keyframe requests passed to publishers (PLI or FIR).
+    pub keyframe_requests: u64,
+    /// Datagrams that belonged to no participant or did not parse.
+    pub dropped_datagrams: u64,
+}
+
+/// A track forwarded to a subscriber.
+#[derive(Debug)]
+struct Forwarded {
+    /// Publisher and its track.
+    from: String,
+    from_mid: Mid,
+    /// The subscriber's track it is written to.
+    mid: Mid,
+}
+
+#[derive(Debug)]
+struct Participant {
+    pid: String,
+    rtc: Rtc,
+    /// Its own tracks (mid, kind).
+    published: Vec<(Mid, MediaKind)>,
+    /// Other participants' tracks in its session.
+    forwarded: Vec<Forwarded>,
+    /// Tracks to add at the next negotiation: (publisher, its mid, kind).
+    to_add: Vec<(String, Mid, MediaKind)>,
+    /// Its tracks to stop at the next negotiation (their publisher left).
+    to_stop: Vec<Mid>,
+    /// Our offer waiting for its answer.
+    pending: Option<SdpPendingOffer>,
+    /// When str0m wants `handle_input(Timeout)` next.
+    wake: Instant,
+    /// Whether the session ended.
+    dead: bool,
+}
+
+/// Upper bound on str0m's outputs drained per poll (a session never loops us forever).
+const MAX_OUTPUTS_PER_POLL: usize = 4096;
+
+/// Tracks a participant may publish (a camera, a microphone, a screen and spares).
+pub const MAX_PUBLISHED: usize = 8;
+
+/// The SFU of one node: every participant of its SFU rooms. (Rooms are a signaling notion; the
+/// core forwards within a room id.)
+#[derive(Debug)]
+pub struct Sfu {
+    local: SocketAddr,
+    max_participants: usize,
+    rooms: Vec<(String, Vec<Participant>)>,
+    transmits: VecDeque<Transmit>,
+    notices: VecDeque<Notice>,
+    stats: SfuStats,
+}
+
+impl Sfu {
+    /// A new SFU whose socket is reached at `local` (the host candidate it advertises: a
+    /// concrete address, not 0.0.0.0), holding up to `max_participants` per room.
+    pub fn new(local: SocketAddr, max_participants: usize) -> Self {
+        Self {
+            local,
+            max_participants,
+            rooms: Vec::new(),
+            transmits: VecDeque::new(),
+            notices: VecDeque::new(),
+            stats: SfuStats::default(),
+        }
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> SfuStats {
+        self.stats
+    }
+
+    /// Participants of `room`.
+    pub fn participants(&self, room: &str) -> usize {
+        self.room(room).map_or(0, |r| r.len())
+    }
+
+    /// Tracks `pid` of `room` receives (forwarded from others) and publishes.
+    pub fn tracks(&self, room: &str, pid: &str) -> Option<(usize, usize)> {
+        let p = self.room(room)?.iter().find(|p| p.pid == pid)?;
+        Some((p.forwarded.len(), p.published.len()))
+    }
+
+    fn room(&self, room: &str) -> Option<&Vec<Participant>> {
+        self.rooms.iter().find(|(r, _)| r == room).map(|(_, p)| p)
+    }
+
+    fn room_mut(&mut self, room: &str) -> Option<&mut Vec<Participant>> {
+        room_in(&mut self.rooms, room)
+    }
+
+    /// Participant `pid` joins `room` with its offer; returns our answer (SDP text).
+    pub fn join(
+        &mut self,
+        room: &str,
+        pid: &str,
+        offer: &str,
+        now: Instant,
+    ) -> Result<String, SfuError> {
+        if let Some(r) = self.room(room) {
+            if r.iter().any(|p| p.pid == pid) {
+                return Err(SfuError::Duplicate(pid.to_owned()));
+            }
+            if r.len() >= self.max_participants {
+                return Err(SfuError::Full(self.max_participants));
+            }
+        }
+        let offer = SdpOffer::from_sdp_string(offer).map_err(|e| SfuError::Sdp(e.to_string()))?;
+        let mut rtc = Rtc::builder().set_ice_lite(true).build(now);
+        let candidate =
+            Candidate::host(self.local, "udp").map_err(|e| SfuError::Sdp(e.to_string()))?;
+        rtc.add_local_candidate(candidate);
+        let answer = rtc
+            .sdp_api()
+            .accept_offer(offer)
+            .map_err(|e| SfuError::Sdp(e.to_string()))?;
+        let mut p = Participant {
+            pid: pid.to_owned(),
+            rtc,
+            published: Vec::new(),
+            forwarded: Vec::new(),
+            to_add: Vec::new(),
+            to_stop: Vec::new(),
+            pending: None,
+            wake: now,
+            dead: false,
+        };
+        if self.room(room).is_none() {
+            self.rooms.push((room.to_owned(), Vec::new()));
+        }
+        let r = self.room_mut(room).expect("just made");
+        // Everything the others publish comes to the newcomer.
+        for other in r.iter() {
+            for (mid, kind) in &other.published {
+                p.to_add.push((other.pid.clone(), *mid, *kind));
+            }
+        }
+        r.push(p);
+        self.drive(room, pid, now);
+        Ok(answer.to_sdp_string())
+    }
+
+    /// Participant `pid`'s answer to our last offer.
+    pub fn answer(
+        &mut self,
+        room: &str,
+        pid: &str,
+        answer: &str,
+        now: Instant,
+    ) -> Result<(), SfuError> {
+        let answer =
+            SdpAnswer::from_sdp_string(answer).map_err(|e| SfuError::Sdp(e.to_string()))?;
+        let p = self
+            .room_mut(room)
+            .and_then(|r| r.iter_mut().find(|p| p.pid == pid))
+            .ok_or_else(|| SfuError::Unknown(pid.to_owned()))?;
+        let pending = p.pending.take().ok_or(SfuError::NoPendingOffer)?;
+        p.rtc
+            .sdp_api()
+            .accept_answer(pending, answer)
+            .map_err(|e| SfuError::Sdp(e.to_string()))?;
+        self.drive(room, pid, now);
+        Ok(())
+    }
+
+    /// Participant `pid` leaves `room` (signaling said so).
+    pub fn leave(&mut self, room: &str, pid: &str, now: Instant) {
+        let Some(r) = self.room_mut(room) else {
+            return;
+        };
+        let Some(i) = r.iter().position(|p| p.pid == pid) else {
+            return;
+        };
+        let mut gone = r.remove(i);
+        gone.rtc.disconnect();
+        let others: Vec<String> = r.iter().map(|p| p.pid.clone()).collect();
+        for p in r.iter_mut() {
+            p.to_add.retain(|(from, _, _)| from != pid);
+            let (stop, keep): (Vec<_>, Vec<_>) = p.forwarded.drain(..).partition(|f| f.from == pid);
+            p.forwarded = keep;
+            p.to_stop.extend(stop.into_iter().map(|f| f.mid));
+        }
+        if r.is_empty() {
+            self.rooms.retain(|(name, _)| name != room);
+        }
+        for o in others {
+            self.drive(room, &o, now);
+        }
+    }
+
+    /// A datagram arrived on the SFU's socket at `destination` from `source`.
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        destination: SocketAddr,
+        data: &[u8],
+    ) {
+        let Ok(receive) = Receive::new(Protocol::Udp, source, destination, data) else {
+            self.stats.dropped_datagrams += 1;
+            return;
+        };
+        let input = Input::Receive(now, receive);
+        let mut target = None;
+        'find: for (room, r) in &self.rooms {
+            for p in r {
+                if !p.dead && p.rtc.accepts(&input) {
+                    target = Some((room.clone(), p.pid.clone()));
+                    break 'find;
+                }
+            }
+        }
+        let Some((room, pid)) = target else {
+            self.stats.dropped_datagrams += 1;
+            return;
+        };
+        let p = self
+            .room_mut(&room)
+            .and_then(|r| r.iter_mut().find(|p| p.pid == pid))
+            .expect("found above");
+        if let Err(e) = p.rtc.handle_input(input) {
+            tracing::debug!(%pid, error = %e, "SFU: input refused");
+        }
+        self.drive(&room, &pid, now);
+    }
+
+    /// The earliest moment [`Sfu::handle_timeout`] has work.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.rooms
+            .iter()
+            .flat_map(|(_, r)| r.iter().map(|p| p.wake))
+            .min()
+    }
+
+    /// Time passed: every session whose wake-up is due runs.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let due: Vec<(String, String)> = self
+            .rooms
+            .iter()
+            .flat_map(|(room, r)| {
+                r.iter()
+                    .filter(|p| p.wake <= now)
+                    .map(move |p| (room.clone(), p.pid.clone()))
+            })
+            .collect();
+        for (room, pid) in due {
+            if let Some(p) = self
+                .room_mut(&room)
+                .and_then(|r| r.iter_mut().find(|p| p.pid == pid))
+            {
+                let _ = p.rtc.handle_input(Input::Timeout(now));
+            }
+            self.drive(&room, &pid, now);
+        }
+    }
+
+    /// The next datagram to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next thing to tell signaling.
+    pub fn poll_notice(&mut self) -> Option<Notice> {
+        self.notices.pop_front()
+    }
+
+    /// Run `pid`'s session: start a negotiation if one is due, drain its outputs, act on its
+    /// events (forwarding to the other sessions, which are drained in turn).
+    fn drive(&mut self, room: &str, pid: &str, now: Instant) {
+        let mut work = VecDeque::from([pid.to_owned()]);
+        let mut rounds = 0;
+        while let Some(pid) = work.pop_front() {
+            rounds += 1;
+            if rounds > 64 {
+                break; // every participant got its turn several times; the rest waits a tick
+            }
+            let Some(r) = self.room_mut(room) else {
+                return;
+            };
+            let Some(i) = r.iter().position(|p| p.pid == pid) else {
+                continue;
+            };
+            if let Some(offer) = negotiate(&mut r[i]) {
+                self.notices.push_back(Notice::Offer {
+                    to: pid.clone(),
+                    sdp: offer,
+                });
+            }
+            let r = room_in(&mut self.rooms, room).expect("present");
+            let events = drain(&mut r[i], &mut self.transmits, now);
+            for e in events {
+                self.on_event(room, i, e, now, &mut work);
+            }
+            let r = self.room_mut(room).expect("present");
+            if !r[i].rtc.is_alive() || r[i].dead {
+                let gone = r[i].pid.clone();
+                self.notices.push_back(Notice::Gone { pid: gone.clone() });
+                self.leave(room, &gone, now);
+                return;
+            }
+        }
+    }
+
+    fn on_event(
+        &mut self,
+        room: &str,
+        i: usize,
+        e: Event,
+        _now: Instant,
+        work: &mut VecDeque<String>,
+    ) {
+        let Some(r) = room_in(&mut self.rooms, room) else {
+            return;
+        };
+        match e {
+            Event::MediaAdded(m) if m.direction.is_receiving() => {
+                if r[i].published.len() >= MAX_PUBLISHED {
+                    return;
+                }
+                r[i].published.push((m.mid, m.kind));
+                let from = r[i].pid.clone();
+                for (k, p) in r.iter_mut().enumerate() {
+                    if k != i {
+                        p.to_add.push((from.clone(), m.mid, m.kind));
+                        work.push_back(p.pid.clone());
+                    }
+                }
+            }
+            Event::MediaData(d) => {
+                let from = r[i].pid.clone();
+                for (k, p) in r.iter_mut().enumerate() {
+                    if k == i {
+                        continue;
+                    }
+                    let Some(f) = p
+                        .forwarded
+                        .iter()
+                        .find(|f| f.from == from && f.from_mid == d.mid)
+                    else {
+                        continue;
+                    };
+                    if forward(&mut p.rtc, f.mid, &d) {
+                        self.stats.forwarded_packets += 1;
+                        self.stats.forwarded_bytes += d.data.len() as u64;
+                        work.push_back(p.pid.clone());
+                    }
+                }
+            }
+            Event::KeyframeRequest(req) => {
+                let Some(f) = r[i].forwarded.iter().find(|f| f.mid == req.mid) else {
+                    return;
+                };
+                let (from, from_mid) = (f.from.clone(), f.from_mid);
+                if let Some(p) = r.iter_mut().find(|p| p.pid == from) {
+                    if let Some(mut w) = p.rtc.writer(from_mid) {
+                        if w.request_keyframe(req.rid, req.kind).is_ok() {
+                            self.stats.keyframe_requests += 1;
+                            work.push_back(from);
+                        }
+                    }
+                }
+            }
+            Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
+                r[i].dead = true;
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The participants of `room`.
+fn room_in<'a>(
+    rooms: &'a mut [(String, Vec<Participant>)],
+    room: &str,
+) -> Option<&'a mut Vec<Participant>> {
+    rooms.iter_mut().find(|(r, _)| r == room).map(|(_, p)| p)
+}
+
+/// Start the participant's next negotiation if changes wait and none is in flight; the offer.
+fn negotiate(p: &mut Participant) -> Option<String> {
+    if p.pending.is_some() || (p.to_add.is_empty() && p.to_stop.is_empty()) {
+        return None;
+    }
+    let mut api = p.rtc.sdp_api();
+    for mid in p.to_stop.drain(..) {
+        api.stop_media(mid);
+    }
+    let mut added = Vec::new();
+    for (from, from_mid, kind) in p.to_add.drain(..) {
+        let mid = api.add_media(kind, Direction::SendOnly, Some(from.clone()), None, None);
+        added.push(Forwarded {
+            from,
+            from_mid,
+            mid,
+        });
+    }
+    let (offer, pending) = api.apply()?;
+    p.forwarded.extend(added);
+    p.pending = Some(pending);
+    Some(offer.to_sdp_string())
+}
+
+/// Drain a session's outputs: datagrams out, its wake-up time, and its events.
+fn drain(p: &mut Participant, out: &mut VecDeque<Transmit>, now: Instant) -> Vec<Event> {
+    let mut events = Vec::new();
+    for _ in 0..MAX_OUTPUTS_PER_POLL {
+        match p.rtc.poll_output() {
+            Ok(Output::Transmit(t)) => out.push_back(Transmit {
+                destination: t.destination,
+                contents: t.contents.to_vec(),
+            }),
+            Ok(Output::Timeout(t)) => {
+                p.wake = t;
+                return events;
+            }
+            Ok(Output::Event(e)) => events.push(e),
+            Err(e) => {
+                tracing::debug!(pid = %p.pid, error = %e, "SFU: session failed");
+                p.dead = true;
+                break;
+            }
+        }
+    }
+    // More output than a poll should hold: come back soon rather than spin.
+    p.wake = now + Duration::from_millis(1);
+    events
+}
+
+/// Write a publisher's packet to a subscriber's track (false: not negotiated yet, or refused).
+fn forward(rtc: &mut Rtc, mid: Mid, d: &MediaData) -> bool {
+    let Some(w) = rtc.writer(mid) else {
+        return false;
+    };
+    let Some(pt) = w.match_params(d.params) else {
+        return false;
+    };
+    w.write(pt, d.network_time, d.time, d.data.clone()).is_ok()
+}
