@@ -7,7 +7,8 @@
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
-use natpass::sfu::{Notice, Sfu, SfuError};
+use natpass::sfu::{Notice, Sfu, SfuError, SfuHandle};
+use std::sync::atomic::Ordering;
 use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::format::Codec;
 use str0m::media::{Direction, MediaKind, MediaTime, Mid};
@@ -103,6 +104,65 @@ impl Server {
 }
 
 /// A client's offer: an Opus track to publish, or only a data channel.
+/// The SFU under test: the core driven here, or the shell's thread.
+trait Backend {
+    fn join(&mut self, pid: &str, offer: &str) -> String;
+    fn answer(&mut self, pid: &str, sdp: &str);
+    fn pump(&mut self);
+    fn notice(&mut self) -> Option<Notice>;
+    /// (forwarded packets, forwarded bytes)
+    fn forwarded(&self) -> (u64, u64);
+}
+
+impl Backend for Server {
+    fn join(&mut self, pid: &str, offer: &str) -> String {
+        self.sfu
+            .join("room", pid, offer, Instant::now())
+            .expect("joins")
+    }
+    fn answer(&mut self, pid: &str, sdp: &str) {
+        self.sfu.answer("room", pid, sdp, Instant::now()).unwrap()
+    }
+    fn pump(&mut self) {
+        Server::pump(self)
+    }
+    fn notice(&mut self) -> Option<Notice> {
+        self.sfu.poll_notice()
+    }
+    fn forwarded(&self) -> (u64, u64) {
+        let s = self.sfu.stats();
+        (s.forwarded_packets, s.forwarded_bytes)
+    }
+}
+
+struct Shell {
+    rt: tokio::runtime::Runtime,
+    sfu: SfuHandle,
+    notices: tokio::sync::mpsc::Receiver<Notice>,
+}
+
+impl Backend for Shell {
+    fn join(&mut self, pid: &str, offer: &str) -> String {
+        self.rt
+            .block_on(self.sfu.join("room", pid, offer))
+            .expect("joins")
+    }
+    fn answer(&mut self, pid: &str, sdp: &str) {
+        self.rt.block_on(self.sfu.answer("room", pid, sdp)).unwrap()
+    }
+    fn pump(&mut self) {}
+    fn notice(&mut self) -> Option<Notice> {
+        self.notices.try_recv().ok()
+    }
+    fn forwarded(&self) -> (u64, u64) {
+        let s = self.sfu.stats();
+        (
+            s.forwarded_packets.load(Ordering::Relaxed),
+            s.forwarded_bytes.load(Ordering::Relaxed),
+        )
+    }
+}
+
 /// (Its published track's mid when `publish`.)
 fn offer(c: &mut Client, publish: bool) -> (String, str0m::change::SdpPendingOffer) {
     let mut api = c.rtc.sdp_api();
@@ -118,12 +178,49 @@ fn offer(c: &mut Client, publish: bool) -> (String, str0m::change::SdpPendingOff
 #[test]
 fn a_published_track_reaches_the_other_participant_through_the_sfu() {
     let mut server = Server::new(25);
+    call(&mut server);
+    assert_eq!(server.sfu.tracks("room", "ben"), Some((1, 0)));
+    assert_eq!(server.sfu.tracks("room", "ann"), Some((0, 1)));
+    // Ann leaves: Ben's session drops her track at the next negotiation.
+    server.sfu.leave("room", "ann", Instant::now());
+    assert_eq!(server.sfu.participants("room"), 1);
+    assert_eq!(server.sfu.tracks("room", "ben"), Some((0, 0)));
+    assert!(
+        matches!(server.sfu.poll_notice(), Some(Notice::Offer { to, .. }) if to == "ben"),
+        "Ben is offered a session without Ann's track"
+    );
+}
+
+/// The same call through the shell: its own thread and socket, commands and notices queued.
+#[test]
+fn the_shell_thread_carries_the_same_call() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (sfu, notices) = SfuHandle::spawn("127.0.0.1:0".parse().unwrap(), None, 25).unwrap();
+    assert_eq!(sfu.addr().ip().to_string(), "127.0.0.1");
+    let mut shell = Shell { rt, sfu, notices };
+    call(&mut shell);
+    shell.sfu.leave("room", "ann").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut offered = false;
+    while Instant::now() < deadline && !offered {
+        offered = matches!(shell.notice(), Some(Notice::Offer { to, .. }) if to == "ben");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(offered, "Ben is offered a session without Ann's track");
+    drop(shell); // stops and joins the thread
+}
+
+/// Ann publishes, Ben subscribes; Ben must receive 50 of Ann's frames byte for byte.
+fn call(server: &mut dyn Backend) {
     let mut ann = Client::new();
     let mut ben = Client::new();
     let t0 = Instant::now();
 
     let (o, pending) = offer(&mut ann, true);
-    let answer = server.sfu.join("room", "ann", &o, t0).expect("ann joins");
+    let answer = server.join("ann", &o);
     ann.rtc
         .sdp_api()
         .accept_answer(pending, SdpAnswer::from_sdp_string(&answer).unwrap())
@@ -135,10 +232,7 @@ fn a_published_track_reaches_the_other_participant_through_the_sfu() {
         std::thread::sleep(Duration::from_millis(2));
     }
     let (o, pending) = offer(&mut ben, false);
-    let answer = server
-        .sfu
-        .join("room", "ben", &o, Instant::now())
-        .expect("ben joins");
+    let answer = server.join("ben", &o);
     ben.rtc
         .sdp_api()
         .accept_answer(pending, SdpAnswer::from_sdp_string(&answer).unwrap())
@@ -151,7 +245,7 @@ fn a_published_track_reaches_the_other_participant_through_the_sfu() {
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline && received < 50 {
         server.pump();
-        while let Some(n) = server.sfu.poll_notice() {
+        while let Some(n) = server.notice() {
             match n {
                 Notice::Offer { to, sdp } => {
                     assert_eq!(to, "ben", "only Ben has tracks to add");
@@ -160,10 +254,7 @@ fn a_published_track_reaches_the_other_participant_through_the_sfu() {
                         .sdp_api()
                         .accept_offer(SdpOffer::from_sdp_string(&sdp).unwrap())
                         .unwrap();
-                    server
-                        .sfu
-                        .answer("room", "ben", &a.to_sdp_string(), Instant::now())
-                        .unwrap();
+                    server.answer("ben", &a.to_sdp_string());
                     renegotiated = true;
                 }
                 Notice::Gone { pid } => panic!("{pid} gone"),
@@ -211,19 +302,10 @@ fn a_published_track_reaches_the_other_participant_through_the_sfu() {
         "Ben received {received} of Ann's {} frames",
         sent.len()
     );
-    assert_eq!(server.sfu.tracks("room", "ben"), Some((1, 0)));
-    assert_eq!(server.sfu.tracks("room", "ann"), Some((0, 1)));
-    let st = server.sfu.stats();
-    assert!(st.forwarded_packets >= 50, "{st:?}");
-    assert!(st.forwarded_bytes >= 50 * 80, "{st:?}");
-
-    // Ann leaves: Ben's session drops her track at the next negotiation.
-    server.sfu.leave("room", "ann", Instant::now());
-    assert_eq!(server.sfu.participants("room"), 1);
-    assert_eq!(server.sfu.tracks("room", "ben"), Some((0, 0)));
+    let (packets, bytes) = server.forwarded();
     assert!(
-        matches!(server.sfu.poll_notice(), Some(Notice::Offer { to, .. }) if to == "ben"),
-        "Ben is offered a session without Ann's track"
+        packets >= 50 && bytes >= 50 * 80,
+        "{packets} packets, {bytes} bytes"
     );
 }
 

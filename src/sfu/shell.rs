@@ -1,0 +1,290 @@
+//! The SFU's shell: one thread (`natpass-sfu`) that owns the SFU's UDP socket and drives the
+//! sans-IO [`Sfu`] on a mio loop. Signaling talks to it through a bounded command queue and a
+//! waker; what the SFU has to tell signaling (offers, participants gone) comes back on a
+//! bounded channel that never blocks the loop. The TURN shards never wait on it, nor it on them.
+
+use std::io::ErrorKind;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::time::{Duration, Instant};
+
+use mio::net::UdpSocket;
+use mio::{Events, Interest, Poll, Token, Waker};
+use tokio::sync::oneshot;
+
+use super::core::{Notice, Sfu, SfuError, SfuStats};
+
+const SOCKET: Token = Token(0);
+const WAKE: Token = Token(1);
+
+/// Commands queued for the loop.
+const COMMANDS: usize = 1024;
+/// Notices queued for signaling.
+const NOTICES: usize = 4096;
+
+enum Command {
+    Join {
+        room: String,
+        pid: String,
+        offer: String,
+        reply: oneshot::Sender<Result<String, SfuError>>,
+    },
+    Answer {
+        room: String,
+        pid: String,
+        sdp: String,
+        reply: oneshot::Sender<Result<(), SfuError>>,
+    },
+    Leave {
+        room: String,
+        pid: String,
+    },
+    Stop,
+}
+
+/// Counters shared with `/metrics` (copied from the loop after each turn).
+#[derive(Debug, Default)]
+pub struct SharedStats {
+    /// Media packets forwarded.
+    pub forwarded_packets: AtomicU64,
+    /// Their bytes.
+    pub forwarded_bytes: AtomicU64,
+    /// Keyframe requests passed on.
+    pub keyframe_requests: AtomicU64,
+    /// Datagrams dropped.
+    pub dropped_datagrams: AtomicU64,
+    /// Notices lost because signaling did not keep up.
+    pub notices_dropped: AtomicU64,
+}
+
+impl SharedStats {
+    fn store(&self, s: SfuStats) {
+        self.forwarded_packets
+            .store(s.forwarded_packets, Ordering::Relaxed);
+        self.forwarded_bytes
+            .store(s.forwarded_bytes, Ordering::Relaxed);
+        self.keyframe_requests
+            .store(s.keyframe_requests, Ordering::Relaxed);
+        self.dropped_datagrams
+            .store(s.dropped_datagrams, Ordering::Relaxed);
+    }
+}
+
+/// Why a command could not be handed to the loop.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ShellError {
+    /// The queue is full (the loop is behind).
+    #[error("the SFU is busy")]
+    Busy,
+    /// The loop stopped.
+    #[error("the SFU is not running")]
+    Stopped,
+    /// The SFU refused.
+    #[error(transparent)]
+    Sfu(#[from] SfuError),
+}
+
+/// The running SFU: commands in, notices out.
+#[derive(Debug)]
+pub struct SfuHandle {
+    tx: SyncSender<Command>,
+    waker: Arc<Waker>,
+    addr: SocketAddr,
+    stats: Arc<SharedStats>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Command::Join { .. } => "Join",
+            Command::Answer { .. } => "Answer",
+            Command::Leave { .. } => "Leave",
+            Command::Stop => "Stop",
+        })
+    }
+}
+
+impl SfuHandle {
+    /// Bind `bind` and start the loop; `advertise` is the address browsers reach the socket
+    /// at (its ICE host candidate). Notices come out of the returned receiver.
+    pub fn spawn(
+        bind: SocketAddr,
+        advertise: Option<SocketAddr>,
+        max_participants: usize,
+    ) -> std::io::Result<(Self, tokio::sync::mpsc::Receiver<Notice>)> {
+        let mut sock = UdpSocket::bind(bind)?;
+        let local = sock.local_addr()?;
+        let addr = advertise.unwrap_or(local);
+        let poll = Poll::new()?;
+        poll.registry()
+            .register(&mut sock, SOCKET, Interest::READABLE)?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
+        let (tx, rx) = sync_channel(COMMANDS);
+        let (ntx, nrx) = tokio::sync::mpsc::channel(NOTICES);
+        let stats = Arc::new(SharedStats::default());
+        let shared = stats.clone();
+        let thread = std::thread::Builder::new()
+            .name("natpass-sfu".into())
+            .spawn(move || {
+                run(
+                    poll,
+                    sock,
+                    addr,
+                    Sfu::new(addr, max_participants),
+                    rx,
+                    ntx,
+                    shared,
+                )
+            })?;
+        Ok((
+            Self {
+                tx,
+                waker,
+                addr,
+                stats,
+                thread: Some(thread),
+            },
+            nrx,
+        ))
+    }
+
+    /// Where browsers reach the SFU.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &SharedStats {
+        &self.stats
+    }
+
+    fn send(&self, c: Command) -> Result<(), ShellError> {
+        self.tx.try_send(c).map_err(|e| match e {
+            TrySendError::Full(_) => ShellError::Busy,
+            TrySendError::Disconnected(_) => ShellError::Stopped,
+        })?;
+        let _ = self.waker.wake();
+        Ok(())
+    }
+
+    /// A participant joins with its offer; our answer.
+    pub async fn join(&self, room: &str, pid: &str, offer: &str) -> Result<String, ShellError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::Join {
+            room: room.into(),
+            pid: pid.into(),
+            offer: offer.into(),
+            reply,
+        })?;
+        Ok(answer.await.map_err(|_| ShellError::Stopped)??)
+    }
+
+    /// A participant's answer to our offer.
+    pub async fn answer(&self, room: &str, pid: &str, sdp: &str) -> Result<(), ShellError> {
+        let (reply, done) = oneshot::channel();
+        self.send(Command::Answer {
+            room: room.into(),
+            pid: pid.into(),
+            sdp: sdp.into(),
+            reply,
+        })?;
+        Ok(done.await.map_err(|_| ShellError::Stopped)??)
+    }
+
+    /// A participant left.
+    pub fn leave(&self, room: &str, pid: &str) -> Result<(), ShellError> {
+        self.send(Command::Leave {
+            room: room.into(),
+            pid: pid.into(),
+        })
+    }
+}
+
+impl Drop for SfuHandle {
+    fn drop(&mut self) {
+        // The queue may be full; the loop also stops when every sender is gone.
+        let _ = self.tx.try_send(Command::Stop);
+        let _ = self.waker.wake();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn run(
+    mut poll: Poll,
+    sock: UdpSocket,
+    addr: SocketAddr,
+    mut sfu: Sfu,
+    rx: Receiver<Command>,
+    notices: tokio::sync::mpsc::Sender<Notice>,
+    stats: Arc<SharedStats>,
+) {
+    let mut events = Events::with_capacity(64);
+    let mut buf = vec![0u8; 2048];
+    loop {
+        let now = Instant::now();
+        let timeout = sfu
+            .poll_timeout()
+            .map(|t| t.saturating_duration_since(now))
+            .unwrap_or(Duration::from_secs(1))
+            .min(Duration::from_secs(1));
+        if let Err(e) = poll.poll(&mut events, Some(timeout)) {
+            if e.kind() != ErrorKind::Interrupted {
+                tracing::error!(error = %e, "SFU loop: poll failed; stopping");
+                return;
+            }
+        }
+        // Datagrams (bounded per turn so commands and timers keep their turn).
+        for _ in 0..1024 {
+            match sock.recv_from(&mut buf) {
+                Ok((n, src)) => sfu.handle_datagram(Instant::now(), src, addr, &buf[..n]),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    tracing::debug!(error = %e, "SFU socket: receive error");
+                    break;
+                }
+            }
+        }
+        loop {
+            match rx.try_recv() {
+                Ok(Command::Join {
+                    room,
+                    pid,
+                    offer,
+                    reply,
+                }) => {
+                    let _ = reply.send(sfu.join(&room, &pid, &offer, Instant::now()));
+                }
+                Ok(Command::Answer {
+                    room,
+                    pid,
+                    sdp,
+                    reply,
+                }) => {
+                    let _ = reply.send(sfu.answer(&room, &pid, &sdp, Instant::now()));
+                }
+                Ok(Command::Leave { room, pid }) => sfu.leave(&room, &pid, Instant::now()),
+                Ok(Command::Stop) | Err(std::sync::mpsc::TryRecvError::Disconnected) => return,
+                Err(std::sync::mpsc::TryRecvError::Empty) => break,
+            }
+        }
+        let now = Instant::now();
+        if sfu.poll_timeout().is_some_and(|t| t <= now) {
+            sfu.handle_timeout(now);
+        }
+        while let Some(t) = sfu.poll_transmit() {
+            // A full socket buffer drops the datagram, as the network would.
+            let _ = sock.send_to(&t.contents, t.destination);
+        }
+        while let Some(n) = sfu.poll_notice() {
+            if notices.try_send(n).is_err() {
+                stats.notices_dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        stats.store(sfu.stats());
+    }
+}
