@@ -82,10 +82,15 @@ fn full_room(one_address: bool) {
     let per_person = (room_size - 1) * ALLOCATIONS_PER_PEER_CONNECTION;
     // Every client keeps its socket (its 5-tuple) for the whole test.
     let mut clients = Vec::new();
+    // One challenge per address: 401s are rate limited per source IP (5/s per shard here), and
+    // this client does not retry as a browser would.
+    let mut nonces = std::collections::HashMap::new();
     for (i, (user, pass)) in creds.iter().enumerate() {
         let ip = format!("127.0.1.{}", if one_address { 10 } else { 10 + i });
-        let first = UdpClient::from_ip(turn, &ip);
-        let nonce = first.nonce();
+        let nonce = nonces
+            .entry(ip.clone())
+            .or_insert_with(|| UdpClient::from_ip(turn, &ip).nonce())
+            .clone();
         for n in 0..per_person {
             let c = UdpClient::from_ip(turn, &ip);
             let r = c.ask(&signed(ALLOCATE, user, pass, &nonce, |w, _| {

@@ -164,10 +164,10 @@ impl Backend for Shell {
 }
 
 /// (Its published track's mid when `publish`.)
-fn offer(c: &mut Client, publish: bool) -> (String, str0m::change::SdpPendingOffer) {
+fn offer(c: &mut Client, publish: Option<MediaKind>) -> (String, str0m::change::SdpPendingOffer) {
     let mut api = c.rtc.sdp_api();
-    if publish {
-        c.mid = Some(api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None));
+    if let Some(kind) = publish {
+        c.mid = Some(api.add_media(kind, Direction::SendOnly, None, None, None));
     } else {
         api.add_channel("chat".into());
     }
@@ -178,7 +178,10 @@ fn offer(c: &mut Client, publish: bool) -> (String, str0m::change::SdpPendingOff
 #[test]
 fn a_published_track_reaches_the_other_participant_through_the_sfu() {
     let mut server = Server::new(25);
-    call(&mut server);
+    assert!(
+        !call(&mut server, MediaKind::Audio),
+        "no keyframe requests for audio"
+    );
     assert_eq!(server.sfu.tracks("room", "ben"), Some((1, 0)));
     assert_eq!(server.sfu.tracks("room", "ann"), Some((0, 1)));
     // Ann leaves: Ben's session drops her track at the next negotiation.
@@ -201,7 +204,7 @@ fn the_shell_thread_carries_the_same_call() {
     let (sfu, notices) = SfuHandle::spawn("127.0.0.1:0".parse().unwrap(), None, 25).unwrap();
     assert_eq!(sfu.addr().ip().to_string(), "127.0.0.1");
     let mut shell = Shell { rt, sfu, notices };
-    call(&mut shell);
+    call(&mut shell, MediaKind::Audio);
     shell.sfu.leave("room", "ann").unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut offered = false;
@@ -213,13 +216,27 @@ fn the_shell_thread_carries_the_same_call() {
     drop(shell); // stops and joins the thread
 }
 
-/// Ann publishes, Ben subscribes; Ben must receive 50 of Ann's frames byte for byte.
-fn call(server: &mut dyn Backend) {
+/// Video: Ben's new track can only be decoded from a keyframe, so the SFU asks Ann for one
+/// when Ben's answer lands (throttled), and Ben's VP8 frames arrive whole.
+#[test]
+fn a_subscriber_joining_a_video_track_gets_a_keyframe_asked_of_the_publisher() {
+    let mut server = Server::new(25);
+    assert!(
+        call(&mut server, MediaKind::Video),
+        "Ann was asked for a keyframe when Ben's video track was negotiated"
+    );
+    let st = server.sfu.stats();
+    assert!(st.keyframe_requests >= 1, "{st:?}");
+}
+
+/// Ann publishes a `kind` track, Ben subscribes; Ben must receive 50 of Ann's frames byte for
+/// byte. Whether Ann was asked for a keyframe (PLI/FIR) meanwhile.
+fn call(server: &mut dyn Backend, kind: MediaKind) -> bool {
     let mut ann = Client::new();
     let mut ben = Client::new();
     let t0 = Instant::now();
 
-    let (o, pending) = offer(&mut ann, true);
+    let (o, pending) = offer(&mut ann, Some(kind));
     let answer = server.join("ann", &o);
     ann.rtc
         .sdp_api()
@@ -231,7 +248,7 @@ fn call(server: &mut dyn Backend) {
         ann.pump();
         std::thread::sleep(Duration::from_millis(2));
     }
-    let (o, pending) = offer(&mut ben, false);
+    let (o, pending) = offer(&mut ben, None);
     let answer = server.join("ben", &o);
     ben.rtc
         .sdp_api()
@@ -269,7 +286,14 @@ fn call(server: &mut dyn Backend) {
             let pt = ann
                 .rtc
                 .codec_config()
-                .find(|p| p.spec().codec == Codec::Opus)
+                .find(|p| {
+                    p.spec().codec
+                        == if kind == MediaKind::Audio {
+                            Codec::Opus
+                        } else {
+                            Codec::Vp8
+                        }
+                })
                 .unwrap()
                 .pt();
             let frame: Vec<u8> = (0..80)
@@ -307,6 +331,9 @@ fn call(server: &mut dyn Backend) {
         packets >= 50 && bytes >= 50 * 80,
         "{packets} packets, {bytes} bytes"
     );
+    ann.events
+        .iter()
+        .any(|e| matches!(e, Event::KeyframeRequest(_)))
 }
 
 #[test]
@@ -349,9 +376,9 @@ fn bad_input_is_refused_without_a_panic() {
     let mut a = Client::new();
     let mut b = Client::new();
     let mut c = Client::new();
-    let (oa, _) = offer(&mut a, true);
-    let (ob, _) = offer(&mut b, true);
-    let (oc, _) = offer(&mut c, true);
+    let (oa, _) = offer(&mut a, Some(MediaKind::Audio));
+    let (ob, _) = offer(&mut b, Some(MediaKind::Audio));
+    let (oc, _) = offer(&mut c, Some(MediaKind::Audio));
     server.sfu.join("r", "a", &oa, now).unwrap();
     assert_eq!(
         server.sfu.join("r", "a", &ob, now),

@@ -230,13 +230,17 @@ mod tests {
 
     const MIN: std::time::Duration = std::time::Duration::from_secs(60);
 
+    fn quotas(per_user: usize, per_ip: usize, total: usize) -> Quotas {
+        Quotas::new(QuotaLimits {
+            per_user,
+            per_ip,
+            total,
+        })
+    }
+
     #[test]
     fn a_scaled_user_holds_a_multiple_of_the_per_user_cap_until_its_deadline() {
-        let q = Quotas::new(QuotaLimits {
-            per_user: 2,
-            per_ip: 100,
-            total: 100,
-        });
+        let q = quotas(2, 100, 100);
         let ip: IpAddr = "192.0.2.1".parse().unwrap();
         let now = Instant::now();
         q.scale_user_at("p1", 3, now + MIN, ip, 32, now);
@@ -264,11 +268,7 @@ mod tests {
 
     #[test]
     fn participants_behind_one_address_are_not_held_to_its_per_ip_cap() {
-        let q = Quotas::new(QuotaLimits {
-            per_user: 10,
-            per_ip: 4,
-            total: 1000,
-        });
+        let q = quotas(10, 4, 1000);
         let nat: IpAddr = "192.0.2.1".parse().unwrap();
         let now = Instant::now();
         // Six people in one office: 6 × 28 allocations from one address whose cap is 4.
@@ -311,11 +311,7 @@ mod tests {
 
     #[test]
     fn an_address_holds_at_most_its_share_of_participants() {
-        let q = Quotas::new(QuotaLimits {
-            per_user: 2,
-            per_ip: 2,
-            total: 1000,
-        });
+        let q = quotas(2, 2, 1000);
         let origin: IpAddr = "192.0.2.7".parse().unwrap();
         let now = Instant::now();
         // Joining again and again mints new participants; only the last 3 stay participants.
@@ -338,11 +334,7 @@ mod tests {
 
     #[test]
     fn per_user_per_ip_and_total_caps_are_enforced_and_released() {
-        let q = Quotas::new(QuotaLimits {
-            per_user: 2,
-            per_ip: 3,
-            total: 4,
-        });
+        let q = quotas(2, 3, 4);
         let a: IpAddr = "192.0.2.1".parse().unwrap();
         let b: IpAddr = "192.0.2.2".parse().unwrap();
         q.acquire("u1", a).unwrap();

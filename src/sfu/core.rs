@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
-use str0m::media::{Direction, MediaData, MediaKind, Mid};
+use str0m::media::{Direction, KeyframeRequestKind, MediaData, MediaKind, Mid, Rid};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 
@@ -78,22 +78,38 @@ pub struct SfuStats {
     pub dropped_datagrams: u64,
 }
 
+/// A track a participant publishes.
+#[derive(Debug)]
+struct Published {
+    mid: Mid,
+    kind: MediaKind,
+    /// When we last asked its publisher for a keyframe (throttled).
+    keyframe_asked: Option<Instant>,
+}
+
+/// Keyframe requests to one publisher's track are at least this far apart: a room of
+/// subscribers joining or losing packets at once costs the publisher one keyframe.
+pub const KEYFRAME_INTERVAL: Duration = Duration::from_millis(500);
+
 /// A track forwarded to a subscriber.
 #[derive(Debug)]
 struct Forwarded {
     /// Publisher and its track.
     from: String,
     from_mid: Mid,
+    kind: MediaKind,
     /// The subscriber's track it is written to.
     mid: Mid,
+    /// Offered, the answer not applied yet.
+    fresh: bool,
 }
 
 #[derive(Debug)]
 struct Participant {
     pid: String,
     rtc: Rtc,
-    /// Its own tracks (mid, kind).
-    published: Vec<(Mid, MediaKind)>,
+    /// Its own tracks.
+    published: Vec<Published>,
     /// Other participants' tracks in its session.
     forwarded: Vec<Forwarded>,
     /// Tracks to add at the next negotiation: (publisher, its mid, kind).
@@ -206,8 +222,8 @@ impl Sfu {
         let r = self.room_mut(room).expect("just made");
         // Everything the others publish comes to the newcomer.
         for other in r.iter() {
-            for (mid, kind) in &other.published {
-                p.to_add.push((other.pid.clone(), *mid, *kind));
+            for t in &other.published {
+                p.to_add.push((other.pid.clone(), t.mid, t.kind));
             }
         }
         r.push(p);
@@ -234,8 +250,56 @@ impl Sfu {
             .sdp_api()
             .accept_answer(pending, answer)
             .map_err(|e| SfuError::Sdp(e.to_string()))?;
+        // The subscriber can decode its new video tracks only from a keyframe: ask for one.
+        let mut fresh: Vec<(String, Mid)> = Vec::new();
+        for f in p.forwarded.iter_mut().filter(|f| f.fresh) {
+            f.fresh = false;
+            if f.kind == MediaKind::Video {
+                fresh.push((f.from.clone(), f.from_mid));
+            }
+        }
+        for (from, from_mid) in fresh {
+            if self.ask_keyframe(room, &from, from_mid, None, KeyframeRequestKind::Pli, now) {
+                self.drive(room, &from, now);
+            }
+        }
         self.drive(room, pid, now);
         Ok(())
+    }
+
+    /// Ask `from`'s track `mid` for a keyframe unless one was asked for within
+    /// [`KEYFRAME_INTERVAL`]; whether the request went out.
+    fn ask_keyframe(
+        &mut self,
+        room: &str,
+        from: &str,
+        mid: Mid,
+        rid: Option<Rid>,
+        kind: KeyframeRequestKind,
+        now: Instant,
+    ) -> bool {
+        let Some(p) =
+            room_in(&mut self.rooms, room).and_then(|r| r.iter_mut().find(|p| p.pid == from))
+        else {
+            return false;
+        };
+        let Some(t) = p.published.iter_mut().find(|t| t.mid == mid) else {
+            return false;
+        };
+        if t.keyframe_asked
+            .is_some_and(|at| now.saturating_duration_since(at) < KEYFRAME_INTERVAL)
+        {
+            return false;
+        }
+        let Some(mut w) = p.rtc.writer(mid) else {
+            return false;
+        };
+        if w.request_keyframe(rid, kind).is_err() {
+            return false;
+        }
+        t.keyframe_asked = Some(now);
+        self.stats.keyframe_requests += 1;
+        true
     }
 
     /// Participant `pid` leaves `room` (signaling said so).
@@ -381,7 +445,7 @@ impl Sfu {
         room: &str,
         i: usize,
         e: Event,
-        _now: Instant,
+        now: Instant,
         work: &mut VecDeque<String>,
     ) {
         let Some(r) = room_in(&mut self.rooms, room) else {
@@ -392,7 +456,11 @@ impl Sfu {
                 if r[i].published.len() >= MAX_PUBLISHED {
                     return;
                 }
-                r[i].published.push((m.mid, m.kind));
+                r[i].published.push(Published {
+                    mid: m.mid,
+                    kind: m.kind,
+                    keyframe_asked: None,
+                });
                 let from = r[i].pid.clone();
                 for (k, p) in r.iter_mut().enumerate() {
                     if k != i {
@@ -426,13 +494,8 @@ impl Sfu {
                     return;
                 };
                 let (from, from_mid) = (f.from.clone(), f.from_mid);
-                if let Some(p) = r.iter_mut().find(|p| p.pid == from) {
-                    if let Some(mut w) = p.rtc.writer(from_mid) {
-                        if w.request_keyframe(req.rid, req.kind).is_ok() {
-                            self.stats.keyframe_requests += 1;
-                            work.push_back(from);
-                        }
-                    }
+                if self.ask_keyframe(room, &from, from_mid, req.rid, req.kind, now) {
+                    work.push_back(from);
                 }
             }
             Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
@@ -466,7 +529,9 @@ fn negotiate(p: &mut Participant) -> Option<String> {
         added.push(Forwarded {
             from,
             from_mid,
+            kind,
             mid,
+            fresh: true,
         });
     }
     let (offer, pending) = api.apply()?;
