@@ -1,6 +1,7 @@
 //! Abuse: relaying into places it must not reach (docs/security.md "SSRF"). Every denied form of
 //! loopback, private, link-local, metadata, NAT64 and 6to4 addresses gets 403; the server's own
-//! listeners and non-relay ports are unreachable even for permitted IPs; nothing arrives there.
+//! listeners and non-relay ports are unreachable even for permitted IPs; nothing arrives there;
+//! the SFU's socket is the one address of ours a relay may reach.
 
 mod common;
 
@@ -93,9 +94,66 @@ fn listeners_stay_denied_inside_allow_ranges() {
     a.finish(8 * 1024);
 }
 
+/// A relay-only browser reaches natpass's SFU through natpass's own TURN: the SFU's exact
+/// address is a permitted peer although its IP is loopback; its other ports and the
+/// neighbouring addresses stay closed.
+fn the_sfu_port_is_reachable_and_nothing_else_of_ours() {
+    let sfu = std::net::UdpSocket::bind("127.0.0.4:0").unwrap();
+    sfu.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let sfu_addr = sfu.local_addr().unwrap();
+    let other = std::net::UdpSocket::bind("127.0.0.4:0").unwrap();
+    other
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let o = natpass::config::Overrides {
+        users: vec![
+            "alice:secret".parse().unwrap(),
+            "bob:bobsecret".parse().unwrap(),
+        ],
+        relay_ips: vec!["127.0.0.2".parse().unwrap()],
+        allow_peers: vec!["127.0.0.3/32".parse().unwrap()], // the control peer only
+        ..Default::default()
+    };
+    let a = Abuse::with(o, |cfg| cfg.sfu_addrs = vec![sfu_addr]);
+    let c = UdpClient::new(a.addr());
+    let (n, relay) = c.allocate("alice", "secret");
+    let sa = sfu_addr.to_string();
+    assert_eq!(
+        error_code(&c.ask(&channel_bind("alice", "secret", &n, 0x4000, &sa))),
+        None,
+        "the SFU is a peer"
+    );
+    c.send(&channel_data(0x4000, b"stun-from-browser"));
+    let mut b = [0u8; 64];
+    let (len, from) = sfu.recv_from(&mut b).expect("relayed to the SFU");
+    assert_eq!(&b[..len], b"stun-from-browser");
+    assert_eq!(from, relay, "from the client's relayed address");
+    sfu.send_to(b"answer", relay).unwrap();
+    let back = c
+        .recv_timeout(Duration::from_secs(2))
+        .expect("the SFU's answer relayed back");
+    assert_eq!(&back[4..10], b"answer");
+    // The SFU's other ports and its neighbours: closed.
+    let oa = other.local_addr().unwrap().to_string();
+    assert_eq!(
+        error_code(&c.ask(&channel_bind("alice", "secret", &n, 0x4001, &oa))),
+        Some(403)
+    );
+    c.send(&send_indication(&oa, b"ssrf"));
+    assert!(
+        other.recv_from(&mut b).is_err(),
+        "nothing reached another port"
+    );
+    let code = error_code(&c.ask(&create_permission("alice", "secret", &n, &["127.0.0.5:1"])));
+    assert!(code == Some(403) || code == Some(443), "{code:?}");
+    c.ask(&refresh("alice", "secret", &n, Some(0)));
+    a.finish(8 * 1024);
+}
+
 /// One test per file: the resource baselines are per process.
 #[test]
 fn peer_policy_abuse() {
     denied_peers_are_unreachable_in_every_form();
     listeners_stay_denied_inside_allow_ranges();
+    the_sfu_port_is_reachable_and_nothing_else_of_ours();
 }

@@ -109,6 +109,9 @@ pub struct ValidConfig {
     pub software: Option<String>,
     /// Where new Allocates are sent while draining (300 Try Alternate).
     pub alternate_servers: Vec<SocketAddr>,
+    /// This process's SFU sockets: the one port of natpass's own that relays may reach
+    /// (issue 15; no setting yet — the SFU joins `serve` with its signaling and page).
+    pub sfu_addrs: Vec<SocketAddr>,
     /// Shards.
     pub threads: usize,
     /// Nonce lifetime.
@@ -414,6 +417,7 @@ impl ValidConfig {
             deny_peers: nets(s.deny_peers),
             software: s.software.filter(|s| !s.is_empty()),
             alternate_servers: s.alternate_servers,
+            sfu_addrs: Vec::new(),
             strict_channel_numbers: s
                 .strict_channel_numbers
                 .unwrap_or(defaults::STRICT_CHANNEL_NUMBERS),

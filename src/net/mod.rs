@@ -102,6 +102,7 @@ pub struct Control {
     cmds: Vec<std::sync::mpsc::Sender<ShardCmd>>,
     wakers: Vec<Arc<mio::Waker>>,
     own_ips: Vec<IpAddr>,
+    sfu_addrs: Vec<SocketAddr>,
     listeners: Vec<SocketAddr>,
 }
 
@@ -257,7 +258,8 @@ impl Control {
             new.deny_peers.clone(),
             self.own_ips.clone(),
             self.listeners.clone(),
-        );
+        )
+        .with_sfu(self.sfu_addrs.clone());
         // A generated secret is carried over by `ValidConfig::reread` (browsers hold
         // credentials minted from it); users and configured secrets come from the new config.
         let creds = new.credentials.clone();
@@ -761,7 +763,8 @@ pub fn start(cfg: &ValidConfig) -> Result<ServerHandle, StartError> {
         cfg.deny_peers.clone(),
         own_ips.clone(),
         listener_addrs.clone(),
-    );
+    )
+    .with_sfu(cfg.sfu_addrs.clone());
     let bind_ips: Vec<IpAddr> = relays.iter().map(|r| r.bind).collect();
     let ports = PortPool::new(&bind_ips, cfg.relay_ports.min..=cfg.relay_ports.max);
     let quotas = Quotas::new(QuotaLimits {
@@ -863,6 +866,7 @@ pub fn start(cfg: &ValidConfig) -> Result<ServerHandle, StartError> {
         cmds: cmd_senders,
         wakers: wakers.clone(),
         own_ips,
+        sfu_addrs: cfg.sfu_addrs.clone(),
         listeners: listener_addrs,
     };
     Ok(ServerHandle {

@@ -238,7 +238,7 @@ impl<R: RelayResources> Core<R> {
         if route.permission.expires <= now {
             return Err(DropReason::NoPermission);
         }
-        if route.permission.own_relay() && !self.res.own_relay_port_allocated(route.peer) {
+        if route.permission.own_relay() && !self.res.own_peer_reachable(route.peer) {
             return Err(DropReason::DeniedPeer);
         }
         route.bytes += cd.payload.len() as u64;
@@ -396,7 +396,7 @@ impl<R: RelayResources> Core<R> {
             Some(route) => {
                 if route.permission.expires <= now {
                     Err(DropReason::NoPermission)
-                } else if route.permission.own_relay() && !self.res.own_relay_port_allocated(peer) {
+                } else if route.permission.own_relay() && !self.res.own_peer_reachable(peer) {
                     Err(DropReason::DeniedPeer)
                 } else {
                     route.bytes += payload.len() as u64;

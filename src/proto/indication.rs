@@ -104,7 +104,7 @@ impl<R: RelayResources> Core<R> {
         let perm = self
             .permission(key, peer.ip(), now)
             .ok_or(DropReason::NoPermission)?;
-        if perm.own_relay() && !self.res.own_relay_port_allocated(peer) {
+        if perm.own_relay() && !self.res.own_peer_reachable(peer) {
             return Err(DropReason::DeniedPeer);
         }
         let a = &mut self.allocs[key];

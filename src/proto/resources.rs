@@ -117,14 +117,22 @@ pub trait RelayResources {
     /// True when `peer` is a currently allocated relay port on one of this server's relay IPs
     /// (relay-to-relay on one server).
     fn own_relay_port_allocated(&self, peer: SocketAddr) -> bool;
+    /// True when `peer` is this server's SFU socket (the one own port a relay may reach).
+    fn is_sfu(&self, _peer: SocketAddr) -> bool {
+        false
+    }
+    /// On our own relay (and SFU) IPs, a peer may be an allocated relay port or the SFU.
+    fn own_peer_reachable(&self, peer: SocketAddr) -> bool {
+        self.own_relay_port_allocated(peer) || self.is_sfu(peer)
+    }
 
-    /// The per-packet part of the policy: never a listener of ours; on our own relay IPs, only
-    /// currently allocated relay ports.
+    /// The per-packet part of the policy: never a listener of ours; on our own relay (and SFU)
+    /// IPs, only currently allocated relay ports and the SFU's port.
     fn peer_addr_allowed(&self, verdict: IpVerdict, peer: SocketAddr) -> bool {
         match verdict {
             IpVerdict::Deny => false,
             IpVerdict::Allow => !self.is_listener(peer),
-            IpVerdict::OwnRelay => !self.is_listener(peer) && self.own_relay_port_allocated(peer),
+            IpVerdict::OwnRelay => !self.is_listener(peer) && self.own_peer_reachable(peer),
         }
     }
 }

@@ -6,7 +6,9 @@
 //! 1. canonicalise (IPv4-mapped, IPv4-compatible, NAT64 and 6to4 forms → embedded IPv4);
 //! 2. operator deny ranges → deny;
 //! 3. operator allow ranges → allow (an operator who opens a range means it);
-//! 4. this server's own relay IPs → [`IpVerdict::OwnRelay`] (traffic only to allocated relay ports);
+//! 4. this server's own relay IPs, and its SFU's → [`IpVerdict::OwnRelay`] (traffic only to
+//!    allocated relay ports and to the SFU's port: a relay-only browser reaches the SFU through
+//!    natpass's own TURN, and nothing else of natpass);
 //! 5. default deny list → deny; anything else → allow.
 //!
 //! The server's own listener transport addresses are denied per address (IP *and* port) by
@@ -121,6 +123,9 @@ pub struct PeerPolicy {
     default_deny: Vec<IpNet>,
     own_relay_ips: Vec<IpAddr>,
     listeners: Vec<SocketAddr>,
+    /// This server's SFU sockets (canonical IP): the one port of natpass's own that peers
+    /// may be.
+    sfu: Vec<SocketAddr>,
 }
 
 impl PeerPolicy {
@@ -143,7 +148,26 @@ impl PeerPolicy {
             default_deny,
             own_relay_ips: own_relay_ips.into_iter().map(canonical_ip).collect(),
             listeners,
+            sfu: Vec::new(),
         }
+    }
+
+    /// The same policy, letting relays reach this server's SFU at `addrs` (exact IP and port;
+    /// the SFU's IP is otherwise as closed as any address of ours).
+    pub fn with_sfu(mut self, addrs: impl IntoIterator<Item = SocketAddr>) -> Self {
+        self.sfu = addrs
+            .into_iter()
+            .map(|a| SocketAddr::new(canonical_ip(a.ip()), a.port()))
+            .collect();
+        self
+    }
+
+    /// True when `addr` is this server's SFU socket.
+    pub fn is_sfu(&self, addr: SocketAddr) -> bool {
+        let ip = canonical_ip(addr.ip());
+        self.sfu
+            .iter()
+            .any(|s| s.ip() == ip && s.port() == addr.port())
     }
 
     /// The decision for a peer IP (CreatePermission, ChannelBind, Send).
@@ -155,7 +179,7 @@ impl PeerPolicy {
         if self.allow.iter().any(|n| n.contains(&ip)) {
             return IpVerdict::Allow;
         }
-        if self.own_relay_ips.contains(&ip) {
+        if self.own_relay_ips.contains(&ip) || self.sfu.iter().any(|s| s.ip() == ip) {
             return IpVerdict::OwnRelay;
         }
         if self.default_deny.iter().any(|n| n.contains(&ip)) {
@@ -256,6 +280,45 @@ mod tests {
         ] {
             assert_eq!(p.check_ip(ip(s)), IpVerdict::Allow, "{s}");
         }
+    }
+
+    #[test]
+    fn the_sfu_port_is_the_one_own_address_a_peer_may_be() {
+        let sfu: SocketAddr = "127.0.0.1:3479".parse().unwrap();
+        let plain = || PeerPolicy::new(vec![], vec![], vec![], vec![]);
+        let p = plain().with_sfu([sfu]);
+        // Loopback is denied by default; the SFU's IP becomes "ours" (port-checked) …
+        assert_eq!(
+            plain().check_ip("127.0.0.1".parse().unwrap()),
+            IpVerdict::Deny
+        );
+        assert_eq!(
+            p.check_ip("127.0.0.1".parse().unwrap()),
+            IpVerdict::OwnRelay
+        );
+        assert_eq!(
+            p.check_ip("::ffff:127.0.0.1".parse().unwrap()),
+            IpVerdict::OwnRelay
+        );
+        // … and only its exact port is the SFU, in every form of the address.
+        assert!(p.is_sfu(sfu));
+        assert!(p.is_sfu("[::ffff:127.0.0.1]:3479".parse().unwrap()));
+        assert!(!p.is_sfu("127.0.0.1:3478".parse().unwrap()));
+        assert!(!p.is_sfu("127.0.0.2:3479".parse().unwrap()));
+        // Other loopback addresses stay denied.
+        assert_eq!(p.check_ip("127.0.0.2".parse().unwrap()), IpVerdict::Deny);
+        // An operator deny range still wins.
+        let denied = PeerPolicy::new(
+            vec![],
+            vec![parse_net("127.0.0.0/8").unwrap()],
+            vec![],
+            vec![],
+        )
+        .with_sfu([sfu]);
+        assert_eq!(
+            denied.check_ip("127.0.0.1".parse().unwrap()),
+            IpVerdict::Deny
+        );
     }
 
     #[test]

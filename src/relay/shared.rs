@@ -151,6 +151,10 @@ impl RelayResources for ShardResources {
         self.policy.is_listener(addr)
     }
 
+    fn is_sfu(&self, peer: SocketAddr) -> bool {
+        self.policy.is_sfu(peer)
+    }
+
     fn own_relay_port_allocated(&self, peer: SocketAddr) -> bool {
         let ip = canonical_ip(peer.ip());
         self.relays
@@ -178,6 +182,20 @@ mod tests {
             advertise: ip,
         }];
         ShardResources::new(shared, policy, relays)
+    }
+
+    #[test]
+    fn the_sfu_port_is_reachable_and_nothing_else_unallocated() {
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        let sfu = SocketAddr::new(ip, 3479);
+        let mut r = resources();
+        r.set_policy(PeerPolicy::new(vec![], vec![], vec![ip], vec![]).with_sfu([sfu]));
+        assert!(r.peer_addr_allowed(IpVerdict::OwnRelay, sfu));
+        assert!(!r.peer_addr_allowed(IpVerdict::OwnRelay, SocketAddr::new(ip, 3478)));
+        assert!(
+            !resources().peer_addr_allowed(IpVerdict::OwnRelay, sfu),
+            "no SFU, no way in"
+        );
     }
 
     #[test]
