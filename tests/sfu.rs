@@ -112,6 +112,8 @@ trait Backend {
     fn notice(&mut self) -> Option<Notice>;
     /// (forwarded packets, forwarded bytes)
     fn forwarded(&self) -> (u64, u64);
+    /// Where the SFU's socket is.
+    fn addr(&self) -> SocketAddr;
 }
 
 impl Backend for Server {
@@ -132,6 +134,9 @@ impl Backend for Server {
     fn forwarded(&self) -> (u64, u64) {
         let s = self.sfu.stats();
         (s.forwarded_packets, s.forwarded_bytes)
+    }
+    fn addr(&self) -> SocketAddr {
+        self.local
     }
 }
 
@@ -161,6 +166,9 @@ impl Backend for Shell {
             s.forwarded_bytes.load(Ordering::Relaxed),
         )
     }
+    fn addr(&self) -> SocketAddr {
+        self.sfu.addr()
+    }
 }
 
 /// (Its published track's mid when `publish`.)
@@ -179,7 +187,7 @@ fn offer(c: &mut Client, publish: Option<MediaKind>) -> (String, str0m::change::
 fn a_published_track_reaches_the_other_participant_through_the_sfu() {
     let mut server = Server::new(25);
     assert!(
-        !call(&mut server, MediaKind::Audio),
+        !call(&mut server, MediaKind::Audio, false),
         "no keyframe requests for audio"
     );
     assert_eq!(server.sfu.tracks("room", "ben"), Some((1, 0)));
@@ -204,7 +212,7 @@ fn the_shell_thread_carries_the_same_call() {
     let (sfu, notices) = SfuHandle::spawn("127.0.0.1:0".parse().unwrap(), None, 25).unwrap();
     assert_eq!(sfu.addr().ip().to_string(), "127.0.0.1");
     let mut shell = Shell { rt, sfu, notices };
-    call(&mut shell, MediaKind::Audio);
+    call(&mut shell, MediaKind::Audio, false);
     shell.sfu.leave("room", "ann").unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut offered = false;
@@ -222,7 +230,7 @@ fn the_shell_thread_carries_the_same_call() {
 fn a_subscriber_joining_a_video_track_gets_a_keyframe_asked_of_the_publisher() {
     let mut server = Server::new(25);
     assert!(
-        call(&mut server, MediaKind::Video),
+        call(&mut server, MediaKind::Video, false),
         "Ann was asked for a keyframe when Ben's video track was negotiated"
     );
     let st = server.sfu.stats();
@@ -231,7 +239,10 @@ fn a_subscriber_joining_a_video_track_gets_a_keyframe_asked_of_the_publisher() {
 
 /// Ann publishes a `kind` track, Ben subscribes; Ben must receive 50 of Ann's frames byte for
 /// byte. Whether Ann was asked for a keyframe (PLI/FIR) meanwhile.
-fn call(server: &mut dyn Backend, kind: MediaKind) -> bool {
+/// With `junk`, halfway through, Ann's socket (the nominated address, so the SFU's session
+/// parses what comes) sends 3,000 malformed datagrams shaped like STUN, DTLS, RTP and RTCP;
+/// the call must go on.
+fn call(server: &mut dyn Backend, kind: MediaKind, junk: bool) -> bool {
     let mut ann = Client::new();
     let mut ben = Client::new();
     let t0 = Instant::now();
@@ -316,6 +327,9 @@ fn call(server: &mut dyn Backend, kind: MediaKind) -> bool {
                     "Ben got bytes Ann never sent"
                 );
                 received += 1;
+                if junk && received == 25 {
+                    flood(&ann.sock, server.addr(), 3000);
+                }
             }
         }
         std::thread::sleep(Duration::from_millis(2));
@@ -334,6 +348,39 @@ fn call(server: &mut dyn Backend, kind: MediaKind) -> bool {
     ann.events
         .iter()
         .any(|e| matches!(e, Event::KeyframeRequest(_)))
+}
+
+/// Malformed datagrams from a participant's own address (so its session parses them): the
+/// call goes on.
+#[test]
+fn malformed_datagrams_inside_a_live_session_do_not_break_it() {
+    let mut server = Server::new(25);
+    call(&mut server, MediaKind::Video, true);
+    assert_eq!(server.sfu.participants("room"), 2, "nobody was dropped");
+}
+
+/// Datagrams whose first byte says STUN, DTLS, RTP or RTCP (RFC 7983) and whose rest is noise,
+/// truncated and overlong.
+fn flood(sock: &UdpSocket, to: SocketAddr, n: usize) {
+    let mut seed = 0x9e37_79b9_u32;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 17;
+        seed ^= seed << 5;
+        seed
+    };
+    for k in 0..n {
+        let len = [1usize, 2, 12, 13, 20, 28, 64, 200, 1200][k % 9];
+        let mut d: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+        d[0] = [0x00, 0x01, 0x16, 0x17, 0x14, 0x80, 0x90, 0xc8, 0xc9, 0xcd][(next() % 10) as usize];
+        if len > 1 && d[0] >= 0x80 {
+            d[1] = [0x60, 0x6f, 0xe0, 0xc8, 0xc9, 0xce][(next() % 6) as usize]; // PTs and RTCP types
+        }
+        let _ = sock.send_to(&d, to);
+        if k % 200 == 0 {
+            std::thread::sleep(Duration::from_millis(1)); // stay under the socket buffer
+        }
+    }
 }
 
 #[test]
