@@ -4,6 +4,7 @@
 //! owns the UDP socket and drives it.
 
 pub mod core;
+pub mod layers;
 pub mod shell;
 
 pub use self::core::{Notice, Sfu, SfuError, SfuStats, Transmit};
