@@ -8,9 +8,9 @@ mod common;
 use common::*;
 use std::time::Duration;
 
-fn denied_peers_are_unreachable_in_every_form() {
-    // Default policy (no allow ranges), relay on 127.0.0.2.
-    let a = Abuse::new(natpass::config::Overrides {
+/// The default policy (no allow ranges but the control peer's), relay on 127.0.0.2.
+fn strict() -> natpass::config::Overrides {
+    natpass::config::Overrides {
         users: vec![
             "alice:secret".parse().unwrap(),
             "bob:bobsecret".parse().unwrap(),
@@ -18,7 +18,11 @@ fn denied_peers_are_unreachable_in_every_form() {
         relay_ips: vec!["127.0.0.2".parse().unwrap()],
         allow_peers: vec!["127.0.0.3/32".parse().unwrap()], // the control peer only
         ..Default::default()
-    });
+    }
+}
+
+fn denied_peers_are_unreachable_in_every_form() {
+    let a = Abuse::new(strict());
     let c = UdpClient::new(a.addr());
     let (n, _) = c.allocate("alice", "secret");
     for denied in [
@@ -105,16 +109,7 @@ fn the_sfu_port_is_reachable_and_nothing_else_of_ours() {
     other
         .set_read_timeout(Some(Duration::from_millis(300)))
         .unwrap();
-    let o = natpass::config::Overrides {
-        users: vec![
-            "alice:secret".parse().unwrap(),
-            "bob:bobsecret".parse().unwrap(),
-        ],
-        relay_ips: vec!["127.0.0.2".parse().unwrap()],
-        allow_peers: vec!["127.0.0.3/32".parse().unwrap()], // the control peer only
-        ..Default::default()
-    };
-    let a = Abuse::with(o, |cfg| cfg.sfu_addrs = vec![sfu_addr]);
+    let a = Abuse::with(strict(), |cfg| cfg.sfu_addrs = vec![sfu_addr]);
     let c = UdpClient::new(a.addr());
     let (n, relay) = c.allocate("alice", "secret");
     let sa = sfu_addr.to_string();
