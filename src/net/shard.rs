@@ -572,6 +572,22 @@ impl Shard {
     }
 
     fn sweep_conns(&mut self, now: Instant) {
+        // A connection whose allocation expired counts against the cap again (one that sends
+        // STUN is recounted at once; this catches those that only send ChannelData).
+        let expired: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| !c.counted && !self.core.has_allocation(&c.ft))
+            .map(|(k, _)| k)
+            .collect();
+        for k in expired {
+            let c = &mut self.conns[k];
+            if self.limits.recount(c.ft.client.ip()) {
+                c.counted = true;
+            } else {
+                c.closing = true;
+            }
+        }
         let s = &self.settings;
         let doomed: Vec<usize> = self
             .conns
@@ -729,6 +745,8 @@ impl Shard {
             consumed += len;
             // The core sees the frame without stream padding (ChannelData length says it).
             let frame = &c.rbuf[frame_start..frame_start + len];
+            // Only a STUN message (Allocate, Refresh) can create or end an allocation.
+            let stun = frame[0] >> 6 == 0;
             if !c.valid {
                 if frame[0] >> 6 == 0 && stun_types::message::Message::from_bytes(frame).is_ok() {
                     c.valid = true;
@@ -754,7 +772,7 @@ impl Shard {
             let Some(c) = self.conns.get_mut(key) else {
                 return true;
             };
-            if c.counted == self.core.has_allocation(&ft) {
+            if stun && c.counted == self.core.has_allocation(&ft) {
                 if c.counted {
                     self.limits.uncount(ft.client.ip());
                     c.counted = false;
