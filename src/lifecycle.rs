@@ -12,6 +12,7 @@ use crate::config::{HttpTls, ValidConfig};
 use crate::logging::SetFilter;
 use crate::net::{ServerHandle, StartError};
 use crate::ops::Ops;
+use crate::sfu::shell::SfuHandle;
 use crate::web::admin::{self, OpsState};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -25,6 +26,14 @@ pub enum RunError {
     /// The STUN/TURN side.
     #[error("starting the server: {0}")]
     Start(#[from] StartError),
+    /// The SFU's UDP socket.
+    #[error("starting the SFU on {addr} (sfu-listen; sfu = false turns it off): {source}")]
+    Sfu {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// Cause.
+        source: std::io::Error,
+    },
     /// An HTTP listener (web, metrics or admin).
     #[error("starting the {what} listener on {addr}: {source}")]
     Http {
@@ -54,12 +63,13 @@ pub struct Server {
     http: Option<HttpInfo>,
     metrics: Option<SocketAddr>,
     admin: Option<SocketAddr>,
+    sfu: Option<Arc<SfuHandle>>,
 }
 
 impl Server {
     /// Bind and start everything. `set_log` changes the process's log filter (reload and
     /// the admin API); None when the caller owns no reloadable subscriber.
-    pub async fn start(cfg: ValidConfig, set_log: Option<SetFilter>) -> Result<Self, RunError> {
+    pub async fn start(mut cfg: ValidConfig, set_log: Option<SetFilter>) -> Result<Self, RunError> {
         crate::metrics::mark_start();
         // Descriptors: TURN streams, relay sockets and HTTP all draw on them; take the hard
         // limit so the web side's share (a quarter at most) leaves enough for relaying.
@@ -74,8 +84,36 @@ impl Server {
                  for a permanent one"
             );
         }
+        // The SFU first: its address is the one port of natpass's own that relays may reach,
+        // and the peer policy is built with it.
+        let sfu = match cfg.http.as_ref().and_then(|h| h.sfu.clone()) {
+            Some(s) => {
+                let (handle, notices) = match start_sfu(&cfg, &s) {
+                    Ok(x) => x,
+                    Err(e) => {
+                        // A second natpass on the same ports: say which TURN port is taken
+                        // (the cause) rather than the SFU's port next to it.
+                        let net = crate::net::start(&cfg)?;
+                        let _ = tokio::task::spawn_blocking(move || net.shutdown()).await;
+                        return Err(e);
+                    }
+                };
+                cfg.sfu_addrs = vec![handle.addr()];
+                if let Some(bound) = handle.bound().filter(|b| !b.ip().is_unspecified()) {
+                    if bound != handle.addr() {
+                        cfg.sfu_addrs.push(bound);
+                    }
+                }
+                tracing::info!(addr = %handle.addr(), "SFU for rooms past mesh-size ({})", s.mesh_size);
+                Some((Arc::new(handle), notices))
+            }
+            None => None,
+        };
         let net = crate::net::start(&cfg)?;
         let ops = Ops::new(&net, Some(cfg.clone()), set_log);
+        if let Some((h, _)) = &sfu {
+            ops.set_sfu(h.shared_stats());
+        }
         let web_stop = CancellationToken::new();
         let mut tasks = JoinSet::new();
         let mut state = OpsState {
@@ -145,6 +183,12 @@ impl Server {
             }
             None => None,
         };
+        let sfu = sfu.map(|(h, mut notices)| {
+            // Signaling routes the SFU's notices to the participants' sockets (not wired yet:
+            // they are read here so the loop never finds its queue full).
+            tasks.spawn(async move { while notices.recv().await.is_some() {} });
+            h
+        });
         sd_notify("READY=1");
         Ok(Self {
             net,
@@ -155,7 +199,13 @@ impl Server {
             http,
             metrics,
             admin,
+            sfu,
         })
+    }
+
+    /// Where browsers reach the SFU, when it runs.
+    pub fn sfu_addr(&self) -> Option<SocketAddr> {
+        self.sfu.as_ref().map(|s| s.addr())
     }
 
     /// The operations handle (reload, drain state, allocations).
@@ -222,6 +272,38 @@ impl Server {
         let net = self.net;
         let _ = tokio::task::spawn_blocking(move || net.shutdown()).await;
     }
+}
+
+/// Bind the SFU where `sfu-listen` says, or next to the first TURN listener; it advertises
+/// the relay address of that family (the external IP behind 1:1 NAT).
+fn start_sfu(
+    cfg: &ValidConfig,
+    s: &crate::config::SfuConfig,
+) -> Result<
+    (
+        SfuHandle,
+        tokio::sync::mpsc::Receiver<crate::sfu::core::Notice>,
+    ),
+    RunError,
+> {
+    let bind = s.listen.unwrap_or_else(|| {
+        let first = cfg
+            .listen
+            .first()
+            .copied()
+            .unwrap_or(crate::config::defaults::LISTEN[0]);
+        let port = match first.port() {
+            0 => 0,
+            p => p.saturating_add(crate::config::defaults::SFU_PORT_OFFSET),
+        };
+        SocketAddr::new(first.ip(), port)
+    });
+    let advertise = crate::net::resolve_relays(cfg, &[bind])
+        .into_iter()
+        .find(|r| r.advertise.is_ipv4() == bind.is_ipv4())
+        .map(|r| r.advertise);
+    SfuHandle::spawn(bind, advertise, s.room_size, s.timeout)
+        .map_err(|source| RunError::Sfu { addr: bind, source })
 }
 
 /// Read the certificate files `cfg` names, as start does; `natpass check-config` uses it so a

@@ -40,6 +40,8 @@ pub struct Snapshot {
     pub tls_handshakes: usize,
     /// (rooms, participants) when the web side runs.
     pub signaling: Option<(usize, usize)>,
+    /// The SFU's counters when it runs.
+    pub sfu: Option<crate::sfu::core::SfuStats>,
 }
 
 /// Prometheus metric type.
@@ -244,7 +246,50 @@ pub static METRICS: &[Metric] = &[
             }
         },
     },
+    Metric {
+        name: "natpass_sfu_participants",
+        kind: Kind::Gauge,
+        help: "Participants in the SFU's sessions.",
+        samples: |s, out| sfu(s, out, |x| x.participants),
+    },
+    Metric {
+        name: "natpass_sfu_tracks",
+        kind: Kind::Gauge,
+        help: "Tracks published to the SFU.",
+        samples: |s, out| sfu(s, out, |x| x.tracks),
+    },
+    Metric {
+        name: "natpass_sfu_forwarded_packets_total",
+        kind: Kind::Counter,
+        help: "Media frames the SFU forwarded to subscribers.",
+        samples: |s, out| sfu(s, out, |x| x.forwarded_packets),
+    },
+    Metric {
+        name: "natpass_sfu_forwarded_bytes_total",
+        kind: Kind::Counter,
+        help: "Payload bytes the SFU forwarded to subscribers.",
+        samples: |s, out| sfu(s, out, |x| x.forwarded_bytes),
+    },
+    Metric {
+        name: "natpass_sfu_keyframe_requests_total",
+        kind: Kind::Counter,
+        help: "Keyframe requests (PLI/FIR) the SFU sent to publishers.",
+        samples: |s, out| sfu(s, out, |x| x.keyframe_requests),
+    },
+    Metric {
+        name: "natpass_sfu_dropped_datagrams_total",
+        kind: Kind::Counter,
+        help: "Datagrams on the SFU port that belonged to no session or did not parse.",
+        samples: |s, out| sfu(s, out, |x| x.dropped_datagrams),
+    },
 ];
+
+/// One SFU sample, when the SFU runs.
+fn sfu(s: &Snapshot, out: Emit<'_>, f: fn(&crate::sfu::core::SfuStats) -> u64) {
+    if let Some(x) = &s.sfu {
+        out(&[], f(x).into());
+    }
+}
 
 /// Render every metric of [`METRICS`] (and the process start time) for `s`.
 pub fn render(s: &Snapshot) -> String {
@@ -295,10 +340,9 @@ mod tests {
         assert!(text.contains("natpass_dropped_packets_total{reason=\"denied_peer\"} 5\n"));
         assert!(text.contains("natpass_relay_ports{state=\"capacity\"} 100\n"));
         assert!(text.contains("natpass_allocate_errors_total{code=\"486\"} 0\n"));
-        for m in METRICS
-            .iter()
-            .filter(|m| !m.name.starts_with("natpass_signaling"))
-        {
+        for m in METRICS.iter().filter(|m| {
+            !m.name.starts_with("natpass_signaling") && !m.name.starts_with("natpass_sfu")
+        }) {
             assert!(text.contains(&format!("# TYPE {} ", m.name)), "{}", m.name);
         }
         assert!(
@@ -316,5 +360,24 @@ mod tests {
         let text = render(&s);
         assert!(text.contains("natpass_signaling_rooms 2\n"));
         assert!(text.contains("natpass_signaling_participants 5\n"));
+        assert!(!text.contains("natpass_sfu_"), "no SFU, no SFU metrics");
+    }
+
+    #[test]
+    fn sfu_metrics_appear_when_it_runs() {
+        let s = Snapshot {
+            sfu: Some(crate::sfu::core::SfuStats {
+                forwarded_packets: 7,
+                participants: 3,
+                tracks: 6,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let text = render(&s);
+        assert!(text.contains("natpass_sfu_participants 3\n"));
+        assert!(text.contains("natpass_sfu_tracks 6\n"));
+        assert!(text.contains("# TYPE natpass_sfu_forwarded_packets_total counter\nnatpass_sfu_forwarded_packets_total 7\n"));
+        assert!(text.contains("natpass_sfu_dropped_datagrams_total 0\n"));
     }
 }

@@ -27,6 +27,8 @@ struct Inner {
     config: Option<Mutex<ValidConfig>>,
     set_log: Option<SetFilter>,
     stop_now: CancellationToken,
+    /// The SFU's counters, once it runs.
+    sfu: std::sync::OnceLock<Arc<crate::sfu::shell::SharedStats>>,
 }
 
 impl std::fmt::Debug for Ops {
@@ -61,6 +63,7 @@ impl Ops {
                 config: config.map(Mutex::new),
                 set_log,
                 stop_now: CancellationToken::new(),
+                sfu: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -138,7 +141,14 @@ impl Ops {
 
     /// Prometheus text of every metric; `signaling` is (rooms, participants).
     pub fn metrics(&self, signaling: Option<(usize, usize)>) -> String {
-        crate::metrics::render(&self.inner.control.metrics(signaling))
+        let mut snapshot = self.inner.control.metrics(signaling);
+        snapshot.sfu = self.inner.sfu.get().map(|s| s.load());
+        crate::metrics::render(&snapshot)
+    }
+
+    /// The SFU runs: its counters go on `/metrics`.
+    pub fn set_sfu(&self, stats: Arc<crate::sfu::shell::SharedStats>) {
+        let _ = self.inner.sfu.set(stats);
     }
 
     /// Whether [`Ops::reload`] can do anything.

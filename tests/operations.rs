@@ -749,3 +749,43 @@ fn a_draining_server_sends_new_allocations_to_an_alternate_server() {
         n.stopped()
     });
 }
+
+#[test]
+fn the_sfu_starts_with_the_demo_and_shows_on_metrics() {
+    let n = in_process(CONFIG, |_| {});
+    let (code, text) = http(n.metrics, "GET", "/metrics", None, "");
+    assert_eq!(code, 200);
+    assert_eq!(metric(&text, "natpass_sfu_participants"), 0.0, "{text}");
+    assert_eq!(metric(&text, "natpass_sfu_forwarded_packets_total"), 0.0);
+    drop(n);
+    let off = in_process(CONFIG, |s| s.sfu = Some(false));
+    let (_, text) = http(off.metrics, "GET", "/metrics", None, "");
+    assert!(!text.contains("natpass_sfu_"), "no SFU, no SFU metrics");
+}
+
+#[test]
+fn a_taken_sfu_port_is_refused_naming_the_key() {
+    let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let cfg = ValidConfig::load(
+        None,
+        Settings {
+            listen: vec!["127.0.0.1:0".parse().unwrap()],
+            http: loopback0(),
+            sfu_listen: Some(taken.local_addr().unwrap()),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let e = rt
+        .block_on(Server::start(cfg, None))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("sfu-listen") && e.contains(&taken.local_addr().unwrap().to_string()),
+        "{e}"
+    );
+}

@@ -209,7 +209,13 @@ fn the_shell_thread_carries_the_same_call() {
         .enable_all()
         .build()
         .unwrap();
-    let (sfu, notices) = SfuHandle::spawn("127.0.0.1:0".parse().unwrap(), None, 25).unwrap();
+    let (sfu, notices) = SfuHandle::spawn(
+        "127.0.0.1:0".parse().unwrap(),
+        None,
+        25,
+        std::time::Duration::from_secs(10),
+    )
+    .unwrap();
     assert_eq!(sfu.addr().ip().to_string(), "127.0.0.1");
     let mut shell = Shell { rt, sfu, notices };
     call(&mut shell, MediaKind::Audio, false);
@@ -443,4 +449,47 @@ fn bad_input_is_refused_without_a_panic() {
             .answer("r", "nobody", &oa.replace("offer", "answer"), now),
         Err(SfuError::Unknown("nobody".into()))
     );
+}
+
+/// Run the SFU's timers up to `until` (fake time: nothing arrives meanwhile).
+fn run_until(sfu: &mut Sfu, until: Instant) {
+    for _ in 0..100_000 {
+        match sfu.poll_timeout() {
+            Some(t) if t <= until => sfu.handle_timeout(t),
+            _ => break,
+        }
+        while sfu.poll_transmit().is_some() {}
+    }
+    sfu.handle_timeout(until);
+}
+
+#[test]
+fn a_participant_that_sends_nothing_is_removed_after_the_timeout() {
+    let start = Instant::now();
+    let mut sfu =
+        Sfu::new("127.0.0.1:40000".parse().unwrap(), 25).with_timeout(Duration::from_secs(10));
+    let mut ann = Client::new();
+    let (o, _ann_pending) = offer(&mut ann, Some(MediaKind::Audio));
+    sfu.join("r", "ann", &o, start).unwrap();
+    let mut ben = Client::new();
+    let (o, _ben_pending) = offer(&mut ben, None);
+    sfu.join("r", "ben", &o, start + Duration::from_secs(5))
+        .unwrap();
+    run_until(&mut sfu, start + Duration::from_secs(9));
+    assert_eq!(sfu.participants("r"), 2, "both within the timeout");
+    run_until(&mut sfu, start + Duration::from_millis(10_500));
+    assert_eq!(
+        sfu.participants("r"),
+        1,
+        "Ann, silent for 10 s, is gone; Ben is not yet"
+    );
+    let notices: Vec<Notice> = std::iter::from_fn(|| sfu.poll_notice()).collect();
+    assert!(
+        notices.contains(&Notice::Gone { pid: "ann".into() }),
+        "{notices:?}"
+    );
+    assert!(!notices.contains(&Notice::Gone { pid: "ben".into() }));
+    run_until(&mut sfu, start + Duration::from_millis(15_500));
+    assert_eq!(sfu.participants("r"), 0);
+    assert_eq!(sfu.stats().participants, 0);
 }

@@ -518,6 +518,7 @@ fn issued_credentials_work_against_natpass_turn() {
         credential_ttl: 600,
         room_size: 8,
         redis: None,
+        sfu: None,
     };
     let rt = tokio::runtime::Runtime::new().unwrap();
     let body = rt.block_on(async {
@@ -583,6 +584,7 @@ fn self_signed_https_serves_the_page() {
         credential_ttl: 300,
         room_size: 8,
         redis: None,
+        sfu: None,
     };
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (page, ice) = rt.block_on(async {

@@ -28,6 +28,17 @@ pub const ADMIN_LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::
 pub const CREDENTIAL_TTL: u64 = 600;
 /// `room-size`.
 pub const ROOM_SIZE: usize = 8;
+/// `sfu`: on with the demo.
+pub const SFU: bool = true;
+/// `mesh-size` (Jitsi moves from peer-to-peer to its bridge at three; a mesh of four still
+/// fits an ordinary uplink).
+pub const MESH_SIZE: usize = 4;
+/// `sfu-room-size`.
+pub const SFU_ROOM_SIZE: usize = 25;
+/// `sfu-timeout` (seconds).
+pub const SFU_TIMEOUT: u64 = 10;
+/// `sfu-listen` when unset: this far above the first TURN listener's port.
+pub const SFU_PORT_OFFSET: u16 = 2;
 /// `rest-max-ttl` (seconds): one day, what the TURN REST scheme
 /// (draft-uberti-behave-turn-rest §2.2) recommends and what `turnutils_uclient -W` and most web
 /// apps mint, so their credentials work unchanged.

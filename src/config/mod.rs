@@ -161,6 +161,21 @@ pub struct HttpConfig {
     pub room_size: usize,
     /// Redis URL shared by the nodes of one deployment.
     pub redis: Option<String>,
+    /// The SFU (None: `sfu = false`, rooms stay meshes).
+    pub sfu: Option<SfuConfig>,
+}
+
+/// The SFU's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SfuConfig {
+    /// UDP address (None: next to the first TURN listener, chosen at start).
+    pub listen: Option<SocketAddr>,
+    /// Rooms move to the SFU past this many participants.
+    pub mesh_size: usize,
+    /// Participants per SFU room.
+    pub room_size: usize,
+    /// A participant silent this long is removed.
+    pub timeout: std::time::Duration,
 }
 
 /// Parse TOML text (`origin` names it in errors).
@@ -507,6 +522,41 @@ mod tests {
             std::env::temp_dir().join(format!("natpass-config-{tag}-{}.toml", std::process::id()));
         std::fs::write(&p, text).unwrap();
         p
+    }
+
+    #[test]
+    fn the_sfu_runs_with_the_demo_and_its_keys_are_checked() {
+        let cfg = |text: &str| {
+            ValidConfig::build(parse_toml(text, "f").unwrap(), Overrides::default(), "f")
+        };
+        let on = cfg("http = \"127.0.0.1:8080\"\n").unwrap();
+        let sfu = on.http.unwrap().sfu.expect("on by default with the demo");
+        assert_eq!((sfu.listen, sfu.mesh_size, sfu.room_size), (None, 4, 25));
+        assert_eq!(sfu.timeout, std::time::Duration::from_secs(10));
+        let off = cfg("http = \"127.0.0.1:8080\"\nsfu = false\n").unwrap();
+        assert_eq!(off.http.unwrap().sfu, None);
+        let set = cfg(
+            "http = \"127.0.0.1:8080\"\nsfu-listen = \"127.0.0.1:4000\"\nmesh-size = 3\nsfu-room-size = 50\nsfu-timeout = 30\n",
+        )
+        .unwrap();
+        let sfu = set.http.unwrap().sfu.unwrap();
+        assert_eq!(sfu.listen, Some("127.0.0.1:4000".parse().unwrap()));
+        assert_eq!((sfu.mesh_size, sfu.room_size), (3, 50));
+        for (text, key) in [
+            ("mesh-size = 1\n", "mesh-size"),
+            ("mesh-size = 9\n", "mesh-size"),
+            ("sfu-room-size = 1000\n", "sfu-room-size"),
+            ("sfu-timeout = 0\n", "sfu-timeout"),
+            (
+                "listen = [\"127.0.0.1:3478\"]\nsfu-listen = \"127.0.0.1:3478\"\n",
+                "sfu-listen",
+            ),
+        ] {
+            let e = cfg(&format!("http = \"127.0.0.1:8080\"\n{text}"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(key), "{text}: {e}");
+        }
     }
 
     #[test]

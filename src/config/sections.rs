@@ -5,7 +5,7 @@
 use super::defaults;
 use super::settings::{QuotaSection, Settings};
 use super::values::{ExternalIp, PortRange};
-use super::{HttpConfig, HttpTls};
+use super::{HttpConfig, HttpTls, SfuConfig};
 use crate::auth::{self, Credentials, Secret};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -182,6 +182,7 @@ pub(super) fn http(s: &Settings, rest_max_ttl: u64) -> Result<Option<HttpConfig>
             return Err(invalid("redis", "shares the signaling rooms: set http too"));
         }
     }
+    let sfu = sfu(s, room_size)?;
     let Some(addr) = s.http else {
         return Ok(None);
     };
@@ -218,6 +219,43 @@ pub(super) fn http(s: &Settings, rest_max_ttl: u64) -> Result<Option<HttpConfig>
         credential_ttl,
         room_size,
         redis: s.redis.clone(),
+        sfu,
+    }))
+}
+
+/// The SFU's keys (checked with or without `http`, like the rest of the web side).
+fn sfu(s: &Settings, room_size: usize) -> Result<Option<SfuConfig>, Invalid> {
+    let mesh_size = s.mesh_size.unwrap_or(defaults::MESH_SIZE);
+    if !(2..=room_size).contains(&mesh_size) {
+        return Err(invalid(
+            "mesh-size",
+            format!("must be between 2 and room-size ({room_size})"),
+        ));
+    }
+    let sfu_room_size = s.sfu_room_size.unwrap_or(defaults::SFU_ROOM_SIZE);
+    if !(2..=100).contains(&sfu_room_size) {
+        return Err(invalid("sfu-room-size", "must be between 2 and 100"));
+    }
+    let timeout = s.sfu_timeout.unwrap_or(defaults::SFU_TIMEOUT);
+    if !(2..=300).contains(&timeout) {
+        return Err(invalid("sfu-timeout", "must be between 2 and 300 seconds"));
+    }
+    if let Some(l) = s.sfu_listen {
+        if s.listen.contains(&l) || s.alt_listen == Some(l) {
+            return Err(invalid(
+                "sfu-listen",
+                format!("{l} is a TURN listener already: give the SFU a port of its own"),
+            ));
+        }
+    }
+    if !s.sfu.unwrap_or(defaults::SFU) {
+        return Ok(None);
+    }
+    Ok(Some(SfuConfig {
+        listen: s.sfu_listen,
+        mesh_size,
+        room_size: sfu_room_size,
+        timeout: std::time::Duration::from_secs(timeout),
     }))
 }
 

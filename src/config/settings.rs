@@ -94,6 +94,21 @@ settings! {
         /// Participants per signaling room.
         #[arg(long, value_name = "N")]
         pub room_size: Option<usize>,
+        /// Run the SFU for rooms larger than a mesh (needs `http`; default on).
+        #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+        pub sfu: Option<bool>,
+        /// UDP address of the SFU (default: the first TURN listener's address, port + 2).
+        #[arg(long, value_name = "ADDR:PORT")]
+        pub sfu_listen: Option<SocketAddr>,
+        /// A room moves from a mesh to the SFU when it grows past this many participants.
+        #[arg(long, value_name = "N")]
+        pub mesh_size: Option<usize>,
+        /// Participants per SFU room.
+        #[arg(long, value_name = "N")]
+        pub sfu_room_size: Option<usize>,
+        /// Seconds the SFU keeps a participant that sends nothing before removing it.
+        #[arg(long, value_name = "N")]
+        pub sfu_timeout: Option<u64>,
         /// Redis URL (redis://[:PASSWORD@]HOST:PORT[/DB]): share signaling rooms with every
         /// natpass process on the same Redis, so a call can span several nodes.
         #[arg(long, value_name = "URL")]

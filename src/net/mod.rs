@@ -168,6 +168,7 @@ impl Control {
             streams_refused: self.limits.refused.load(Ordering::Relaxed),
             tls_handshakes: self.limits.handshakes_in_progress(),
             signaling,
+            sfu: None,
         }
     }
 

@@ -76,6 +76,10 @@ pub struct SfuStats {
     pub keyframe_requests: u64,
     /// Datagrams that belonged to no participant or did not parse.
     pub dropped_datagrams: u64,
+    /// Participants now (a gauge).
+    pub participants: u64,
+    /// Tracks published now (a gauge).
+    pub tracks: u64,
 }
 
 /// A track a participant publishes.
@@ -122,10 +126,15 @@ struct Participant {
     wake: Instant,
     /// Whether the session ended.
     dead: bool,
+    /// When its last datagram arrived (or it joined).
+    last_rx: Instant,
 }
 
 /// Upper bound on str0m's outputs drained per poll (a session never loops us forever).
 const MAX_OUTPUTS_PER_POLL: usize = 4096;
+
+/// `sfu-timeout`'s default.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Tracks a participant may publish (a camera, a microphone, a screen and spares).
 pub const MAX_PUBLISHED: usize = 8;
@@ -136,6 +145,7 @@ pub const MAX_PUBLISHED: usize = 8;
 pub struct Sfu {
     local: SocketAddr,
     max_participants: usize,
+    timeout: Duration,
     rooms: Vec<(String, Vec<Participant>)>,
     transmits: VecDeque<Transmit>,
     notices: VecDeque<Notice>,
@@ -149,6 +159,7 @@ impl Sfu {
         Self {
             local,
             max_participants,
+            timeout: DEFAULT_TIMEOUT,
             rooms: Vec::new(),
             transmits: VecDeque::new(),
             notices: VecDeque::new(),
@@ -156,9 +167,20 @@ impl Sfu {
         }
     }
 
+    /// Remove a participant that sent nothing for `timeout` (its tiles vanish for the others).
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
     /// Counters.
     pub fn stats(&self) -> SfuStats {
-        self.stats
+        let people = self.rooms.iter().flat_map(|(_, r)| r.iter());
+        SfuStats {
+            participants: people.clone().count() as u64,
+            tracks: people.map(|p| p.published.len() as u64).sum(),
+            ..self.stats
+        }
     }
 
     /// Participants of `room`.
@@ -215,6 +237,7 @@ impl Sfu {
             pending: None,
             wake: now,
             dead: false,
+            last_rx: now,
         };
         if self.room(room).is_none() {
             self.rooms.push((room.to_owned(), Vec::new()));
@@ -357,6 +380,7 @@ impl Sfu {
             .room_mut(&room)
             .and_then(|r| r.iter_mut().find(|p| p.pid == pid))
             .expect("found above");
+        p.last_rx = now;
         if let Err(e) = p.rtc.handle_input(input) {
             tracing::debug!(%pid, error = %e, "SFU: input refused");
         }
@@ -367,7 +391,7 @@ impl Sfu {
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.rooms
             .iter()
-            .flat_map(|(_, r)| r.iter().map(|p| p.wake))
+            .flat_map(|(_, r)| r.iter().map(|p| p.wake.min(p.last_rx + self.timeout)))
             .min()
     }
 
@@ -378,16 +402,22 @@ impl Sfu {
             .iter()
             .flat_map(|(room, r)| {
                 r.iter()
-                    .filter(|p| p.wake <= now)
+                    .filter(|p| p.wake <= now || p.last_rx + self.timeout <= now)
                     .map(move |p| (room.clone(), p.pid.clone()))
             })
             .collect();
+        let timeout = self.timeout;
         for (room, pid) in due {
             if let Some(p) = self
                 .room_mut(&room)
                 .and_then(|r| r.iter_mut().find(|p| p.pid == pid))
             {
-                let _ = p.rtc.handle_input(Input::Timeout(now));
+                if p.last_rx + timeout <= now {
+                    tracing::debug!(%pid, "SFU: participant silent past sfu-timeout: removed");
+                    p.dead = true;
+                } else {
+                    let _ = p.rtc.handle_input(Input::Timeout(now));
+                }
             }
             self.drive(&room, &pid, now);
         }

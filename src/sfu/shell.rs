@@ -57,6 +57,10 @@ pub struct SharedStats {
     pub dropped_datagrams: AtomicU64,
     /// Notices lost because signaling did not keep up.
     pub notices_dropped: AtomicU64,
+    /// Participants now.
+    pub participants: AtomicU64,
+    /// Tracks published now.
+    pub tracks: AtomicU64,
 }
 
 impl SharedStats {
@@ -69,6 +73,21 @@ impl SharedStats {
             .store(s.keyframe_requests, Ordering::Relaxed);
         self.dropped_datagrams
             .store(s.dropped_datagrams, Ordering::Relaxed);
+        self.participants.store(s.participants, Ordering::Relaxed);
+        self.tracks.store(s.tracks, Ordering::Relaxed);
+    }
+
+    /// The counters now.
+    pub fn load(&self) -> SfuStats {
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        SfuStats {
+            forwarded_packets: l(&self.forwarded_packets),
+            forwarded_bytes: l(&self.forwarded_bytes),
+            keyframe_requests: l(&self.keyframe_requests),
+            dropped_datagrams: l(&self.dropped_datagrams),
+            participants: l(&self.participants),
+            tracks: l(&self.tracks),
+        }
     }
 }
 
@@ -92,6 +111,7 @@ pub struct SfuHandle {
     tx: SyncSender<Command>,
     waker: Arc<Waker>,
     addr: SocketAddr,
+    bound: SocketAddr,
     stats: Arc<SharedStats>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -110,14 +130,28 @@ impl std::fmt::Debug for Command {
 impl SfuHandle {
     /// Bind `bind` and start the loop; `advertise` is the address browsers reach the socket
     /// at (its ICE host candidate). Notices come out of the returned receiver.
+    /// `advertise` is an IP: the bound port goes with it. A participant silent for `timeout`
+    /// is removed.
     pub fn spawn(
         bind: SocketAddr,
-        advertise: Option<SocketAddr>,
+        advertise: Option<std::net::IpAddr>,
         max_participants: usize,
+        timeout: Duration,
     ) -> std::io::Result<(Self, tokio::sync::mpsc::Receiver<Notice>)> {
         let mut sock = UdpSocket::bind(bind)?;
         let local = sock.local_addr()?;
-        let addr = advertise.unwrap_or(local);
+        let addr = match advertise {
+            Some(ip) => SocketAddr::new(ip, local.port()),
+            None if local.ip().is_unspecified() => SocketAddr::new(
+                if local.is_ipv4() {
+                    std::net::Ipv4Addr::LOCALHOST.into()
+                } else {
+                    std::net::Ipv6Addr::LOCALHOST.into()
+                },
+                local.port(),
+            ),
+            None => local,
+        };
         let poll = Poll::new()?;
         poll.registry()
             .register(&mut sock, SOCKET, Interest::READABLE)?;
@@ -133,7 +167,7 @@ impl SfuHandle {
                     poll,
                     sock,
                     addr,
-                    Sfu::new(addr, max_participants),
+                    Sfu::new(addr, max_participants).with_timeout(timeout),
                     rx,
                     ntx,
                     shared,
@@ -144,6 +178,7 @@ impl SfuHandle {
                 tx,
                 waker,
                 addr,
+                bound: local,
                 stats,
                 thread: Some(thread),
             },
@@ -156,9 +191,19 @@ impl SfuHandle {
         self.addr
     }
 
+    /// The socket's own address (a wildcard when bound to one).
+    pub fn bound(&self) -> Option<SocketAddr> {
+        Some(self.bound)
+    }
+
     /// Counters.
     pub fn stats(&self) -> &SharedStats {
         &self.stats
+    }
+
+    /// The counters, shared (for `/metrics`).
+    pub fn shared_stats(&self) -> Arc<SharedStats> {
+        self.stats.clone()
     }
 
     fn send(&self, c: Command) -> Result<(), ShellError> {
