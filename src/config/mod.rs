@@ -539,6 +539,12 @@ mod tests {
             "http = \"127.0.0.1:8080\"\nsfu-listen = \"127.0.0.1:4000\"\nmesh-size = 3\nsfu-room-size = 50\nsfu-timeout = 30\n",
         )
         .unwrap();
+        let small = cfg("http = \"127.0.0.1:8080\"\nroom-size = 2\n").unwrap();
+        assert_eq!(
+            small.http.unwrap().sfu.unwrap().mesh_size,
+            2,
+            "room-size caps the default"
+        );
         let sfu = set.http.unwrap().sfu.unwrap();
         assert_eq!(sfu.listen, Some("127.0.0.1:4000".parse().unwrap()));
         assert_eq!((sfu.mesh_size, sfu.room_size), (3, 50));

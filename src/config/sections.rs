@@ -225,7 +225,9 @@ pub(super) fn http(s: &Settings, rest_max_ttl: u64) -> Result<Option<HttpConfig>
 
 /// The SFU's keys (checked with or without `http`, like the rest of the web side).
 fn sfu(s: &Settings, room_size: usize) -> Result<Option<SfuConfig>, Invalid> {
-    let mesh_size = s.mesh_size.unwrap_or(defaults::MESH_SIZE);
+    // A room-size below the default mesh-size caps it (the mesh is full before it would move);
+    // a mesh-size set above room-size is an error.
+    let mesh_size = s.mesh_size.unwrap_or(defaults::MESH_SIZE.min(room_size));
     if !(2..=room_size).contains(&mesh_size) {
         return Err(invalid(
             "mesh-size",
