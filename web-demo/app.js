@@ -14,7 +14,7 @@
 
 import { loadConfig } from './config.js';
 import { Signaling } from './signaling.js';
-import { Peer, newSessionId } from './peer.js';
+import { Peer, newSessionId, acceptsReset } from './peer.js';
 import * as ui from './ui.js';
 
 const { $ } = ui;
@@ -154,7 +154,7 @@ function newPeer(r, session, initiator, retries = 0) {
 function startSession(pid, name, retries = 0) {
   const r = remoteFor(pid, name);
   const session = newSessionId();
-  sendSignal(pid, { reset: true, session, name: state.name });
+  sendSignal(pid, { reset: true, session, replaces: r.peer ? r.peer.session : undefined, name: state.name });
   newPeer(r, session, true, retries);
 }
 
@@ -173,11 +173,7 @@ async function onPeerSignal(from, data) {
   if (!data || typeof data !== 'object' || typeof data.session !== 'string') return;
   const r = state.remotes.get(from);
   if (data.reset) {
-    if (r && r.peer) {
-      if (r.peer.session === data.session) return; // a duplicate
-      // Both sides started a session at once: the polite side yields, the other keeps its own.
-      if (r.peer.starting() && !r.peer.polite) return;
-    }
+    if (!acceptsReset(r ? r.peer : null, data)) return;
     newPeer(remoteFor(from, typeof data.name === 'string' ? data.name : 'peer'), data.session, false);
     return;
   }
@@ -229,6 +225,10 @@ function onSignalingMessage(m) {
       break;
     }
     case 'signal': {
+      // A reset is applied at once, not queued: it closes the old connection, which releases
+      // whatever of that connection the queue was waiting on (an operation a starved browser
+      // never finishes must not hold back the new session).
+      if (m.data && m.data.reset) { onPeerSignal(m.from, m.data).catch((e) => console.warn('reset', e)); break; }
       // One at a time per sender, in arrival order: a candidate must not overtake its
       // description, and one participant's slow or dead negotiation must not hold up another's.
       const prev = state.chains.get(m.from) || Promise.resolve();
@@ -284,7 +284,8 @@ function connect() {
 // A session that never got off the ground (still "new" with nothing moving for 8 s on the side
 // that started it, 12 s on the other, twice as long after each restart) is started over; one
 // that connected but whose video never arrived although the other side sends it, by the side
-// that waits for it. A few times at most (Peer#stalled, Peer#silent).
+// that waits for it (a few times at most). A session that cannot start is tried again every
+// minute or so for as long as both are in the room (Peer#stalled, Peer#silent).
 function watchdog() {
   for (const r of [...state.remotes.values()]) {
     if (!r.peer) continue;

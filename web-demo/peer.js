@@ -14,9 +14,9 @@
 //                    non-initiator waits for the first offer, so glare is left to renegotiations
 //   pending, flush   local ICE candidates waiting for their batch (one message per 100 ms)
 //   dc               the chat data channel (created by the initiator)
-//   retries, lastProgress  watchdog bookkeeping: restarts so far, when this session's
-//                    negotiation last moved (it began, a candidate was gathered or arrived, a
-//                    description was applied, a state changed)
+//   retries, lastProgress, startedAt  watchdog bookkeeping: restarts so far, when this
+//                    session's negotiation last moved (it began, a candidate was gathered or
+//                    arrived, a description was applied, a state changed), when it began
 //   connectedAt      when the connection last became 'connected' (null while it is not)
 //   closed, whenClosed set once the session is over; pending operations stop waiting then
 //
@@ -25,6 +25,23 @@
 
 export function newSessionId(random = () => crypto.getRandomValues(new Uint32Array(2))) {
   return Array.from(random(), (x) => x.toString(16).padStart(8, '0')).join('');
+}
+
+/**
+ * Does a reset (`{session, replaces}`) from the other side end our session with it (`peer`,
+ * null when there is none)? A reset that names our session in `replaces` was sent after its
+ * sender saw our session (its watchdog, a relay-only switch): it always wins. Otherwise both
+ * sides started a session at once, neither having seen the other's: the polite side yields and
+ * the other keeps its own. Before `replaces`, a side whose own reset was still unanswered
+ * ignored every reset from a polite peer; once its restarts were used up, a peer that had
+ * already given way to it and then started over was ignored for good (a six-person relay-only
+ * room ended with sessions stuck in 'new' on both sides).
+ */
+export function acceptsReset(peer, reset) {
+  if (!peer) return true;
+  if (peer.session === reset.session) return false; // a duplicate
+  if (reset.replaces === peer.session) return true;
+  return !(peer.starting() && !peer.polite);
 }
 
 export class Peer {
@@ -48,6 +65,7 @@ export class Peer {
     this.initiator = o.initiator;
     this.retries = o.retries || 0;
     this.lastProgress = performance.now();
+    this.startedAt = this.lastProgress;
     this.makingOffer = false;
     this.ignoreOffer = false;
     this.pending = [];
@@ -155,8 +173,13 @@ export class Peer {
    * allocations and starts the wait again.
    */
   stalled(now = performance.now()) {
-    const wait = (this.initiator ? 8000 : 12000) * 2 ** this.retries;
-    return this.pc.connectionState === 'new' && this.retries < 3 && now - this.lastProgress > wait;
+    if (this.pc.connectionState !== 'new') return false;
+    // After three restarts the wait stops growing (64 s / 96 s) but never ends: while both
+    // are in the room, a session that cannot start is tried again, slowly. Progress that never
+    // leads anywhere (a gathering that keeps going, candidates of an offer that never came) holds
+    // the restart off for four waits at most.
+    const wait = (this.initiator ? 8000 : 12000) * 2 ** Math.min(this.retries, 3);
+    return now - this.lastProgress > wait || now - this.startedAt > 4 * wait;
   }
 
   /**

@@ -85,7 +85,12 @@ export function chromiumFlags(userDataDir, extra = []) {
     '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
     '--disable-background-networking', '--disable-component-update', '--disable-sync',
     '--disable-default-apps', '--disable-extensions', '--mute-audio',
-    '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
+    // 15 fps fake camera: a six-page room is 30 encoders and 30 decoders on two cores.
+    '--use-fake-device-for-media-stream=fps=15', '--use-fake-ui-for-media-stream',
+    // Every page of the shared browser is a participant: none is throttled as a background tab
+    // (its watchdog, signaling pacing and stats timers would run once a second, or a minute).
+    '--disable-background-timer-throttling', '--disable-renderer-backgrounding',
+    '--disable-backgrounding-occluded-windows',
     '--allow-loopback-in-peer-connection', '--autoplay-policy=no-user-gesture-required',
     `--user-data-dir=${userDataDir}`, '--remote-debugging-address=127.0.0.1', '--remote-debugging-port=0',
     ...extra,
@@ -155,11 +160,25 @@ export async function waitConnected(page, n, { relay = false, minFrames = 10, ti
 }
 
 /** Open a room link and press Join on its pre-join screen (links never join by themselves). */
-export async function joinCall(page, url, { timeoutMs = 15000 } = {}) {
+export async function joinCall(page, url, { timeoutMs = 15000, smallVideo = false } = {}) {
+  if (smallVideo) await useSmallVideo(page);
   await page.goto(url);
   const join = page.locator('[data-testid="prejoin-join"]');
   await join.waitFor({ state: 'visible', timeout: timeoutMs });
   await join.click({ timeout: timeoutMs });
+}
+
+/**
+ * Make the page's camera 320×180 (its own constraints ask for 640×360): rooms of six browsers
+ * on two cores are 30 encoders and 30 decoders, a quarter of the pixels each. Test-only: the
+ * page is not changed, its getUserMedia is wrapped before it loads.
+ */
+export async function useSmallVideo(page) {
+  await page.addInitScript(() => {
+    const md = navigator.mediaDevices;
+    const orig = md.getUserMedia.bind(md);
+    md.getUserMedia = (c) => orig(c && c.video ? { ...c, video: { ...(typeof c.video === 'object' ? c.video : {}), width: 320, height: 180 } } : c);
+  });
 }
 
 /**

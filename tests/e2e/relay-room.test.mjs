@@ -32,12 +32,15 @@ async function sixPages(serverBase, timeoutMs) {
   const pages = [];
   for (const n of names) {
     const p = await env.chrome.context.newPage();
+    p.errors = [];
+    p.on('pageerror', (e) => p.errors.push(String(e)));
+    p.on('console', (m) => { if (m.type() === 'error' || m.type() === 'warning') p.errors.push(m.text()); });
     await p.setViewportSize({ width: 1280, height: 800 });
-    await joinCall(p, `${base}/?room=${room}&name=${n}&relay=1`);
+    await joinCall(p, `${base}/?room=${room}&name=${n}&relay=1`, { smallVideo: true });
     pages.push(p);
   }
   const relayed = (s) => s.connectionState === 'connected' && s.localType === 'relay';
-  const summary = async () => Promise.all(pages.map(async (p) => Object.values(await stats(p))));
+  const summary = async () => Promise.all(pages.map(async (p) => Object.entries(await stats(p)).map(([pid, s]) => ({ pid, ...s }))));
   let last = null;
   try {
     await waitFor(`${N} pages with ${N - 1} relayed, decoding peers each`, async () => {
@@ -46,6 +49,12 @@ async function sixPages(serverBase, timeoutMs) {
     }, timeoutMs, 1000);
   } catch (e) {
     const short = (last || []).map((v, i) => `${names[i]}: ` + v.map((s) => `${s.connectionState}/${s.localType}/${s.framesDecoded}`).join(' '));
+    // What each page's unfinished negotiations look like, for the failure report.
+    for (const [i, p] of pages.entries()) {
+      const d = await p.evaluate(() => ({ me: window.natpass.me(), restarts: window.natpass.restarts(), peers: window.natpass.debug() }));
+      const stuck = Object.entries(d.peers).filter(([, x]) => !x || x.connectionState !== 'connected');
+      short.push(`${names[i]} (${d.me}, ${d.restarts} restarts): ${JSON.stringify(stuck)} ${JSON.stringify(p.errors.slice(-6))}`);
+    }
     for (const p of pages) await p.close();
     throw new Error(`${e.message}\n${short.join('\n')}`);
   }
@@ -54,11 +63,11 @@ async function sixPages(serverBase, timeoutMs) {
   await sleep(4000);
   const second = await summary();
   for (let i = 0; i < N; i++) {
-    const before = new Map(first[i].map((s, k) => [k, s.framesDecoded]));
-    second[i].forEach((s, k) => {
-      assert.ok(relayed(s), `${names[i]} peer ${k} is relayed and connected`);
-      assert.ok(s.framesDecoded > before.get(k), `${names[i]} peer ${k} keeps decoding (${before.get(k)} → ${s.framesDecoded})`);
-    });
+    const before = new Map(first[i].map((s) => [s.pid, s.framesDecoded]));
+    for (const s of second[i]) {
+      assert.ok(relayed(s), `${names[i]} peer ${s.pid} is relayed and connected`);
+      assert.ok(s.framesDecoded > (before.get(s.pid) ?? 0), `${names[i]} peer ${s.pid} keeps decoding (${before.get(s.pid)} → ${s.framesDecoded})`);
+    }
   }
   const shots = join(repo, process.env.UPDATE_SCREENSHOT ? 'docs' : 'target/e2e');
   mkdirSync(shots, { recursive: true });
