@@ -86,7 +86,7 @@ impl Server {
         }
         // The SFU first: its address is the one port of natpass's own that relays may reach,
         // and the peer policy is built with it.
-        let sfu = match cfg.http.as_ref().and_then(|h| h.sfu.clone()) {
+        let mut sfu = match cfg.http.as_ref().and_then(|h| h.sfu.clone()) {
             Some(s) => {
                 let (handle, notices) = match start_sfu(&cfg, &s) {
                     Ok(x) => x,
@@ -105,7 +105,7 @@ impl Server {
                     }
                 }
                 tracing::info!(addr = %handle.addr(), "SFU for rooms past mesh-size ({})", s.mesh_size);
-                Some((Arc::new(handle), notices))
+                Some((Arc::new(handle), Some(notices)))
             }
             None => None,
         };
@@ -143,6 +143,9 @@ impl Server {
                 .await
                 .map_err(err)?;
             state.hub = Some(l.hub.clone());
+            if let Some((h, notices)) = sfu.as_mut().and_then(|(h, n)| n.take().map(|n| (h, n))) {
+                l.hub.set_sfu(h.clone(), notices);
+            }
             let url = http_url(l.addr, h.tls != HttpTls::Off, h.public_host.as_deref());
             http = Some(HttpInfo {
                 addr: l.addr,
@@ -183,12 +186,7 @@ impl Server {
             }
             None => None,
         };
-        let sfu = sfu.map(|(h, mut notices)| {
-            // Signaling routes the SFU's notices to the participants' sockets (not wired yet:
-            // they are read here so the loop never finds its queue full).
-            tasks.spawn(async move { while notices.recv().await.is_some() {} });
-            h
-        });
+        let sfu = sfu.map(|(h, _)| h);
         sd_notify("READY=1");
         Ok(Self {
             net,

@@ -281,7 +281,7 @@ fn call(server: &mut dyn Backend, kind: MediaKind, junk: bool) -> bool {
         server.pump();
         while let Some(n) = server.notice() {
             match n {
-                Notice::Offer { to, sdp } => {
+                Notice::Offer { to, sdp, .. } => {
                     assert_eq!(to, "ben", "only Ben has tracks to add");
                     let a = ben
                         .rtc
@@ -291,7 +291,7 @@ fn call(server: &mut dyn Backend, kind: MediaKind, junk: bool) -> bool {
                     server.answer("ben", &a.to_sdp_string());
                     renegotiated = true;
                 }
-                Notice::Gone { pid } => panic!("{pid} gone"),
+                Notice::Gone { pid, .. } => panic!("{pid} gone"),
             }
         }
         ann.pump();
@@ -485,10 +485,16 @@ fn a_participant_that_sends_nothing_is_removed_after_the_timeout() {
     );
     let notices: Vec<Notice> = std::iter::from_fn(|| sfu.poll_notice()).collect();
     assert!(
-        notices.contains(&Notice::Gone { pid: "ann".into() }),
+        notices.contains(&Notice::Gone {
+            room: "r".into(),
+            pid: "ann".into()
+        }),
         "{notices:?}"
     );
-    assert!(!notices.contains(&Notice::Gone { pid: "ben".into() }));
+    assert!(!notices.contains(&Notice::Gone {
+        room: "r".into(),
+        pid: "ben".into()
+    }));
     run_until(&mut sfu, start + Duration::from_millis(15_500));
     assert_eq!(sfu.participants("r"), 0);
     assert_eq!(sfu.stats().participants, 0);

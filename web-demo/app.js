@@ -15,6 +15,7 @@
 import { loadConfig } from './config.js';
 import { Signaling } from './signaling.js';
 import { Peer, newSessionId, acceptsReset } from './peer.js';
+import { SfuSession } from './sfu.js';
 import * as ui from './ui.js';
 
 const { $ } = ui;
@@ -44,6 +45,12 @@ const state = {
   chains: new Map(), // pid -> the promise of its last signal, to keep each sender's order
   stats: {},
   restarts: 0, // sessions the watchdog had to start over
+  // 'mesh': one RTCPeerConnection per other participant (state.remotes[pid].peer); 'sfu': one
+  // to natpass's SFU (state.sfu), whatever the room's size. The server says which (join
+  // answer, room-mode); `?mode=` asks for one when this page opens the room.
+  mode: 'mesh',
+  sfu: null,
+  sfuRetry: null,
 };
 
 // ---------- landing ----------
@@ -186,6 +193,8 @@ let refreshTimer = null;
 
 function onJoined(m, resumed) {
   state.me = m.you;
+  const wasSfu = state.mode === 'sfu';
+  state.mode = m.mode === 'sfu' ? 'sfu' : 'mesh';
   stopWaiting();
   showRoom();
   if (refreshTimer === null && m.ttl > 0) {
@@ -203,6 +212,16 @@ function onJoined(m, resumed) {
   }
   // Back from the full-room screen the camera was off: turn it on again before any connection
   // is built (the others wait for our reset, so nothing is lost meanwhile).
+  if (state.mode === 'sfu') {
+    for (const p of m.participants) remoteFor(p.id, p.name);
+    ensureMedia().then(() => {
+      if (state.me !== m.you || !state.sig) return;
+      // A resumed identity keeps its SFU session (the server kept it too).
+      if (!(resumed && wasSfu && state.sfu)) startSfu();
+    });
+    return;
+  }
+  stopSfu();
   ensureMedia().then(() => {
     if (state.me !== m.you || !state.sig) return; // left or rejoined meanwhile
     for (const p of m.participants) {
@@ -216,8 +235,27 @@ function onJoined(m, resumed) {
 function onSignalingMessage(m) {
   switch (m.type) {
     case 'participant-joined':
-      // The newcomer starts the session; its reset creates our side.
-      if (m.participant && typeof m.participant.name === 'string') ui.toast(m.participant.name.slice(0, config.nameMaxLength) + ' joined');
+      // The newcomer starts the session; its reset creates our side. In an SFU room the tile
+      // comes now, its video when the SFU offers it.
+      if (m.participant && typeof m.participant.name === 'string') {
+        ui.toast(m.participant.name.slice(0, config.nameMaxLength) + ' joined');
+        if (state.mode === 'sfu' && typeof m.participant.id === 'string') remoteFor(m.participant.id, m.participant.name.slice(0, config.nameMaxLength));
+      }
+      break;
+    case 'room-mode':
+      // The room grew past the mesh size: every connection of the mesh gives way to one to the
+      // SFU (tiles stay; their video comes back through the SFU).
+      if (m.mode === 'sfu' && state.mode !== 'sfu') {
+        state.mode = 'sfu';
+        for (const r of state.remotes.values()) { if (r.peer) r.peer.close(); r.peer = null; }
+        ensureMedia().then(() => { if (state.mode === 'sfu' && state.sig) startSfu(); });
+      }
+      break;
+    case 'sfu-offer':
+      if (state.sfu && typeof m.sdp === 'string') state.sfu.onOffer(m.sdp).catch(() => restartSfuSoon());
+      break;
+    case 'sfu-restart':
+      if (state.mode === 'sfu') startSfu();
       break;
     case 'participant-left': {
       const r = removeRemote(m.id);
@@ -228,6 +266,7 @@ function onSignalingMessage(m) {
       // A reset is applied at once, not queued: it closes the old connection, which releases
       // whatever of that connection the queue was waiting on (an operation a starved browser
       // never finishes must not hold back the new session).
+      if (state.mode === 'sfu') break; // a mesh signal from someone who has not moved yet
       if (m.data && m.data.reset) { onPeerSignal(m.from, m.data).catch((e) => console.warn('reset', e)); break; }
       // One at a time per sender, in arrival order: a candidate must not overtake its
       // description, and one participant's slow or dead negotiation must not hold up another's.
@@ -248,6 +287,7 @@ function onSignalingMessage(m) {
       // Do not come back: a reconnect would open the room again.
       ui.notice('This room was closed by the operator.');
       state.sig.stop();
+      stopSfu();
       for (const pid of [...state.remotes.keys()]) removeRemote(pid);
       break;
     case 'error':
@@ -271,6 +311,7 @@ function connect() {
     maxMessage: config.maxMessage,
     joinRequest: () => ({
       type: 'join', room: state.room, name: state.name,
+      mode: ['mesh', 'sfu'].includes(params.get('mode')) ? params.get('mode') : undefined,
       resume: sessionStorage.getItem('natpass-resume-' + state.room) || undefined,
     }),
     onJoined,
@@ -278,6 +319,71 @@ function connect() {
     onState: (s) => ui.setStatus(statusText[s] || s),
   });
   state.sig.start();
+}
+
+// ---------- the SFU session ----------
+function startSfu() {
+  stopSfu();
+  const s = new SfuSession({
+    config: pcConfig(),
+    localStream: state.localStream,
+    request: (type, body) => state.sig.request(type, body),
+    onStream: (pid, stream) => {
+      if (pid === state.me) return;
+      const known = state.remotes.get(pid);
+      ui.showStream(remoteFor(pid, known ? known.name : 'peer').tile, stream);
+    },
+    onFailed: () => restartSfuSoon(),
+  });
+  state.sfu = s;
+  s.start().catch((e) => { if (state.sfu === s) { console.warn('sfu join', e); restartSfuSoon(); } });
+}
+
+/** The SFU session failed or was refused: a fresh one in 2 s (one pending restart at most). */
+function restartSfuSoon() {
+  if (state.sfuRetry !== null || state.mode !== 'sfu') return;
+  state.restarts += 1;
+  state.sfuRetry = setTimeout(() => {
+    state.sfuRetry = null;
+    if (state.mode === 'sfu' && state.sig && state.me) startSfu();
+  }, 2000);
+}
+
+function stopSfu() {
+  if (state.sfu) state.sfu.close();
+  state.sfu = null;
+  if (state.sfuRetry !== null) clearTimeout(state.sfuRetry);
+  state.sfuRetry = null;
+}
+
+/** Per participant: what arrives from the SFU for it (its video receivers' stats). */
+async function updateSfuStats() {
+  const s = state.sfu;
+  let report;
+  try { report = await s.pc.getStats(); } catch { return; }
+  const { stats: link } = ui.summarize(report, { bytes: 0, time: 0 });
+  for (const r of [...state.remotes.values()]) {
+    let framesDecoded = 0, bytes = 0, frameWidth = 0;
+    for (const rcv of s.receiversOf(r.pid)) {
+      if (!rcv.track || rcv.track.kind !== 'video') continue;
+      let rep;
+      try { rep = await rcv.getStats(); } catch { continue; }
+      rep.forEach((x) => {
+        if (x.type !== 'inbound-rtp') return;
+        framesDecoded += x.framesDecoded || 0;
+        bytes += x.bytesReceived || 0;
+        frameWidth = Math.max(frameWidth, x.frameWidth || 0);
+      });
+    }
+    if (state.sfu !== s || state.remotes.get(r.pid) !== r) continue;
+    const now = performance.now();
+    const kbps = r.sample.time ? ((bytes - r.sample.bytes) * 8) / (now - r.sample.time) : 0;
+    r.sample = { bytes, time: now };
+    const route = link.localType ? `${link.route} to the SFU` : link.route;
+    const stats = { ...link, route, kbps: Math.round(kbps), framesDecoded, frameWidth, via: 'sfu' };
+    state.stats[r.pid] = { connectionState: s.pc.connectionState, ...stats };
+    ui.showStats(r.tile, r.pid, stats);
+  }
 }
 
 // ---------- watchdog and stats ----------
@@ -299,6 +405,7 @@ function watchdog() {
 }
 
 async function updateStats() {
+  if (state.mode === 'sfu') { if (state.sfu) await updateSfuStats(); return; }
   watchdog();
   for (const r of [...state.remotes.values()]) {
     if (!r.peer) continue;
@@ -320,6 +427,18 @@ window.natpass = {
   localTracks: () => (state.localStream ? state.localStream.getTracks().filter((t) => t.readyState === 'live').length : 0),
   screen: () => ['landing', 'prejoin', 'room', 'full'].find((id) => !$(id).hidden) || null,
   relayOnly: () => state.relayOnly,
+  mode: () => state.mode,
+  // RTCPeerConnections this page holds now (an SFU room: one, whatever its size).
+  peerConnections: () => (state.sfu ? 1 : 0) + [...state.remotes.values()].filter((r) => r.peer).length,
+  // What this page sends of its video: one entry per outbound encoding (rid, frame width).
+  outboundVideo: async () => {
+    const pcs = state.sfu ? [state.sfu.pc] : [...state.remotes.values()].filter((r) => r.peer).map((r) => r.peer.pc);
+    const out = [];
+    for (const pc of pcs) {
+      (await pc.getStats()).forEach((x) => { if (x.type === 'outbound-rtp' && x.kind === 'video') out.push({ rid: x.rid || null, frameWidth: x.frameWidth || 0, bytesSent: x.bytesSent || 0 }); });
+    }
+    return out;
+  },
   restarts: () => state.restarts,
   signaling: () => ({ state: state.sig ? state.sig.state : null, pending: state.sig ? state.sig.pending() : 0, transport: state.sig ? state.sig.transport() : null }),
   dropSignaling: () => state.sig && state.sig.drop(),
@@ -395,6 +514,7 @@ $('toggle-camera').addEventListener('click', (e) => toggle('video', e.currentTar
 $('relay-only').addEventListener('change', (e) => {
   state.relayOnly = e.target.checked;
   rememberRelay(state.relayOnly);
+  if (state.mode === 'sfu') { if (state.sfu) startSfu(); return; }
   for (const r of [...state.remotes.values()]) startSession(r.pid, r.name);
 });
 
@@ -426,6 +546,7 @@ $('alone-copy').addEventListener('click', async () => {
 
 $('leave').addEventListener('click', () => {
   if (state.sig) state.sig.stop({ type: 'leave' });
+  stopSfu();
   for (const pid of [...state.remotes.keys()]) removeRemote(pid);
   if (state.localStream) for (const t of state.localStream.getTracks()) t.stop();
   sessionStorage.removeItem('natpass-resume-' + state.room);
@@ -535,6 +656,7 @@ function roomFull() {
   if (state.sig) state.sig.stop();
   state.sig = null;
   state.me = null;
+  stopSfu();
   for (const pid of [...state.remotes.keys()]) removeRemote(pid);
   stopMedia();
   state.mediaTried = false;

@@ -99,6 +99,9 @@ export class Signaling {
     forward('signal');
     forward('chat');
     forward('room-closed');
+    forward('room-mode');
+    forward('sfu-offer');
+    forward('sfu-restart');
     forward('error');
     socket.on('connect_error', () => {
       if (this.state === 'stopped') return;
@@ -122,7 +125,7 @@ export class Signaling {
     // retry gets the identity the first try made instead of a second one.
     // An answer that never comes is asked for again (same key, so at most one identity).
     const socket = this.socket;
-    socket.timeout(10000).emit('join', { room: req.room, name: req.name, key: this.joinKey, resume: req.resume }, (err, m) => {
+    socket.timeout(10000).emit('join', { room: req.room, name: req.name, key: this.joinKey, resume: req.resume, mode: req.mode }, (err, m) => {
       if (this.state === 'stopped' || this.socket !== socket) return;
       if (err) { if (this.state === 'joining' && socket.connected) this.join(); return; }
       if (!m || m.error) { this.onMessage({ type: 'error', reason: m ? m.error : 'no answer' }); return; }
@@ -132,8 +135,11 @@ export class Signaling {
 
   joined(m) {
     const resumed = this.me !== null && m.you === this.me;
-    // A new identity: signals from the old one are stale.
-    if (this.me !== null && !resumed) this.queue = this.queue.filter((q) => q.type !== 'signal');
+    // A new identity: signals from the old one are stale, and so are its requests.
+    if (this.me !== null && !resumed) {
+      for (const q of this.queue) if (q.reply) q.reply(new Error('signaling identity changed'));
+      this.queue = this.queue.filter((q) => q.type !== 'signal' && !q.reply);
+    }
     this.me = m.you;
     this.setState('ready');
     this.onJoined(m, resumed);
@@ -155,6 +161,23 @@ export class Signaling {
     return true;
   }
 
+  /**
+   * A request whose answer (its ack) is the result: resolves with it, rejects on `{error}`, on
+   * no answer within 10 s, or when the identity changes before it was sent. Paced like the rest.
+   */
+  request(type, body) {
+    return new Promise((resolve, reject) => {
+      if (this.state === 'stopped') { reject(new Error('signaling stopped')); return; }
+      const reply = (err, m) => {
+        if (err) reject(err);
+        else if (!m || m.error) reject(new Error(m ? m.error : 'no answer'));
+        else resolve(m);
+      };
+      this.queue.push({ type, body, reply });
+      this.pump();
+    });
+  }
+
   /** Messages waiting in the outbox. */
   pending() { return this.queue.length; }
 
@@ -165,8 +188,10 @@ export class Signaling {
     this.last = now;
     if (this.state !== 'ready' || !this.socket || !this.socket.connected) return;
     while (this.queue.length && this.tokens >= 1) {
-      const { type, body } = this.queue.shift();
-      if (type === 'ice-servers') {
+      const { type, body, reply } = this.queue.shift();
+      if (reply) {
+        this.socket.timeout(10000).emit(type, body, (err, m) => reply(err, m));
+      } else if (type === 'ice-servers') {
         this.socket.emit(type, body, (m) => { if (m && !m.error) this.onMessage({ type, ...m }); });
       } else {
         this.socket.emit(type, body);
@@ -192,6 +217,7 @@ export class Signaling {
       this.socket.emit(type, body);
     }
     this.setState('stopped');
+    for (const q of this.queue) if (q.reply) q.reply(new Error('signaling stopped'));
     this.queue = [];
     if (this.pumpTimer !== null) this.clearTimer(this.pumpTimer);
     if (this.socket) this.socket.disconnect();

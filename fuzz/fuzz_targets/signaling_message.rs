@@ -28,7 +28,7 @@ fuzz_target!(|data: &[u8]| {
         let token = format!("t{}", c % 16);
         match a % 10 {
             0 => {
-                let req = JoinRequest { room: room.into(), name: "x".repeat((c % 50) as usize), resume: (c & 1 == 1).then(|| token.clone()), key: (c & 2 == 2).then(|| format!("k{}", c % 4)) };
+                let req = JoinRequest { room: room.into(), name: "x".repeat((c % 50) as usize), resume: (c & 1 == 1).then(|| token.clone()), key: (c & 2 == 2).then(|| format!("k{}", c % 4)), mode: None };
                 let _ = rooms.join(conn, req, ids, now);
             }
             1 => {

@@ -52,6 +52,8 @@ pub struct Transmit {
 pub enum Notice {
     /// Send this offer to participant `to`; its answer goes to [`Sfu::answer`].
     Offer {
+        /// Its room.
+        room: String,
         /// The participant.
         to: String,
         /// SDP text.
@@ -60,6 +62,8 @@ pub enum Notice {
     /// The participant's session ended (it stopped answering, or its DTLS/ICE failed): its
     /// tracks are gone from everyone else's session.
     Gone {
+        /// Its room.
+        room: String,
         /// The participant.
         pid: String,
     },
@@ -451,6 +455,7 @@ impl Sfu {
             };
             if let Some(offer) = negotiate(&mut r[i]) {
                 self.notices.push_back(Notice::Offer {
+                    room: room.to_owned(),
                     to: pid.clone(),
                     sdp: offer,
                 });
@@ -463,7 +468,10 @@ impl Sfu {
             let r = self.room_mut(room).expect("present");
             if !r[i].rtc.is_alive() || r[i].dead {
                 let gone = r[i].pid.clone();
-                self.notices.push_back(Notice::Gone { pid: gone.clone() });
+                self.notices.push_back(Notice::Gone {
+                    room: room.to_owned(),
+                    pid: gone.clone(),
+                });
                 self.leave(room, &gone, now);
                 return;
             }

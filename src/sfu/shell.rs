@@ -302,7 +302,10 @@ fn run(
                     offer,
                     reply,
                 }) => {
-                    let _ = reply.send(sfu.join(&room, &pid, &offer, Instant::now()));
+                    // Joining again (the page's connection failed): the old session goes first.
+                    let now = Instant::now();
+                    sfu.leave(&room, &pid, now);
+                    let _ = reply.send(sfu.join(&room, &pid, &offer, now));
                 }
                 Ok(Command::Answer {
                     room,

@@ -4,7 +4,7 @@
 //! name, wherever those are. Sans-IO like the rooms: no sockets, no clock (`now` comes in), no
 //! randomness (fresh ids come in). The same types are the messages between nodes.
 
-use super::rooms::{CompatEvent, Event, FreshIds, JoinRequest, Joined, Rooms, SignalError};
+use super::rooms::{CompatEvent, Event, FreshIds, JoinRequest, Joined, Mode, Rooms, SignalError};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::time::Instant;
@@ -16,6 +16,16 @@ pub struct Endpoint {
     pub node: String,
     /// Socket id on that node.
     pub sid: String,
+}
+
+impl Endpoint {
+    /// No socket (an [`Out::Sfu`] nobody waits for).
+    pub fn nobody() -> Self {
+        Self {
+            node: String::new(),
+            sid: String::new(),
+        }
+    }
 }
 
 /// A request for the room keeper.
@@ -73,6 +83,42 @@ pub struct JoinedWire {
     pub room: String,
     /// Everyone else: (id, name).
     pub participants: Vec<(String, String)>,
+    /// How the room's media flows.
+    #[serde(default)]
+    pub mode: Mode,
+}
+
+/// What the node that runs the room's SFU must do (the room keeper's node: every participant
+/// of a room meets in one SFU).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "sfu", rename_all = "kebab-case")]
+pub enum SfuOp {
+    /// A participant connects to the SFU with its offer (again, after a restart: its old
+    /// session goes first); the answer goes back as the ack.
+    Join {
+        /// Room.
+        room: String,
+        /// Participant.
+        pid: String,
+        /// Its SDP offer.
+        sdp: String,
+    },
+    /// A participant's answer to the SFU's offer.
+    Answer {
+        /// Room.
+        room: String,
+        /// Participant.
+        pid: String,
+        /// Its SDP answer.
+        sdp: String,
+    },
+    /// A participant left the room: its session goes.
+    Leave {
+        /// Room.
+        room: String,
+        /// Participant.
+        pid: String,
+    },
 }
 
 /// Something to send to one socket.
@@ -121,6 +167,16 @@ pub enum Out {
         /// The socket.
         to: Endpoint,
     },
+    /// For the SFU of the node that keeps the rooms; its answer goes to `to` as the ack `ack`
+    /// (`{sdp}` / `{ok}`, or `{error}`).
+    Sfu {
+        /// The socket that asked (for a leave: the keeper's own bookkeeping, no answer).
+        to: Endpoint,
+        /// Ack number on its node.
+        ack: Option<u64>,
+        /// What to do.
+        op: SfuOp,
+    },
 }
 
 impl Out {
@@ -131,6 +187,7 @@ impl Out {
             | Out::Emit { to, .. }
             | Out::Ack { to, .. }
             | Out::Joined { to, .. }
+            | Out::Sfu { to, .. }
             | Out::Close { to } => to,
         }
     }
@@ -142,6 +199,7 @@ fn wire(j: &Joined) -> JoinedWire {
         resume: j.resume.clone(),
         room: j.room.clone(),
         participants: j.participants.clone(),
+        mode: j.mode,
     }
 }
 
@@ -216,6 +274,30 @@ pub fn execute(
             }
         }
     }
+    sfu_left(rooms, &mut out);
+    out
+}
+
+/// The SFU sessions of participants who left SFU rooms go too. [`Out::Sfu`] is carried out
+/// where it is made, on the node that keeps the rooms (whose SFU holds every SFU room).
+pub fn sfu_left(rooms: &mut Rooms<Endpoint>, out: &mut Vec<Out>) {
+    let left = rooms.take_sfu_left();
+    if left.is_empty() {
+        return;
+    }
+    for (room, pid) in left {
+        out.push(Out::Sfu {
+            to: Endpoint::nobody(),
+            ack: None,
+            op: SfuOp::Leave { room, pid },
+        });
+    }
+}
+
+/// What the SFU said about participant `pid` of `room`, as room events for it.
+pub fn sfu_event(rooms: &mut Rooms<Endpoint>, room: &str, pid: &str, event: Event) -> Vec<Out> {
+    let mut out = Vec::new();
+    deliveries(&mut out, rooms.to_sfu_member(room, pid, event));
     out
 }
 
@@ -266,6 +348,10 @@ fn event_op(
                 name: text("name"),
                 resume: arg.get("resume").and_then(Value::as_str).map(str::to_owned),
                 key: arg.get("key").and_then(Value::as_str).map(str::to_owned),
+                mode: match arg.get("mode").and_then(Value::as_str) {
+                    None | Some("") => None,
+                    Some(m) => Some(Mode::parse(m).ok_or(SignalError::BadMode)?),
+                },
             };
             let (joined, d) = rooms.join(from.clone(), req, ids(), now)?;
             // The answer first, then the backlog (a resume), then the others hear of it.
@@ -297,6 +383,21 @@ fn event_op(
         "chat" => {
             deliveries(out, rooms.chat(from, &text("text"))?);
             ok()
+        }
+        "sfu-join" | "sfu-answer" => {
+            let (room, pid) = rooms.sfu_member(from)?;
+            let sdp = text("sdp");
+            let op = if event == "sfu-join" {
+                SfuOp::Join { room, pid, sdp }
+            } else {
+                SfuOp::Answer { room, pid, sdp }
+            };
+            out.push(Out::Sfu {
+                to: from.clone(),
+                ack,
+                op,
+            });
+            None
         }
         "leave" => {
             deliveries(out, rooms.leave(from)?);
@@ -356,6 +457,97 @@ mod tests {
                 token: format!("t{n}"),
             }
         }
+    }
+
+    #[test]
+    fn sfu_requests_go_to_the_sfu_only_from_sfu_rooms_and_leaves_end_sessions() {
+        let mut rooms = Rooms::new(Limits {
+            mesh_size: Some(4),
+            ..Limits::default()
+        });
+        let mut ids = counter();
+        let now = Instant::now();
+        let (a, m) = (ep("n1", "a"), ep("n1", "m"));
+        let join = |room: &str, mode: &str| vec![json!({"room": room, "name": "x", "mode": mode})];
+        let out = execute(
+            &mut rooms,
+            ev(&a, "join", join("s", "sfu"), Some(1)),
+            &mut ids,
+            now,
+        );
+        assert!(
+            matches!(&out[0], Out::Joined { joined, .. } if joined.mode == Mode::Sfu),
+            "{out:?}"
+        );
+        execute(
+            &mut rooms,
+            ev(&m, "join", join("mesh", "mesh"), Some(1)),
+            &mut ids,
+            now,
+        );
+        let offer = vec![json!({"sdp": "v=0"})];
+        let out = execute(
+            &mut rooms,
+            ev(&a, "sfu-join", offer.clone(), Some(2)),
+            &mut ids,
+            now,
+        );
+        assert_eq!(
+            out,
+            [Out::Sfu {
+                to: a.clone(),
+                ack: Some(2),
+                op: SfuOp::Join {
+                    room: "s".into(),
+                    pid: "p1".into(),
+                    sdp: "v=0".into()
+                }
+            }]
+        );
+        let out = execute(
+            &mut rooms,
+            ev(&m, "sfu-join", offer, Some(2)),
+            &mut ids,
+            now,
+        );
+        assert!(
+            matches!(&out[0], Out::Ack { args, .. } if args[0]["error"] == "this room does not use the SFU"),
+            "{out:?}"
+        );
+        let out = execute(
+            &mut rooms,
+            ev(&a, "join", join("x", "fast"), Some(3)),
+            &mut ids,
+            now,
+        );
+        assert!(
+            matches!(&out[0], Out::Ack { args, .. } if args[0]["error"].as_str().unwrap().starts_with("mode must be"))
+        );
+        // Leaving an SFU room ends the SFU session; leaving a mesh does not involve the SFU.
+        let out = execute(
+            &mut rooms,
+            ev(&a, "leave", vec![json!({})], None),
+            &mut ids,
+            now,
+        );
+        assert_eq!(
+            out,
+            [Out::Sfu {
+                to: Endpoint::nobody(),
+                ack: None,
+                op: SfuOp::Leave {
+                    room: "s".into(),
+                    pid: "p1".into()
+                }
+            }]
+        );
+        let out = execute(
+            &mut rooms,
+            ev(&m, "leave", vec![json!({})], None),
+            &mut ids,
+            now,
+        );
+        assert!(out.iter().all(|o| !matches!(o, Out::Sfu { .. })), "{out:?}");
     }
 
     fn ev(from: &Endpoint, event: &str, args: Vec<Value>, ack: Option<u64>) -> Op {
@@ -596,6 +788,7 @@ mod tests {
                 resume: "t".into(),
                 room: "r".into(),
                 participants: vec![],
+                mode: Mode::Sfu,
             },
         };
         assert_eq!(

@@ -27,6 +27,11 @@ pub struct Limits {
     pub max_rooms: usize,
     /// Signaling connections per client IP.
     pub per_ip: usize,
+    /// A room moves to the SFU when a join takes it past this many participants (`None`: no
+    /// SFU runs; every room is a mesh of at most `room_size`).
+    pub mesh_size: Option<usize>,
+    /// Participants per SFU room (a room that may still move to the SFU is capped by this too).
+    pub sfu_room_size: usize,
 }
 
 impl Default for Limits {
@@ -42,6 +47,8 @@ impl Default for Limits {
             buffer_bytes: 1024 * 1024,
             max_rooms: 10_000,
             per_ip: 32,
+            mesh_size: None,
+            sfu_room_size: 25,
         }
     }
 }

@@ -49,6 +49,21 @@ pub enum Event {
     },
     /// An operator closed the room; the connection is closed after this.
     RoomClosed,
+    /// The room moved to another mode (a mesh that grew past `mesh-size` now uses the SFU):
+    /// every participant renegotiates once.
+    RoomMode {
+        /// The mode now.
+        mode: Mode,
+    },
+    /// The SFU's offer to this participant (tracks added or removed): answer with
+    /// `sfu-answer`.
+    SfuOffer {
+        /// SDP text.
+        sdp: String,
+    },
+    /// The SFU lost this participant's session (it stopped answering, or its ICE/DTLS
+    /// failed): join the SFU again with a fresh connection.
+    SfuRestart,
     /// Compatibility set: someone joined the room.
     Welcome,
     /// Compatibility set: `offer`, `answer` or `ice` from someone else in the room.
@@ -58,6 +73,36 @@ pub enum Event {
         /// Its payload, as sent.
         payload: Payload,
     },
+}
+
+/// How a room's media flows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// Every participant connects to every other one.
+    #[default]
+    Mesh,
+    /// Every participant connects to the SFU only.
+    Sfu,
+}
+
+impl Mode {
+    /// `mesh` or `sfu` (what the page and the join request say).
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Mesh => "mesh",
+            Mode::Sfu => "sfu",
+        }
+    }
+
+    /// `mesh` / `sfu`, else `None`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "mesh" => Some(Mode::Mesh),
+            "sfu" => Some(Mode::Sfu),
+            _ => None,
+        }
+    }
 }
 
 /// The relayed events of the compatibility set.
@@ -92,6 +137,9 @@ impl Event {
             Event::Signal { .. } => "signal",
             Event::Chat { .. } => "chat",
             Event::RoomClosed => "room-closed",
+            Event::RoomMode { .. } => "room-mode",
+            Event::SfuOffer { .. } => "sfu-offer",
+            Event::SfuRestart => "sfu-restart",
             Event::Welcome => "welcome",
             Event::Relay { event, .. } => event.name(),
         }
@@ -129,6 +177,12 @@ impl serde::Serialize for EventArg<'_> {
                 name: &'a str,
                 text: &'a str,
             },
+            Mode {
+                mode: Mode,
+            },
+            Sdp {
+                sdp: &'a str,
+            },
             Empty {},
             Verbatim(&'a Payload),
         }
@@ -137,7 +191,9 @@ impl serde::Serialize for EventArg<'_> {
             Event::ParticipantLeft { id } => Arg::Left { id },
             Event::Signal { from, data } => Arg::Signal { from, data },
             Event::Chat { from, name, text } => Arg::Chat { from, name, text },
-            Event::RoomClosed | Event::Welcome => Arg::Empty {},
+            Event::RoomMode { mode } => Arg::Mode { mode: *mode },
+            Event::SfuOffer { sdp } => Arg::Sdp { sdp },
+            Event::RoomClosed | Event::Welcome | Event::SfuRestart => Arg::Empty {},
             Event::Relay { payload, .. } => Arg::Verbatim(payload),
         }
         .serialize(s)
@@ -168,7 +224,8 @@ impl Event {
             Event::ParticipantLeft { id } => id.len(),
             Event::Signal { from, data } => from.len() + data.json().len(),
             Event::Chat { from, name, text } => from.len() + name.len() + text.len(),
-            Event::RoomClosed | Event::Welcome => 0,
+            Event::RoomClosed | Event::Welcome | Event::SfuRestart | Event::RoomMode { .. } => 0,
+            Event::SfuOffer { sdp } => sdp.len(),
             Event::Relay { payload, .. } => payload.json().len(),
         }
     }
@@ -210,6 +267,12 @@ pub enum SignalError {
     /// A compatibility event naming a room the sender is not in.
     #[error("not in that room")]
     NotInRoom,
+    /// An SFU request from a participant whose room is a mesh.
+    #[error("this room does not use the SFU")]
+    NotSfu,
+    /// A join asked for a mode this server cannot give (`sfu` without an SFU).
+    #[error("mode must be mesh or sfu (sfu only where the server runs one)")]
+    BadMode,
 }
 
 /// Room names live in two spaces: the call's own rooms and the compatibility set's.
@@ -248,6 +311,10 @@ struct Room<C> {
     /// Participants in order of arrival.
     order: Vec<String>,
     members: HashMap<String, Participant<C>>,
+    /// How its media flows now.
+    mode: Mode,
+    /// Its first participant chose the mode (`?mode=`): it never changes.
+    forced: bool,
 }
 
 impl<C> Default for Room<C> {
@@ -255,6 +322,8 @@ impl<C> Default for Room<C> {
         Self {
             order: Vec::new(),
             members: HashMap::new(),
+            mode: Mode::Mesh,
+            forced: false,
         }
     }
 }
@@ -271,6 +340,9 @@ pub struct JoinRequest {
     /// A key the client chose for this join: the same join sent again (its answer was lost
     /// with the connection) gets the same identity instead of a second one.
     pub key: Option<String>,
+    /// The mode the first participant asks for (`?mode=` on the room link); ignored once the
+    /// room exists.
+    pub mode: Option<Mode>,
 }
 
 /// Fresh random ids for a new participant, made by the caller.
@@ -297,6 +369,8 @@ pub struct Joined {
     pub backlog: Vec<Event>,
     /// Whether an existing identity was taken back.
     pub resumed: bool,
+    /// How the room's media flows.
+    pub mode: Mode,
 }
 
 /// All rooms of one server (or, on several nodes, of one room owner).
@@ -308,6 +382,8 @@ pub struct Rooms<C> {
     by_conn: HashMap<C, (RoomKey, String)>,
     /// Resume tokens of the call's participants.
     by_token: HashMap<String, (RoomKey, String)>,
+    /// Participants of SFU rooms that left since [`Rooms::take_sfu_left`]: (room, id).
+    sfu_left: Vec<(String, String)>,
 }
 
 impl<C: Clone + Eq + Hash> Rooms<C> {
@@ -318,6 +394,7 @@ impl<C: Clone + Eq + Hash> Rooms<C> {
             rooms: HashMap::new(),
             by_conn: HashMap::new(),
             by_token: HashMap::new(),
+            sfu_left: Vec::new(),
         }
     }
 
@@ -403,9 +480,30 @@ impl<C: Clone + Eq + Hash> Rooms<C> {
                 return Ok(out);
             }
         }
-        let out = self.admit(key.clone(), conn, name.clone(), ids)?;
-        if let Some(p) = self.member_mut(&key, &out.you) {
-            p.join_key = join_key;
+        let fresh = !self.rooms.contains_key(&key);
+        if fresh && req.mode == Some(Mode::Sfu) && self.limits.mesh_size.is_none() {
+            return Err(SignalError::BadMode);
+        }
+        let mut out = self.admit(key.clone(), conn, name.clone(), ids)?;
+        let mesh_size = self.limits.mesh_size;
+        let mut moved = false;
+        if let Some(room) = self.rooms.get_mut(&key) {
+            if fresh && req.mode.is_some() {
+                room.mode = req.mode.unwrap_or_default();
+                room.forced = true;
+            }
+            // Past mesh-size a mesh moves to the SFU, once (it stays there when people leave).
+            if room.mode == Mode::Mesh
+                && !room.forced
+                && mesh_size.is_some_and(|m| room.members.len() > m)
+            {
+                room.mode = Mode::Sfu;
+                moved = true;
+            }
+            out.mode = room.mode;
+            if let Some(p) = room.members.get_mut(&out.you) {
+                p.join_key = join_key;
+            }
         }
         let mut deliveries = Vec::new();
         self.broadcast(
@@ -417,6 +515,14 @@ impl<C: Clone + Eq + Hash> Rooms<C> {
             },
             &mut deliveries,
         );
+        if moved {
+            self.broadcast(
+                &key,
+                &out.you,
+                Event::RoomMode { mode: Mode::Sfu },
+                &mut deliveries,
+            );
+        }
         Ok((out, deliveries))
     }
 
@@ -480,6 +586,7 @@ impl<C: Clone + Eq + Hash> Rooms<C> {
             room: key.name().to_owned(),
             backlog,
             resumed: true,
+            mode: room.mode,
         })
     }
 
@@ -637,6 +744,10 @@ impl<C: Clone + Eq + Hash> Rooms<C> {
         let key = RoomKey::Call(room.to_owned());
         let r = self.rooms.remove(&key)?;
         let mut conns = Vec::new();
+        if r.mode == Mode::Sfu {
+            self.sfu_left
+                .extend(r.order.iter().map(|pid| (room.to_owned(), pid.clone())));
+        }
         for p in r.members.into_values() {
             self.by_token.remove(&p.resume);
             if let Some(c) = p.conn {
@@ -691,6 +802,37 @@ impl<C: Clone + Eq + Hash> Rooms<C> {
         Ok(out)
     }
 
+    /// The SFU room and participant id `conn` speaks for, if its room uses the SFU.
+    pub fn sfu_member(&self, conn: &C) -> Result<(String, String), SignalError> {
+        let (key, pid) = self.by_conn.get(conn).ok_or(SignalError::NotJoined)?;
+        match (key, self.rooms.get(key)) {
+            (RoomKey::Call(room), Some(r)) if r.mode == Mode::Sfu => {
+                Ok((room.clone(), pid.clone()))
+            }
+            _ => Err(SignalError::NotSfu),
+        }
+    }
+
+    /// An SFU event (its offer, a restart) for participant `pid` of SFU room `room`: to its
+    /// connection, or to its buffer while it is away. Nothing when it is not there any more.
+    pub fn to_sfu_member(&mut self, room: &str, pid: &str, event: Event) -> Vec<Delivery<C>> {
+        let key = RoomKey::Call(room.to_owned());
+        let cap = Cap::of(&self.limits);
+        let mut out = Vec::new();
+        if let Some(r) = self.rooms.get_mut(&key).filter(|r| r.mode == Mode::Sfu) {
+            if let Some(p) = r.members.get_mut(pid) {
+                Self::deliver(p, event, cap, &mut out);
+            }
+        }
+        out
+    }
+
+    /// Participants of SFU rooms that left (or whose room closed) since the last call: the
+    /// SFU must drop their sessions.
+    pub fn take_sfu_left(&mut self) -> Vec<(String, String)> {
+        std::mem::take(&mut self.sfu_left)
+    }
+
     // ---- inside ----
 
     fn member_mut(&mut self, key: &RoomKey, pid: &str) -> Option<&mut Participant<C>> {
@@ -717,8 +859,11 @@ impl<C: Clone + Eq + Hash> Rooms<C> {
         if !self.rooms.contains_key(&key) && self.rooms.len() >= self.limits.max_rooms {
             return Err(SignalError::TooManyRooms);
         }
-        let size = self.rooms.get(&key).map_or(0, |r| r.members.len());
-        if size >= self.limits.room_size {
+        let (size, cap) = self
+            .rooms
+            .get(&key)
+            .map_or((0, usize::MAX), |r| (r.members.len(), self.cap(&key, r)));
+        if size >= cap {
             return Err(SignalError::RoomFull);
         }
         let room = self.rooms.entry(key.clone()).or_default();
@@ -747,7 +892,21 @@ impl<C: Clone + Eq + Hash> Rooms<C> {
             participants,
             backlog: Vec::new(),
             resumed: false,
+            mode: Mode::Mesh,
         })
+    }
+
+    /// How many participants `room` may hold: `sfu-room-size` once it uses the SFU or while it
+    /// may still move there, `room-size` for a mesh that stays one.
+    fn cap(&self, key: &RoomKey, room: &Room<C>) -> usize {
+        let sfu = matches!(key, RoomKey::Call(_))
+            && self.limits.mesh_size.is_some()
+            && (room.mode == Mode::Sfu || !room.forced);
+        if sfu {
+            self.limits.sfu_room_size
+        } else {
+            self.limits.room_size
+        }
     }
 
     fn remove(&mut self, key: &RoomKey, pid: &str, announce: bool, out: &mut Vec<Delivery<C>>) {
@@ -758,6 +917,9 @@ impl<C: Clone + Eq + Hash> Rooms<C> {
             return;
         };
         room.order.retain(|x| x != pid);
+        if room.mode == Mode::Sfu {
+            self.sfu_left.push((key.name().to_owned(), pid.to_owned()));
+        }
         self.by_token.remove(&p.resume);
         if let Some(c) = p.conn {
             self.by_conn.remove(&c);
@@ -811,6 +973,7 @@ mod tests {
 
     fn req(room: &str, name: &str, resume: Option<&str>) -> JoinRequest {
         JoinRequest {
+            mode: None,
             room: room.into(),
             name: name.into(),
             resume: resume.map(str::to_owned),
@@ -834,6 +997,134 @@ mod tests {
             room_size,
             ..Limits::default()
         })
+    }
+
+    fn sfu_rooms(mesh_size: usize, sfu_room_size: usize) -> Rooms<u32> {
+        Rooms::new(Limits {
+            room_size: 8,
+            mesh_size: Some(mesh_size),
+            sfu_room_size,
+            ..Limits::default()
+        })
+    }
+
+    fn moded(room: &str, mode: Option<Mode>) -> JoinRequest {
+        JoinRequest {
+            mode,
+            ..req(room, "x", None)
+        }
+    }
+
+    #[test]
+    fn a_mesh_moves_to_the_sfu_once_when_it_grows_past_mesh_size() {
+        let mut r = sfu_rooms(4, 25);
+        let t = Instant::now();
+        for n in 1..=4 {
+            let (j, out) = r.join(n, moded("r", None), ids(n), t).unwrap();
+            assert_eq!(j.mode, Mode::Mesh, "participant {n}");
+            assert!(!out.iter().any(|(_, e)| matches!(e, Event::RoomMode { .. })));
+        }
+        let (fifth, out) = r.join(5, moded("r", None), ids(5), t).unwrap();
+        assert_eq!(fifth.mode, Mode::Sfu, "the fifth joins the SFU room");
+        let told: Vec<u32> = out
+            .iter()
+            .filter(|(_, e)| *e == Event::RoomMode { mode: Mode::Sfu })
+            .map(|(c, _)| *c)
+            .collect();
+        assert_eq!(
+            told,
+            [1, 2, 3, 4],
+            "each of the four hears of the move once"
+        );
+        assert_eq!(r.sfu_member(&5), Ok(("r".into(), "p5".into())));
+        // Back to four: still the SFU (no second renegotiation for everyone).
+        r.leave(&5).unwrap();
+        assert_eq!(r.take_sfu_left(), [("r".to_owned(), "p5".to_owned())]);
+        let (again, out) = r.join(6, moded("r", None), ids(6), t).unwrap();
+        assert_eq!(again.mode, Mode::Sfu);
+        assert!(!out.iter().any(|(_, e)| matches!(e, Event::RoomMode { .. })));
+        // An SFU room holds sfu-room-size, not room-size (8).
+        for n in 7..=26 {
+            r.join(n, moded("r", None), ids(n), t).unwrap();
+        }
+        assert_eq!(r.counts(), (1, 25));
+        assert_eq!(
+            r.join(27, moded("r", None), ids(27), t).unwrap_err(),
+            SignalError::RoomFull
+        );
+    }
+
+    #[test]
+    fn the_first_joiner_can_force_a_mode_and_later_ones_cannot() {
+        let mut r = sfu_rooms(4, 25);
+        let t = Instant::now();
+        let (a, _) = r.join(1, moded("s", Some(Mode::Sfu)), ids(1), t).unwrap();
+        assert_eq!(
+            a.mode,
+            Mode::Sfu,
+            "?mode=sfu: the SFU from the first participant"
+        );
+        let (b, _) = r.join(2, moded("s", Some(Mode::Mesh)), ids(2), t).unwrap();
+        assert_eq!(b.mode, Mode::Sfu, "a later ?mode= changes nothing");
+        // A forced mesh stays one, and holds room-size (8).
+        for n in 10..18 {
+            let (j, out) = r
+                .join(n, moded("m", (n == 10).then_some(Mode::Mesh)), ids(n), t)
+                .unwrap();
+            assert_eq!(j.mode, Mode::Mesh);
+            assert!(!out.iter().any(|(_, e)| matches!(e, Event::RoomMode { .. })));
+        }
+        assert_eq!(
+            r.join(18, moded("m", None), ids(18), t).unwrap_err(),
+            SignalError::RoomFull
+        );
+        assert_eq!(r.sfu_member(&10), Err(SignalError::NotSfu));
+        // Closing an SFU room ends its SFU sessions.
+        r.close_room("s").unwrap();
+        let mut left = r.take_sfu_left();
+        left.sort();
+        assert_eq!(left, [("s".into(), "p1".into()), ("s".into(), "p2".into())]);
+        assert!(r.take_sfu_left().is_empty());
+    }
+
+    #[test]
+    fn without_an_sfu_rooms_stay_meshes_and_mode_sfu_is_refused() {
+        let mut r = rooms(8);
+        let t = Instant::now();
+        assert_eq!(
+            r.join(1, moded("r", Some(Mode::Sfu)), ids(1), t)
+                .unwrap_err(),
+            SignalError::BadMode
+        );
+        for n in 1..=8 {
+            assert_eq!(
+                r.join(n, moded("r", None), ids(n), t).unwrap().0.mode,
+                Mode::Mesh
+            );
+        }
+        assert_eq!(
+            r.join(9, moded("r", None), ids(9), t).unwrap_err(),
+            SignalError::RoomFull
+        );
+        assert!(r.take_sfu_left().is_empty());
+    }
+
+    #[test]
+    fn sfu_events_reach_the_participant_or_wait_in_its_buffer() {
+        let mut r = sfu_rooms(4, 25);
+        let t = Instant::now();
+        r.join(1, moded("s", Some(Mode::Sfu)), ids(1), t).unwrap();
+        let offer = Event::SfuOffer { sdp: "v=0".into() };
+        assert_eq!(
+            r.to_sfu_member("s", "p1", offer.clone()),
+            [(1, offer.clone())]
+        );
+        r.detach(&1, t);
+        assert!(r.to_sfu_member("s", "p1", offer.clone()).is_empty());
+        let (j, _) = r.join(2, req("s", "x", Some("t1")), ids(2), t).unwrap();
+        assert_eq!(j.backlog, std::slice::from_ref(&offer), "kept for the resume");
+        assert!(r.to_sfu_member("s", "nobody", offer.clone()).is_empty());
+        assert!(r.to_sfu_member("other", "p1", offer).is_empty());
     }
 
     #[test]
@@ -1107,6 +1398,7 @@ mod tests {
         let t = Instant::now();
         r.join(1, req("r", "Ann", None), ids(1), t).unwrap();
         let keyed = |k: &str| JoinRequest {
+            mode: None,
             key: Some(k.into()),
             ..req("r", "Ben", None)
         };

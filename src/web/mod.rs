@@ -32,6 +32,7 @@ const MODULES: &[(&str, &str)] = &[
     ("config.js", include_str!("../../web-demo/config.js")),
     ("signaling.js", include_str!("../../web-demo/signaling.js")),
     ("peer.js", include_str!("../../web-demo/peer.js")),
+    ("sfu.js", include_str!("../../web-demo/sfu.js")),
     ("ui.js", include_str!("../../web-demo/ui.js")),
 ];
 
@@ -447,6 +448,8 @@ pub async fn launch_in(
         allowed_origins: http.allow_origins.clone(),
         signaling: crate::signal::Limits {
             room_size: http.room_size,
+            mesh_size: http.sfu.as_ref().map(|s| s.mesh_size),
+            sfu_room_size: http.sfu.as_ref().map_or(http.room_size, |s| s.room_size),
             ..crate::signal::Limits::default()
         },
         http: limits::HttpLimits::default(),

@@ -28,7 +28,9 @@
 
 use super::AppState;
 use super::cluster::{Change, Cluster};
-use crate::signal::driver::{self, Endpoint, Op, Out};
+use crate::sfu::core::Notice;
+use crate::sfu::shell::{SfuHandle, ShellError};
+use crate::signal::driver::{self, Endpoint, Op, Out, SfuOp};
 use crate::signal::{Bucket, Event, FreshIds, Limits, Rooms};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -47,6 +49,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
 
 /// The `socket.io-client` bundle, vendored from the npm package (see web-demo/vendor/).
 pub const CLIENT_BUNDLE: &str = include_str!("../../web-demo/vendor/socket.io.min.js");
@@ -69,6 +72,8 @@ pub struct Hub {
     /// This node's id (in every [`Endpoint`] of its sockets).
     node: String,
     cluster: OnceLock<Arc<Cluster>>,
+    /// This node's SFU (rooms past mesh-size meet there while this node keeps the rooms).
+    sfu: OnceLock<Arc<SfuHandle>>,
 }
 
 impl std::fmt::Debug for Hub {
@@ -159,7 +164,84 @@ impl Hub {
             app: OnceLock::new(),
             node: random_hex(6),
             cluster: OnceLock::new(),
+            sfu: OnceLock::new(),
         })
+    }
+
+    /// Use this SFU for the rooms that move to it; its notices (offers, sessions lost) go to
+    /// the participants they name.
+    pub fn set_sfu(self: &Arc<Self>, sfu: Arc<SfuHandle>, mut notices: mpsc::Receiver<Notice>) {
+        if self.sfu.set(sfu).is_err() {
+            return;
+        }
+        let hub = Arc::downgrade(self);
+        tokio::spawn(async move {
+            while let Some(n) = notices.recv().await {
+                let Some(hub) = hub.upgrade() else {
+                    return;
+                };
+                hub.on_sfu_notice(n);
+            }
+        });
+    }
+
+    /// An offer of the SFU, or a session it lost, for the participant it names (on the node
+    /// that keeps the rooms; elsewhere the rooms are not here and nor are SFU sessions).
+    fn on_sfu_notice(&self, n: Notice) {
+        if !self.keeper() {
+            return;
+        }
+        let mut rooms = self.rooms();
+        let out = match n {
+            Notice::Offer { room, to, sdp } => {
+                driver::sfu_event(&mut rooms, &room, &to, Event::SfuOffer { sdp })
+            }
+            Notice::Gone { room, pid } => {
+                driver::sfu_event(&mut rooms, &room, &pid, Event::SfuRestart)
+            }
+        };
+        for (sid, events) in self.apply(out) {
+            let from = self.endpoint(sid);
+            self.run_local(&mut rooms, Op::Bounced { from, events });
+        }
+    }
+
+    /// Carry out a request for the SFU (made by the room keeper, which is this node); its
+    /// answer goes to the socket that asked, wherever it is.
+    fn run_sfu(&self, to: Endpoint, ack: Option<u64>, op: SfuOp) {
+        let Some(sfu) = self.sfu.get().cloned() else {
+            if let Some(ack) = ack {
+                let args = vec![json!({"error": ShellError::Stopped.to_string()})];
+                drop(self.apply(vec![Out::Ack { to, ack, args }]));
+            }
+            return;
+        };
+        let (room, pid, sdp, join) = match op {
+            SfuOp::Leave { room, pid } => {
+                if let Err(e) = sfu.leave(&room, &pid) {
+                    tracing::debug!(%room, %pid, error = %e, "SFU leave not queued");
+                }
+                return;
+            }
+            SfuOp::Join { room, pid, sdp } => (room, pid, sdp, true),
+            SfuOp::Answer { room, pid, sdp } => (room, pid, sdp, false),
+        };
+        let hub = self.me();
+        tokio::spawn(async move {
+            let reply = if join {
+                sfu.join(&room, &pid, &sdp)
+                    .await
+                    .map(|answer| json!({"ok": true, "sdp": answer}))
+            } else {
+                sfu.answer(&room, &pid, &sdp)
+                    .await
+                    .map(|()| json!({"ok": true}))
+            };
+            let args = vec![reply.unwrap_or_else(|e| json!({"error": e.to_string()}))];
+            if let (Some(ack), Some(hub)) = (ack, hub.upgrade()) {
+                drop(hub.apply(vec![Out::Ack { to, ack, args }]));
+            }
+        });
     }
 
     /// Share the rooms with every node on the same Redis (once, before serving).
@@ -266,8 +348,9 @@ impl Hub {
     /// (connected ones), or 0 when there is no such room here.
     pub fn close_room(&self, room: &str) -> usize {
         let mut rooms = self.rooms();
-        let out = driver::close_room(&mut rooms, room);
+        let mut out = driver::close_room(&mut rooms, room);
         let n = out.len() / 2;
+        driver::sfu_left(&mut rooms, &mut out);
         // Closing sockets: what they miss has nowhere to go.
         drop(self.apply(out));
         drop(rooms);
@@ -293,6 +376,7 @@ impl Hub {
                     let mut rooms = h.rooms();
                     let mut out = Vec::new();
                     driver::deliveries(&mut out, rooms.sweep(Instant::now()));
+                    driver::sfu_left(&mut rooms, &mut out);
                     for (sid, events) in h.apply(out) {
                         let from = h.endpoint(sid);
                         h.run_local(&mut rooms, Op::Bounced { from, events });
@@ -424,7 +508,9 @@ impl Hub {
         let mut remote: HashMap<String, Vec<Out>> = HashMap::new();
         let mut bounced: Vec<(Sid, Vec<Event>)> = Vec::new();
         for o in out {
-            if o.to().node == self.node() {
+            if let Out::Sfu { to, ack, op } = o {
+                self.run_sfu(to, ack, op);
+            } else if o.to().node == self.node() {
                 self.deliver(o, &mut bounced);
             } else {
                 remote.entry(o.to().node.clone()).or_default().push(o);
@@ -499,6 +585,10 @@ impl Hub {
             }
             (Out::Close { .. }, Some(s)) => {
                 let _ = s.clone().disconnect();
+            }
+            (Out::Sfu { to, ack, op }, _) => {
+                // Carried out where it is made (see `apply`); never sent between nodes.
+                self.run_sfu(to, ack, op);
             }
             (Out::Event { event, .. }, None) => {
                 // Gone meanwhile (its detach may have reached the room keeper already): the
@@ -675,6 +765,7 @@ impl Hub {
         json!({
             "ok": true, "you": j.you, "resume": j.resume, "room": j.room,
             "participants": participants, "iceServers": servers, "ttl": ttl,
+            "mode": j.mode.name(),
         })
     }
 

@@ -9,7 +9,7 @@ import { mkdirSync } from 'node:fs';
 import { serverAndBrowser, waitConnected, waitFor, sleep, repo, joinCall } from './lib.mjs';
 
 // Two seats per room, so a third visitor finds the room full.
-const env = serverAndBrowser(['--room-size', '2']);
+const env = serverAndBrowser(['--room-size', '2', '--sfu', 'false']);
 
 const base = () => env.np.base.replace('127.0.0.1', 'localhost');
 const shots = () => {

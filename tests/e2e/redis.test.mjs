@@ -97,14 +97,15 @@ test('participants on two nodes share a room: joins, signals in order, chat, lea
 });
 
 test('the room cap holds across nodes', async () => {
-  // Eight people (the default cap), alternating between the nodes; the ninth is refused.
+  // Eight people (the default cap of a mesh: the first asks for one, so the room never moves
+  // to the SFU), alternating between the nodes; the ninth is refused.
   const room = 'cap-' + process.pid;
   const clients = [];
   try {
     for (let i = 0; i < 8; i++) {
       const c = client(nodes[i % 2].base);
       clients.push(c);
-      assert.equal((await ack(c, 'join', { room, name: 'p' + i })).ok, true);
+      assert.equal((await ack(c, 'join', { room, name: 'p' + i, mode: 'mesh' })).ok, true);
     }
     const late = client(nodes[1].base);
     clients.push(late);

@@ -36,7 +36,7 @@ async function sixPages(serverBase, timeoutMs) {
     p.on('pageerror', (e) => p.errors.push(String(e)));
     p.on('console', (m) => { if (m.type() === 'error' || m.type() === 'warning') p.errors.push(m.text()); });
     await p.setViewportSize({ width: 1280, height: 800 });
-    await joinCall(p, `${base}/?room=${room}&name=${n}&relay=1`, { smallVideo: true });
+    await joinCall(p, `${base}/?room=${room}&name=${n}&relay=1&mode=mesh`, { smallVideo: true });
     pages.push(p);
   }
   const relayed = (s) => s.connectionState === 'connected' && s.localType === 'relay';

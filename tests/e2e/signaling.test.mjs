@@ -317,7 +317,7 @@ for (const [label, transports] of [['polling + websocket', undefined], ['polling
 }
 
 describe('signaling into a full room', () => {
-  const server = serverFor(['--room-size', '2']);
+  const server = serverFor(['--room-size', '2', '--sfu', 'false']);
 
   test('a join refused as "room full" reaches the page as an error and the socket stays up', async () => {
     const { room } = await pair(server);

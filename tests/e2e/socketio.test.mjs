@@ -621,7 +621,7 @@ describe('Zoom-clone compatibility (join_room, welcome, offer, answer, ice)', ()
   let small;
   before(async () => {
     np = await startNatpass();
-    small = await startNatpass(['--room-size', '2']);
+    small = await startNatpass(['--room-size', '2', '--sfu', 'false']);
   });
   after(async () => {
     if (np) await np.stop();
@@ -1221,8 +1221,8 @@ describe('two nodes on one Redis', () => {
   let two;
   before(async () => {
     redis = await startRedis();
-    one = await startNatpass(['--redis', redis.url, '--room-size', '3']);
-    two = await startNatpass(['--redis', redis.url, '--room-size', '3']);
+    one = await startNatpass(['--redis', redis.url, '--room-size', '3', '--sfu', 'false']);
+    two = await startNatpass(['--redis', redis.url, '--room-size', '3', '--sfu', 'false']);
     for (const n of [one, two]) {
       await waitFor('readyz (a leader is known)', async () => (await rawRequest(n.base, '/readyz')).status === 200, 20000, 200);
     }

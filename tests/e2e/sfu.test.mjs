@@ -1,0 +1,123 @@
+// Rooms on natpass's SFU, in real browsers: one RTCPeerConnection per page whatever the room's
+// size, every other participant's video decoding through the SFU, people joining and leaving,
+// a mesh of four that grows to five moving to the SFU, and a relay-only participant reaching
+// the SFU through natpass's own TURN. One Chromium for every page; 320x180 video so six
+// browsers fit on two cores.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { serverAndBrowser, waitFor, stats, sleep, joinCall } from './lib.mjs';
+
+const env = serverAndBrowser();
+
+const room = (p) => p + Math.random().toString(16).slice(2, 10);
+const base = () => env.np.base.replace('127.0.0.1', 'localhost');
+
+async function open(name, roomName, query = '') {
+  const p = await env.chrome.context.newPage();
+  p.errors = [];
+  p.on('pageerror', (e) => p.errors.push(String(e)));
+  p.on('console', (m) => { if (m.type() === 'error' || m.type() === 'warning') p.errors.push(m.text()); });
+  await joinCall(p, `${base()}/?room=${roomName}&name=${name}${query}`, { smallVideo: true });
+  p.label = name;
+  return p;
+}
+
+const view = (p) => p.evaluate(async () => ({
+  me: window.natpass.me(),
+  mode: window.natpass.mode(),
+  pcs: window.natpass.peerConnections(),
+  stats: window.natpass.stats(),
+  outbound: await window.natpass.outboundVideo(),
+  restarts: window.natpass.restarts(),
+}));
+
+/** Every page in `mode`, with `n` remote videos decoding at least `frames` frames each. */
+async function allDecoding(pages, n, { mode = 'sfu', frames = 10, timeoutMs = 90000 } = {}) {
+  let last = [];
+  try {
+    await waitFor(`${pages.length} pages (${mode}) decoding ${n} remote videos each`, async () => {
+      last = await Promise.all(pages.map(view));
+      return last.every((v) => v.mode === mode && Object.keys(v.stats).length === n &&
+        Object.values(v.stats).every((s) => s.connectionState === 'connected' && s.framesDecoded >= frames));
+    }, timeoutMs, 1000);
+  } catch (e) {
+    const lines = last.map((v, i) => `${pages[i].label} (${v.mode}, ${v.pcs} pc, ${v.restarts} restarts): ` +
+      Object.values(v.stats).map((s) => `${s.connectionState}/${s.localType}/${s.framesDecoded}`).join(' ') +
+      ' ' + JSON.stringify(pages[i].errors.slice(-4)));
+    throw new Error(`${e.message}\n${lines.join('\n')}`);
+  }
+  return last;
+}
+
+/** Frames keep arriving from every remote participant of every page. */
+async function stillDecoding(pages) {
+  const first = await Promise.all(pages.map((p) => stats(p)));
+  await sleep(3000);
+  const second = await Promise.all(pages.map((p) => stats(p)));
+  pages.forEach((p, i) => {
+    for (const [pid, s] of Object.entries(second[i])) {
+      const before = first[i][pid] ? first[i][pid].framesDecoded : 0;
+      assert.ok(s.framesDecoded > before, `${p.label}: video of ${pid} keeps decoding (${before} → ${s.framesDecoded})`);
+    }
+  });
+}
+
+test('six pages in one ?mode=sfu room: one connection each, five remote videos each, one stream sent; a seventh joins and one leaves', { timeout: 240000 }, async () => {
+  const r = room('sfu');
+  const names = ['Ada', 'Ben', 'Cy', 'Dee', 'Eve', 'Fay'];
+  const pages = [];
+  for (const n of names) pages.push(await open(n, r, '&mode=sfu'));
+  const views = await allDecoding(pages, 5);
+  for (const [i, v] of views.entries()) {
+    assert.equal(v.pcs, 1, `${names[i]} holds one RTCPeerConnection`);
+    assert.equal(v.outbound.length, 1, `${names[i]} sends one video stream, not one per participant: ${JSON.stringify(v.outbound)}`);
+    assert.ok(Object.values(v.stats).every((s) => s.route.endsWith('to the SFU')), JSON.stringify(v.stats));
+  }
+  await stillDecoding(pages);
+  const m = await (await fetch(env.np.base + '/metrics')).text();
+  const metric = (k) => Number((m.split('\n').find((l) => l.startsWith(k + ' ')) || ' NaN').split(' ')[1]);
+  assert.equal(metric('natpass_sfu_participants'), 6);
+  assert.ok(metric('natpass_sfu_tracks') >= 6, 'each publishes its camera (and microphone)');
+  assert.ok(metric('natpass_sfu_forwarded_packets_total') > 1000);
+
+  // A seventh joins: everyone decodes six; then Ada leaves: her tile goes everywhere.
+  const gus = await open('Gus', r);
+  pages.push(gus);
+  await allDecoding(pages, 6);
+  const ada = pages.shift();
+  const adaId = await ada.evaluate(() => window.natpass.me());
+  await ada.click('[data-testid="leave"]');
+  await waitFor('Ada gone from every page', async () => {
+    const v = await Promise.all(pages.map(view));
+    const tiles = await Promise.all(pages.map((p) => p.locator(`[data-testid="tile-${adaId}"]`).count()));
+    return v.every((x) => Object.keys(x.stats).length === 5 && !x.stats[adaId]) && tiles.every((t) => t === 0);
+  }, 30000, 500);
+  await stillDecoding(pages);
+  await ada.close();
+  for (const p of pages) await p.close();
+});
+
+test('a mesh of four that grows to five moves to the SFU and keeps decoding', { timeout: 200000 }, async () => {
+  const r = room('grow');
+  const pages = [];
+  for (const n of ['Ann', 'Bob', 'Cat', 'Dan']) pages.push(await open(n, r));
+  const mesh = await allDecoding(pages, 3, { mode: 'mesh' });
+  assert.ok(mesh.every((v) => v.pcs === 3), 'a mesh: one connection per other participant');
+  pages.push(await open('Eli', r));
+  const sfu = await allDecoding(pages, 4);
+  assert.ok(sfu.every((v) => v.pcs === 1), `after the move one connection each: ${sfu.map((v) => v.pcs)}`);
+  await stillDecoding(pages);
+  for (const p of pages) await p.close();
+});
+
+test('a relay-only participant reaches the SFU through natpass TURN', { timeout: 120000 }, async () => {
+  const r = room('relay');
+  const pages = [await open('Rae', r, '&mode=sfu&relay=1'), await open('Sam', r)];
+  const [rae] = await allDecoding(pages, 1);
+  for (const s of Object.values(rae.stats)) {
+    assert.equal(s.localType, 'relay', `Rae's connection to the SFU is relayed: ${JSON.stringify(s)}`);
+    assert.ok(s.route.startsWith('relay'), s.route);
+  }
+  await stillDecoding(pages);
+  for (const p of pages) await p.close();
+});
