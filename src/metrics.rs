@@ -282,6 +282,12 @@ pub static METRICS: &[Metric] = &[
         help: "Datagrams on the SFU port that belonged to no session or did not parse.",
         samples: |s, out| sfu(s, out, |x| x.dropped_datagrams),
     },
+    Metric {
+        name: "natpass_sfu_layer_switches_total",
+        kind: Kind::Counter,
+        help: "Times a subscriber moved to another simulcast layer of a video (on its keyframe).",
+        samples: |s, out| sfu(s, out, |x| x.layer_switches),
+    },
 ];
 
 /// One SFU sample, when the SFU runs.

@@ -292,6 +292,7 @@ fn call(server: &mut dyn Backend, kind: MediaKind, junk: bool) -> bool {
                     renegotiated = true;
                 }
                 Notice::Gone { pid, .. } => panic!("{pid} gone"),
+                Notice::Speaker { .. } => {}
             }
         }
         ann.pump();

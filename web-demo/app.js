@@ -50,6 +50,7 @@ const state = {
   // answer, room-mode); `?mode=` asks for one when this page opens the room.
   mode: 'mesh',
   sfu: null,
+  pinned: null, // the tile clicked (in an SFU room the SFU sends it in its high layer)
   sfuRetry: null,
 };
 
@@ -120,6 +121,7 @@ function remoteFor(pid, name) {
   let r = state.remotes.get(pid);
   if (!r) {
     r = { pid, name, tile: ui.makeTile(pid, name), peer: null, sample: { bytes: 0, time: 0 } };
+    r.tile.addEventListener('click', (e) => { if (!e.target.closest('button')) pin(pid); });
     state.remotes.set(pid, r);
     people();
   } else if (name && name !== r.name) {
@@ -257,6 +259,9 @@ function onSignalingMessage(m) {
     case 'sfu-restart':
       if (state.mode === 'sfu') startSfu();
       break;
+    case 'speaker':
+      for (const r of state.remotes.values()) ui.markTile(r.tile, 'speaking', r.pid === m.id);
+      break;
     case 'participant-left': {
       const r = removeRemote(m.id);
       if (r) ui.toast(r.name + ' left');
@@ -322,6 +327,13 @@ function connect() {
 }
 
 // ---------- the SFU session ----------
+/** Click a tile: pin it (again: unpin). In an SFU room the SFU then sends it in full size. */
+function pin(pid) {
+  state.pinned = state.pinned === pid ? null : pid;
+  for (const r of state.remotes.values()) ui.markTile(r.tile, 'pinned', r.pid === state.pinned);
+  if (state.mode === 'sfu' && state.sig) state.sig.send({ type: 'sfu-pin', id: state.pinned || '' });
+}
+
 function startSfu() {
   stopSfu();
   const s = new SfuSession({
@@ -336,6 +348,7 @@ function startSfu() {
     onFailed: () => restartSfuSoon(),
   });
   state.sfu = s;
+  if (state.pinned) state.sig.send({ type: 'sfu-pin', id: state.pinned });
   s.start().catch((e) => { if (state.sfu === s) { console.warn('sfu join', e); restartSfuSoon(); } });
 }
 
@@ -428,6 +441,7 @@ window.natpass = {
   screen: () => ['landing', 'prejoin', 'room', 'full'].find((id) => !$(id).hidden) || null,
   relayOnly: () => state.relayOnly,
   mode: () => state.mode,
+  pinned: () => state.pinned,
   // RTCPeerConnections this page holds now (an SFU room: one, whatever its size).
   peerConnections: () => (state.sfu ? 1 : 0) + [...state.remotes.values()].filter((r) => r.peer).length,
   // What this page sends of its video: one entry per outbound encoding (rid, frame width).

@@ -8,6 +8,13 @@
 // Descriptions are applied one at a time, in order (an SFU offer that arrives before the
 // answer to our join waits for it).
 
+/** The layers the page publishes, lowest first (the SFU's layer 0 is the first). */
+export const SIMULCAST = [
+  { rid: 'l', scaleResolutionDownBy: 4, maxBitrate: 150_000 },
+  { rid: 'm', scaleResolutionDownBy: 2, maxBitrate: 500_000 },
+  { rid: 'h', scaleResolutionDownBy: 1, maxBitrate: 1_500_000 },
+];
+
 export class SfuSession {
   /**
    * @param {object} o
@@ -31,7 +38,12 @@ export class SfuSession {
       const t = tracks.find((x) => x.kind === kind);
       // Nothing to send (a viewer without a camera) still offers the kind, so the SFU's offers
       // of other people's tracks add to a session that already has its transport.
-      if (t) pc.addTransceiver(t, { direction: 'sendonly', streams: [o.localStream] });
+      if (!t) continue;
+      // Video in three simulcast layers (a quarter, half and full size): the SFU forwards the
+      // full one to whoever pinned this tile or hears this person speak, the small one to the
+      // rest. One upload whatever the room's size.
+      const sendEncodings = kind === 'video' ? SIMULCAST : undefined;
+      pc.addTransceiver(t, { direction: 'sendonly', streams: [o.localStream], sendEncodings });
     }
     if (!tracks.length) pc.createDataChannel('natpass');
     // Which participant each received track (by mid) belongs to: the SFU's stream id.

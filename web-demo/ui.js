@@ -122,12 +122,19 @@ export function summarize(report, prev) {
   };
 }
 
+/** A tile's marker: `pinned` (clicked), `speaking` (the SFU's active speaker). */
+export function markTile(tile, what, on) {
+  tile.classList.toggle(what, on);
+  tile.dataset[what] = on ? 'true' : 'false';
+}
+
 export function showStats(tile, pid, s) {
   const el = (k) => tile.querySelector(`[data-testid="${k}-${pid}"]`);
   el('route').textContent = s.route;
   el('route').className = 'route ' + (s.route.startsWith('relay') ? 'route-relay' : s.route.startsWith('direct') ? 'route-direct' : '');
   el('rtt').textContent = s.rttMs === null ? '' : `${s.rttMs} ms`;
-  el('bitrate').textContent = `${s.kbps} kbit/s`;
+  // Through the SFU: which of the sender's layers arrives (its width).
+  el('bitrate').textContent = `${s.kbps} kbit/s` + (s.frameWidth ? ` · ${s.frameWidth}px` : '');
 }
 
 let toastTimer = null;

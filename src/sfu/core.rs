@@ -14,7 +14,9 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
-use str0m::media::{Direction, KeyframeRequestKind, MediaData, MediaKind, Mid, Rid};
+use str0m::media::{Direction, KeyframeRequestKind, MediaData, MediaKind, MediaTime, Mid, Rid};
+
+use super::layers::{Speaker, Switcher, Want};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 
@@ -67,6 +69,13 @@ pub enum Notice {
         /// The participant.
         pid: String,
     },
+    /// Room `room` has a new active speaker (from the audio levels its participants send).
+    Speaker {
+        /// The room.
+        room: String,
+        /// The speaker.
+        pid: String,
+    },
 }
 
 /// Counters for `/metrics`.
@@ -80,6 +89,8 @@ pub struct SfuStats {
     pub keyframe_requests: u64,
     /// Datagrams that belonged to no participant or did not parse.
     pub dropped_datagrams: u64,
+    /// Times a receiver moved to another simulcast layer of a track.
+    pub layer_switches: u64,
     /// Participants now (a gauge).
     pub participants: u64,
     /// Tracks published now (a gauge).
@@ -91,8 +102,10 @@ pub struct SfuStats {
 struct Published {
     mid: Mid,
     kind: MediaKind,
-    /// When we last asked its publisher for a keyframe (throttled).
-    keyframe_asked: Option<Instant>,
+    /// Its simulcast layers' rids, lowest first (empty: one layer, no rid).
+    rids: Vec<Rid>,
+    /// When we last asked its publisher for a keyframe, per layer (throttled).
+    keyframe_asked: Vec<(Option<Rid>, Instant)>,
 }
 
 /// Keyframe requests to one publisher's track are at least this far apart: a room of
@@ -110,6 +123,12 @@ struct Forwarded {
     mid: Mid,
     /// Offered, the answer not applied yet.
     fresh: bool,
+    /// Which of the publisher's simulcast layers goes to this subscriber.
+    switch: Switcher,
+    /// The layer last written, and the offset that keeps the subscriber's timestamps going
+    /// on across a layer switch (each layer has its own RTP clock origin).
+    written: Option<(usize, u64)>,
+    offset: u64,
 }
 
 #[derive(Debug)]
@@ -132,6 +151,8 @@ struct Participant {
     dead: bool,
     /// When its last datagram arrived (or it joined).
     last_rx: Instant,
+    /// The participant whose tile it pinned.
+    pinned: Option<String>,
 }
 
 /// Upper bound on str0m's outputs drained per poll (a session never loops us forever).
@@ -151,6 +172,8 @@ pub struct Sfu {
     max_participants: usize,
     timeout: Duration,
     rooms: Vec<(String, Vec<Participant>)>,
+    /// The active speaker of each room.
+    speakers: Vec<(String, Speaker)>,
     transmits: VecDeque<Transmit>,
     notices: VecDeque<Notice>,
     stats: SfuStats,
@@ -165,6 +188,7 @@ impl Sfu {
             max_participants,
             timeout: DEFAULT_TIMEOUT,
             rooms: Vec::new(),
+            speakers: Vec::new(),
             transmits: VecDeque::new(),
             notices: VecDeque::new(),
             stats: SfuStats::default(),
@@ -242,6 +266,7 @@ impl Sfu {
             wake: now,
             dead: false,
             last_rx: now,
+            pinned: None,
         };
         if self.room(room).is_none() {
             self.rooms.push((room.to_owned(), Vec::new()));
@@ -290,6 +315,8 @@ impl Sfu {
                 self.drive(room, &from, now);
             }
         }
+        // Its new tracks get their layers (and keyframes of them are asked for).
+        self.retarget(room, now);
         self.drive(room, pid, now);
         Ok(())
     }
@@ -314,7 +341,8 @@ impl Sfu {
             return false;
         };
         if t.keyframe_asked
-            .is_some_and(|at| now.saturating_duration_since(at) < KEYFRAME_INTERVAL)
+            .iter()
+            .any(|(r, at)| *r == rid && now.saturating_duration_since(*at) < KEYFRAME_INTERVAL)
         {
             return false;
         }
@@ -324,9 +352,106 @@ impl Sfu {
         if w.request_keyframe(rid, kind).is_err() {
             return false;
         }
-        t.keyframe_asked = Some(now);
+        t.keyframe_asked.retain(|(r, _)| *r != rid);
+        t.keyframe_asked.push((rid, now));
         self.stats.keyframe_requests += 1;
         true
+    }
+
+    /// Participant `pid` of `room` pinned `target`'s tile (`None`: unpinned): it gets that
+    /// participant's high layer from the next keyframe on.
+    pub fn pin(
+        &mut self,
+        room: &str,
+        pid: &str,
+        target: Option<&str>,
+        now: Instant,
+    ) -> Result<(), SfuError> {
+        let p = self
+            .room_mut(room)
+            .and_then(|r| r.iter_mut().find(|p| p.pid == pid))
+            .ok_or_else(|| SfuError::Unknown(pid.to_owned()))?;
+        p.pinned = target.map(str::to_owned);
+        self.retarget(room, now);
+        Ok(())
+    }
+
+    /// The active speaker of `room`.
+    pub fn speaker(&self, room: &str) -> Option<&str> {
+        self.speakers
+            .iter()
+            .find(|(r, _)| r == room)
+            .and_then(|(_, s)| s.current())
+    }
+
+    /// The layer (index, lowest 0) `pid` of `room` receives of `from`'s video now.
+    pub fn layer(&self, room: &str, pid: &str, from: &str) -> Option<usize> {
+        let p = self.room(room)?.iter().find(|p| p.pid == pid)?;
+        p.forwarded
+            .iter()
+            .find(|f| f.from == from && f.kind == MediaKind::Video)
+            .and_then(|f| f.switch.current())
+    }
+
+    /// Set every subscriber's target layer of every simulcast video it receives (pinned tile
+    /// and active speaker: the highest layer; the rest: the lowest), and ask the publishers
+    /// for keyframes of the layers some subscriber moves to.
+    fn retarget(&mut self, room: &str, now: Instant) {
+        let speaker = self.speaker(room).map(str::to_owned);
+        let Some(r) = self.room_mut(room) else {
+            return;
+        };
+        let layers: Vec<(String, Mid, usize)> = r
+            .iter()
+            .flat_map(|p| {
+                p.published
+                    .iter()
+                    .filter(|t| t.kind == MediaKind::Video)
+                    .map(move |t| (p.pid.clone(), t.mid, t.rids.len().max(1)))
+            })
+            .collect();
+        let mut asks: Vec<(String, Mid, Option<usize>)> = Vec::new();
+        for p in r.iter_mut() {
+            for f in p
+                .forwarded
+                .iter_mut()
+                .filter(|f| f.kind == MediaKind::Video)
+            {
+                let Some(&(_, _, n)) = layers
+                    .iter()
+                    .find(|(pid, mid, _)| *pid == f.from && *mid == f.from_mid)
+                else {
+                    continue;
+                };
+                let want = if p.pinned.as_deref() == Some(f.from.as_str()) {
+                    Want::Pinned
+                } else if speaker.as_deref() == Some(f.from.as_str()) {
+                    Want::Speaker
+                } else {
+                    Want::Low
+                };
+                let target = if want == Want::Low { 0 } else { n - 1 };
+                if f.switch.retarget(Some(target)) {
+                    asks.push((f.from.clone(), f.from_mid, (n > 1).then_some(target)));
+                }
+            }
+        }
+        for (from, mid, layer) in asks {
+            let rid = layer.and_then(|i| {
+                self.room(room)?
+                    .iter()
+                    .find(|p| p.pid == from)?
+                    .published
+                    .iter()
+                    .find(|t| t.mid == mid)?
+                    .rids
+                    .get(i)
+                    .copied()
+            });
+            if self.ask_keyframe(room, &from, mid, rid, KeyframeRequestKind::Pli, now) {
+                self.drive(room, &from, now);
+            }
+        }
     }
 
     /// Participant `pid` leaves `room` (signaling said so).
@@ -339,6 +464,16 @@ impl Sfu {
         };
         let mut gone = r.remove(i);
         gone.rtc.disconnect();
+        let empty = r.is_empty();
+        if let Some((_, sp)) = self.speakers.iter_mut().find(|(name, _)| name == room) {
+            sp.remove(pid);
+        }
+        if empty {
+            self.speakers.retain(|(name, _)| name != room);
+        }
+        let Some(r) = self.room_mut(room) else {
+            return;
+        };
         let others: Vec<String> = r.iter().map(|p| p.pid.clone()).collect();
         for p in r.iter_mut() {
             p.to_add.retain(|(from, _, _)| from != pid);
@@ -462,8 +597,13 @@ impl Sfu {
             }
             let r = room_in(&mut self.rooms, room).expect("present");
             let events = drain(&mut r[i], &mut self.transmits, now);
+            let mut retarget = false;
             for e in events {
-                self.on_event(room, i, e, now, &mut work);
+                retarget |= self.on_event(room, i, e, now, &mut work);
+            }
+            if retarget {
+                // A new active speaker: its subscribers move to its high layer.
+                self.retarget(room, now);
             }
             let r = self.room_mut(room).expect("present");
             if !r[i].rtc.is_alive() || r[i].dead {
@@ -485,19 +625,25 @@ impl Sfu {
         e: Event,
         now: Instant,
         work: &mut VecDeque<String>,
-    ) {
+    ) -> bool {
         let Some(r) = room_in(&mut self.rooms, room) else {
-            return;
+            return false;
         };
         match e {
             Event::MediaAdded(m) if m.direction.is_receiving() => {
                 if r[i].published.len() >= MAX_PUBLISHED {
-                    return;
+                    return false;
                 }
+                let rids = m
+                    .simulcast
+                    .as_ref()
+                    .map(|s| s.recv.iter().map(|l| l.rid).collect())
+                    .unwrap_or_default();
                 r[i].published.push(Published {
                     mid: m.mid,
                     kind: m.kind,
-                    keyframe_asked: None,
+                    rids,
+                    keyframe_asked: Vec::new(),
                 });
                 let from = r[i].pid.clone();
                 for (k, p) in r.iter_mut().enumerate() {
@@ -509,27 +655,90 @@ impl Sfu {
             }
             Event::MediaData(d) => {
                 let from = r[i].pid.clone();
+                let Some(t) = r[i].published.iter().find(|t| t.mid == d.mid) else {
+                    return false;
+                };
+                // Which simulcast layer this is (a track without layers is layer 0).
+                let layer = match &d.rid {
+                    _ if t.rids.is_empty() => Some(0),
+                    Some(rid) => t.rids.iter().position(|x| x == rid),
+                    None => None,
+                };
+                let Some(layer) = layer else {
+                    return false;
+                };
+                let kind = t.kind;
+                let mut retarget = false;
+                if kind == MediaKind::Audio {
+                    if let Some(level) = d.ext_vals.audio_level {
+                        let sp = match self.speakers.iter_mut().find(|(r, _)| r == room) {
+                            Some((_, sp)) => sp,
+                            None => {
+                                self.speakers.push((room.to_owned(), Speaker::default()));
+                                &mut self.speakers.last_mut().expect("pushed").1
+                            }
+                        };
+                        if let Some(pid) = sp.sample(&from, level.unsigned_abs()) {
+                            self.notices.push_back(Notice::Speaker {
+                                room: room.to_owned(),
+                                pid,
+                            });
+                            retarget = true;
+                        }
+                    }
+                }
+                let keyframe = d.is_keyframe();
+                // A subscriber still waiting for a keyframe of this layer (the one asked for
+                // went by before it joined, or was lost): asked again, at most every 500 ms.
+                let mut reask = false;
                 for (k, p) in r.iter_mut().enumerate() {
                     if k == i {
                         continue;
                     }
                     let Some(f) = p
                         .forwarded
-                        .iter()
+                        .iter_mut()
                         .find(|f| f.from == from && f.from_mid == d.mid)
                     else {
                         continue;
                     };
-                    if forward(&mut p.rtc, f.mid, &d) {
+                    let mut time = d.time;
+                    if kind == MediaKind::Video {
+                        if !f.switch.forward(layer, keyframe) {
+                            reask |= f.switch.waiting() == Some(layer);
+                            continue;
+                        }
+                        // Each layer has its own RTP clock origin: after a switch the
+                        // subscriber's timestamps continue one frame (at 30 fps) on.
+                        let t_in = d.time.numer();
+                        if let Some((last_layer, last)) = f.written {
+                            if last_layer != layer {
+                                let step = u64::from(d.time.denom()) / 30;
+                                f.offset = last.wrapping_add(step).wrapping_sub(t_in);
+                                self.stats.layer_switches += 1;
+                            }
+                        }
+                        let out = t_in.wrapping_add(f.offset);
+                        f.written = Some((layer, out));
+                        time = MediaTime::new(out, d.time.frequency());
+                    }
+                    if forward(&mut p.rtc, f.mid, &d, time) {
                         self.stats.forwarded_packets += 1;
                         self.stats.forwarded_bytes += d.data.len() as u64;
                         work.push_back(p.pid.clone());
                     }
                 }
+                if reask {
+                    let rid = d.rid;
+                    if self.ask_keyframe(room, &from, d.mid, rid, KeyframeRequestKind::Pli, now) {
+                        work.push_back(from);
+                    }
+                }
+                return retarget;
             }
             Event::KeyframeRequest(req) => {
                 let Some(f) = r[i].forwarded.iter().find(|f| f.mid == req.mid) else {
-                    return;
+                    return false;
                 };
                 let (from, from_mid) = (f.from.clone(), f.from_mid);
                 if self.ask_keyframe(room, &from, from_mid, req.rid, req.kind, now) {
@@ -541,6 +750,7 @@ impl Sfu {
             }
             _ => {}
         }
+        false
     }
 }
 
@@ -570,6 +780,9 @@ fn negotiate(p: &mut Participant) -> Option<String> {
             kind,
             mid,
             fresh: true,
+            switch: Switcher::default(),
+            written: None,
+            offset: 0,
         });
     }
     let (offer, pending) = api.apply()?;
@@ -604,13 +817,14 @@ fn drain(p: &mut Participant, out: &mut VecDeque<Transmit>, now: Instant) -> Vec
     events
 }
 
-/// Write a publisher's packet to a subscriber's track (false: not negotiated yet, or refused).
-fn forward(rtc: &mut Rtc, mid: Mid, d: &MediaData) -> bool {
+/// Write a publisher's frame to a subscriber's track at `time` (false: not negotiated yet, or
+/// refused).
+fn forward(rtc: &mut Rtc, mid: Mid, d: &MediaData, time: MediaTime) -> bool {
     let Some(w) = rtc.writer(mid) else {
         return false;
     };
     let Some(pt) = w.match_params(d.params) else {
         return false;
     };
-    w.write(pt, d.network_time, d.time, d.data.clone()).is_ok()
+    w.write(pt, d.network_time, time, d.data.clone()).is_ok()
 }

@@ -97,6 +97,11 @@ impl Switcher {
         target.is_some() && target != self.current
     }
 
+    /// The layer it waits to switch to (a keyframe of it has not come yet).
+    pub fn waiting(&self) -> Option<usize> {
+        self.target.filter(|_| self.target != self.current)
+    }
+
     /// The layer being forwarded.
     pub fn current(&self) -> Option<usize> {
         self.current
@@ -276,6 +281,9 @@ mod tests {
         assert!(!s.forward(0, true), "l stops at once");
         assert_eq!(s.current(), Some(2));
         assert!(!s.retarget(Some(2)), "no change, no keyframe request");
+        assert_eq!(s.waiting(), None);
+        s.retarget(Some(0));
+        assert_eq!(s.waiting(), Some(0), "until l's keyframe");
     }
 
     #[test]

@@ -41,6 +41,11 @@ enum Command {
         room: String,
         pid: String,
     },
+    Pin {
+        room: String,
+        pid: String,
+        target: Option<String>,
+    },
     Stop,
 }
 
@@ -53,6 +58,8 @@ pub struct SharedStats {
     pub forwarded_bytes: AtomicU64,
     /// Keyframe requests passed on.
     pub keyframe_requests: AtomicU64,
+    /// Simulcast layer switches.
+    pub layer_switches: AtomicU64,
     /// Datagrams dropped.
     pub dropped_datagrams: AtomicU64,
     /// Notices lost because signaling did not keep up.
@@ -73,6 +80,8 @@ impl SharedStats {
             .store(s.keyframe_requests, Ordering::Relaxed);
         self.dropped_datagrams
             .store(s.dropped_datagrams, Ordering::Relaxed);
+        self.layer_switches
+            .store(s.layer_switches, Ordering::Relaxed);
         self.participants.store(s.participants, Ordering::Relaxed);
         self.tracks.store(s.tracks, Ordering::Relaxed);
     }
@@ -85,6 +94,7 @@ impl SharedStats {
             forwarded_bytes: l(&self.forwarded_bytes),
             keyframe_requests: l(&self.keyframe_requests),
             dropped_datagrams: l(&self.dropped_datagrams),
+            layer_switches: l(&self.layer_switches),
             participants: l(&self.participants),
             tracks: l(&self.tracks),
         }
@@ -122,6 +132,7 @@ impl std::fmt::Debug for Command {
             Command::Join { .. } => "Join",
             Command::Answer { .. } => "Answer",
             Command::Leave { .. } => "Leave",
+            Command::Pin { .. } => "Pin",
             Command::Stop => "Stop",
         })
     }
@@ -239,6 +250,15 @@ impl SfuHandle {
         Ok(done.await.map_err(|_| ShellError::Stopped)??)
     }
 
+    /// A participant pinned another's tile (`None`: unpinned).
+    pub fn pin(&self, room: &str, pid: &str, target: Option<&str>) -> Result<(), ShellError> {
+        self.send(Command::Pin {
+            room: room.into(),
+            pid: pid.into(),
+            target: target.map(str::to_owned),
+        })
+    }
+
     /// A participant left.
     pub fn leave(&self, room: &str, pid: &str) -> Result<(), ShellError> {
         self.send(Command::Leave {
@@ -316,6 +336,11 @@ fn run(
                     let _ = reply.send(sfu.answer(&room, &pid, &sdp, Instant::now()));
                 }
                 Ok(Command::Leave { room, pid }) => sfu.leave(&room, &pid, Instant::now()),
+                Ok(Command::Pin { room, pid, target }) => {
+                    if let Err(e) = sfu.pin(&room, &pid, target.as_deref(), Instant::now()) {
+                        tracing::debug!(error = %e, "SFU pin refused");
+                    }
+                }
                 Ok(Command::Stop) | Err(std::sync::mpsc::TryRecvError::Disconnected) => return,
                 Err(std::sync::mpsc::TryRecvError::Empty) => break,
             }

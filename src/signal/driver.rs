@@ -112,6 +112,15 @@ pub enum SfuOp {
         /// Its SDP answer.
         sdp: String,
     },
+    /// A participant pinned another's tile (`target` None: unpinned).
+    Pin {
+        /// Room.
+        room: String,
+        /// Participant.
+        pid: String,
+        /// Whose tile.
+        target: Option<String>,
+    },
     /// A participant left the room: its session goes.
     Leave {
         /// Room.
@@ -294,6 +303,16 @@ pub fn sfu_left(rooms: &mut Rooms<Endpoint>, out: &mut Vec<Out>) {
     }
 }
 
+/// The SFU room's new active speaker, for everyone in it.
+pub fn sfu_speaker(rooms: &mut Rooms<Endpoint>, room: &str, pid: &str) -> Vec<Out> {
+    let mut out = Vec::new();
+    deliveries(
+        &mut out,
+        rooms.to_sfu_room(room, Event::Speaker { id: pid.to_owned() }),
+    );
+    out
+}
+
 /// What the SFU said about participant `pid` of `room`, as room events for it.
 pub fn sfu_event(rooms: &mut Rooms<Endpoint>, room: &str, pid: &str, event: Event) -> Vec<Out> {
     let mut out = Vec::new();
@@ -398,6 +417,20 @@ fn event_op(
                 op,
             });
             None
+        }
+        "sfu-pin" => {
+            let (room, pid) = rooms.sfu_member(from)?;
+            let target = arg
+                .get("id")
+                .and_then(Value::as_str)
+                .filter(|t| !t.is_empty() && t.len() <= 64)
+                .map(str::to_owned);
+            out.push(Out::Sfu {
+                to: from.clone(),
+                ack: None,
+                op: SfuOp::Pin { room, pid, target },
+            });
+            ok()
         }
         "leave" => {
             deliveries(out, rooms.leave(from)?);

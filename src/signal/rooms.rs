@@ -64,6 +64,11 @@ pub enum Event {
     /// The SFU lost this participant's session (it stopped answering, or its ICE/DTLS
     /// failed): join the SFU again with a fresh connection.
     SfuRestart,
+    /// The SFU room's active speaker changed (from the audio levels it forwards).
+    Speaker {
+        /// Who speaks.
+        id: String,
+    },
     /// Compatibility set: someone joined the room.
     Welcome,
     /// Compatibility set: `offer`, `answer` or `ice` from someone else in the room.
@@ -140,6 +145,7 @@ impl Event {
             Event::RoomMode { .. } => "room-mode",
             Event::SfuOffer { .. } => "sfu-offer",
             Event::SfuRestart => "sfu-restart",
+            Event::Speaker { .. } => "speaker",
             Event::Welcome => "welcome",
             Event::Relay { event, .. } => event.name(),
         }
@@ -188,7 +194,7 @@ impl serde::Serialize for EventArg<'_> {
         }
         match self.0 {
             Event::ParticipantJoined { id, name } => Arg::Joined { id, name },
-            Event::ParticipantLeft { id } => Arg::Left { id },
+            Event::ParticipantLeft { id } | Event::Speaker { id } => Arg::Left { id },
             Event::Signal { from, data } => Arg::Signal { from, data },
             Event::Chat { from, name, text } => Arg::Chat { from, name, text },
             Event::RoomMode { mode } => Arg::Mode { mode: *mode },
@@ -221,7 +227,7 @@ impl Event {
     pub fn size(&self) -> usize {
         match self {
             Event::ParticipantJoined { id, name } => id.len() + name.len(),
-            Event::ParticipantLeft { id } => id.len(),
+            Event::ParticipantLeft { id } | Event::Speaker { id } => id.len(),
             Event::Signal { from, data } => from.len() + data.json().len(),
             Event::Chat { from, name, text } => from.len() + name.len() + text.len(),
             Event::RoomClosed | Event::Welcome | Event::SfuRestart | Event::RoomMode { .. } => 0,
@@ -827,6 +833,16 @@ impl<C: Clone + Eq + Hash> Rooms<C> {
         out
     }
 
+    /// An event for every participant of SFU room `room` (its active speaker changed).
+    pub fn to_sfu_room(&mut self, room: &str, event: Event) -> Vec<Delivery<C>> {
+        let key = RoomKey::Call(room.to_owned());
+        let mut out = Vec::new();
+        if self.rooms.get(&key).is_some_and(|r| r.mode == Mode::Sfu) {
+            self.broadcast(&key, "", event, &mut out);
+        }
+        out
+    }
+
     /// Participants of SFU rooms that left (or whose room closed) since the last call: the
     /// SFU must drop their sessions.
     pub fn take_sfu_left(&mut self) -> Vec<(String, String)> {
@@ -1122,7 +1138,11 @@ mod tests {
         r.detach(&1, t);
         assert!(r.to_sfu_member("s", "p1", offer.clone()).is_empty());
         let (j, _) = r.join(2, req("s", "x", Some("t1")), ids(2), t).unwrap();
-        assert_eq!(j.backlog, std::slice::from_ref(&offer), "kept for the resume");
+        assert_eq!(
+            j.backlog,
+            std::slice::from_ref(&offer),
+            "kept for the resume"
+        );
         assert!(r.to_sfu_member("s", "nobody", offer.clone()).is_empty());
         assert!(r.to_sfu_member("other", "p1", offer).is_empty());
     }

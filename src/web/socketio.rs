@@ -199,6 +199,7 @@ impl Hub {
             Notice::Gone { room, pid } => {
                 driver::sfu_event(&mut rooms, &room, &pid, Event::SfuRestart)
             }
+            Notice::Speaker { room, pid } => driver::sfu_speaker(&mut rooms, &room, &pid),
         };
         for (sid, events) in self.apply(out) {
             let from = self.endpoint(sid);
@@ -220,6 +221,12 @@ impl Hub {
             SfuOp::Leave { room, pid } => {
                 if let Err(e) = sfu.leave(&room, &pid) {
                     tracing::debug!(%room, %pid, error = %e, "SFU leave not queued");
+                }
+                return;
+            }
+            SfuOp::Pin { room, pid, target } => {
+                if let Err(e) = sfu.pin(&room, &pid, target.as_deref()) {
+                    tracing::debug!(%room, %pid, error = %e, "SFU pin not queued");
                 }
                 return;
             }

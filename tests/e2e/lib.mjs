@@ -91,6 +91,9 @@ export function chromiumFlags(userDataDir, extra = []) {
     // (its watchdog, signaling pacing and stats timers would run once a second, or a minute).
     '--disable-background-timer-throttling', '--disable-renderer-backgrounding',
     '--disable-backgrounding-occluded-windows',
+    // Three simulcast layers from the tests' small (320x180) video: Chromium otherwise caps
+    // the layer count by resolution (one layer below 480x270).
+    '--force-fieldtrials=WebRTC-LegacySimulcastLayerLimit/Disabled/',
     '--allow-loopback-in-peer-connection', '--autoplay-policy=no-user-gesture-required',
     `--user-data-dir=${userDataDir}`, '--remote-debugging-address=127.0.0.1', '--remote-debugging-port=0',
     ...extra,

@@ -70,7 +70,8 @@ test('six pages in one ?mode=sfu room: one connection each, five remote videos e
   const views = await allDecoding(pages, 5);
   for (const [i, v] of views.entries()) {
     assert.equal(v.pcs, 1, `${names[i]} holds one RTCPeerConnection`);
-    assert.equal(v.outbound.length, 1, `${names[i]} sends one video stream, not one per participant: ${JSON.stringify(v.outbound)}`);
+    // One simulcast stream (three layers), not one stream per participant.
+    assert.deepEqual(v.outbound.map((o) => o.rid).sort(), ['h', 'l', 'm'], `${names[i]}'s outbound video: ${JSON.stringify(v.outbound)}`);
     assert.ok(Object.values(v.stats).every((s) => s.route.endsWith('to the SFU')), JSON.stringify(v.stats));
   }
   await stillDecoding(pages);
@@ -119,5 +120,49 @@ test('a relay-only participant reaches the SFU through natpass TURN', { timeout:
     assert.ok(s.route.startsWith('relay'), s.route);
   }
   await stillDecoding(pages);
+  for (const p of pages) await p.close();
+});
+
+test('pinning a tile raises the video of that participant, for that receiver only', { timeout: 150000 }, async () => {
+  const r = room('pin');
+  const pages = [await open('Pia', r, '&mode=sfu'), await open('Quy', r), await open('Ros', r)];
+  await allDecoding(pages, 2);
+  const ids = await Promise.all(pages.map((p) => p.evaluate(() => window.natpass.me())));
+  const width = async (p, pid) => (await stats(p))[pid].frameWidth || 0;
+  // The fake microphones all beep alike: one of the three is the active speaker (sent in full
+  // size to everyone). Pin someone else, seen by Pia at the small layer.
+  let target;
+  await waitFor('a participant Pia receives small', async () => {
+    const speaking = await pages[0].evaluate(() => [...document.querySelectorAll('.tile.speaking')].map((t) => t.dataset.peer));
+    const candidates = ids.slice(1).filter((id) => !speaking.includes(id));
+    for (const id of candidates) {
+      const w = await width(pages[0], id);
+      if (w > 0 && w < 320) { target = id; return true; }
+    }
+    return false;
+  }, 30000, 500);
+  // The third page, which pins nothing.
+  const other = pages[ids.indexOf(target) === 1 ? 2 : 1];
+  const before = await width(pages[0], target);
+  await pages[0].click(`[data-testid="tile-${target}"] video`);
+  assert.equal(await pages[0].evaluate(() => window.natpass.pinned()), target);
+  await waitFor(`the pinned participant larger on Pia's page than ${before}px`, async () => (await width(pages[0], target)) >= before * 2, 30000, 500);
+  const after = await width(pages[0], target);
+  const pinnedTile = pages[0].locator(`[data-testid="tile-${target}"]`);
+  assert.equal(await pinnedTile.getAttribute('data-pinned'), 'true');
+  // Only Pia pinned: the third page still gets the small layer (unless it hears the pinned
+  // participant as the active speaker, which sends it the full one).
+  const elsewhere = await width(other, target);
+  const speakingThere = await other.evaluate((t) => document.querySelector(`[data-testid="tile-${t}"]`).dataset.speaking === 'true', target);
+  assert.ok(speakingThere || elsewhere < after, `the other page receives ${target} at ${elsewhere}px`);
+  console.log(`pin: Pia receives ${target} at ${before}px, pinned ${after}px; the third page at ${elsewhere}px`);
+  const m = await (await fetch(env.np.base + '/metrics')).text();
+  assert.ok(/natpass_sfu_layer_switches_total [1-9]/.test(m), 'the switch is counted');
+  // Unpinning brings it back down.
+  await pages[0].click(`[data-testid="tile-${target}"] video`);
+  await waitFor('back to the small layer after unpinning', async () => {
+    const speaking = await pages[0].evaluate((t) => document.querySelector(`[data-testid="tile-${t}"]`).dataset.speaking === 'true', target);
+    return speaking || (await width(pages[0], target)) < after;
+  }, 30000, 500);
   for (const p of pages) await p.close();
 });
