@@ -14,10 +14,24 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("{ERROR}{e:#}");
+            eprintln!("{ERROR}{}", chain(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// An error and its causes, each cause once: messages that already quote their cause (our
+/// `thiserror` types do, so a bare `{}` says everything) do not repeat it.
+fn chain(e: &anyhow::Error) -> String {
+    let mut out = e.to_string();
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if !out.contains(&c) {
+            out.push_str(": ");
+            out.push_str(&c);
+        }
+    }
+    out
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {

@@ -167,3 +167,24 @@ fn metrics_are_served_on_a_loopback_http_listener_only() {
     assert!(m.starts_with("HTTP/1.1 404"), "{m}");
     assert!(get(addr, "/healthz").starts_with("HTTP/1.1 200"));
 }
+
+#[test]
+fn a_port_in_use_is_named_once_and_natpass_exits() {
+    // Another program's UDP socket on the port natpass is told to use.
+    let holder = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = holder.local_addr().unwrap().port();
+    let out = Command::new(env!("CARGO_BIN_EXE_natpass"))
+        .arg("serve")
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--user", "a:b", "--log", "warn"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let what = format!("UDP port {port} on 127.0.0.1 is already in use");
+    assert_eq!(err.matches(&what).count(), 1, "named exactly once: {err}");
+    assert!(
+        err.contains("natpass: error: starting the server: "),
+        "{err}"
+    );
+}

@@ -69,10 +69,16 @@ export async function startNatpass(extra = [], opts = {}) {
   return {
     child, turnPort, httpPort, base,
     stop: async () => {
-      if (child.exitCode === null) {
+      if (child.exitCode === null && child.signalCode === null) {
+        const exited = new Promise((r) => child.once('exit', r));
         child.kill('SIGTERM');
-        await Promise.race([new Promise((r) => child.once('exit', r)), sleep(5000)]);
-        if (child.exitCode === null) child.kill('SIGKILL');
+        // natpass drains for drain-seconds (5) before it exits: wait past that, then kill, and
+        // in both cases until the process is gone, so its ports are free for whatever follows.
+        await Promise.race([exited, sleep(8000)]);
+        if (child.exitCode === null && child.signalCode === null) {
+          child.kill('SIGKILL');
+          await exited;
+        }
       }
     },
   };
