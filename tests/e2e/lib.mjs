@@ -107,12 +107,27 @@ export function chromiumFlags(userDataDir, extra = []) {
   ];
 }
 
+// Chromium runs in its own process group and would outlive this process if it were killed
+// (`timeout node --test …`) and load the machine for good: every group still running is
+// killed when this process exits or is told to stop.
+const browserGroups = new Set();
+const reapBrowsers = () => {
+  for (const pid of browserGroups) { try { process.kill(-pid, 'SIGKILL'); } catch { /* gone */ } }
+  browserGroups.clear();
+};
+process.once('exit', reapBrowsers);
+for (const sig of ['SIGTERM', 'SIGINT', 'SIGHUP']) {
+  process.once(sig, () => { reapBrowsers(); process.exit(128 + (sig === 'SIGINT' ? 2 : sig === 'SIGHUP' ? 1 : 15)); });
+}
+
 /** Spawn Chromium (optionally wrapped, e.g. `ip netns exec NS`) and connect over CDP. */
 export async function launchChromium({ wrap = [], extraFlags = [] } = {}) {
   const dir = mkdtempSync(join(tmpdir(), 'natpass-chromium-'));
   const cmd = [...wrap, CHROMIUM, ...chromiumFlags(dir, extraFlags)];
   // Its own process group, so the kill takes Chromium's helper processes with it.
   const child = spawn(cmd[0], cmd.slice(1), { stdio: ['ignore', 'ignore', 'pipe'], detached: true });
+  browserGroups.add(child.pid);
+  child.once('exit', () => browserGroups.delete(child.pid));
   let stderr = '';
   child.stderr.on('data', (d) => { stderr = (stderr + d).slice(-4000); });
   const portFile = join(dir, 'DevToolsActivePort');
