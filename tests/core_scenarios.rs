@@ -684,6 +684,48 @@ mod rfc8656_allocations {
     }
 
     #[test]
+    fn an_even_pair_whose_odd_port_is_taken_on_the_host_is_not_reserved() {
+        // Another program holds 50001: the pair 50000/50001 would give a token whose Allocate
+        // fails (508). The server takes the next pair whose both ports it can bind.
+        let mut h = Harness::new(Options {
+            ports: (50000, 50003),
+            ..Options::default()
+        });
+        h.relays.busy_ports.insert(50001);
+        let ft = udp("203.0.113.9:4000");
+        let nonce = h.nonce(ft);
+        let r = h.ask(
+            ft,
+            &signed(ALLOCATE, "alice", "alicepw", &nonce, |w, _| {
+                w.add_attribute(&RequestedTransport::new(RequestedTransport::UDP))
+                    .unwrap();
+                w.add_attribute(&EvenPort::new(true)).unwrap();
+            }),
+        );
+        assert_eq!(relayed(&r).port(), 50002);
+        let token = Message::from_bytes(&r)
+            .unwrap()
+            .attribute::<ReservationToken>()
+            .unwrap()
+            .token();
+        let ft2 = udp("203.0.113.9:4001");
+        let nonce = h.nonce(ft2);
+        let r = h.ask(
+            ft2,
+            &signed(ALLOCATE, "alice", "alicepw", &nonce, |w, _| {
+                w.add_attribute(&RequestedTransport::new(RequestedTransport::UDP))
+                    .unwrap();
+                w.add_attribute(&ReservationToken::new(token)).unwrap();
+            }),
+        );
+        assert_eq!(relayed(&r).port(), 50003, "the token's port binds");
+        assert!(
+            !h.relays.bound.values().any(|(a, _)| a.port() == 50001),
+            "the check bound nothing that stayed"
+        );
+    }
+
+    #[test]
     fn the_last_port_of_the_range_is_allocatable() {
         // Regression: port 65535 overflowed `port + 1` (found by the soak test).
         let mut h = Harness::new(Options {

@@ -449,7 +449,7 @@ window.natpass = {
     const pcs = state.sfu ? [state.sfu.pc] : [...state.remotes.values()].filter((r) => r.peer).map((r) => r.peer.pc);
     const out = [];
     for (const pc of pcs) {
-      (await pc.getStats()).forEach((x) => { if (x.type === 'outbound-rtp' && x.kind === 'video') out.push({ rid: x.rid || null, frameWidth: x.frameWidth || 0, bytesSent: x.bytesSent || 0 }); });
+      (await pc.getStats()).forEach((x) => { if (x.type === 'outbound-rtp' && x.kind === 'video') out.push({ rid: x.rid || null, frameWidth: x.frameWidth || 0, bytesSent: x.bytesSent || 0, limited: x.qualityLimitationReason || null, pli: x.pliCount || 0, keyframes: x.keyFramesEncoded || 0 }); });
     }
     return out;
   },

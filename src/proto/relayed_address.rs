@@ -91,6 +91,20 @@ impl<R: RelayResources> Core<R> {
             let seed: u32 = self.rng.random();
             let port = self.res.reserve_port(ra.bind, seed, choice)?;
             let held = (choice == PortChoice::EvenPair).then(|| port + 1);
+            // The held port must be free on the host too, not only in our pool: another
+            // program's socket on it would make the RESERVATION-TOKEN's Allocate fail (508).
+            // Bound and let go at once: this checks it now; the pool keeps it ours.
+            if let Some(h) = held {
+                match relays.bind(SocketAddr::new(ra.bind, h), owner) {
+                    Ok(handle) => relays.release(handle),
+                    Err(e) => {
+                        tracing::debug!(port = h, error = %e, "reserved relay port taken on the host");
+                        self.res.release_port(ra.bind, port);
+                        self.res.release_port(ra.bind, h);
+                        continue;
+                    }
+                }
+            }
             match self.bind_port(ra, port, owner, relays) {
                 Some(r) => return Some((r, held)),
                 None => {

@@ -106,7 +106,40 @@ struct Published {
     rids: Vec<Rid>,
     /// When we last asked its publisher for a keyframe, per layer (throttled).
     keyframe_asked: Vec<(Option<Rid>, Instant)>,
+    /// When a packet of each layer last arrived (index = layer, lowest first). A publisher
+    /// short of CPU or upload stops sending its upper layers: nobody waits for those.
+    seen: Vec<Option<Instant>>,
 }
+
+impl Published {
+    /// Whether layer `i` arrived within [`LAYER_IDLE`] of `now`.
+    fn active(&self, i: usize, now: Instant) -> bool {
+        self.seen
+            .get(i)
+            .copied()
+            .flatten()
+            .is_some_and(|at| now.saturating_duration_since(at) < LAYER_IDLE)
+    }
+
+    /// The layer to forward to a receiver that wants layer `wanted`: the highest layer at or
+    /// below it that the publisher is sending, else the lowest one above it that it sends, else
+    /// `wanted` itself (nothing arrived yet: wait for it).
+    fn layer_for(&self, wanted: usize, now: Instant) -> usize {
+        let n = self.seen.len();
+        (0..=wanted.min(n.saturating_sub(1)))
+            .rev()
+            .find(|&i| self.active(i, now))
+            .or_else(|| (wanted + 1..n).find(|&i| self.active(i, now)))
+            .unwrap_or(wanted)
+    }
+}
+
+/// A simulcast layer with no packet for this long counts as stopped (publishers pause upper
+/// layers under CPU or bandwidth pressure; a receiver waiting for one would freeze on the old).
+pub const LAYER_IDLE: Duration = Duration::from_millis(1500);
+
+/// How often every room's layer choice is looked at again (layers that stopped or came back).
+pub const RETARGET_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Keyframe requests to one publisher's track are at least this far apart: a room of
 /// subscribers joining or losing packets at once costs the publisher one keyframe.
@@ -177,6 +210,8 @@ pub struct Sfu {
     transmits: VecDeque<Transmit>,
     notices: VecDeque<Notice>,
     stats: SfuStats,
+    /// When every room's layer choice is next looked at again.
+    next_retarget: Option<Instant>,
 }
 
 impl Sfu {
@@ -192,6 +227,7 @@ impl Sfu {
             transmits: VecDeque::new(),
             notices: VecDeque::new(),
             stats: SfuStats::default(),
+            next_retarget: None,
         }
     }
 
@@ -401,13 +437,22 @@ impl Sfu {
         let Some(r) = self.room_mut(room) else {
             return;
         };
-        let layers: Vec<(String, Mid, usize)> = r
+        // Per published video: (publisher, mid, layer for a low want, layer for a high want).
+        let layers: Vec<(String, Mid, usize, usize)> = r
             .iter()
             .flat_map(|p| {
                 p.published
                     .iter()
                     .filter(|t| t.kind == MediaKind::Video)
-                    .map(move |t| (p.pid.clone(), t.mid, t.rids.len().max(1)))
+                    .map(move |t| {
+                        let top = t.rids.len().max(1) - 1;
+                        (
+                            p.pid.clone(),
+                            t.mid,
+                            t.layer_for(0, now),
+                            t.layer_for(top, now),
+                        )
+                    })
             })
             .collect();
         let mut asks: Vec<(String, Mid, Option<usize>)> = Vec::new();
@@ -417,9 +462,9 @@ impl Sfu {
                 .iter_mut()
                 .filter(|f| f.kind == MediaKind::Video)
             {
-                let Some(&(_, _, n)) = layers
+                let Some(&(_, _, low, high)) = layers
                     .iter()
-                    .find(|(pid, mid, _)| *pid == f.from && *mid == f.from_mid)
+                    .find(|(pid, mid, _, _)| *pid == f.from && *mid == f.from_mid)
                 else {
                     continue;
                 };
@@ -430,9 +475,9 @@ impl Sfu {
                 } else {
                     Want::Low
                 };
-                let target = if want == Want::Low { 0 } else { n - 1 };
+                let target = if want == Want::Low { low } else { high };
                 if f.switch.retarget(Some(target)) {
-                    asks.push((f.from.clone(), f.from_mid, (n > 1).then_some(target)));
+                    asks.push((f.from.clone(), f.from_mid, Some(target)));
                 }
             }
         }
@@ -447,6 +492,7 @@ impl Sfu {
                     .rids
                     .get(i)
                     .copied()
+                // A track without layers: `None` asks for its one stream.
             });
             if self.ask_keyframe(room, &from, mid, rid, KeyframeRequestKind::Pli, now) {
                 self.drive(room, &from, now);
@@ -531,11 +577,22 @@ impl Sfu {
         self.rooms
             .iter()
             .flat_map(|(_, r)| r.iter().map(|p| p.wake.min(p.last_rx + self.timeout)))
+            .chain(self.next_retarget)
             .min()
     }
 
     /// Time passed: every session whose wake-up is due runs.
     pub fn handle_timeout(&mut self, now: Instant) {
+        if self.next_retarget.is_some_and(|t| t <= now) {
+            self.next_retarget = None;
+            let rooms: Vec<String> = self.rooms.iter().map(|(r, _)| r.clone()).collect();
+            for room in rooms {
+                self.retarget(&room, now);
+            }
+        }
+        if self.next_retarget.is_none() && !self.rooms.is_empty() {
+            self.next_retarget = Some(now + RETARGET_INTERVAL);
+        }
         let due: Vec<(String, String)> = self
             .rooms
             .iter()
@@ -634,7 +691,7 @@ impl Sfu {
                 if r[i].published.len() >= MAX_PUBLISHED {
                     return false;
                 }
-                let rids = m
+                let rids: Vec<Rid> = m
                     .simulcast
                     .as_ref()
                     .map(|s| s.recv.iter().map(|l| l.rid).collect())
@@ -642,6 +699,7 @@ impl Sfu {
                 r[i].published.push(Published {
                     mid: m.mid,
                     kind: m.kind,
+                    seen: vec![None; rids.len().max(1)],
                     rids,
                     keyframe_asked: Vec::new(),
                 });
@@ -655,7 +713,7 @@ impl Sfu {
             }
             Event::MediaData(d) => {
                 let from = r[i].pid.clone();
-                let Some(t) = r[i].published.iter().find(|t| t.mid == d.mid) else {
+                let Some(t) = r[i].published.iter_mut().find(|t| t.mid == d.mid) else {
                     return false;
                 };
                 // Which simulcast layer this is (a track without layers is layer 0).
@@ -667,6 +725,9 @@ impl Sfu {
                 let Some(layer) = layer else {
                     return false;
                 };
+                if let Some(seen) = t.seen.get_mut(layer) {
+                    *seen = Some(now);
+                }
                 let kind = t.kind;
                 let mut retarget = false;
                 if kind == MediaKind::Audio {
@@ -827,4 +888,74 @@ fn forward(rtc: &mut Rtc, mid: Mid, d: &MediaData, time: MediaTime) -> bool {
         return false;
     };
     w.write(pt, d.network_time, time, d.data.clone()).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn track(layers: usize) -> Published {
+        Published {
+            mid: Mid::from("0"),
+            kind: MediaKind::Video,
+            rids: ["l", "m", "h"][..layers]
+                .iter()
+                .map(|r| Rid::from(*r))
+                .collect(),
+            keyframe_asked: Vec::new(),
+            seen: vec![None; layers],
+        }
+    }
+
+    #[test]
+    fn a_receiver_gets_the_layer_it_wants_while_the_publisher_sends_it() {
+        let now = Instant::now();
+        let mut t = track(3);
+        t.seen = vec![Some(now); 3];
+        assert_eq!(t.layer_for(2, now), 2);
+        assert_eq!(t.layer_for(0, now), 0);
+    }
+
+    #[test]
+    fn a_stopped_upper_layer_gives_the_highest_one_still_sent() {
+        let start = Instant::now();
+        let mut t = track(3);
+        t.seen = vec![Some(start); 3];
+        // The publisher ran short of CPU and stopped its high layer; low and middle go on.
+        let later = start + LAYER_IDLE + Duration::from_millis(100);
+        t.seen[0] = Some(later);
+        t.seen[1] = Some(later);
+        assert_eq!(
+            t.layer_for(2, later),
+            1,
+            "the pinned tile gets the middle layer"
+        );
+        assert_eq!(t.layer_for(0, later), 0);
+        // It comes back: the high layer again.
+        t.seen[2] = Some(later);
+        assert_eq!(t.layer_for(2, later), 2);
+    }
+
+    #[test]
+    fn a_stopped_low_layer_gives_the_next_one_up_rather_than_nothing() {
+        let start = Instant::now();
+        let mut t = track(3);
+        let later = start + LAYER_IDLE * 2;
+        t.seen = vec![Some(start), Some(later), Some(later)];
+        assert_eq!(t.layer_for(0, later), 1);
+    }
+
+    #[test]
+    fn before_any_packet_the_wanted_layer_is_waited_for() {
+        let t = track(3);
+        let now = Instant::now();
+        assert_eq!(t.layer_for(2, now), 2);
+        assert_eq!(t.layer_for(0, now), 0);
+        let one = track(1);
+        assert_eq!(
+            one.layer_for(0, now),
+            0,
+            "a track without simulcast has one layer"
+        );
+    }
 }

@@ -146,7 +146,18 @@ test('pinning a tile raises the video of that participant, for that receiver onl
   const before = await width(pages[0], target);
   await pages[0].click(`[data-testid="tile-${target}"] video`);
   assert.equal(await pages[0].evaluate(() => window.natpass.pinned()), target);
-  await waitFor(`the pinned participant larger on Pia's page than ${before}px`, async () => (await width(pages[0], target)) >= before * 2, 30000, 500);
+  try {
+    await waitFor(`the pinned participant larger on Pia's page than ${before}px`, async () => (await width(pages[0], target)) >= before * 2, 30000, 500);
+  } catch (e) {
+    // What the pinned participant sends (per layer: width, bytes, PLIs it got, keyframes it
+    // made, what limits it) and what the SFU counted: enough to tell a layer never sent from
+    // a switch never made.
+    const sender = pages[ids.indexOf(target)];
+    const out = await sender.evaluate(() => window.natpass.outboundVideo());
+    const m = await (await fetch(env.np.base + '/metrics')).text();
+    const sfu = m.split('\n').filter((l) => l.startsWith('natpass_sfu_')).join(', ');
+    throw new Error(`${e.message}\nPia sees ${JSON.stringify(await stats(pages[0]))}\n${target} sends ${JSON.stringify(out)}\n${sfu}`);
+  }
   const after = await width(pages[0], target);
   const pinnedTile = pages[0].locator(`[data-testid="tile-${target}"]`);
   assert.equal(await pinnedTile.getAttribute('data-pinned'), 'true');
