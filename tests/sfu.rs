@@ -500,3 +500,28 @@ fn a_participant_that_sends_nothing_is_removed_after_the_timeout() {
     assert_eq!(sfu.participants("r"), 0);
     assert_eq!(sfu.stats().participants, 0);
 }
+
+/// `natpass probe sfu` end to end, small: two publishers and a viewer through the shell
+/// thread; every frame sent reaches each other participant (the counts the benchmark reports
+/// are the ones the clients saw), and the SFU's CPU is read from its own thread.
+#[test]
+fn the_sfu_probe_measures_a_small_room_without_loss() {
+    let r = natpass::probe::sfu::run(&natpass::probe::sfu::SfuLoadOptions {
+        publishers: 2,
+        subscribers: 1,
+        rate: 50,
+        size: 600,
+        duration: Duration::from_secs(1),
+        setup_timeout: Duration::from_secs(20),
+        cores: None,
+    })
+    .expect("the probe runs");
+    assert!(r.sent >= 80, "two publishers at 50 frames/s for 1 s: {r:?}");
+    assert_eq!(r.expected, r.sent * 2, "each frame goes to the two others");
+    assert!(r.loss_percent < 1.0, "{r:?}");
+    assert!(
+        r.forwarded_packets + 4 >= r.expected && r.forwarded_packets <= r.expected + 20,
+        "the SFU's own count agrees with the clients': {r:?}"
+    );
+    assert!(r.sfu_cpu_seconds >= 0.0 && r.cpu_us_per_forwarded >= 0.0);
+}

@@ -18,6 +18,35 @@ pub enum ProbeCmd {
     Nat(NatArgs),
     /// Load generator: many allocations relaying to echo peers.
     Load(LoadArgs),
+    /// SFU load without browsers: str0m publishers and subscribers on natpass's SFU (started
+    /// in this process, the same thread and socket code `natpass serve` runs) over loopback.
+    Sfu(SfuArgs),
+}
+
+/// `probe sfu`.
+#[derive(Debug, Args)]
+pub struct SfuArgs {
+    /// Participants that publish one VP8 track each (and receive every other publisher's).
+    #[arg(long, default_value_t = 1)]
+    publishers: usize,
+    /// Receive-only participants.
+    #[arg(long, default_value_t = 4)]
+    subscribers: usize,
+    /// Frames (one RTP packet each) a second per publisher.
+    #[arg(long, default_value_t = 150)]
+    rate: u32,
+    /// Bytes per frame (at most 1,100: one packet).
+    #[arg(long, default_value_t = 1000)]
+    size: usize,
+    /// Seconds to measure once every subscription carries frames.
+    #[arg(long, default_value_t = 5.0)]
+    duration: f64,
+    /// SFU,CLIENTS: run the SFU's thread on core SFU and the clients on core CLIENTS.
+    #[arg(long, value_name = "SFU,CLIENTS", value_parser = parse_cores)]
+    cores: Option<(usize, usize)>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Common server and output flags.
@@ -228,6 +257,8 @@ pub fn run(cmd: ProbeCmd) -> ExitCode {
         ProbeCmd::Turn(a) => (&a.target.server, a.target.json),
         ProbeCmd::Nat(a) => (&a.target.server, a.target.json),
         ProbeCmd::Load(a) => (&a.target.server, a.target.json),
+        // It starts its own SFU: no server to parse.
+        ProbeCmd::Sfu(a) => return sfu(a),
     };
     let spec = match probe::parse_server(server) {
         Ok(s) => s,
@@ -445,6 +476,7 @@ pub fn run(cmd: ProbeCmd) -> ExitCode {
                 }
             }
         }
+        ProbeCmd::Sfu(_) => unreachable!("answered before the server is parsed"),
     }
 }
 
@@ -526,4 +558,55 @@ pub fn peer(a: PeerArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `probe sfu`: see [`probe::sfu`].
+fn sfu(a: &SfuArgs) -> ExitCode {
+    if !(a.duration > 0.0 && a.duration <= 600.0) {
+        return fail(a.json, "--duration must be between 0 and 600 seconds");
+    }
+    let o = probe::sfu::SfuLoadOptions {
+        publishers: a.publishers,
+        subscribers: a.subscribers,
+        rate: a.rate,
+        size: a.size,
+        duration: Duration::from_secs_f64(a.duration),
+        setup_timeout: Duration::from_secs(30),
+        cores: a.cores,
+    };
+    match probe::sfu::run(&o) {
+        Ok(r) if a.json => {
+            print_json(&r);
+            ExitCode::SUCCESS
+        }
+        Ok(r) => {
+            println!(
+                "SFU: {} publisher(s) x {} other participant(s), {} frames/s of {} B each: \
+                 forwarded {:.0} packets/s, loss {:.3}%, SFU CPU {:.2} us per forwarded packet \
+                 (setup {:.1} s)",
+                r.publishers,
+                r.publishers + r.subscribers - 1,
+                r.rate,
+                r.size,
+                r.forwarded_per_second,
+                r.loss_percent,
+                r.cpu_us_per_forwarded,
+                r.setup_seconds
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(a.json, e),
+    }
+}
+
+fn parse_cores(s: &str) -> Result<(usize, usize), String> {
+    let (a, b) = s
+        .split_once(',')
+        .ok_or_else(|| format!("expected SFU,CLIENTS (two core numbers), got {s:?}"))?;
+    let core = |x: &str| {
+        x.trim()
+            .parse::<usize>()
+            .map_err(|_| format!("not a core number: {x:?}"))
+    };
+    Ok((core(a)?, core(b)?))
 }

@@ -8,6 +8,7 @@
 
 pub mod echo;
 pub mod load;
+pub mod sfu;
 
 use crate::client::{Client, ClientError, Incoming};
 use serde::Serialize;
