@@ -223,6 +223,33 @@ test('a call with one page on each node survives a Redis restart; whoever presse
   for (const p of [a, b, c, d]) await p.close();
 });
 
+// An SFU room whose participants signal through different nodes: the room engine runs on the
+// leader, so every participant's SFU session is on the leader's SFU, whichever node its socket
+// is on (the SDP goes through Redis; the media goes straight to that SFU).
+test('an SFU room with pages on both nodes: one SFU session each, everyone decodes everyone', { timeout: 150000 }, async () => {
+  if (!chrome) chrome = await launchChromium();
+  const room = 'redissfu' + Math.random().toString(16).slice(2, 10);
+  const url = (n, name) => `${nodes[n].base.replace('127.0.0.1', 'localhost')}/?room=${room}&name=${name}&mode=sfu`;
+  const pages = [];
+  for (const [n, name] of [[0, 'Ann'], [1, 'Ben'], [1, 'Cy']]) {
+    const p = await chrome.context.newPage();
+    await joinCall(p, url(n, name), { smallVideo: true });
+    pages.push(p);
+  }
+  for (const p of pages) {
+    const s = await waitConnected(p, 2, { minFrames: 5, timeoutMs: 90000 });
+    assert.ok(Object.values(s).every((x) => x.route.endsWith('to the SFU')), JSON.stringify(s));
+    assert.equal(await p.evaluate(() => window.natpass.peerConnections()), 1, 'one connection, to the SFU');
+  }
+  // Exactly one node's SFU carries the room.
+  const counts = await Promise.all(nodes.map(async (n) => {
+    const m = await (await fetch(`${n.base}/metrics`)).text();
+    return Number((m.split('\n').find((l) => l.startsWith('natpass_sfu_participants ')) || ' 0').split(' ')[1]);
+  }));
+  assert.deepEqual(counts.slice().sort(), [0, 3], `participants per node's SFU: ${counts}`);
+  for (const p of pages) await p.close();
+});
+
 test('Redis unreachable at start: natpass says so, naming the URL, and exits', async () => {
   const port = await freePort();
   const r = spawnSync(natpassBin(), ['serve', '--listen', '127.0.0.1:0', '--http', '127.0.0.1:0', '--redis', `redis://:hunter2@127.0.0.1:${port}`], { encoding: 'utf8', timeout: 20000 });
