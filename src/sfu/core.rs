@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::media::{Direction, KeyframeRequestKind, MediaData, MediaKind, MediaTime, Mid, Rid};
 
-use super::layers::{Speaker, Switcher, Want};
+use super::layers::{Offered, Speaker, Switcher, Want, choose, desired};
+use str0m::bwe::{Bitrate, BweKind};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 
@@ -109,9 +110,25 @@ struct Published {
     /// When a packet of each layer last arrived (index = layer, lowest first). A publisher
     /// short of CPU or upload stops sending its upper layers: nobody waits for those.
     seen: Vec<Option<Instant>>,
+    /// Payload bytes of each layer since the last rate measurement, and the rate measured then.
+    bytes: Vec<u64>,
+    rate: Vec<Option<u64>>,
 }
 
 impl Published {
+    fn new(mid: Mid, kind: MediaKind, rids: Vec<Rid>) -> Self {
+        let n = rids.len().max(1);
+        Self {
+            mid,
+            kind,
+            rids,
+            keyframe_asked: Vec::new(),
+            seen: vec![None; n],
+            bytes: vec![0; n],
+            rate: vec![None; n],
+        }
+    }
+
     /// Whether layer `i` arrived within [`LAYER_IDLE`] of `now`.
     fn active(&self, i: usize, now: Instant) -> bool {
         self.seen
@@ -121,18 +138,47 @@ impl Published {
             .is_some_and(|at| now.saturating_duration_since(at) < LAYER_IDLE)
     }
 
-    /// The layer to forward to a receiver that wants layer `wanted`: the highest layer at or
-    /// below it that the publisher is sending, else the lowest one above it that it sends, else
-    /// `wanted` itself (nothing arrived yet: wait for it).
-    fn layer_for(&self, wanted: usize, now: Instant) -> usize {
-        let n = self.seen.len();
-        (0..=wanted.min(n.saturating_sub(1)))
-            .rev()
-            .find(|&i| self.active(i, now))
-            .or_else(|| (wanted + 1..n).find(|&i| self.active(i, now)))
-            .unwrap_or(wanted)
+    /// The layers arriving now with their bitrates (measured, or the page's nominal ones
+    /// until a measurement exists), lowest first.
+    fn sent(&self, now: Instant) -> Vec<(usize, u64)> {
+        (0..self.seen.len())
+            .filter(|&i| self.active(i, now))
+            .map(|i| {
+                let nominal = NOMINAL_RATES[i.min(NOMINAL_RATES.len() - 1)];
+                (i, self.rate[i].unwrap_or(nominal))
+            })
+            .collect()
+    }
+
+    /// Close a rate window of `secs` seconds: each layer's bitrate in it.
+    fn measure(&mut self, secs: f64) {
+        for (b, r) in self.bytes.iter_mut().zip(&mut self.rate) {
+            if secs > 0.0 {
+                *r = (*b > 0).then(|| (*b as f64 * 8.0 / secs) as u64);
+            }
+            *b = 0;
+        }
+    }
+
+    fn offered(&self, want: Want, now: Instant) -> Offered {
+        Offered {
+            want,
+            layers: self.seen.len(),
+            sent: self.sent(now),
+        }
     }
 }
+
+/// The page's layers' bitrates (`sfu.js`'s `maxBitrate`s), lowest first: what a layer is taken
+/// to cost until its rate has been measured.
+pub const NOMINAL_RATES: [u64; 3] = [150_000, 500_000, 1_500_000];
+
+/// The estimate each subscriber's BWE starts from (str0m probes up from it towards what the
+/// subscriber's tiles want).
+pub const INITIAL_ESTIMATE: u64 = 1_500_000;
+
+/// A receiver's layers are chosen again when its estimate moved by more than this share.
+const ESTIMATE_MOVE: f64 = 0.1;
 
 /// A simulcast layer with no packet for this long counts as stopped (publishers pause upper
 /// layers under CPU or bandwidth pressure; a receiver waiting for one would freeze on the old).
@@ -186,6 +232,10 @@ struct Participant {
     last_rx: Instant,
     /// The participant whose tile it pinned.
     pinned: Option<String>,
+    /// Its bandwidth estimate (from TWCC or REMB feedback), and the one its layers were last
+    /// chosen with.
+    bwe: Option<u64>,
+    bwe_used: Option<u64>,
 }
 
 /// Upper bound on str0m's outputs drained per poll (a session never loops us forever).
@@ -283,7 +333,10 @@ impl Sfu {
             }
         }
         let offer = SdpOffer::from_sdp_string(offer).map_err(|e| SfuError::Sdp(e.to_string()))?;
-        let mut rtc = Rtc::builder().set_ice_lite(true).build(now);
+        let mut rtc = Rtc::builder()
+            .set_ice_lite(true)
+            .enable_bwe(Some(Bitrate::bps(INITIAL_ESTIMATE)))
+            .build(now);
         let candidate =
             Candidate::host(self.local, "udp").map_err(|e| SfuError::Sdp(e.to_string()))?;
         rtc.add_local_candidate(candidate);
@@ -303,6 +356,8 @@ impl Sfu {
             dead: false,
             last_rx: now,
             pinned: None,
+            bwe: None,
+            bwe_used: None,
         };
         if self.room(room).is_none() {
             self.rooms.push((room.to_owned(), Vec::new()));
@@ -430,41 +485,28 @@ impl Sfu {
     }
 
     /// Set every subscriber's target layer of every simulcast video it receives (pinned tile
-    /// and active speaker: the highest layer; the rest: the lowest), and ask the publishers
-    /// for keyframes of the layers some subscriber moves to.
+    /// and active speaker: the highest layer; the rest: the lowest; among the layers being
+    /// sent, within the subscriber's bandwidth estimate: [`choose`]), point its BWE at what
+    /// its tiles want, and ask the publishers for keyframes of the layers someone moves to.
     fn retarget(&mut self, room: &str, now: Instant) {
         let speaker = self.speaker(room).map(str::to_owned);
         let Some(r) = self.room_mut(room) else {
             return;
         };
-        // Per published video: (publisher, mid, layer for a low want, layer for a high want).
-        let layers: Vec<(String, Mid, usize, usize)> = r
-            .iter()
-            .flat_map(|p| {
-                p.published
-                    .iter()
-                    .filter(|t| t.kind == MediaKind::Video)
-                    .map(move |t| {
-                        let top = t.rids.len().max(1) - 1;
-                        (
-                            p.pid.clone(),
-                            t.mid,
-                            t.layer_for(0, now),
-                            t.layer_for(top, now),
-                        )
-                    })
-            })
-            .collect();
+        // Each receiver's video tracks: what it wants of each, what is being sent of each.
         let mut asks: Vec<(String, Mid, Option<usize>)> = Vec::new();
-        for p in r.iter_mut() {
-            for f in p
-                .forwarded
-                .iter_mut()
-                .filter(|f| f.kind == MediaKind::Video)
-            {
-                let Some(&(_, _, low, high)) = layers
+        let mut plans: Vec<(usize, Vec<usize>, Vec<Offered>)> = Vec::new();
+        for (k, p) in r.iter().enumerate() {
+            let mut which = Vec::new();
+            let mut tracks = Vec::new();
+            for (fi, f) in p.forwarded.iter().enumerate() {
+                if f.kind != MediaKind::Video {
+                    continue;
+                }
+                let Some(t) = r
                     .iter()
-                    .find(|(pid, mid, _, _)| *pid == f.from && *mid == f.from_mid)
+                    .find(|x| x.pid == f.from)
+                    .and_then(|x| x.published.iter().find(|t| t.mid == f.from_mid))
                 else {
                     continue;
                 };
@@ -475,7 +517,25 @@ impl Sfu {
                 } else {
                     Want::Low
                 };
-                let target = if want == Want::Low { low } else { high };
+                which.push(fi);
+                tracks.push(t.offered(want, now));
+            }
+            plans.push((k, which, tracks));
+        }
+        for (k, which, tracks) in plans {
+            let p = &mut r[k];
+            let targets = choose(&tracks, p.bwe);
+            p.bwe_used = p.bwe;
+            // The BWE probes up to what every tile wants (+25 %), so an estimate that started
+            // low can grow into it; audio rides in the headroom.
+            let want = desired(&tracks);
+            if want > 0 {
+                p.rtc
+                    .bwe()
+                    .set_desired_bitrate(Bitrate::bps(want + want / 4));
+            }
+            for (fi, target) in which.into_iter().zip(targets) {
+                let f = &mut p.forwarded[fi];
                 if f.switch.retarget(Some(target)) {
                     asks.push((f.from.clone(), f.from_mid, Some(target)));
                 }
@@ -583,8 +643,15 @@ impl Sfu {
 
     /// Time passed: every session whose wake-up is due runs.
     pub fn handle_timeout(&mut self, now: Instant) {
-        if self.next_retarget.is_some_and(|t| t <= now) {
+        if let Some(due) = self.next_retarget.filter(|t| *t <= now) {
             self.next_retarget = None;
+            // The window that just closed: each published layer's bitrate in it.
+            let secs = (now.saturating_duration_since(due) + RETARGET_INTERVAL).as_secs_f64();
+            for p in self.rooms.iter_mut().flat_map(|(_, r)| r.iter_mut()) {
+                for t in &mut p.published {
+                    t.measure(secs);
+                }
+            }
             let rooms: Vec<String> = self.rooms.iter().map(|(r, _)| r.clone()).collect();
             for room in rooms {
                 self.retarget(&room, now);
@@ -696,13 +763,7 @@ impl Sfu {
                     .as_ref()
                     .map(|s| s.recv.iter().map(|l| l.rid).collect())
                     .unwrap_or_default();
-                r[i].published.push(Published {
-                    mid: m.mid,
-                    kind: m.kind,
-                    seen: vec![None; rids.len().max(1)],
-                    rids,
-                    keyframe_asked: Vec::new(),
-                });
+                r[i].published.push(Published::new(m.mid, m.kind, rids));
                 let from = r[i].pid.clone();
                 for (k, p) in r.iter_mut().enumerate() {
                     if k != i {
@@ -727,6 +788,7 @@ impl Sfu {
                 };
                 if let Some(seen) = t.seen.get_mut(layer) {
                     *seen = Some(now);
+                    t.bytes[layer] += d.data.len() as u64;
                 }
                 let kind = t.kind;
                 let mut retarget = false;
@@ -805,6 +867,15 @@ impl Sfu {
                 if self.ask_keyframe(room, &from, from_mid, req.rid, req.kind, now) {
                     work.push_back(from);
                 }
+            }
+            Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. })
+            | Event::EgressBitrateEstimate(BweKind::Remb { estimate, .. }) => {
+                let e = estimate.as_u64();
+                r[i].bwe = Some(e);
+                // Layers are chosen again when the estimate moved enough to matter.
+                return r[i].bwe_used.is_none_or(|used| {
+                    (e as f64 - used as f64).abs() > ESTIMATE_MOVE * used as f64
+                });
             }
             Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
                 r[i].dead = true;
@@ -895,29 +966,29 @@ mod tests {
     use super::*;
 
     fn track(layers: usize) -> Published {
-        Published {
-            mid: Mid::from("0"),
-            kind: MediaKind::Video,
-            rids: ["l", "m", "h"][..layers]
+        Published::new(
+            Mid::from("0"),
+            MediaKind::Video,
+            ["l", "m", "h"][..layers]
                 .iter()
                 .map(|r| Rid::from(*r))
                 .collect(),
-            keyframe_asked: Vec::new(),
-            seen: vec![None; layers],
-        }
+        )
     }
 
     #[test]
-    fn a_receiver_gets_the_layer_it_wants_while_the_publisher_sends_it() {
+    fn every_layer_being_sent_is_offered_at_its_nominal_rate_until_measured() {
         let now = Instant::now();
         let mut t = track(3);
         t.seen = vec![Some(now); 3];
-        assert_eq!(t.layer_for(2, now), 2);
-        assert_eq!(t.layer_for(0, now), 0);
+        assert_eq!(
+            t.sent(now),
+            vec![(0, 150_000), (1, 500_000), (2, 1_500_000)]
+        );
     }
 
     #[test]
-    fn a_stopped_upper_layer_gives_the_highest_one_still_sent() {
+    fn a_stopped_layer_is_no_longer_offered_and_comes_back_with_its_packets() {
         let start = Instant::now();
         let mut t = track(3);
         t.seen = vec![Some(start); 3];
@@ -925,36 +996,39 @@ mod tests {
         let later = start + LAYER_IDLE + Duration::from_millis(100);
         t.seen[0] = Some(later);
         t.seen[1] = Some(later);
+        assert_eq!(t.sent(later), vec![(0, 150_000), (1, 500_000)]);
+        let pinned = choose(&[t.offered(Want::Pinned, later)], None);
         assert_eq!(
-            t.layer_for(2, later),
-            1,
-            "the pinned tile gets the middle layer"
+            pinned,
+            vec![1],
+            "the pinned tile gets the middle layer, not a freeze"
         );
-        assert_eq!(t.layer_for(0, later), 0);
-        // It comes back: the high layer again.
         t.seen[2] = Some(later);
-        assert_eq!(t.layer_for(2, later), 2);
+        assert_eq!(choose(&[t.offered(Want::Pinned, later)], None), vec![2]);
     }
 
     #[test]
-    fn a_stopped_low_layer_gives_the_next_one_up_rather_than_nothing() {
-        let start = Instant::now();
+    fn measured_rates_replace_the_nominal_ones_per_window() {
+        let now = Instant::now();
         let mut t = track(3);
-        let later = start + LAYER_IDLE * 2;
-        t.seen = vec![Some(start), Some(later), Some(later)];
-        assert_eq!(t.layer_for(0, later), 1);
+        t.seen = vec![Some(now); 3];
+        t.bytes = vec![5_000, 30_000, 0];
+        t.measure(1.0);
+        assert_eq!(t.sent(now), vec![(0, 40_000), (1, 240_000), (2, 1_500_000)]);
+        assert_eq!(t.bytes, vec![0, 0, 0], "a new window starts");
     }
 
     #[test]
     fn before_any_packet_the_wanted_layer_is_waited_for() {
         let t = track(3);
         let now = Instant::now();
-        assert_eq!(t.layer_for(2, now), 2);
-        assert_eq!(t.layer_for(0, now), 0);
+        assert!(t.sent(now).is_empty());
+        assert_eq!(choose(&[t.offered(Want::Pinned, now)], None), vec![2]);
+        assert_eq!(choose(&[t.offered(Want::Low, now)], None), vec![0]);
         let one = track(1);
         assert_eq!(
-            one.layer_for(0, now),
-            0,
+            choose(&[one.offered(Want::Pinned, now)], None),
+            vec![0],
             "a track without simulcast has one layer"
         );
     }

@@ -82,6 +82,54 @@ pub fn allocate(tracks: &[Track], bwe: Option<u64>) -> Vec<Option<usize>> {
     }
 }
 
+/// One video track as one receiver may get it: what the receiver wants, how many layers the
+/// publisher offers, and which of them it is sending now with their bitrates (layer index,
+/// bits per second; lowest first).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Offered {
+    /// Importance for this receiver.
+    pub want: Want,
+    /// Layers the publisher negotiated (1 without simulcast).
+    pub layers: usize,
+    /// The layers arriving now.
+    pub sent: Vec<(usize, u64)>,
+}
+
+/// The layer to forward of each track: [`allocate`] over the layers being sent, within the
+/// receiver's bandwidth estimate. A track with nothing arriving yet waits for the layer its
+/// receiver wants (the lowest, or the highest for the pinned tile and the speaker).
+pub fn choose(tracks: &[Offered], bwe: Option<u64>) -> Vec<usize> {
+    let sent: Vec<Track> = tracks
+        .iter()
+        .map(|t| Track {
+            want: t.want,
+            layers: t.sent.iter().map(|&(_, rate)| rate).collect(),
+        })
+        .collect();
+    allocate(&sent, bwe)
+        .into_iter()
+        .zip(tracks)
+        .map(|(chosen, t)| match chosen {
+            Some(k) => t.sent[k].0,
+            None if t.want == Want::Low => 0,
+            None => t.layers.saturating_sub(1),
+        })
+        .collect()
+}
+
+/// What a receiver should be able to take to get every track at the layer it wants: the BWE
+/// probes up to this (with some headroom), so an estimate that started low can grow.
+pub fn desired(tracks: &[Offered]) -> u64 {
+    tracks
+        .iter()
+        .filter_map(|t| match t.want {
+            Want::Low => t.sent.first(),
+            _ => t.sent.last(),
+        })
+        .map(|&(_, rate)| rate)
+        .sum()
+}
+
 /// One receiver's view of one simulcast track: the layer it gets now and the one it should get.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Switcher {
@@ -203,6 +251,60 @@ impl Speaker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn offered(want: Want, sent: &[(usize, u64)]) -> Offered {
+        Offered {
+            want,
+            layers: 3,
+            sent: sent.to_vec(),
+        }
+    }
+
+    const ALL: [(usize, u64); 3] = [(0, 150_000), (1, 500_000), (2, 1_500_000)];
+
+    #[test]
+    fn a_pinned_tile_gets_the_high_layer_when_the_estimate_carries_it() {
+        let t = [offered(Want::Pinned, &ALL), offered(Want::Low, &ALL)];
+        assert_eq!(choose(&t, Some(3_000_000)), vec![2, 0]);
+        assert_eq!(
+            choose(&t, None),
+            vec![2, 0],
+            "no estimate yet: what they want"
+        );
+    }
+
+    #[test]
+    fn a_pinned_tile_drops_to_the_middle_layer_when_the_estimate_cannot_carry_the_high_one() {
+        let t = [offered(Want::Pinned, &ALL), offered(Want::Low, &ALL)];
+        // 0.85 × 1 M = 850 k: low + low = 300 k, the pinned tile's middle layer +350 k fits,
+        // its high layer (+1 M more) does not.
+        assert_eq!(choose(&t, Some(1_000_000)), vec![1, 0]);
+        // Below everyone's low layers: still the low layers (a soft tile beats a frozen one).
+        assert_eq!(choose(&t, Some(100_000)), vec![0, 0]);
+    }
+
+    #[test]
+    fn layers_not_being_sent_are_skipped_and_a_silent_track_waits_for_what_it_wants() {
+        // The high layer stopped: the pinned tile gets the middle one even on a wide link; the
+        // low one stopped: the low tile gets the middle one.
+        let t = [
+            offered(Want::Pinned, &ALL[..2]),
+            offered(Want::Low, &ALL[1..]),
+            offered(Want::Speaker, &[]),
+            offered(Want::Low, &[]),
+        ];
+        assert_eq!(choose(&t, Some(10_000_000)), vec![1, 1, 2, 0]);
+    }
+
+    #[test]
+    fn the_desired_rate_is_what_every_tile_wants() {
+        let t = [
+            offered(Want::Pinned, &ALL),
+            offered(Want::Low, &ALL),
+            offered(Want::Low, &[]),
+        ];
+        assert_eq!(desired(&t), 1_500_000 + 150_000);
+    }
 
     /// l/m/h at 150 k, 500 k, 1.5 M.
     fn track(want: Want) -> Track {
