@@ -288,6 +288,18 @@ pub static METRICS: &[Metric] = &[
         help: "Times a subscriber moved to another simulcast layer of a video (on its keyframe).",
         samples: |s, out| sfu(s, out, |x| x.layer_switches),
     },
+    Metric {
+        name: "natpass_sfu_chat_messages_total",
+        kind: Kind::Counter,
+        help: "Chat messages relayed over the SFU's data channels (once each, whatever the room's size).",
+        samples: |s, out| sfu(s, out, |x| x.chat_messages),
+    },
+    Metric {
+        name: "natpass_sfu_chat_refused_total",
+        kind: Kind::Counter,
+        help: "Chat messages refused on the SFU's data channels (malformed, too long, over 10/s).",
+        samples: |s, out| sfu(s, out, |x| x.chat_refused),
+    },
 ];
 
 /// One SFU sample, when the SFU runs.

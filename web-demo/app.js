@@ -346,6 +346,10 @@ function startSfu() {
       ui.showStream(remoteFor(pid, known ? known.name : 'peer').tile, stream);
     },
     onFailed: () => restartSfuSoon(),
+    onChat: (from, text) => {
+      const r = state.remotes.get(from);
+      ui.addChat(r ? r.name : 'someone', text.slice(0, config.chatMaxLength));
+    },
   });
   state.sfu = s;
   if (state.pinned) state.sig.send({ type: 'sfu-pin', id: state.pinned });
@@ -538,6 +542,8 @@ $('chat-form').addEventListener('submit', (e) => {
   if (!text) return;
   $('chat-input').value = '';
   ui.addChat('You', text);
+  // An SFU room: over the data channel to the SFU, which passes it to everyone.
+  if (state.mode === 'sfu') { if (!(state.sfu && state.sfu.sendChat(text))) state.sig.send({ type: 'chat', text }); return; }
   const peers = [...state.remotes.values()].map((r) => r.peer).filter(Boolean);
   if (peers.length > 0 && peers.every((p) => p.chatOpen())) for (const p of peers) p.dc.send(JSON.stringify({ text }));
   else state.sig.send({ type: 'chat', text }); // signaling fallback

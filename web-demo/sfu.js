@@ -5,6 +5,8 @@
 //   sfu-join {sdp: offer}  -> ack {sdp: answer}      (again after a failure: a fresh session)
 //   sfu-offer {sdp}        <- the SFU renegotiates  -> sfu-answer {sdp} -> ack {ok}
 //   sfu-restart            <- the SFU lost this session: start over
+// Chat goes over a data channel ('chat') to the SFU: {text} out, {from, text} in (the SFU says
+// who sent it); until it is open, the caller sends chat over signaling.
 // Descriptions are applied one at a time, in order (an SFU offer that arrives before the
 // answer to our join waits for it).
 
@@ -24,6 +26,7 @@ export class SfuSession {
    *   and its ack (rejects on `{error}` or when no answer comes)
    * @param {(pid: string, stream: MediaStream) => void} o.onStream a participant's media
    * @param {() => void} [o.onFailed] the connection failed for good (the caller starts over)
+   * @param {(from: string, text: string) => void} [o.onChat] a chat line from participant `from`
    */
   constructor(o) {
     this.request = o.request;
@@ -45,7 +48,15 @@ export class SfuSession {
       const sendEncodings = kind === 'video' ? SIMULCAST : undefined;
       pc.addTransceiver(t, { direction: 'sendonly', streams: [o.localStream], sendEncodings });
     }
-    if (!tracks.length) pc.createDataChannel('natpass');
+    // Chat to and from the room, through the SFU (also gives a viewer without camera or
+    // microphone a transport for the SFU's later offers of other people's tracks).
+    this.chat = pc.createDataChannel('chat');
+    const onChat = o.onChat || (() => {});
+    this.chat.onmessage = (e) => {
+      let m;
+      try { m = JSON.parse(e.data); } catch { return; }
+      if (m && typeof m.from === 'string' && typeof m.text === 'string') onChat(m.from, m.text);
+    };
     // Which participant each received track (by mid) belongs to: the SFU's stream id.
     this.owners = new Map();
     pc.ontrack = (e) => {
@@ -83,6 +94,12 @@ export class SfuSession {
     const next = this.chain.then(() => (this.closed ? undefined : fn()));
     this.chain = next.catch((e) => { if (!this.closed) console.warn('sfu', e); });
     return next;
+  }
+
+  /** Send a chat line over the data channel; false when it is not open (use signaling). */
+  sendChat(text) {
+    if (this.closed || this.chat.readyState !== 'open') return false;
+    try { this.chat.send(JSON.stringify({ text })); return true; } catch { return false; }
   }
 
   /** The receivers of participant `pid`'s tracks still in the session. */

@@ -18,6 +18,7 @@ use str0m::media::{Direction, KeyframeRequestKind, MediaData, MediaKind, MediaTi
 
 use super::layers::{Offered, Speaker, Switcher, Want, choose, desired};
 use str0m::bwe::{Bitrate, BweKind};
+use str0m::channel::ChannelId;
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 
@@ -96,6 +97,11 @@ pub struct SfuStats {
     pub participants: u64,
     /// Tracks published now (a gauge).
     pub tracks: u64,
+    /// Chat messages relayed over the SFU's data channels (each counted once, whatever the
+    /// room's size).
+    pub chat_messages: u64,
+    /// Chat messages refused (not `{"text": …}`, too long, or over the rate).
+    pub chat_refused: u64,
 }
 
 /// A track a participant publishes.
@@ -236,6 +242,10 @@ struct Participant {
     /// chosen with.
     bwe: Option<u64>,
     bwe_used: Option<u64>,
+    /// Its chat data channel, once open.
+    chat: Option<ChannelId>,
+    /// Chat messages it sent in the current second (start, count): at most [`CHAT_PER_SECOND`].
+    chat_window: (Instant, u32),
 }
 
 /// Upper bound on str0m's outputs drained per poll (a session never loops us forever).
@@ -246,6 +256,14 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Tracks a participant may publish (a camera, a microphone, a screen and spares).
 pub const MAX_PUBLISHED: usize = 8;
+
+/// Chat messages a participant may send over its data channel per second (signaling's own
+/// chat limit is its 20 messages/s for everything).
+pub const CHAT_PER_SECOND: u32 = 10;
+
+/// The largest chat message read from a data channel, in bytes (the text itself is held to
+/// signaling's character limit).
+const CHAT_MAX_BYTES: usize = 16 * 1024;
 
 /// The SFU of one node: every participant of its SFU rooms. (Rooms are a signaling notion; the
 /// core forwards within a room id.)
@@ -358,6 +376,8 @@ impl Sfu {
             pinned: None,
             bwe: None,
             bwe_used: None,
+            chat: None,
+            chat_window: (now, 0),
         };
         if self.room(room).is_none() {
             self.rooms.push((room.to_owned(), Vec::new()));
@@ -877,6 +897,29 @@ impl Sfu {
                     (e as f64 - used as f64).abs() > ESTIMATE_MOVE * used as f64
                 });
             }
+            Event::ChannelOpen(id, label) if label == "chat" => r[i].chat = Some(id),
+            Event::ChannelClose(id) if r[i].chat == Some(id) => r[i].chat = None,
+            Event::ChannelData(cd) if r[i].chat == Some(cd.id) => {
+                let me = &mut r[i];
+                let Some(line) =
+                    chat_line(&me.pid, (cd.binary, &cd.data), &mut me.chat_window, now)
+                else {
+                    self.stats.chat_refused += 1;
+                    return false;
+                };
+                self.stats.chat_messages += 1;
+                for (k, p) in r.iter_mut().enumerate() {
+                    let Some(id) = p.chat.filter(|_| k != i) else {
+                        continue;
+                    };
+                    // A channel whose buffer is full loses the line, like any slow receiver.
+                    if let Some(mut ch) = p.rtc.channel(id) {
+                        if ch.write(false, line.as_bytes()).unwrap_or(false) {
+                            work.push_back(p.pid.clone());
+                        }
+                    }
+                }
+            }
             Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
                 r[i].dead = true;
             }
@@ -884,6 +927,30 @@ impl Sfu {
         }
         false
     }
+}
+
+/// What a participant's chat message becomes for the others: `{"from": pid, "text": …}` (the
+/// SFU says who sent it; names come from signaling), or `None` when it is refused — not text,
+/// not `{"text": "…"}`, empty, longer than signaling allows, or past [`CHAT_PER_SECOND`].
+fn chat_line(
+    pid: &str,
+    (binary, data): (bool, &[u8]),
+    window: &mut (Instant, u32),
+    now: Instant,
+) -> Option<String> {
+    if now.saturating_duration_since(window.0) >= Duration::from_secs(1) {
+        *window = (now, 0);
+    }
+    if window.1 >= CHAT_PER_SECOND || binary || data.len() > CHAT_MAX_BYTES {
+        return None;
+    }
+    window.1 += 1;
+    let v: serde_json::Value = serde_json::from_slice(data).ok()?;
+    let text = v.get("text")?.as_str()?.trim();
+    if text.is_empty() || text.chars().count() > crate::signal::CHAT_MAX_CHARS {
+        return None;
+    }
+    Some(serde_json::json!({ "from": pid, "text": text }).to_string())
 }
 
 /// The participants of `room`.
@@ -1016,6 +1083,65 @@ mod tests {
         t.measure(1.0);
         assert_eq!(t.sent(now), vec![(0, 40_000), (1, 240_000), (2, 1_500_000)]);
         assert_eq!(t.bytes, vec![0, 0, 0], "a new window starts");
+    }
+
+    fn data(text: &str, binary: bool) -> (bool, &[u8]) {
+        (binary, text.as_bytes())
+    }
+
+    #[test]
+    fn a_chat_line_goes_out_with_the_sender_named_by_the_sfu() {
+        let now = Instant::now();
+        let mut w = (now, 0);
+        let line = chat_line(
+            "ann",
+            data(r#"{"text":" hi all ","from":"mallory"}"#, false),
+            &mut w,
+            now,
+        );
+        let v: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"from": "ann", "text": "hi all"}),
+            "its own 'from' is ignored"
+        );
+    }
+
+    #[test]
+    fn malformed_empty_binary_and_overlong_chat_is_refused() {
+        let now = Instant::now();
+        let long = format!(
+            r#"{{"text":"{}"}}"#,
+            "x".repeat(crate::signal::CHAT_MAX_CHARS + 1)
+        );
+        for (text, binary) in [
+            ("not json", false),
+            (r#"{"text": 5}"#, false),
+            (r#"{"text": "   "}"#, false),
+            (r#"{"text": "hi"}"#, true),
+            (long.as_str(), false),
+            ("", false),
+        ] {
+            let mut w = (now, 0);
+            assert_eq!(
+                chat_line("ann", data(text, binary), &mut w, now),
+                None,
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn chat_past_ten_a_second_is_refused_until_the_next_second() {
+        let now = Instant::now();
+        let mut w = (now, 0);
+        let msg = data(r#"{"text":"spam"}"#, false);
+        let sent = (0..25)
+            .filter(|_| chat_line("ann", msg, &mut w, now).is_some())
+            .count();
+        assert_eq!(sent, CHAT_PER_SECOND as usize);
+        let later = now + Duration::from_secs(1);
+        assert!(chat_line("ann", msg, &mut w, later).is_some());
     }
 
     #[test]

@@ -68,6 +68,9 @@ pub struct SharedStats {
     pub participants: AtomicU64,
     /// Tracks published now.
     pub tracks: AtomicU64,
+    /// Chat messages relayed over data channels, and refused.
+    pub chat_messages: AtomicU64,
+    pub chat_refused: AtomicU64,
 }
 
 impl SharedStats {
@@ -84,6 +87,8 @@ impl SharedStats {
             .store(s.layer_switches, Ordering::Relaxed);
         self.participants.store(s.participants, Ordering::Relaxed);
         self.tracks.store(s.tracks, Ordering::Relaxed);
+        self.chat_messages.store(s.chat_messages, Ordering::Relaxed);
+        self.chat_refused.store(s.chat_refused, Ordering::Relaxed);
     }
 
     /// The counters now.
@@ -97,6 +102,8 @@ impl SharedStats {
             layer_switches: l(&self.layer_switches),
             participants: l(&self.participants),
             tracks: l(&self.tracks),
+            chat_messages: l(&self.chat_messages),
+            chat_refused: l(&self.chat_refused),
         }
     }
 }

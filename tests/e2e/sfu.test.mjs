@@ -111,7 +111,7 @@ test('a mesh of four that grows to five moves to the SFU and keeps decoding', { 
   for (const p of pages) await p.close();
 });
 
-test('a relay-only participant reaches the SFU through natpass TURN', { timeout: 120000 }, async () => {
+test('a relay-only participant reaches the SFU through natpass TURN; chat goes over the data channel to the SFU', { timeout: 120000 }, async () => {
   const r = room('relay');
   const pages = [await open('Rae', r, '&mode=sfu&relay=1'), await open('Sam', r)];
   const [rae] = await allDecoding(pages, 1);
@@ -120,6 +120,21 @@ test('a relay-only participant reaches the SFU through natpass TURN', { timeout:
     assert.ok(s.route.startsWith('relay'), s.route);
   }
   await stillDecoding(pages);
+  // Chat both ways, through the SFU's data channels (counted by the SFU, named by the page).
+  const chatted = async () => {
+    const m = await (await fetch(env.np.base + '/metrics')).text();
+    return Number((m.split('\n').find((l) => l.startsWith('natpass_sfu_chat_messages_total ')) || ' 0').split(' ')[1]);
+  };
+  const before = await chatted();
+  const log = (p) => p.locator('[data-testid="chat-log"]').textContent();
+  await pages[0].fill('[data-testid="chat-input"]', 'hello through the SFU');
+  await pages[0].press('[data-testid="chat-input"]', 'Enter');
+  await waitFor('chat at Sam', async () => (await log(pages[1])).includes('Rae') && (await log(pages[1])).includes('hello through the SFU'), 15000, 200);
+  await pages[1].fill('[data-testid="chat-input"]', '<b>Sam</b> answers');
+  await pages[1].press('[data-testid="chat-input"]', 'Enter');
+  await waitFor('chat at Rae', async () => (await log(pages[0])).includes('<b>Sam</b> answers'), 15000, 200);
+  assert.equal(await pages[0].locator('[data-testid="chat-log"] b').count(), 0, 'chat is text, never markup');
+  assert.equal((await chatted()) - before, 2, 'both lines went through the SFU, not signaling');
   for (const p of pages) await p.close();
 });
 
