@@ -300,6 +300,18 @@ pub static METRICS: &[Metric] = &[
         help: "Chat messages refused on the SFU's data channels (malformed, too long, over 10/s).",
         samples: |s, out| sfu(s, out, |x| x.chat_refused),
     },
+    Metric {
+        name: "natpass_sfu_nacks_received_total",
+        kind: Kind::Counter,
+        help: "NACKs subscribers sent the SFU (answered from its resend buffer).",
+        samples: |s, out| sfu(s, out, |x| x.nacks_received),
+    },
+    Metric {
+        name: "natpass_sfu_nacks_sent_total",
+        kind: Kind::Counter,
+        help: "NACKs the SFU sent publishers for packets it lost from them.",
+        samples: |s, out| sfu(s, out, |x| x.nacks_sent),
+    },
 ];
 
 /// One SFU sample, when the SFU runs.

@@ -37,6 +37,15 @@ struct Net {
     sfu: Sfu,
     sfu_addr: SocketAddr,
     peers: Vec<Peer>,
+    /// Drop one RTP packet in this many in each direction (0: none), counting per direction.
+    lose_one_in: usize,
+    rtp_counts: [usize; 2],
+}
+
+/// Whether a datagram is RTP (RFC 7983: first byte 128–191; RTCP's packet types 200–206 sit
+/// where RTP's marker bit and payload type are).
+fn is_rtp(d: &[u8]) -> bool {
+    d.len() > 12 && (128..192).contains(&d[0]) && !(200..=206).contains(&d[1])
 }
 
 impl Net {
@@ -48,6 +57,8 @@ impl Net {
             sfu: Sfu::new(sfu_addr, 25),
             sfu_addr,
             peers: Vec::new(),
+            lose_one_in: 0,
+            rtp_counts: [0; 2],
         }
     }
 
@@ -105,6 +116,12 @@ impl Net {
                         Output::Transmit(t) => {
                             moved = true;
                             assert_eq!(t.destination, self.sfu_addr);
+                            if is_rtp(&t.contents) && self.lose_one_in > 0 {
+                                self.rtp_counts[0] += 1;
+                                if self.rtp_counts[0] % self.lose_one_in == 0 {
+                                    continue;
+                                }
+                            }
                             self.sfu
                                 .handle_datagram(self.now, p.addr, self.sfu_addr, &t.contents);
                         }
@@ -132,6 +149,12 @@ impl Net {
             }
             while let Some(t) = self.sfu.poll_transmit() {
                 moved = true;
+                if is_rtp(&t.contents) && self.lose_one_in > 0 {
+                    self.rtp_counts[1] += 1;
+                    if self.rtp_counts[1] % self.lose_one_in == 0 {
+                        continue;
+                    }
+                }
                 let p = self
                     .peers
                     .iter_mut()
@@ -306,4 +329,37 @@ fn each_viewer_gets_its_own_layer_of_the_same_publisher() {
     let ben_tail = net.peer("ben").got.iter().rev().take(10).all(|f| f.0 == 0);
     let cat_tail = net.peer("cat").got.iter().rev().take(10).all(|f| f.0 == 2);
     assert!(ben_tail && cat_tail, "Ben small, Cat (who pinned) large");
+}
+
+#[test]
+fn lost_packets_are_asked_again_both_ways_and_counted() {
+    let mut net = Net::new();
+    net.join("ann", true);
+    net.join("ben", false);
+    net.run(Duration::from_secs(2), &[0, 1, 2]);
+    let before = net.sfu.stats();
+    let mark = net.peer("ben").got.len();
+    // A lossless stretch of 6 s gives this many frames (one every 40 ms of fake time).
+    net.run(Duration::from_secs(6), &[0, 1, 2]);
+    let clean = net.peer("ben").got.len() - mark;
+    let mark = net.peer("ben").got.len();
+    // One RTP packet in 10 lost, Ann -> SFU and SFU -> Ben.
+    net.lose_one_in = 10;
+    net.run(Duration::from_secs(4), &[0, 1, 2]);
+    net.lose_one_in = 0;
+    net.run(Duration::from_secs(2), &[0, 1, 2]);
+    let after = net.sfu.stats();
+    assert!(
+        after.nacks_sent > before.nacks_sent,
+        "the SFU asked Ann again: {after:?}"
+    );
+    assert!(
+        after.nacks_received > before.nacks_received,
+        "Ben asked the SFU again: {after:?}"
+    );
+    // Resends fill the gaps: about every frame arrives although 19 % of the packets on the
+    // way were lost once.
+    let lossy = net.peer("ben").got.len() - mark;
+    println!("frames in 6 s: {clean} without loss, {lossy} with 10 % loss per leg");
+    assert!(lossy * 100 >= clean * 97, "{lossy} of {clean}");
 }

@@ -102,6 +102,10 @@ pub struct SfuStats {
     pub chat_messages: u64,
     /// Chat messages refused (not `{"text": …}`, too long, or over the rate).
     pub chat_refused: u64,
+    /// NACKs subscribers sent the SFU (it resends from its own buffer), and NACKs the SFU
+    /// sent publishers for what it lost from them.
+    pub nacks_received: u64,
+    pub nacks_sent: u64,
 }
 
 /// A track a participant publishes.
@@ -246,6 +250,9 @@ struct Participant {
     chat: Option<ChannelId>,
     /// Chat messages it sent in the current second (start, count): at most [`CHAT_PER_SECOND`].
     chat_window: (Instant, u32),
+    /// The cumulative NACK counts str0m last reported per stream (egress or ingress, mid,
+    /// rid), so the SFU's counters grow by the differences.
+    nacks: Vec<(bool, Mid, Option<Rid>, u64)>,
 }
 
 /// Upper bound on str0m's outputs drained per poll (a session never loops us forever).
@@ -354,6 +361,8 @@ impl Sfu {
         let mut rtc = Rtc::builder()
             .set_ice_lite(true)
             .enable_bwe(Some(Bitrate::bps(INITIAL_ESTIMATE)))
+            // Per-stream counters once a second (NACKs for /metrics).
+            .set_stats_interval(Some(Duration::from_secs(1)))
             .build(now);
         let candidate =
             Candidate::host(self.local, "udp").map_err(|e| SfuError::Sdp(e.to_string()))?;
@@ -378,6 +387,7 @@ impl Sfu {
             bwe_used: None,
             chat: None,
             chat_window: (now, 0),
+            nacks: Vec::new(),
         };
         if self.room(room).is_none() {
             self.rooms.push((room.to_owned(), Vec::new()));
@@ -897,6 +907,14 @@ impl Sfu {
                     (e as f64 - used as f64).abs() > ESTIMATE_MOVE * used as f64
                 });
             }
+            Event::MediaEgressStats(st) => {
+                let d = nack_delta(&mut r[i].nacks, (true, st.mid, st.rid), st.nacks);
+                self.stats.nacks_received += d;
+            }
+            Event::MediaIngressStats(st) => {
+                let d = nack_delta(&mut r[i].nacks, (false, st.mid, st.rid), st.nacks);
+                self.stats.nacks_sent += d;
+            }
             Event::ChannelOpen(id, label) if label == "chat" => r[i].chat = Some(id),
             Event::ChannelClose(id) if r[i].chat == Some(id) => r[i].chat = None,
             Event::ChannelData(cd) if r[i].chat == Some(cd.id) => {
@@ -951,6 +969,32 @@ fn chat_line(
         return None;
     }
     Some(serde_json::json!({ "from": pid, "text": text }).to_string())
+}
+
+/// How much a stream's cumulative NACK count grew since str0m last reported it (a stream
+/// that started over counts from zero again).
+fn nack_delta(
+    seen: &mut Vec<(bool, Mid, Option<Rid>, u64)>,
+    (egress, mid, rid): (bool, Mid, Option<Rid>),
+    total: u64,
+) -> u64 {
+    match seen
+        .iter_mut()
+        .find(|(e, m, r, _)| *e == egress && *m == mid && *r == rid)
+    {
+        Some(entry) => {
+            let before = std::mem::replace(&mut entry.3, total);
+            if total >= before {
+                total - before
+            } else {
+                total
+            }
+        }
+        None => {
+            seen.push((egress, mid, rid, total));
+            total
+        }
+    }
 }
 
 /// The participants of `room`.
@@ -1128,6 +1172,24 @@ mod tests {
                 None,
                 "{text}"
             );
+        }
+    }
+
+    proptest::proptest! {
+        /// Whatever a page writes on its chat channel: an answer or a refusal, never a panic,
+        /// and what goes out is always `{from, text}` with the SFU's own `from`.
+        #[test]
+        fn any_bytes_on_the_chat_channel_are_answered_or_refused(
+            data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..3000),
+            binary in proptest::prelude::any::<bool>(),
+        ) {
+            let now = Instant::now();
+            let mut w = (now, 0);
+            if let Some(line) = chat_line("p1", (binary, &data), &mut w, now) {
+                let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+                proptest::prop_assert_eq!(v["from"].as_str(), Some("p1"));
+                proptest::prop_assert!(v["text"].is_string());
+            }
         }
     }
 

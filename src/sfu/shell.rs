@@ -71,6 +71,9 @@ pub struct SharedStats {
     /// Chat messages relayed over data channels, and refused.
     pub chat_messages: AtomicU64,
     pub chat_refused: AtomicU64,
+    /// NACKs from subscribers, and to publishers.
+    pub nacks_received: AtomicU64,
+    pub nacks_sent: AtomicU64,
 }
 
 impl SharedStats {
@@ -89,6 +92,9 @@ impl SharedStats {
         self.tracks.store(s.tracks, Ordering::Relaxed);
         self.chat_messages.store(s.chat_messages, Ordering::Relaxed);
         self.chat_refused.store(s.chat_refused, Ordering::Relaxed);
+        self.nacks_received
+            .store(s.nacks_received, Ordering::Relaxed);
+        self.nacks_sent.store(s.nacks_sent, Ordering::Relaxed);
     }
 
     /// The counters now.
@@ -104,6 +110,8 @@ impl SharedStats {
             tracks: l(&self.tracks),
             chat_messages: l(&self.chat_messages),
             chat_refused: l(&self.chat_refused),
+            nacks_received: l(&self.nacks_received),
+            nacks_sent: l(&self.nacks_sent),
         }
     }
 }
