@@ -19,20 +19,11 @@ FPS=${2:-150}
 SIZE=${3:-1000}
 cargo build --release --locked --bin natpass >/dev/null 2>&1
 NP=target/release/natpass
-TMP=$(mktemp -d)
+source scripts/bench-lib.sh
 cc -O2 -o "$TMP/echo" benches/floor/echo.c
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]}"; do { wait "$p"; } 2>/dev/null || true; done
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
-FPORT=$(python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+FPORT=$(port)
 taskset -c 0 "$TMP/echo" 127.0.0.1 "$FPORT" & PIDS+=($!); FPID=$!
 sleep 0.5
-hz=$(getconf CLK_TCK)
-cpu() { awk '{print $14+$15}' "/proc/$1/stat"; }
 
 echo "| room | forwarded packets/s | loss | SFU CPU µs/packet | floor: echoed datagrams/s | floor CPU µs/datagram | SFU ÷ floor |"
 echo "|---|---|---|---|---|---|---|"

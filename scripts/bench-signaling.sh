@@ -47,16 +47,8 @@ if [[ " $SERVERS " == *" sio-bare "* ]]; then
   cargo build --release --locked --example sio-bare >/dev/null 2>&1
 fi
 
-TMP=$(mktemp -d)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]}"; do { wait "$p"; } 2>/dev/null || true; done
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
+source scripts/bench-lib.sh
 
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_tcp() {
   for _ in $(seq 1 100); do
     (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
@@ -68,17 +60,17 @@ wait_tcp() {
 
 run_one() { # NAME
   local name=$1 http pid
-  http=$(port)
+  http=$(port tcp)
   case $name in
     natpass)
       # shellcheck disable=SC2086
-      taskset -c "$SERVER_CORE" "$NP" serve --http "127.0.0.1:$http" --listen "127.0.0.1:$(port)" \
+      taskset -c "$SERVER_CORE" "$NP" serve --http "127.0.0.1:$http" --listen "127.0.0.1:$(port tcp)" \
         --room-size 8 --log warn ${NATPASS_ARGS:-} >"$TMP/natpass.log" 2>&1 &
       ;;
     natpass-base)
       # shellcheck disable=SC2086
       taskset -c "$SERVER_CORE" "${NATPASS_BASELINE:?set NATPASS_BASELINE}" serve --http "127.0.0.1:$http" \
-        --listen "127.0.0.1:$(port)" --room-size 8 --log warn ${NATPASS_ARGS:-} >"$TMP/natpass-base.log" 2>&1 &
+        --listen "127.0.0.1:$(port tcp)" --room-size 8 --log warn ${NATPASS_ARGS:-} >"$TMP/natpass-base.log" 2>&1 &
       ;;
     sio-bare)
       taskset -c "$SERVER_CORE" "$BARE" "$http" 8 >"$TMP/sio-bare.log" 2>&1 &

@@ -20,19 +20,8 @@ RATE=${2:-20000}
 command -v turnserver >/dev/null || { echo "needs coturn (apt-get install coturn)" >&2; exit 1; }
 cargo build --release --locked --bin natpass >/dev/null 2>&1
 NP=target/release/natpass
-TMP=$(mktemp -d)
+source scripts/bench-lib.sh
 cc -O2 -o "$TMP/echo" benches/floor/echo.c
-PIDS=()
-# SIGKILL: a SIGTERM would start natpass's graceful drain, and a draining server still holding
-# thousands of relay ports would make the next invocation's allocations fail with 508.
-cleanup() {
-  for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]}"; do { wait "$p"; } 2>/dev/null || true; done
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
-
-port() { python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 NPORT=$(port); CPORT=$(port); FPORT=$(port)
 
 cat > "$TMP/natpass.toml" <<EOF
@@ -74,9 +63,6 @@ taskset -c 0 turnserver -c "$TMP/turnserver.conf" >/dev/null 2>&1 & PIDS+=($!); 
 taskset -c 0 "$TMP/echo" 127.0.0.1 "$FPORT" & PIDS+=($!); FPID=$!
 sleep 1
 
-cpu() { awk '{print $14+$15}' "/proc/$1/stat"; }
-rss() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
-hz=$(getconf CLK_TCK)
 
 # run NAME PID TARGET MSGS_PER_S SIZE EXTRA...  → one table row
 run() {

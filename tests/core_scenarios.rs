@@ -638,10 +638,9 @@ mod rfc8656_allocations {
         assert_eq!(error_code(&h.ask(ft, &req())), None);
     }
 
-    #[test]
-    fn even_port_reservation_token_pair() {
-        let mut h = h();
-        let ft = udp("203.0.113.9:4000");
+    /// An Allocate with EVEN-PORT (R set) from `from`: the answer and its RESERVATION-TOKEN.
+    fn allocate_even_pair(h: &mut Harness, from: &str) -> (Vec<u8>, u64) {
+        let ft = udp(from);
         let nonce = h.nonce(ft);
         let r = h.ask(
             ft,
@@ -651,35 +650,38 @@ mod rfc8656_allocations {
                 w.add_attribute(&EvenPort::new(true)).unwrap();
             }),
         );
-        let rtp = relayed(&r);
-        assert_eq!(rtp.port() % 2, 0);
         let token = Message::from_bytes(&r)
             .unwrap()
             .attribute::<ReservationToken>()
             .unwrap()
             .token();
-        let ft2 = udp("203.0.113.9:4001");
-        let nonce = h.nonce(ft2);
-        let with_token = || {
-            signed(ALLOCATE, "alice", "alicepw", &nonce, |w, _| {
-                w.add_attribute(&RequestedTransport::new(RequestedTransport::UDP))
-                    .unwrap();
-                w.add_attribute(&ReservationToken::new(token)).unwrap();
-            })
-        };
-        let r = h.ask(ft2, &with_token());
-        assert_eq!(relayed(&r).port(), rtp.port() + 1);
-        // A token works once.
-        let ft3 = udp("203.0.113.9:4002");
-        let nonce3 = h.nonce(ft3);
-        let r = h.ask(
-            ft3,
-            &signed(ALLOCATE, "alice", "alicepw", &nonce3, |w, _| {
+        (r, token)
+    }
+
+    /// An Allocate with RESERVATION-TOKEN `token` from `from`: the answer.
+    fn allocate_reserved(h: &mut Harness, from: &str, token: u64) -> Vec<u8> {
+        let ft = udp(from);
+        let nonce = h.nonce(ft);
+        h.ask(
+            ft,
+            &signed(ALLOCATE, "alice", "alicepw", &nonce, |w, _| {
                 w.add_attribute(&RequestedTransport::new(RequestedTransport::UDP))
                     .unwrap();
                 w.add_attribute(&ReservationToken::new(token)).unwrap();
             }),
-        );
+        )
+    }
+
+    #[test]
+    fn even_port_reservation_token_pair() {
+        let mut h = h();
+        let (r, token) = allocate_even_pair(&mut h, "203.0.113.9:4000");
+        let rtp = relayed(&r);
+        assert_eq!(rtp.port() % 2, 0);
+        let r = allocate_reserved(&mut h, "203.0.113.9:4001", token);
+        assert_eq!(relayed(&r).port(), rtp.port() + 1);
+        // A token works once.
+        let r = allocate_reserved(&mut h, "203.0.113.9:4002", token);
         assert_eq!(error_code(&r), Some(508));
     }
 
@@ -692,32 +694,9 @@ mod rfc8656_allocations {
             ..Options::default()
         });
         h.relays.busy_ports.insert(50001);
-        let ft = udp("203.0.113.9:4000");
-        let nonce = h.nonce(ft);
-        let r = h.ask(
-            ft,
-            &signed(ALLOCATE, "alice", "alicepw", &nonce, |w, _| {
-                w.add_attribute(&RequestedTransport::new(RequestedTransport::UDP))
-                    .unwrap();
-                w.add_attribute(&EvenPort::new(true)).unwrap();
-            }),
-        );
+        let (r, token) = allocate_even_pair(&mut h, "203.0.113.9:4000");
         assert_eq!(relayed(&r).port(), 50002);
-        let token = Message::from_bytes(&r)
-            .unwrap()
-            .attribute::<ReservationToken>()
-            .unwrap()
-            .token();
-        let ft2 = udp("203.0.113.9:4001");
-        let nonce = h.nonce(ft2);
-        let r = h.ask(
-            ft2,
-            &signed(ALLOCATE, "alice", "alicepw", &nonce, |w, _| {
-                w.add_attribute(&RequestedTransport::new(RequestedTransport::UDP))
-                    .unwrap();
-                w.add_attribute(&ReservationToken::new(token)).unwrap();
-            }),
-        );
+        let r = allocate_reserved(&mut h, "203.0.113.9:4001", token);
         assert_eq!(relayed(&r).port(), 50003, "the token's port binds");
         assert!(
             !h.relays.bound.values().any(|(a, _)| a.port() == 50001),

@@ -42,6 +42,15 @@ struct Net {
     rtp_counts: [usize; 2],
 }
 
+/// Whether to lose this datagram: every `one_in`-th RTP packet of a direction (`count`).
+fn lose(one_in: usize, count: &mut usize, d: &[u8]) -> bool {
+    if one_in == 0 || !is_rtp(d) {
+        return false;
+    }
+    *count += 1;
+    *count % one_in == 0
+}
+
 /// Whether a datagram is RTP (RFC 7983: first byte 128–191; RTCP's packet types 200–206 sit
 /// where RTP's marker bit and payload type are).
 fn is_rtp(d: &[u8]) -> bool {
@@ -116,11 +125,8 @@ impl Net {
                         Output::Transmit(t) => {
                             moved = true;
                             assert_eq!(t.destination, self.sfu_addr);
-                            if is_rtp(&t.contents) && self.lose_one_in > 0 {
-                                self.rtp_counts[0] += 1;
-                                if self.rtp_counts[0] % self.lose_one_in == 0 {
-                                    continue;
-                                }
+                            if lose(self.lose_one_in, &mut self.rtp_counts[0], &t.contents) {
+                                continue;
                             }
                             self.sfu
                                 .handle_datagram(self.now, p.addr, self.sfu_addr, &t.contents);
@@ -149,11 +155,8 @@ impl Net {
             }
             while let Some(t) = self.sfu.poll_transmit() {
                 moved = true;
-                if is_rtp(&t.contents) && self.lose_one_in > 0 {
-                    self.rtp_counts[1] += 1;
-                    if self.rtp_counts[1] % self.lose_one_in == 0 {
-                        continue;
-                    }
+                if lose(self.lose_one_in, &mut self.rtp_counts[1], &t.contents) {
+                    continue;
                 }
                 let p = self
                     .peers
@@ -237,6 +240,20 @@ fn layers_seen(p: &Peer, from: usize) -> Vec<u8> {
     out
 }
 
+/// Ann publishes l/m/h and `viewers` join; 2 s later `pinner` pins Ann; 2 s more pass.
+fn pinned_call(viewers: &[&'static str], pinner: &str) -> Net {
+    let mut net = Net::new();
+    net.join("ann", true);
+    for v in viewers {
+        net.join(v, false);
+    }
+    net.run(Duration::from_secs(2), &[0, 1, 2]);
+    let now = net.now;
+    net.sfu.pin("r", pinner, Some("ann"), now).unwrap();
+    net.run(Duration::from_secs(2), &[0, 1, 2]);
+    net
+}
+
 #[test]
 fn a_viewer_gets_the_low_layer_then_the_high_one_from_its_keyframe_when_it_pins() {
     let mut net = Net::new();
@@ -287,13 +304,7 @@ fn a_viewer_gets_the_low_layer_then_the_high_one_from_its_keyframe_when_it_pins(
 
 #[test]
 fn a_pinned_tile_whose_high_layer_stops_gets_the_middle_one_and_the_high_one_back_later() {
-    let mut net = Net::new();
-    net.join("ann", true);
-    net.join("ben", false);
-    net.run(Duration::from_secs(2), &[0, 1, 2]);
-    let now = net.now;
-    net.sfu.pin("r", "ben", Some("ann"), now).unwrap();
-    net.run(Duration::from_secs(2), &[0, 1, 2]);
+    let mut net = pinned_call(&["ben"], "ben");
     assert_eq!(net.sfu.layer("r", "ben", "ann"), Some(2));
 
     // Ann's browser runs short of CPU and stops its high layer: within LAYER_IDLE and one
@@ -316,14 +327,7 @@ fn a_pinned_tile_whose_high_layer_stops_gets_the_middle_one_and_the_high_one_bac
 
 #[test]
 fn each_viewer_gets_its_own_layer_of_the_same_publisher() {
-    let mut net = Net::new();
-    net.join("ann", true);
-    net.join("ben", false);
-    net.join("cat", false);
-    net.run(Duration::from_secs(2), &[0, 1, 2]);
-    let now = net.now;
-    net.sfu.pin("r", "cat", Some("ann"), now).unwrap();
-    net.run(Duration::from_secs(2), &[0, 1, 2]);
+    let mut net = pinned_call(&["ben", "cat"], "cat");
     assert_eq!(net.sfu.layer("r", "ben", "ann"), Some(0));
     assert_eq!(net.sfu.layer("r", "cat", "ann"), Some(2));
     let ben_tail = net.peer("ben").got.iter().rev().take(10).all(|f| f.0 == 0);
