@@ -300,7 +300,7 @@ fn start_sfu(
         .into_iter()
         .find(|r| r.advertise.is_ipv4() == bind.is_ipv4())
         .map(|r| r.advertise);
-    SfuHandle::spawn(bind, advertise, s.room_size, s.timeout)
+    SfuHandle::spawn(bind, advertise, s.room_size, s.timeout, s.tcp)
         .map_err(|source| RunError::Sfu { addr: bind, source })
 }
 

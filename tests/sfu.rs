@@ -12,12 +12,15 @@ use std::sync::atomic::Ordering;
 use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::format::Codec;
 use str0m::media::{Direction, MediaKind, MediaTime, Mid};
-use str0m::net::{Protocol, Receive};
+use str0m::net::{Protocol, Receive, TcpType};
 use str0m::{Candidate, Event, Input, Output, Rtc};
 
 struct Client {
     rtc: Rtc,
     sock: UdpSocket,
+    /// ICE-TCP instead: the connection to the SFU's TCP port, and the bytes read that are not a
+    /// whole RFC 4571 frame yet.
+    tcp: Option<(std::net::TcpStream, Vec<u8>)>,
     local: SocketAddr,
     wake: Instant,
     events: Vec<Event>,
@@ -35,6 +38,36 @@ impl Client {
         Self {
             rtc,
             sock,
+            tcp: None,
+            local,
+            wake: Instant::now(),
+            events: Vec::new(),
+            mid: None,
+        }
+    }
+
+    /// A client whose only candidate is an active ICE-TCP one, connected to `server`'s TCP port
+    /// (as a browser on a network that lets TCP out but not UDP).
+    fn new_tcp(server: SocketAddr) -> Self {
+        let stream = std::net::TcpStream::connect(server).unwrap();
+        stream.set_nonblocking(true).unwrap();
+        let local = stream.local_addr().unwrap();
+        let mut rtc = Rtc::builder().build(Instant::now());
+        rtc.add_local_candidate(
+            Candidate::builder()
+                .tcp()
+                .host(local)
+                .tcptype(TcpType::Active)
+                .build()
+                .unwrap(),
+        );
+        // No UDP for this one: a socket that never receives anything.
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        sock.set_nonblocking(true).unwrap();
+        Self {
+            rtc,
+            sock,
+            tcp: Some((stream, Vec::new())),
             local,
             wake: Instant::now(),
             events: Vec::new(),
@@ -55,8 +88,39 @@ impl Client {
                 .handle_input(Input::Receive(Instant::now(), r))
                 .unwrap();
         }
+        if let Some((stream, inbuf)) = self.tcp.as_mut() {
+            use std::io::Read;
+            let peer = stream.peer_addr().unwrap();
+            while let Ok(n) = stream.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                inbuf.extend_from_slice(&buf[..n]);
+            }
+            // RFC 4571: two bytes of length, then the packet.
+            while inbuf.len() >= 2 {
+                let len = usize::from(u16::from_be_bytes([inbuf[0], inbuf[1]]));
+                if inbuf.len() < 2 + len {
+                    break;
+                }
+                let frame: Vec<u8> = inbuf.drain(..2 + len).skip(2).collect();
+                let r = Receive::new(Protocol::Tcp, peer, self.local, &frame).unwrap();
+                self.rtc
+                    .handle_input(Input::Receive(Instant::now(), r))
+                    .unwrap();
+            }
+        }
         loop {
             match self.rtc.poll_output().unwrap() {
+                Output::Transmit(t) if t.proto == Protocol::Tcp => {
+                    use std::io::Write;
+                    let (stream, _) = self.tcp.as_mut().expect("a TCP client");
+                    let mut framed = (t.contents.len() as u16).to_be_bytes().to_vec();
+                    framed.extend_from_slice(&t.contents);
+                    stream.set_nonblocking(false).unwrap();
+                    stream.write_all(&framed).unwrap();
+                    stream.set_nonblocking(true).unwrap();
+                }
                 Output::Transmit(t) => {
                     let _ = self.sock.send_to(&t.contents, t.destination);
                 }
@@ -214,6 +278,7 @@ fn the_shell_thread_carries_the_same_call() {
         None,
         25,
         std::time::Duration::from_secs(10),
+        false,
     )
     .unwrap();
     assert_eq!(sfu.addr().ip().to_string(), "127.0.0.1");
@@ -228,6 +293,62 @@ fn the_shell_thread_carries_the_same_call() {
     }
     assert!(offered, "Ben is offered a session without Ann's track");
     drop(shell); // stops and joins the thread
+}
+
+/// ICE-TCP (RFC 6544): Ben's network lets only TCP out. His one candidate is an active TCP
+/// one; he connects to the SFU's TCP port (same number as its UDP port) and gets Ann's video
+/// byte for byte over RFC 4571 framing, while Ann stays on UDP.
+#[test]
+fn a_participant_with_only_tcp_reaches_the_sfu_over_ice_tcp() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (sfu, notices) = SfuHandle::spawn(
+        "127.0.0.1:0".parse().unwrap(),
+        None,
+        25,
+        std::time::Duration::from_secs(10),
+        true,
+    )
+    .unwrap();
+    let tcp = sfu.tcp_addr().expect("ICE-TCP is on");
+    assert_eq!(tcp.port(), sfu.addr().port(), "the same port number as UDP");
+    let mut shell = Shell { rt, sfu, notices };
+    let ben = Client::new_tcp(tcp);
+    call_with(&mut shell, MediaKind::Video, false, ben);
+}
+
+/// The SFU's TCP port refuses what is not RFC 4571 framing of sane packets: an oversized
+/// length closes the connection; a connection that never sends a frame is closed too.
+#[test]
+fn the_ice_tcp_port_closes_connections_that_break_its_limits() {
+    use std::io::{Read, Write};
+    let (sfu, _notices) = SfuHandle::spawn(
+        "127.0.0.1:0".parse().unwrap(),
+        None,
+        25,
+        std::time::Duration::from_secs(10),
+        true,
+    )
+    .unwrap();
+    let tcp = sfu.tcp_addr().unwrap();
+    let mut c = std::net::TcpStream::connect(tcp).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    // A frame that claims 60,000 bytes: past MAX_FRAME.
+    c.write_all(&[0xea, 0x60, 1, 2, 3]).unwrap();
+    let mut b = [0u8; 16];
+    let n = c.read(&mut b).unwrap_or(0);
+    assert_eq!(n, 0, "closed, nothing answered");
+    // Junk frames of a sane size are dropped by the SFU (no session), the connection stays.
+    let mut d = std::net::TcpStream::connect(tcp).unwrap();
+    d.write_all(&[0, 4, 0x16, 0xfe, 0xfd, 0]).unwrap();
+    d.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    assert!(
+        matches!(d.read(&mut b), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut),
+        "no answer to a packet of no session, and no close"
+    );
 }
 
 /// Video: Ben's new track can only be decoded from a keyframe, so the SFU asks Ann for one
@@ -249,8 +370,12 @@ fn a_subscriber_joining_a_video_track_gets_a_keyframe_asked_of_the_publisher() {
 /// parses what comes) sends 3,000 malformed datagrams shaped like STUN, DTLS, RTP and RTCP;
 /// the call must go on.
 fn call(server: &mut dyn Backend, kind: MediaKind, junk: bool) -> bool {
+    call_with(server, kind, junk, Client::new())
+}
+
+/// [`call`] with Ben as given (e.g. on ICE-TCP).
+fn call_with(server: &mut dyn Backend, kind: MediaKind, junk: bool, mut ben: Client) -> bool {
     let mut ann = Client::new();
-    let mut ben = Client::new();
     let t0 = Instant::now();
 
     let (o, pending) = offer(&mut ann, Some(kind));

@@ -107,6 +107,10 @@ export function summarize(report, prev) {
   if (local) {
     if (local.candidateType === 'relay' || (remote && remote.candidateType === 'relay')) {
       route = `relay (${local.relayProtocol || remote.protocol || 'udp'})`;
+    } else if (local.protocol === 'tcp') {
+      // ICE over TCP (a network that blocks UDP, to the SFU's TCP candidate); the browser's
+      // side of such a connection shows as peer-reflexive, which here says nothing of STUN.
+      route = 'direct (tcp)';
     } else if (local.candidateType === 'srflx' || local.candidateType === 'prflx') route = 'direct via STUN';
     else route = 'direct';
   }
@@ -117,6 +121,7 @@ export function summarize(report, prev) {
       localType: local ? local.candidateType : null,
       remoteType: remote ? remote.candidateType : null,
       relayProtocol: local ? local.relayProtocol || null : null,
+      protocol: local ? local.protocol || null : null,
       rttMs, kbps: Math.round(kbps), framesDecoded, route,
     },
   };

@@ -37,6 +37,8 @@ pub const MESH_SIZE: usize = 4;
 pub const SFU_ROOM_SIZE: usize = 25;
 /// `sfu-timeout` (seconds).
 pub const SFU_TIMEOUT: u64 = 10;
+/// `sfu-tcp`: ICE-TCP on the SFU's port.
+pub const SFU_TCP: bool = true;
 /// `sfu-listen` when unset: this far above the first TURN listener's port.
 pub const SFU_PORT_OFFSET: u16 = 2;
 /// `rest-max-ttl` (seconds): one day, what the TURN REST scheme

@@ -176,6 +176,8 @@ pub struct SfuConfig {
     pub room_size: usize,
     /// A participant silent this long is removed.
     pub timeout: std::time::Duration,
+    /// Whether to offer ICE-TCP on the same port number.
+    pub tcp: bool,
 }
 
 /// Parse TOML text (`origin` names it in errors).
@@ -533,10 +535,11 @@ mod tests {
         let sfu = on.http.unwrap().sfu.expect("on by default with the demo");
         assert_eq!((sfu.listen, sfu.mesh_size, sfu.room_size), (None, 4, 25));
         assert_eq!(sfu.timeout, std::time::Duration::from_secs(10));
+        assert!(sfu.tcp, "ICE-TCP on by default");
         let off = cfg("http = \"127.0.0.1:8080\"\nsfu = false\n").unwrap();
         assert_eq!(off.http.unwrap().sfu, None);
         let set = cfg(
-            "http = \"127.0.0.1:8080\"\nsfu-listen = \"127.0.0.1:4000\"\nmesh-size = 3\nsfu-room-size = 50\nsfu-timeout = 30\n",
+            "http = \"127.0.0.1:8080\"\nsfu-listen = \"127.0.0.1:4000\"\nmesh-size = 3\nsfu-room-size = 50\nsfu-timeout = 30\nsfu-tcp = false\n",
         )
         .unwrap();
         let small = cfg("http = \"127.0.0.1:8080\"\nroom-size = 2\n").unwrap();
@@ -548,6 +551,7 @@ mod tests {
         let sfu = set.http.unwrap().sfu.unwrap();
         assert_eq!(sfu.listen, Some("127.0.0.1:4000".parse().unwrap()));
         assert_eq!((sfu.mesh_size, sfu.room_size), (3, 50));
+        assert!(!sfu.tcp);
         for (text, key) in [
             ("mesh-size = 1\n", "mesh-size"),
             ("mesh-size = 9\n", "mesh-size"),

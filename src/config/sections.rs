@@ -258,6 +258,7 @@ fn sfu(s: &Settings, room_size: usize) -> Result<Option<SfuConfig>, Invalid> {
         mesh_size,
         room_size: sfu_room_size,
         timeout: std::time::Duration::from_secs(timeout),
+        tcp: s.sfu_tcp.unwrap_or(defaults::SFU_TCP),
     }))
 }
 

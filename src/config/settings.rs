@@ -109,6 +109,10 @@ settings! {
         /// Seconds the SFU keeps a participant that sends nothing before removing it.
         #[arg(long, value_name = "N")]
         pub sfu_timeout: Option<u64>,
+        /// Also accept ICE over TCP on the SFU's port (RFC 6544, for networks that block UDP;
+        /// default on).
+        #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+        pub sfu_tcp: Option<bool>,
         /// Redis URL (redis://[:PASSWORD@]HOST:PORT[/DB]): share signaling rooms with every
         /// natpass process on the same Redis, so a call can span several nodes.
         #[arg(long, value_name = "URL")]

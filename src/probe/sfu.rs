@@ -294,6 +294,7 @@ pub fn run(o: &SfuLoadOptions) -> Result<SfuLoadReport, SfuProbeError> {
         None,
         participants,
         Duration::from_secs(30),
+        false,
     )?;
     if let Some((server, clients)) = o.cores {
         // The thread names itself once it runs: give it a moment.

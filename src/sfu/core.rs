@@ -19,7 +19,7 @@ use str0m::media::{Direction, KeyframeRequestKind, MediaData, MediaKind, MediaTi
 use super::layers::{Offered, Speaker, Switcher, Want, choose, desired};
 use str0m::bwe::{Bitrate, BweKind};
 use str0m::channel::ChannelId;
-use str0m::net::{Protocol, Receive};
+use str0m::net::{Protocol, Receive, TcpType};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 
 /// Why an SFU operation was refused.
@@ -45,6 +45,9 @@ pub enum SfuError {
 /// A datagram to send from the SFU's socket.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transmit {
+    /// Over TCP (a participant connected to the SFU's ICE-TCP candidate; RFC 4571 framing is
+    /// the shell's) rather than UDP.
+    pub tcp: bool,
     /// Where to.
     pub destination: SocketAddr,
     /// The bytes.
@@ -277,6 +280,8 @@ const CHAT_MAX_BYTES: usize = 16 * 1024;
 #[derive(Debug)]
 pub struct Sfu {
     local: SocketAddr,
+    /// Where the SFU accepts ICE-TCP connections (a passive host candidate), if it does.
+    local_tcp: Option<SocketAddr>,
     max_participants: usize,
     timeout: Duration,
     rooms: Vec<(String, Vec<Participant>)>,
@@ -295,6 +300,7 @@ impl Sfu {
     pub fn new(local: SocketAddr, max_participants: usize) -> Self {
         Self {
             local,
+            local_tcp: None,
             max_participants,
             timeout: DEFAULT_TIMEOUT,
             rooms: Vec::new(),
@@ -304,6 +310,13 @@ impl Sfu {
             stats: SfuStats::default(),
             next_retarget: None,
         }
+    }
+
+    /// Also offer a passive ICE-TCP host candidate at `addr` (RFC 6544), for participants whose
+    /// network lets TCP out but not UDP; it ranks below the UDP one.
+    pub fn with_tcp(mut self, addr: SocketAddr) -> Self {
+        self.local_tcp = Some(addr);
+        self
     }
 
     /// Remove a participant that sent nothing for `timeout` (its tiles vanish for the others).
@@ -367,6 +380,15 @@ impl Sfu {
         let candidate =
             Candidate::host(self.local, "udp").map_err(|e| SfuError::Sdp(e.to_string()))?;
         rtc.add_local_candidate(candidate);
+        if let Some(tcp) = self.local_tcp {
+            let candidate = Candidate::builder()
+                .tcp()
+                .host(tcp)
+                .tcptype(TcpType::Passive)
+                .build()
+                .map_err(|e| SfuError::Sdp(e.to_string()))?;
+            rtc.add_local_candidate(candidate);
+        }
         let answer = rtc
             .sdp_api()
             .accept_offer(offer)
@@ -633,7 +655,30 @@ impl Sfu {
         destination: SocketAddr,
         data: &[u8],
     ) {
-        let Ok(receive) = Receive::new(Protocol::Udp, source, destination, data) else {
+        self.handle_packet(now, Protocol::Udp, source, destination, data);
+    }
+
+    /// A frame arrived on a TCP connection to the SFU's ICE-TCP candidate (`destination`)
+    /// from `source` (RFC 4571: the shell has taken the length prefix off).
+    pub fn handle_tcp_frame(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        destination: SocketAddr,
+        data: &[u8],
+    ) {
+        self.handle_packet(now, Protocol::Tcp, source, destination, data);
+    }
+
+    fn handle_packet(
+        &mut self,
+        now: Instant,
+        proto: Protocol,
+        source: SocketAddr,
+        destination: SocketAddr,
+        data: &[u8],
+    ) {
+        let Ok(receive) = Receive::new(proto, source, destination, data) else {
             self.stats.dropped_datagrams += 1;
             return;
         };
@@ -1040,6 +1085,7 @@ fn drain(p: &mut Participant, out: &mut VecDeque<Transmit>, now: Instant) -> Vec
     for _ in 0..MAX_OUTPUTS_PER_POLL {
         match p.rtc.poll_output() {
             Ok(Output::Transmit(t)) => out.push_back(Transmit {
+                tcp: t.proto == Protocol::Tcp,
                 destination: t.destination,
                 contents: t.contents.to_vec(),
             }),

@@ -6,6 +6,7 @@
 pub mod core;
 pub mod layers;
 pub mod shell;
+pub mod tcp;
 
 pub use self::core::{Notice, Sfu, SfuError, SfuStats, Transmit};
 pub use self::shell::{SfuHandle, SharedStats, ShellError};

@@ -2,6 +2,8 @@
 //! sans-IO [`Sfu`] on a mio loop. Signaling talks to it through a bounded command queue and a
 //! waker; what the SFU has to tell signaling (offers, participants gone) comes back on a
 //! bounded channel that never blocks the loop. The TURN shards never wait on it, nor it on them.
+//! With ICE-TCP on, the same thread also owns a TCP listener on the same port number and its
+//! connections ([`super::tcp`]).
 
 use std::io::ErrorKind;
 use std::net::SocketAddr;
@@ -15,9 +17,19 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use tokio::sync::oneshot;
 
 use super::core::{Notice, Sfu, SfuError, SfuStats};
+use super::tcp::TcpSide;
+
+/// What the loop reads and writes: the UDP socket, and the ICE-TCP side when it is on.
+struct Sockets {
+    udp: UdpSocket,
+    tcp: Option<TcpSide>,
+}
 
 const SOCKET: Token = Token(0);
 const WAKE: Token = Token(1);
+const LISTENER: Token = Token(2);
+/// ICE-TCP connections' tokens start here.
+const TCP_CONNS: usize = 16;
 
 /// Commands queued for the loop.
 const COMMANDS: usize = 1024;
@@ -137,6 +149,8 @@ pub struct SfuHandle {
     waker: Arc<Waker>,
     addr: SocketAddr,
     bound: SocketAddr,
+    /// The ICE-TCP listener's address, when it runs.
+    tcp: Option<SocketAddr>,
     stats: Arc<SharedStats>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -157,12 +171,14 @@ impl SfuHandle {
     /// Bind `bind` and start the loop; `advertise` is the address browsers reach the socket
     /// at (its ICE host candidate). Notices come out of the returned receiver.
     /// `advertise` is an IP: the bound port goes with it. A participant silent for `timeout`
-    /// is removed.
+    /// is removed. With `tcp`, ICE-TCP is offered on the same port number too; when that TCP
+    /// port cannot be bound the SFU runs on UDP alone and says so in the log.
     pub fn spawn(
         bind: SocketAddr,
         advertise: Option<std::net::IpAddr>,
         max_participants: usize,
         timeout: Duration,
+        tcp: bool,
     ) -> std::io::Result<(Self, tokio::sync::mpsc::Receiver<Notice>)> {
         let mut sock = UdpSocket::bind(bind)?;
         let local = sock.local_addr()?;
@@ -182,6 +198,22 @@ impl SfuHandle {
         poll.registry()
             .register(&mut sock, SOCKET, Interest::READABLE)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
+        let mut core = Sfu::new(addr, max_participants).with_timeout(timeout);
+        let tcp = match tcp.then(|| mio::net::TcpListener::bind(local)) {
+            None => None,
+            Some(Ok(l)) => {
+                let mut side = TcpSide::new(l, TCP_CONNS)?;
+                poll.registry()
+                    .register(side.listener(), LISTENER, Interest::READABLE)?;
+                core = core.with_tcp(SocketAddr::new(addr.ip(), side.local().port()));
+                Some(side)
+            }
+            Some(Err(e)) => {
+                tracing::warn!(addr = %local, error = %e, "SFU: ICE-TCP off: its TCP port could not be bound (UDP and TURN still work; sfu-tcp = false silences this)");
+                None
+            }
+        };
+        let tcp_addr = tcp.as_ref().map(|t| t.local());
         let (tx, rx) = sync_channel(COMMANDS);
         let (ntx, nrx) = tokio::sync::mpsc::channel(NOTICES);
         let stats = Arc::new(SharedStats::default());
@@ -191,9 +223,9 @@ impl SfuHandle {
             .spawn(move || {
                 run(
                     poll,
-                    sock,
+                    Sockets { udp: sock, tcp },
                     addr,
-                    Sfu::new(addr, max_participants).with_timeout(timeout),
+                    core,
                     rx,
                     ntx,
                     shared,
@@ -205,6 +237,7 @@ impl SfuHandle {
                 waker,
                 addr,
                 bound: local,
+                tcp: tcp_addr,
                 stats,
                 thread: Some(thread),
             },
@@ -220,6 +253,11 @@ impl SfuHandle {
     /// The socket's own address (a wildcard when bound to one).
     pub fn bound(&self) -> Option<SocketAddr> {
         Some(self.bound)
+    }
+
+    /// Where ICE-TCP connections are accepted (its own address), when they are.
+    pub fn tcp_addr(&self) -> Option<SocketAddr> {
+        self.tcp
     }
 
     /// Counters.
@@ -296,7 +334,7 @@ impl Drop for SfuHandle {
 
 fn run(
     mut poll: Poll,
-    sock: UdpSocket,
+    mut sockets: Sockets,
     addr: SocketAddr,
     mut sfu: Sfu,
     rx: Receiver<Command>,
@@ -305,6 +343,12 @@ fn run(
 ) {
     let mut events = Events::with_capacity(64);
     let mut buf = vec![0u8; 2048];
+    // The address ICE-TCP frames arrive at, as the core's candidate names it.
+    let tcp_local = sockets
+        .tcp
+        .as_ref()
+        .map(|t| SocketAddr::new(addr.ip(), t.local().port()));
+    let mut next_sweep = Instant::now() + Duration::from_secs(1);
     loop {
         let now = Instant::now();
         let timeout = sfu
@@ -318,9 +362,25 @@ fn run(
                 return;
             }
         }
+        if let (Some(tcp), Some(local)) = (sockets.tcp.as_mut(), tcp_local) {
+            for ev in events.iter() {
+                let now = Instant::now();
+                if ev.token() == LISTENER {
+                    tcp.accept(poll.registry(), now);
+                } else if tcp.owns(ev.token()) {
+                    tcp.ready(ev.token(), poll.registry(), now, |src, frame| {
+                        sfu.handle_tcp_frame(now, src, local, frame)
+                    });
+                }
+            }
+            if now >= next_sweep {
+                tcp.sweep(now, poll.registry());
+                next_sweep = now + Duration::from_secs(1);
+            }
+        }
         // Datagrams (bounded per turn so commands and timers keep their turn).
         for _ in 0..1024 {
-            match sock.recv_from(&mut buf) {
+            match sockets.udp.recv_from(&mut buf) {
                 Ok((n, src)) => sfu.handle_datagram(Instant::now(), src, addr, &buf[..n]),
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                 Err(e) => {
@@ -365,8 +425,16 @@ fn run(
             sfu.handle_timeout(now);
         }
         while let Some(t) = sfu.poll_transmit() {
-            // A full socket buffer drops the datagram, as the network would.
-            let _ = sock.send_to(&t.contents, t.destination);
+            // A full socket buffer (or a connection too far behind) drops the packet, as the
+            // network would.
+            match sockets.tcp.as_mut() {
+                Some(tcp) if t.tcp => {
+                    tcp.send(t.destination, &t.contents, poll.registry());
+                }
+                _ => {
+                    let _ = sockets.udp.send_to(&t.contents, t.destination);
+                }
+            }
         }
         while let Some(n) = sfu.poll_notice() {
             if notices.try_send(n).is_err() {

@@ -5,6 +5,7 @@
 // browsers fit on two cores.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { serverAndBrowser, waitFor, stats, sleep, joinCall } from './lib.mjs';
 
 const env = serverAndBrowser();
@@ -136,6 +137,41 @@ test('a relay-only participant reaches the SFU through natpass TURN; chat goes o
   assert.equal(await pages[0].locator('[data-testid="chat-log"] b').count(), 0, 'chat is text, never markup');
   assert.equal((await chatted()) - before, 2, 'both lines went through the SFU, not signaling');
   for (const p of pages) await p.close();
+});
+
+// A network that blocks UDP to the SFU (nftables drops it, in a table of this test's own,
+// removed when the test ends): browsers reach the SFU over ICE-TCP, its passive TCP candidate
+// on the same port number, without TURN.
+test('with UDP to the SFU blocked, browsers reach it over ICE-TCP', { timeout: 120000 }, async (t) => {
+  if (process.getuid && process.getuid() !== 0) { t.skip('needs root for nftables'); return; }
+  const sfuPort = env.np.turnPort + 2;
+  const table = `natpass_e2e_tcp_${process.pid}`;
+  const nft = (args) => execFileSync('nft', args, { stdio: 'pipe' });
+  nft(['add', 'table', 'inet', table]);
+  // Removed however this process ends (a killed test run included).
+  const drop = () => { try { nft(['delete', 'table', 'inet', table]); } catch { /* gone */ } };
+  process.once('exit', drop);
+  try {
+    nft(['add', 'chain', 'inet', table, 'out', '{ type filter hook output priority 0 ; policy accept ; }']);
+    nft(['add', 'rule', 'inet', table, 'out', 'udp', 'dport', String(sfuPort), 'drop']);
+    const r = room('tcp');
+    const pages = [await open('Tia', r, '&mode=sfu'), await open('Uma', r)];
+    const views = await allDecoding(pages, 1);
+    for (const v of views) {
+      for (const s of Object.values(v.stats)) {
+        // The browser's end of an active TCP connection shows as peer-reflexive (its port is
+        // not the candidate's); anything but a relay is direct.
+        assert.ok(['host', 'prflx'].includes(s.localType), `a direct pair to the SFU: ${JSON.stringify(s)}`);
+        assert.equal(s.protocol, 'tcp', `over TCP: ${JSON.stringify(s)}`);
+        assert.equal(s.route, 'direct (tcp) to the SFU');
+      }
+    }
+    await stillDecoding(pages);
+    for (const p of pages) await p.close();
+  } finally {
+    drop();
+    process.removeListener('exit', drop);
+  }
 });
 
 test('pinning a tile raises the video of that participant, for that receiver only', { timeout: 150000 }, async () => {
