@@ -147,23 +147,13 @@ impl TcpSide {
                 }
                 Ok(n) => {
                     c.inbuf.extend_from_slice(&chunk[..n]);
-                    // Whole frames out; what is left is the start of the next.
-                    let mut at = 0;
-                    while c.inbuf.len() - at >= 2 {
-                        let len = usize::from(u16::from_be_bytes([c.inbuf[at], c.inbuf[at + 1]]));
-                        if len == 0 || len > MAX_FRAME {
-                            close = true;
-                            break;
-                        }
-                        if c.inbuf.len() - at - 2 < len {
-                            break;
-                        }
-                        frame(c.peer, &c.inbuf[at + 2..at + 2 + len]);
+                    let peer = c.peer;
+                    let got = take_frames(&mut c.inbuf, |d| frame(peer, d));
+                    if got.is_ok_and(|n| n > 0) {
                         c.last_frame = Some(now);
-                        at += 2 + len;
                     }
-                    c.inbuf.drain(..at);
-                    if close {
+                    if got.is_err() {
+                        close = true;
                         self.refused += 1;
                         break;
                     }
@@ -244,6 +234,34 @@ impl TcpSide {
     }
 }
 
+/// A length prefix of 0 or above [`MAX_FRAME`]: not a media packet; the connection goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BadFrame;
+
+/// Hand every whole RFC 4571 frame at the start of `buf` to `frame` and remove it; what is
+/// left is the start of the next one. The number of frames, or [`BadFrame`].
+pub fn take_frames(buf: &mut Vec<u8>, mut frame: impl FnMut(&[u8])) -> Result<usize, BadFrame> {
+    let mut at = 0;
+    let mut n = 0;
+    let result = loop {
+        let Some(head) = buf.get(at..at + 2) else {
+            break Ok(n);
+        };
+        let len = usize::from(u16::from_be_bytes([head[0], head[1]]));
+        if len == 0 || len > MAX_FRAME {
+            break Err(BadFrame);
+        }
+        let Some(body) = buf.get(at + 2..at + 2 + len) else {
+            break Ok(n);
+        };
+        frame(body);
+        n += 1;
+        at += 2 + len;
+    };
+    buf.drain(..at);
+    result
+}
+
 /// Write what the connection can take now.
 fn flush(c: &mut Conn) -> std::io::Result<()> {
     let mut written = 0;
@@ -258,4 +276,54 @@ fn flush(c: &mut Conn) -> std::io::Result<()> {
     }
     c.outbuf.drain(..written);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn whole_frames_come_out_and_a_partial_one_waits() {
+        let mut buf = vec![0, 3, b'a', b'b', b'c', 0, 1, b'x', 0, 4, b'y'];
+        let mut got: Vec<Vec<u8>> = Vec::new();
+        assert_eq!(take_frames(&mut buf, |d| got.push(d.to_vec())), Ok(2));
+        assert_eq!(got, vec![b"abc".to_vec(), b"x".to_vec()]);
+        assert_eq!(buf, vec![0, 4, b'y'], "the next frame's start stays");
+        buf.extend_from_slice(b"zzz");
+        assert_eq!(take_frames(&mut buf, |d| got.push(d.to_vec())), Ok(1));
+        assert_eq!(got[2], b"yzzz".to_vec());
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn a_zero_or_oversized_length_is_refused() {
+        assert_eq!(take_frames(&mut vec![0, 0, 1], |_| {}), Err(BadFrame));
+        let big = (MAX_FRAME as u16 + 1).to_be_bytes();
+        assert_eq!(
+            take_frames(&mut vec![big[0], big[1]], |_| {}),
+            Err(BadFrame)
+        );
+    }
+
+    proptest::proptest! {
+        /// Any bytes, cut anywhere: frames out or a refusal, never a panic; a frame handed out
+        /// is never longer than MAX_FRAME; the buffer never holds more than it was given.
+        #[test]
+        fn any_byte_stream_is_framed_or_refused(
+            data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..20_000),
+            cut in 0usize..20_000,
+        ) {
+            let cut = cut.min(data.len());
+            let mut buf = data[..cut].to_vec();
+            let mut total = 0;
+            let mut ok = take_frames(&mut buf, |d| { assert!(d.len() <= MAX_FRAME); total += 2 + d.len(); });
+            if ok.is_ok() {
+                buf.extend_from_slice(&data[cut..]);
+                ok = take_frames(&mut buf, |d| { assert!(d.len() <= MAX_FRAME); total += 2 + d.len(); });
+            }
+            if ok.is_ok() {
+                proptest::prop_assert_eq!(total + buf.len(), data.len());
+            }
+        }
+    }
 }
