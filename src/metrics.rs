@@ -312,6 +312,18 @@ pub static METRICS: &[Metric] = &[
         help: "NACKs the SFU sent publishers for packets it lost from them.",
         samples: |s, out| sfu(s, out, |x| x.nacks_sent),
     },
+    Metric {
+        name: "natpass_sfu_tcp_connections",
+        kind: Kind::Gauge,
+        help: "ICE-TCP connections to the SFU open now.",
+        samples: |s, out| sfu(s, out, |x| x.tcp_connections),
+    },
+    Metric {
+        name: "natpass_sfu_tcp_refused_total",
+        kind: Kind::Counter,
+        help: "ICE-TCP connections closed for breaking a limit (too many, bad frame, idle).",
+        samples: |s, out| sfu(s, out, |x| x.tcp_refused),
+    },
 ];
 
 /// One SFU sample, when the SFU runs.

@@ -340,9 +340,26 @@ fn the_ice_tcp_port_closes_connections_that_break_its_limits() {
     let mut b = [0u8; 16];
     let n = c.read(&mut b).unwrap_or(0);
     assert_eq!(n, 0, "closed, nothing answered");
-    // Junk frames of a sane size are dropped by the SFU (no session), the connection stays.
+    // A frame shorter than any RTP, STUN or DTLS packet: closed too.
+    let mut e = std::net::TcpStream::connect(tcp).unwrap();
+    e.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    e.write_all(&[0, 4, 0x16, 0xfe, 0xfd, 0]).unwrap();
+    assert_eq!(e.read(&mut b).unwrap_or(0), 0, "closed");
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while sfu.stats().tcp_refused.load(Ordering::Relaxed) < 2 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(
+        sfu.stats().tcp_refused.load(Ordering::Relaxed),
+        2,
+        "both closes counted (natpass_sfu_tcp_refused_total)"
+    );
+    // A junk frame of a sane size is dropped by the SFU (no session), the connection stays
+    // until its first-frame deadline.
     let mut d = std::net::TcpStream::connect(tcp).unwrap();
-    d.write_all(&[0, 4, 0x16, 0xfe, 0xfd, 0]).unwrap();
+    let mut junk = vec![0u8, 13, 0x16, 0xfe, 0xfd];
+    junk.extend_from_slice(&[0; 10]);
+    d.write_all(&junk).unwrap();
     d.set_read_timeout(Some(Duration::from_millis(300)))
         .unwrap();
     assert!(
@@ -417,7 +434,7 @@ fn call_with(server: &mut dyn Backend, kind: MediaKind, junk: bool, mut ben: Cli
                     renegotiated = true;
                 }
                 Notice::Gone { pid, .. } => panic!("{pid} gone"),
-                Notice::Speaker { .. } => {}
+                Notice::Speaker { .. } | Notice::Chat { .. } => {}
             }
         }
         ann.pump();

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use natpass::sfu::core::{LAYER_IDLE, RETARGET_INTERVAL};
 use natpass::sfu::{Notice, Sfu};
 use str0m::change::{SdpAnswer, SdpOffer};
+use str0m::channel::ChannelId;
 use str0m::format::Codec;
 use str0m::media::{
     Direction, Frequency, MediaKind, MediaTime, Mid, Rid, Simulcast, SimulcastLayer,
@@ -30,6 +31,9 @@ struct Peer {
     key_wanted: [bool; 3],
     /// Frames received: (layer it was sent on, keyframe).
     got: Vec<(u8, bool)>,
+    /// Its chat data channel once open, and the lines that came on it.
+    chat: Option<ChannelId>,
+    lines: Vec<String>,
 }
 
 struct Net {
@@ -39,6 +43,8 @@ struct Net {
     peers: Vec<Peer>,
     /// Drop one RTP packet in this many in each direction (0: none), counting per direction.
     lose_one_in: usize,
+    /// Chat lines the SFU handed to signaling: (to, from, text).
+    chat_notices: Vec<(String, String, String)>,
     rtp_counts: [usize; 2],
 }
 
@@ -67,6 +73,7 @@ impl Net {
             sfu_addr,
             peers: Vec::new(),
             lose_one_in: 0,
+            chat_notices: Vec::new(),
             rtp_counts: [0; 2],
         }
     }
@@ -105,6 +112,8 @@ impl Net {
             mid,
             key_wanted: [true; 3],
             got: Vec::new(),
+            chat: None,
+            lines: Vec::new(),
         });
     }
 
@@ -146,6 +155,10 @@ impl Net {
                                 p.key_wanted[i] = true;
                             }
                         }
+                        Output::Event(Event::ChannelOpen(id, _)) => p.chat = Some(id),
+                        Output::Event(Event::ChannelData(d)) => {
+                            p.lines.push(String::from_utf8_lossy(&d.data).into_owned());
+                        }
                         Output::Event(_) => {}
                     }
                 }
@@ -168,6 +181,10 @@ impl Net {
             }
             while let Some(n) = self.sfu.poll_notice() {
                 moved = true;
+                if let Notice::Chat { to, from, text, .. } = &n {
+                    self.chat_notices
+                        .push((to.clone(), from.clone(), text.clone()));
+                }
                 if let Notice::Offer { to, sdp, .. } = n {
                     let p = self.peers.iter_mut().find(|p| p.name == to).unwrap();
                     let answer = p
@@ -366,4 +383,33 @@ fn lost_packets_are_asked_again_both_ways_and_counted() {
     let lossy = net.peer("ben").got.len() - mark;
     println!("frames in 6 s: {clean} without loss, {lossy} with 10 % loss per leg");
     assert!(lossy * 100 >= clean * 97, "{lossy} of {clean}");
+}
+
+#[test]
+fn a_chat_line_reaches_open_channels_directly_and_everyone_else_through_signaling() {
+    let mut net = Net::new();
+    net.join("ann", true); // a publisher without a data channel
+    net.join("ben", false);
+    net.join("cat", false);
+    net.run(Duration::from_secs(2), &[0]);
+    let ben = net.peer("ben");
+    let id = ben.chat.expect("Ben's chat channel opened");
+    ben.rtc
+        .channel(id)
+        .unwrap()
+        .write(false, br#"{"text":"hello room"}"#)
+        .unwrap();
+    net.run(Duration::from_millis(200), &[0]);
+    let line: serde_json::Value = serde_json::from_str(&net.peer("cat").lines[0]).unwrap();
+    assert_eq!(
+        line,
+        serde_json::json!({"from": "ben", "text": "hello room"})
+    );
+    assert!(net.peer("ben").lines.is_empty(), "not echoed to the sender");
+    assert_eq!(
+        net.chat_notices,
+        vec![("ann".to_owned(), "ben".to_owned(), "hello room".to_owned())],
+        "Ann has no channel: signaling carries the line to her, and only to her"
+    );
+    assert_eq!(net.sfu.stats().chat_messages, 1);
 }

@@ -74,6 +74,18 @@ pub enum Notice {
         /// The participant.
         pid: String,
     },
+    /// A chat line of `from` that could not go on `to`'s data channel (not open yet, or its
+    /// buffer full): signaling delivers it instead, so nobody misses a line.
+    Chat {
+        /// The room.
+        room: String,
+        /// Who should get it.
+        to: String,
+        /// Who sent it.
+        from: String,
+        /// The line (checked).
+        text: String,
+    },
     /// Room `room` has a new active speaker (from the audio levels its participants send).
     Speaker {
         /// The room.
@@ -109,6 +121,10 @@ pub struct SfuStats {
     /// sent publishers for what it lost from them.
     pub nacks_received: u64,
     pub nacks_sent: u64,
+    /// ICE-TCP connections open now (a gauge; the shell's, 0 in the core).
+    pub tcp_connections: u64,
+    /// ICE-TCP connections closed for breaking a limit (the shell's, 0 in the core).
+    pub tcp_refused: u64,
 }
 
 /// A track a participant publishes.
@@ -163,11 +179,13 @@ impl Published {
             .collect()
     }
 
-    /// Close a rate window of `secs` seconds: each layer's bitrate in it.
+    /// Close a rate window of `secs` seconds: each layer's bitrate, averaged with the last
+    /// window's (a keyframe burst in one second must not flip a receiver's layer up and down).
     fn measure(&mut self, secs: f64) {
         for (b, r) in self.bytes.iter_mut().zip(&mut self.rate) {
             if secs > 0.0 {
-                *r = (*b > 0).then(|| (*b as f64 * 8.0 / secs) as u64);
+                let now = (*b as f64 * 8.0 / secs) as u64;
+                *r = (*b > 0).then(|| r.map_or(now, |before| before / 2 + now / 2));
             }
             *b = 0;
         }
@@ -637,6 +655,10 @@ impl Sfu {
             p.to_add.retain(|(from, _, _)| from != pid);
             let (stop, keep): (Vec<_>, Vec<_>) = p.forwarded.drain(..).partition(|f| f.from == pid);
             p.forwarded = keep;
+            // Their NACK counts go too (the session's list would otherwise grow with every
+            // publisher who ever came and went).
+            p.nacks
+                .retain(|(_, mid, _, _)| !stop.iter().any(|f| f.mid == *mid));
             p.to_stop.extend(stop.into_iter().map(|f| f.mid));
         }
         if r.is_empty() {
@@ -655,19 +677,21 @@ impl Sfu {
         destination: SocketAddr,
         data: &[u8],
     ) {
-        self.handle_packet(now, Protocol::Udp, source, destination, data);
+        let _ = self.handle_packet(now, Protocol::Udp, source, destination, data);
     }
 
     /// A frame arrived on a TCP connection to the SFU's ICE-TCP candidate (`destination`)
     /// from `source` (RFC 4571: the shell has taken the length prefix off).
+    /// Whether a session took it (a connection that only sends frames nobody takes is not
+    /// kept alive by them).
     pub fn handle_tcp_frame(
         &mut self,
         now: Instant,
         source: SocketAddr,
         destination: SocketAddr,
         data: &[u8],
-    ) {
-        self.handle_packet(now, Protocol::Tcp, source, destination, data);
+    ) -> bool {
+        self.handle_packet(now, Protocol::Tcp, source, destination, data)
     }
 
     fn handle_packet(
@@ -677,10 +701,10 @@ impl Sfu {
         source: SocketAddr,
         destination: SocketAddr,
         data: &[u8],
-    ) {
+    ) -> bool {
         let Ok(receive) = Receive::new(proto, source, destination, data) else {
             self.stats.dropped_datagrams += 1;
-            return;
+            return false;
         };
         let input = Input::Receive(now, receive);
         let mut target = None;
@@ -694,7 +718,7 @@ impl Sfu {
         }
         let Some((room, pid)) = target else {
             self.stats.dropped_datagrams += 1;
-            return;
+            return false;
         };
         let p = self
             .room_mut(&room)
@@ -705,6 +729,7 @@ impl Sfu {
             tracing::debug!(%pid, error = %e, "SFU: input refused");
         }
         self.drive(&room, &pid, now);
+        true
     }
 
     /// The earliest moment [`Sfu::handle_timeout`] has work.
@@ -801,10 +826,17 @@ impl Sfu {
                 retarget |= self.on_event(room, i, e, now, &mut work);
             }
             if retarget {
-                // A new active speaker: its subscribers move to its high layer.
+                // A new active speaker or estimate: layers are chosen again. That drives the
+                // publishers asked for keyframes, and one of those may have left the room:
+                // find this participant again rather than trust its old index.
                 self.retarget(room, now);
             }
-            let r = self.room_mut(room).expect("present");
+            let Some(r) = self.room_mut(room) else {
+                return;
+            };
+            let Some(i) = r.iter().position(|p| p.pid == pid) else {
+                continue;
+            };
             if !r[i].rtc.is_alive() || r[i].dead {
                 let gone = r[i].pid.clone();
                 self.notices.push_back(Notice::Gone {
@@ -964,22 +996,33 @@ impl Sfu {
             Event::ChannelClose(id) if r[i].chat == Some(id) => r[i].chat = None,
             Event::ChannelData(cd) if r[i].chat == Some(cd.id) => {
                 let me = &mut r[i];
-                let Some(line) =
-                    chat_line(&me.pid, (cd.binary, &cd.data), &mut me.chat_window, now)
+                let from = me.pid.clone();
+                let Some((line, text)) =
+                    chat_line(&from, (cd.binary, &cd.data), &mut me.chat_window, now)
                 else {
                     self.stats.chat_refused += 1;
                     return false;
                 };
                 self.stats.chat_messages += 1;
                 for (k, p) in r.iter_mut().enumerate() {
-                    let Some(id) = p.chat.filter(|_| k != i) else {
+                    if k == i {
                         continue;
-                    };
-                    // A channel whose buffer is full loses the line, like any slow receiver.
-                    if let Some(mut ch) = p.rtc.channel(id) {
-                        if ch.write(false, line.as_bytes()).unwrap_or(false) {
-                            work.push_back(p.pid.clone());
-                        }
+                    }
+                    let sent = p
+                        .chat
+                        .and_then(|id| p.rtc.channel(id))
+                        .is_some_and(|mut ch| ch.write(false, line.as_bytes()).unwrap_or(false));
+                    if sent {
+                        work.push_back(p.pid.clone());
+                    } else {
+                        // No open channel (still joining, restarting) or a full one: the line
+                        // goes over signaling.
+                        self.notices.push_back(Notice::Chat {
+                            room: room.to_owned(),
+                            to: p.pid.clone(),
+                            from: from.clone(),
+                            text: text.clone(),
+                        });
                     }
                 }
             }
@@ -993,14 +1036,15 @@ impl Sfu {
 }
 
 /// What a participant's chat message becomes for the others: `{"from": pid, "text": …}` (the
-/// SFU says who sent it; names come from signaling), or `None` when it is refused — not text,
-/// not `{"text": "…"}`, empty, longer than signaling allows, or past [`CHAT_PER_SECOND`].
+/// SFU says who sent it; names come from signaling) and the text alone, or `None` when it is
+/// refused — not text, not `{"text": "…"}`, empty, longer than signaling allows, or past
+/// [`CHAT_PER_SECOND`].
 fn chat_line(
     pid: &str,
     (binary, data): (bool, &[u8]),
     window: &mut (Instant, u32),
     now: Instant,
-) -> Option<String> {
+) -> Option<(String, String)> {
     if now.saturating_duration_since(window.0) >= Duration::from_secs(1) {
         *window = (now, 0);
     }
@@ -1013,7 +1057,10 @@ fn chat_line(
     if text.is_empty() || text.chars().count() > crate::signal::CHAT_MAX_CHARS {
         return None;
     }
-    Some(serde_json::json!({ "from": pid, "text": text }).to_string())
+    Some((
+        serde_json::json!({ "from": pid, "text": text }).to_string(),
+        text.to_owned(),
+    ))
 }
 
 /// How much a stream's cumulative NACK count grew since str0m last reported it (a stream
@@ -1173,6 +1220,10 @@ mod tests {
         t.measure(1.0);
         assert_eq!(t.sent(now), vec![(0, 40_000), (1, 240_000), (2, 1_500_000)]);
         assert_eq!(t.bytes, vec![0, 0, 0], "a new window starts");
+        // A keyframe burst doubles the middle layer for one second: half of it shows.
+        t.bytes = vec![5_000, 60_000, 0];
+        t.measure(1.0);
+        assert_eq!(t.sent(now)[1], (1, 360_000));
     }
 
     fn data(text: &str, binary: bool) -> (bool, &[u8]) {
@@ -1189,7 +1240,7 @@ mod tests {
             &mut w,
             now,
         );
-        let v: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&line.unwrap().0).unwrap();
         assert_eq!(
             v,
             serde_json::json!({"from": "ann", "text": "hi all"}),
@@ -1232,7 +1283,7 @@ mod tests {
             let now = Instant::now();
             let mut w = (now, 0);
             if let Some(line) = chat_line("p1", (binary, &data), &mut w, now) {
-                let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+                let v: serde_json::Value = serde_json::from_str(&line.0).unwrap();
                 proptest::prop_assert_eq!(v["from"].as_str(), Some("p1"));
                 proptest::prop_assert!(v["text"].is_string());
             }

@@ -86,6 +86,9 @@ pub struct SharedStats {
     /// NACKs from subscribers, and to publishers.
     pub nacks_received: AtomicU64,
     pub nacks_sent: AtomicU64,
+    /// ICE-TCP connections open, and closed for breaking a limit.
+    pub tcp_connections: AtomicU64,
+    pub tcp_refused: AtomicU64,
 }
 
 impl SharedStats {
@@ -124,6 +127,8 @@ impl SharedStats {
             chat_refused: l(&self.chat_refused),
             nacks_received: l(&self.nacks_received),
             nacks_sent: l(&self.nacks_sent),
+            tcp_connections: l(&self.tcp_connections),
+            tcp_refused: l(&self.tcp_refused),
         }
     }
 }
@@ -201,13 +206,20 @@ impl SfuHandle {
         let mut core = Sfu::new(addr, max_participants).with_timeout(timeout);
         let tcp = match tcp.then(|| mio::net::TcpListener::bind(local)) {
             None => None,
-            Some(Ok(l)) => {
-                let mut side = TcpSide::new(l, TCP_CONNS)?;
+            Some(Ok(l)) => match TcpSide::new(l, TCP_CONNS).and_then(|mut side| {
                 poll.registry()
                     .register(side.listener(), LISTENER, Interest::READABLE)?;
-                core = core.with_tcp(SocketAddr::new(addr.ip(), side.local().port()));
-                Some(side)
-            }
+                Ok(side)
+            }) {
+                Ok(side) => {
+                    core = core.with_tcp(SocketAddr::new(addr.ip(), side.local().port()));
+                    Some(side)
+                }
+                Err(e) => {
+                    tracing::warn!(addr = %local, error = %e, "SFU: ICE-TCP off: its TCP listener could not start (UDP and TURN still work)");
+                    None
+                }
+            },
             Some(Err(e)) => {
                 tracing::warn!(addr = %local, error = %e, "SFU: ICE-TCP off: its TCP port could not be bound (UDP and TURN still work; sfu-tcp = false silences this)");
                 None
@@ -363,6 +375,10 @@ fn run(
             }
         }
         if let (Some(tcp), Some(local)) = (sockets.tcp.as_mut(), tcp_local) {
+            let now = Instant::now();
+            tcp.serve_backlog(poll.registry(), now, |src, frame| {
+                sfu.handle_tcp_frame(now, src, local, frame)
+            });
             for ev in events.iter() {
                 let now = Instant::now();
                 if ev.token() == LISTENER {
@@ -442,5 +458,11 @@ fn run(
             }
         }
         stats.store(sfu.stats());
+        if let Some(tcp) = &sockets.tcp {
+            stats
+                .tcp_connections
+                .store(tcp.connections() as u64, Ordering::Relaxed);
+            stats.tcp_refused.store(tcp.refused, Ordering::Relaxed);
+        }
     }
 }

@@ -25,6 +25,11 @@ pub const MAX_CONNECTIONS: usize = 1024;
 pub const PER_IP: usize = 32;
 /// The longest frame accepted (RFC 4571 allows 65,535; media and DTLS records fit in far less).
 pub const MAX_FRAME: usize = 4096;
+/// The shortest: an RTP header (STUN messages and DTLS records are longer).
+pub const MIN_FRAME: usize = 12;
+/// Bytes read from one connection per turn of the loop: a fast sender cannot hold the loop
+/// (the rest is read on the next turns).
+pub const READ_PER_TURN: usize = 64 * 1024;
 /// Bytes waiting to be written to one connection before frames are dropped.
 pub const MAX_PENDING: usize = 256 * 1024;
 /// A connection with no frame for this long is closed.
@@ -51,7 +56,9 @@ pub struct TcpSide {
     by_peer: HashMap<SocketAddr, usize>,
     per_ip: HashMap<IpAddr, usize>,
     first_token: usize,
-    /// Connections closed for breaking a limit (too many, oversized frame, idle).
+    /// Connections that stopped at [`READ_PER_TURN`] with more to read.
+    backlog: Vec<usize>,
+    /// Connections closed for breaking a limit (too many, bad frame, idle).
     pub refused: u64,
 }
 
@@ -67,6 +74,7 @@ impl TcpSide {
             by_peer: HashMap::new(),
             per_ip: HashMap::new(),
             first_token,
+            backlog: Vec::new(),
             refused: 0,
         })
     }
@@ -92,6 +100,15 @@ impl TcpSide {
             let (mut stream, peer) = match self.listener.accept() {
                 Ok(c) => c,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                // One connection gone before it was accepted: the others are still queued.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        ErrorKind::ConnectionAborted | ErrorKind::Interrupted
+                    ) =>
+                {
+                    continue;
+                }
                 Err(e) => {
                     tracing::debug!(error = %e, "SFU TCP: accept failed");
                     return;
@@ -125,31 +142,62 @@ impl TcpSide {
     }
 
     /// The connection of `token` is ready: read its frames (each handed to `frame` with the
-    /// peer's address) and write what waits for it.
+    /// peer's address; `frame` says whether a session took it) and write what waits for it.
+    /// Only frames a session took count as the connection being alive.
     pub fn ready(
         &mut self,
         token: Token,
         registry: &Registry,
         now: Instant,
-        mut frame: impl FnMut(SocketAddr, &[u8]),
+        frame: impl FnMut(SocketAddr, &[u8]) -> bool,
     ) {
-        let key = token.0 - self.first_token;
+        self.serve(token.0 - self.first_token, registry, now, frame);
+    }
+
+    /// Read on from the connections that stopped at [`READ_PER_TURN`] last turn.
+    pub fn serve_backlog(
+        &mut self,
+        registry: &Registry,
+        now: Instant,
+        mut frame: impl FnMut(SocketAddr, &[u8]) -> bool,
+    ) {
+        for key in std::mem::take(&mut self.backlog) {
+            self.serve(key, registry, now, &mut frame);
+        }
+    }
+
+    fn serve(
+        &mut self,
+        key: usize,
+        registry: &Registry,
+        now: Instant,
+        mut frame: impl FnMut(SocketAddr, &[u8]) -> bool,
+    ) {
         let Some(c) = self.conns.get_mut(key) else {
             return;
         };
         let mut close = false;
         let mut chunk = [0u8; 8192];
+        let mut read = 0;
         loop {
+            if read >= READ_PER_TURN {
+                if !self.backlog.contains(&key) {
+                    self.backlog.push(key);
+                }
+                break;
+            }
             match c.stream.read(&mut chunk) {
                 Ok(0) => {
                     close = true;
                     break;
                 }
                 Ok(n) => {
+                    read += n;
                     c.inbuf.extend_from_slice(&chunk[..n]);
                     let peer = c.peer;
-                    let got = take_frames(&mut c.inbuf, |d| frame(peer, d));
-                    if got.is_ok_and(|n| n > 0) {
+                    let mut taken = false;
+                    let got = take_frames(&mut c.inbuf, |d| taken |= frame(peer, d));
+                    if taken {
                         c.last_frame = Some(now);
                     }
                     if got.is_err() {
@@ -234,7 +282,8 @@ impl TcpSide {
     }
 }
 
-/// A length prefix of 0 or above [`MAX_FRAME`]: not a media packet; the connection goes.
+/// A length prefix below [`MIN_FRAME`] or above [`MAX_FRAME`]: not a media packet; the
+/// connection goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BadFrame;
 
@@ -248,7 +297,7 @@ pub fn take_frames(buf: &mut Vec<u8>, mut frame: impl FnMut(&[u8])) -> Result<us
             break Ok(n);
         };
         let len = usize::from(u16::from_be_bytes([head[0], head[1]]));
-        if len == 0 || len > MAX_FRAME {
+        if !(MIN_FRAME..=MAX_FRAME).contains(&len) {
             break Err(BadFrame);
         }
         let Some(body) = buf.get(at + 2..at + 2 + len) else {
@@ -284,20 +333,27 @@ mod tests {
 
     #[test]
     fn whole_frames_come_out_and_a_partial_one_waits() {
-        let mut buf = vec![0, 3, b'a', b'b', b'c', 0, 1, b'x', 0, 4, b'y'];
+        let a = [b'a'; 12];
+        let b = [b'b'; 13];
+        let mut buf = vec![0, 12];
+        buf.extend_from_slice(&a);
+        buf.extend_from_slice(&[0, 13]);
+        buf.extend_from_slice(&b);
+        buf.extend_from_slice(&[0, 14, b'y']);
         let mut got: Vec<Vec<u8>> = Vec::new();
         assert_eq!(take_frames(&mut buf, |d| got.push(d.to_vec())), Ok(2));
-        assert_eq!(got, vec![b"abc".to_vec(), b"x".to_vec()]);
-        assert_eq!(buf, vec![0, 4, b'y'], "the next frame's start stays");
-        buf.extend_from_slice(b"zzz");
+        assert_eq!(got, vec![a.to_vec(), b.to_vec()]);
+        assert_eq!(buf, vec![0, 14, b'y'], "the next frame's start stays");
+        buf.extend_from_slice(&[b'z'; 13]);
         assert_eq!(take_frames(&mut buf, |d| got.push(d.to_vec())), Ok(1));
-        assert_eq!(got[2], b"yzzz".to_vec());
+        assert_eq!(got[2].len(), 14);
         assert!(buf.is_empty());
     }
 
     #[test]
-    fn a_zero_or_oversized_length_is_refused() {
+    fn a_short_or_oversized_length_is_refused() {
         assert_eq!(take_frames(&mut vec![0, 0, 1], |_| {}), Err(BadFrame));
+        assert_eq!(take_frames(&mut vec![0, 11, 1], |_| {}), Err(BadFrame));
         let big = (MAX_FRAME as u16 + 1).to_be_bytes();
         assert_eq!(
             take_frames(&mut vec![big[0], big[1]], |_| {}),

@@ -313,6 +313,19 @@ pub fn sfu_speaker(rooms: &mut Rooms<Endpoint>, room: &str, pid: &str) -> Vec<Ou
     out
 }
 
+/// A chat line the SFU could not deliver on `to`'s data channel: over signaling instead.
+pub fn sfu_chat(
+    rooms: &mut Rooms<Endpoint>,
+    room: &str,
+    to: &str,
+    from: &str,
+    text: &str,
+) -> Vec<Out> {
+    let mut out = Vec::new();
+    deliveries(&mut out, rooms.sfu_chat(room, to, from, text));
+    out
+}
+
 /// What the SFU said about participant `pid` of `room`, as room events for it.
 pub fn sfu_event(rooms: &mut Rooms<Endpoint>, room: &str, pid: &str, event: Event) -> Vec<Out> {
     let mut out = Vec::new();

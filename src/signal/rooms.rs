@@ -833,6 +833,22 @@ impl<C: Clone + Eq + Hash> Rooms<C> {
         out
     }
 
+    /// A chat line of `from` in SFU room `room` for participant `to`, over signaling: the SFU
+    /// could not put it on `to`'s data channel (not open yet, or full). Named as signaling names
+    /// a chat line; nothing when either has left.
+    pub fn sfu_chat(&mut self, room: &str, to: &str, from: &str, text: &str) -> Vec<Delivery<C>> {
+        let key = RoomKey::Call(room.to_owned());
+        let Some(name) = self.member_mut(&key, from).map(|p| p.name.clone()) else {
+            return Vec::new();
+        };
+        let event = Event::Chat {
+            from: from.to_owned(),
+            name,
+            text: text.to_owned(),
+        };
+        self.to_sfu_member(room, to, event)
+    }
+
     /// An event for every participant of SFU room `room` (its active speaker changed).
     pub fn to_sfu_room(&mut self, room: &str, event: Event) -> Vec<Delivery<C>> {
         let key = RoomKey::Call(room.to_owned());
@@ -1068,6 +1084,36 @@ mod tests {
             r.join(27, moded("r", None), ids(27), t).unwrap_err(),
             SignalError::RoomFull
         );
+    }
+
+    #[test]
+    fn a_chat_line_the_sfu_could_not_deliver_goes_to_that_participant_named() {
+        let mut r = sfu_rooms(4, 25);
+        let t = Instant::now();
+        let ann = JoinRequest {
+            name: "Ann".into(),
+            ..moded("s", Some(Mode::Sfu))
+        };
+        let (a, _) = r.join(1, ann, ids(1), t).unwrap();
+        let (b, _) = r.join(2, moded("s", None), ids(2), t).unwrap();
+        let out = r.sfu_chat("s", &b.you, &a.you, "hi");
+        assert_eq!(
+            out,
+            vec![(
+                2,
+                Event::Chat {
+                    from: a.you.clone(),
+                    name: "Ann".into(),
+                    text: "hi".into()
+                }
+            )],
+            "to Ben only, named as signaling names chat"
+        );
+        assert!(
+            r.sfu_chat("s", &b.you, "gone", "hi").is_empty(),
+            "a sender who left: nothing"
+        );
+        assert!(r.sfu_chat("other", &b.you, &a.you, "hi").is_empty());
     }
 
     #[test]

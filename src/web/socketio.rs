@@ -200,6 +200,12 @@ impl Hub {
                 driver::sfu_event(&mut rooms, &room, &pid, Event::SfuRestart)
             }
             Notice::Speaker { room, pid } => driver::sfu_speaker(&mut rooms, &room, &pid),
+            Notice::Chat {
+                room,
+                to,
+                from,
+                text,
+            } => driver::sfu_chat(&mut rooms, &room, &to, &from, &text),
         };
         for (sid, events) in self.apply(out) {
             let from = self.endpoint(sid);

@@ -167,6 +167,9 @@ test('with UDP to the SFU blocked, browsers reach it over ICE-TCP', { timeout: 1
       }
     }
     await stillDecoding(pages);
+    const m = await (await fetch(env.np.base + '/metrics')).text();
+    const tcpConns = Number((m.split('\n').find((l) => l.startsWith('natpass_sfu_tcp_connections ')) || ' 0').split(' ')[1]);
+    assert.ok(tcpConns >= 2, `both pages hold an ICE-TCP connection: ${tcpConns}`);
     for (const p of pages) await p.close();
   } finally {
     drop();
