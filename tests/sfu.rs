@@ -210,6 +210,25 @@ struct Shell {
     notices: tokio::sync::mpsc::Receiver<Notice>,
 }
 
+impl Shell {
+    /// The shell on a loopback port (with ICE-TCP when `tcp`), and a runtime to await it.
+    fn start(tcp: bool) -> Self {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let (sfu, notices) = SfuHandle::spawn(
+            "127.0.0.1:0".parse().unwrap(),
+            None,
+            25,
+            std::time::Duration::from_secs(10),
+            tcp,
+        )
+        .unwrap();
+        Self { rt, sfu, notices }
+    }
+}
+
 impl Backend for Shell {
     fn join(&mut self, pid: &str, offer: &str) -> String {
         self.rt
@@ -269,20 +288,8 @@ fn a_published_track_reaches_the_other_participant_through_the_sfu() {
 /// The same call through the shell: its own thread and socket, commands and notices queued.
 #[test]
 fn the_shell_thread_carries_the_same_call() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let (sfu, notices) = SfuHandle::spawn(
-        "127.0.0.1:0".parse().unwrap(),
-        None,
-        25,
-        std::time::Duration::from_secs(10),
-        false,
-    )
-    .unwrap();
-    assert_eq!(sfu.addr().ip().to_string(), "127.0.0.1");
-    let mut shell = Shell { rt, sfu, notices };
+    let mut shell = Shell::start(false);
+    assert_eq!(shell.sfu.addr().ip().to_string(), "127.0.0.1");
     call(&mut shell, MediaKind::Audio, false);
     shell.sfu.leave("room", "ann").unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -300,21 +307,13 @@ fn the_shell_thread_carries_the_same_call() {
 /// byte for byte over RFC 4571 framing, while Ann stays on UDP.
 #[test]
 fn a_participant_with_only_tcp_reaches_the_sfu_over_ice_tcp() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let (sfu, notices) = SfuHandle::spawn(
-        "127.0.0.1:0".parse().unwrap(),
-        None,
-        25,
-        std::time::Duration::from_secs(10),
-        true,
-    )
-    .unwrap();
-    let tcp = sfu.tcp_addr().expect("ICE-TCP is on");
-    assert_eq!(tcp.port(), sfu.addr().port(), "the same port number as UDP");
-    let mut shell = Shell { rt, sfu, notices };
+    let mut shell = Shell::start(true);
+    let tcp = shell.sfu.tcp_addr().expect("ICE-TCP is on");
+    assert_eq!(
+        tcp.port(),
+        shell.sfu.addr().port(),
+        "the same port number as UDP"
+    );
     let ben = Client::new_tcp(tcp);
     call_with(&mut shell, MediaKind::Video, false, ben);
 }
