@@ -247,7 +247,7 @@ fn cpu_seconds(stat: &std::path::Path) -> Option<f64> {
     const USER_HZ: f64 = 100.0; // the unit of utime and stime on Linux
     let stat = std::fs::read_to_string(stat).ok()?;
     // The fields after the command (which may hold spaces) start after the last ')'.
-    let f: Vec<&str> = stat[stat.rfind(')')? + 2..].split(' ').collect();
+    let f: Vec<&str> = stat.get(stat.rfind(')')? + 2..)?.split(' ').collect();
     let utime: f64 = f.get(11)?.parse().ok()?;
     let stime: f64 = f.get(12)?.parse().ok()?;
     Some((utime + stime) / USER_HZ)
