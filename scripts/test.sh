@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Run every natpass test. Installs what the tests need when it is missing (Debian: coturn for
-# interop, chromium for the browser tests; npm: playwright-core from the committed lockfile,
-# never a downloaded browser), then: format check, clippy, the Rust suite, the browser suite.
+# interop, chromium for the browser tests, redis-server, janus for the SFU probe's Janus driver;
+# npm: playwright-core from the committed lockfile, never a downloaded browser), then: format
+# check, clippy, the Rust suite, the browser suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,6 +21,7 @@ command -v nft >/dev/null 2>&1 || need+=(nftables)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+command -v janus >/dev/null 2>&1 || need+=(janus)
 if [ ${#need[@]} -gt 0 ]; then
   echo "== installing: ${need[*]}"
   apt_install "${need[@]}"

@@ -292,3 +292,99 @@ fn natlab_symmetric_nat_needs_turn_and_turn_connects() {
     );
     assert!(a > 0 && b > 0, "hole punching works behind EIM NATs");
 }
+
+/// Stops the Janus lab (scripts/janus-lab.sh) however the test ends.
+struct JanusLab(PathBuf);
+impl Drop for JanusLab {
+    fn drop(&mut self) {
+        let _ = Command::new(repo().join("scripts/janus-lab.sh"))
+            .args(["down", JANUS_NS])
+            .arg(&self.0)
+            .status();
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+const JANUS_NS: &str = "npt-janus";
+const JANUS_API: &str = "http://10.77.0.1:8088/janus";
+
+/// `natpass probe sfu --janus` against a real Janus (Debian's, VideoRoom plugin) in a namespace
+/// of the test's own: the driver behind scripts/bench-sfu.sh's Janus column creates a room,
+/// publishes and subscribes through Janus's HTTP API and every frame arrives; the same room on
+/// natpass's SFU delivers the same frames over fewer peer connections; a Janus that is not
+/// there is a clear error.
+#[test]
+fn natlab_probe_sfu_drives_janus() {
+    if let Err(why) = available() {
+        eprintln!("SKIP natlab janus: {why}");
+        return;
+    }
+    let has_janus = Command::new("sh")
+        .args(["-c", "command -v janus"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !has_janus {
+        eprintln!("SKIP natlab janus: janus not installed (scripts/test.sh installs it)");
+        assert!(std::env::var("CI").is_err(), "CI must install janus");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("natlab-janus-{}", std::process::id()));
+    let _lab = JanusLab(dir.clone());
+    let up = Command::new(repo().join("scripts/janus-lab.sh"))
+        .args(["up", JANUS_NS])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        up.status.success(),
+        "{}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    let pid = String::from_utf8_lossy(&up.stdout).trim().to_string();
+    let probe = |extra: &[&str]| {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", JANUS_NS, natpass(), "probe", "sfu"])
+            .args(["--publishers", "2", "--subscribers", "1", "--rate", "50"])
+            .args(["--size", "800", "--duration", "2", "--json"])
+            .args(extra)
+            .stdout(Stdio::piped());
+        c
+    };
+    let janus = json(&mut probe(&[
+        "--janus",
+        JANUS_API,
+        "--janus-pid",
+        &pid,
+        "--bind",
+        "10.77.0.1",
+    ]));
+    eprintln!("natlab: probe sfu on janus: {janus}");
+    assert_eq!(janus["server"], "janus");
+    // Two publishers, and a subscriber handle for each of the three participants.
+    assert_eq!(janus["peer_connections"], 5);
+    let sent = janus["sent"].as_u64().unwrap();
+    assert!(sent >= 150, "two publishers at 50 frames/s for 2 s: {sent}");
+    assert_eq!(janus["expected"].as_u64().unwrap(), sent * 2);
+    assert!(
+        janus["loss_percent"].as_f64().unwrap() < 1.0,
+        "Janus delivered every frame: {janus}"
+    );
+
+    let ours = json(&mut probe(&[]));
+    eprintln!("natlab: probe sfu on natpass: {ours}");
+    assert_eq!(ours["server"], "natpass");
+    assert_eq!(ours["peer_connections"], 3);
+    assert!(ours["loss_percent"].as_f64().unwrap() < 1.0, "{ours}");
+
+    let o = probe(&[
+        "--janus",
+        "http://10.77.0.1:8089/janus",
+        "--janus-pid",
+        &pid,
+    ])
+    .output()
+    .unwrap();
+    let err = String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(err.contains("janus"), "the error names Janus: {err}");
+}

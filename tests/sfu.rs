@@ -655,8 +655,11 @@ fn the_sfu_probe_measures_a_small_room_without_loss() {
         duration: Duration::from_secs(1),
         setup_timeout: Duration::from_secs(20),
         cores: None,
+        janus: None,
+        bind: std::net::Ipv4Addr::LOCALHOST.into(),
     })
     .expect("the probe runs");
+    assert_eq!((r.server, r.peer_connections), ("natpass", 3));
     assert!(r.sent >= 80, "two publishers at 50 frames/s for 1 s: {r:?}");
     assert_eq!(r.expected, r.sent * 2, "each frame goes to the two others");
     assert!(r.loss_percent < 1.0, "{r:?}");
@@ -664,5 +667,4 @@ fn the_sfu_probe_measures_a_small_room_without_loss() {
         r.forwarded_packets + 4 >= r.expected && r.forwarded_packets <= r.expected + 20,
         "the SFU's own count agrees with the clients': {r:?}"
     );
-    assert!(r.sfu_cpu_seconds >= 0.0 && r.cpu_us_per_forwarded >= 0.0);
 }

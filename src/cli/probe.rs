@@ -44,6 +44,16 @@ pub struct SfuArgs {
     /// SFU,CLIENTS: run the SFU's thread on core SFU and the clients on core CLIENTS.
     #[arg(long, value_name = "SFU,CLIENTS", value_parser = parse_cores)]
     cores: Option<(usize, usize)>,
+    /// Load Janus's VideoRoom at this HTTP API URL (e.g. http://127.0.0.1:8088/janus) instead
+    /// of natpass's SFU: the same clients and frames, Janus's CPU per packet received.
+    #[arg(long, value_name = "URL")]
+    janus: Option<String>,
+    /// The Janus process to measure (default: the one process named janus).
+    #[arg(long, value_name = "PID", requires = "janus")]
+    janus_pid: Option<u32>,
+    /// The clients' address (Janus gathers no loopback candidates).
+    #[arg(long, value_name = "IP", default_value = "127.0.0.1")]
+    bind: std::net::IpAddr,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -573,6 +583,11 @@ fn sfu(a: &SfuArgs) -> ExitCode {
         duration: Duration::from_secs_f64(a.duration),
         setup_timeout: Duration::from_secs(30),
         cores: a.cores,
+        janus: a.janus.clone().map(|url| probe::sfu::JanusTarget {
+            url,
+            pid: a.janus_pid,
+        }),
+        bind: a.bind,
     };
     match probe::sfu::run(&o) {
         Ok(r) if a.json => {
@@ -581,9 +596,11 @@ fn sfu(a: &SfuArgs) -> ExitCode {
         }
         Ok(r) => {
             println!(
-                "SFU: {} publisher(s) x {} other participant(s), {} frames/s of {} B each: \
-                 forwarded {:.0} packets/s, loss {:.3}%, SFU CPU {:.2} us per forwarded packet \
-                 (setup {:.1} s)",
+                "SFU ({}, {} peer connections): {} publisher(s) x {} other participant(s), {} \
+                 frames/s of {} B each: forwarded {:.0} packets/s, loss {:.3}%, SFU CPU {:.2} us \
+                 per forwarded packet (setup {:.1} s)",
+                r.server,
+                r.peer_connections,
                 r.publishers,
                 r.publishers + r.subscribers - 1,
                 r.rate,

@@ -13,6 +13,11 @@
 //! forwarded packets per second (the SFU's own count), frames received by the clients against
 //! the frames the SFU should have forwarded (loss), and the SFU thread's CPU time per forwarded
 //! packet, the figure to put beside the UDP echo floor (`benches/floor`, `scripts/bench-sfu.sh`).
+//!
+//! `--janus URL` runs the same clients and frames against Janus's VideoRoom instead ([`janus`]),
+//! measuring the whole `janus` process's CPU per packet its subscribers received.
+
+mod janus;
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, UdpSocket};
@@ -46,6 +51,20 @@ pub struct SfuLoadOptions {
     /// Pin the SFU's thread to the first core and the clients' to the second (so the SFU's CPU
     /// compares with a floor pinned the same way).
     pub cores: Option<(usize, usize)>,
+    /// Run against Janus's VideoRoom at this HTTP API URL instead of natpass's SFU.
+    pub janus: Option<JanusTarget>,
+    /// The clients' address (Janus gathers no loopback candidate: `scripts/bench-sfu.sh` runs
+    /// it in a namespace of its own with an address on a veth).
+    pub bind: std::net::IpAddr,
+}
+
+/// A running Janus to load.
+#[derive(Debug, Clone)]
+pub struct JanusTarget {
+    /// Its HTTP API, e.g. `http://127.0.0.1:8088/janus`.
+    pub url: String,
+    /// Its process (whose CPU is measured); `None`: the one process named `janus`.
+    pub pid: Option<u32>,
 }
 
 /// Why the probe could not run.
@@ -73,6 +92,10 @@ pub enum SfuProbeError {
 /// The result (`--json` prints it as is).
 #[derive(Debug, Clone, Serialize)]
 pub struct SfuLoadReport {
+    /// `natpass` or `janus`.
+    pub server: &'static str,
+    /// Peer connections the server holds (Janus: one per publisher and one per receiver).
+    pub peer_connections: usize,
     /// Publishers and receive-only subscribers.
     pub publishers: usize,
     /// Receive-only participants.
@@ -93,11 +116,13 @@ pub struct SfuLoadReport {
     pub received: u64,
     /// 100 × (expected − received) / expected, floored at 0.
     pub loss_percent: f64,
-    /// Packets the SFU forwarded in the window (its own counter).
+    /// Packets the SFU forwarded in the window (natpass: its own counter; Janus has none on
+    /// its API: the packets its subscribers received).
     pub forwarded_packets: u64,
     /// Per second.
     pub forwarded_per_second: f64,
-    /// CPU seconds (user + system) of the `natpass-sfu` thread in the window.
+    /// CPU seconds (user + system) in the window of the `natpass-sfu` thread, or of the whole
+    /// `janus` process.
     pub sfu_cpu_seconds: f64,
     /// Microseconds of SFU CPU per forwarded packet.
     pub cpu_us_per_forwarded: f64,
@@ -123,8 +148,8 @@ struct Client {
 }
 
 impl Client {
-    fn new(now: Instant) -> std::io::Result<Self> {
-        let sock = UdpSocket::bind("127.0.0.1:0")?;
+    fn new(now: Instant, ip: std::net::IpAddr) -> std::io::Result<Self> {
+        let sock = UdpSocket::bind((ip, 0))?;
         sock.set_nonblocking(true)?;
         let local = sock.local_addr()?;
         let mut rtc = Rtc::builder().build(now);
@@ -263,8 +288,74 @@ fn own_cpu() -> f64 {
     cpu_seconds(std::path::Path::new("/proc/thread-self/stat")).unwrap_or(0.0)
 }
 
-/// Run the load; see the module docs.
-pub fn run(o: &SfuLoadOptions) -> Result<SfuLoadReport, SfuProbeError> {
+/// The server under load (one per run: the variants' sizes do not matter).
+#[allow(clippy::large_enum_variant)]
+enum Server {
+    /// natpass's SFU shell in this process, and the notices (offers) it sends to signaling.
+    Natpass {
+        rt: tokio::runtime::Runtime,
+        sfu: SfuHandle,
+        notices: tokio::sync::mpsc::Receiver<Notice>,
+    },
+    /// A Janus process and our session on it.
+    Janus { api: janus::Janus, pid: u32 },
+}
+
+impl Server {
+    fn name(&self) -> &'static str {
+        match self {
+            Server::Natpass { .. } => "natpass",
+            Server::Janus { .. } => "janus",
+        }
+    }
+
+    /// CPU seconds of what forwards: the `natpass-sfu` thread, or the whole `janus` process.
+    fn cpu(&self) -> f64 {
+        match self {
+            Server::Natpass { .. } => thread_cpu("natpass-sfu"),
+            Server::Janus { pid, .. } => {
+                cpu_seconds(std::path::Path::new(&format!("/proc/{pid}/stat")))
+            }
+        }
+        .unwrap_or(0.0)
+    }
+
+    /// Run every thread of the server on `core`.
+    fn pin(&self, core: usize) -> Result<(), SfuProbeError> {
+        match self {
+            Server::Natpass { .. } => {
+                // The thread names itself once it runs: give it a moment.
+                let deadline = Instant::now() + Duration::from_secs(2);
+                loop {
+                    let tid = thread_dir("natpass-sfu")
+                        .and_then(|d| d.file_name()?.to_str()?.parse::<i32>().ok());
+                    match tid {
+                        Some(t) => return pin(t, core),
+                        None if Instant::now() < deadline => {
+                            std::thread::sleep(Duration::from_millis(5))
+                        }
+                        None => {
+                            return Err(SfuProbeError::Options(
+                                "--cores: no natpass-sfu thread".into(),
+                            ));
+                        }
+                    }
+                }
+            }
+            Server::Janus { pid, .. } => {
+                for t in std::fs::read_dir(format!("/proc/{pid}/task"))?.filter_map(Result::ok) {
+                    if let Some(tid) = t.file_name().to_str().and_then(|t| t.parse().ok()) {
+                        pin(tid, core)?;
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Check the options: the error names the flag.
+fn check(o: &SfuLoadOptions) -> Result<(), SfuProbeError> {
     let participants = o.publishers + o.subscribers;
     if o.publishers == 0 {
         return Err(SfuProbeError::Options(
@@ -286,6 +377,12 @@ pub fn run(o: &SfuLoadOptions) -> Result<SfuLoadReport, SfuProbeError> {
             "--size must be between 1 and 1100 bytes".into(),
         ));
     }
+    Ok(())
+}
+
+/// natpass's SFU in this process, with one client per participant joined to one room.
+fn natpass_room(o: &SfuLoadOptions) -> Result<(Server, Vec<Client>), SfuProbeError> {
+    let participants = o.publishers + o.subscribers;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -296,59 +393,85 @@ pub fn run(o: &SfuLoadOptions) -> Result<SfuLoadReport, SfuProbeError> {
         Duration::from_secs(30),
         false,
     )?;
-    if let Some((server, clients)) = o.cores {
-        // The thread names itself once it runs: give it a moment.
-        let deadline = Instant::now() + Duration::from_secs(2);
-        let tid = loop {
-            let tid = thread_dir("natpass-sfu")
-                .and_then(|d| d.file_name()?.to_str()?.parse::<i32>().ok());
-            match tid {
-                Some(t) => break t,
-                None if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
-                None => {
-                    return Err(SfuProbeError::Options(
-                        "--cores: no natpass-sfu thread".into(),
-                    ));
-                }
-            }
-        };
-        pin(tid, server)?;
-        pin(0, clients)?;
-    }
-    let start = Instant::now();
-    let room = "probe";
     let mut clients = Vec::with_capacity(participants);
     for k in 0..participants {
         let publish = k < o.publishers;
-        let mut c = Client::new(Instant::now())?;
+        let mut c = Client::new(Instant::now(), o.bind)?;
         let (offer, pending) = c.offer(publish)?;
+        let refused = |what: String, e: String| SfuProbeError::Refused { what, error: e };
         let answer = rt
-            .block_on(sfu.join(room, &format!("p{k}"), &offer))
-            .map_err(|e| SfuProbeError::Refused {
-                what: format!("p{k}'s join"),
-                error: e.to_string(),
-            })?;
-        let answer = SdpAnswer::from_sdp_string(&answer).map_err(|e| SfuProbeError::Refused {
-            what: "its answer".into(),
-            error: e.to_string(),
-        })?;
+            .block_on(sfu.join(ROOM, &format!("p{k}"), &offer))
+            .map_err(|e| refused(format!("p{k}'s join"), e.to_string()))?;
+        let answer = SdpAnswer::from_sdp_string(&answer)
+            .map_err(|e| refused("its answer".into(), e.to_string()))?;
         c.rtc
             .sdp_api()
             .accept_answer(pending, answer)
-            .map_err(|e| SfuProbeError::Refused {
-                what: "its answer".into(),
-                error: e.to_string(),
-            })?;
+            .map_err(|e| refused("its answer".into(), e.to_string()))?;
         clients.push(c);
     }
-    // Each participant receives every publisher but itself.
-    let subscriptions: usize = (0..participants)
-        .map(|k| o.publishers - usize::from(k < o.publishers))
-        .sum();
+    Ok((Server::Natpass { rt, sfu, notices }, clients))
+}
+
+/// A room on Janus: a client per publisher, then a receiving client per participant that has
+/// someone to receive (see [`janus`]).
+fn janus_room(
+    o: &SfuLoadOptions,
+    target: &JanusTarget,
+) -> Result<(Server, Vec<Client>), SfuProbeError> {
+    let pid = match target.pid {
+        Some(p) => p,
+        None => janus::find_pid()?,
+    };
+    let participants = o.publishers + o.subscribers;
+    let deadline = Instant::now() + o.setup_timeout;
+    let mut api = janus::Janus::connect(&target.url, o.publishers)?;
+    let mut clients = Vec::with_capacity(o.publishers + participants);
+    let joined = (|| {
+        for k in 0..o.publishers {
+            let mut c = Client::new(Instant::now(), o.bind)?;
+            api.publish(k, &mut c, deadline)?;
+            clients.push(c);
+        }
+        let mut buf = vec![0u8; 2048];
+        for k in 0..participants {
+            let feeds: Vec<usize> = (0..o.publishers).filter(|&p| p != k).collect();
+            if feeds.is_empty() {
+                continue;
+            }
+            let mut c = Client::new(Instant::now(), o.bind)?;
+            let publishers = &mut clients[..o.publishers];
+            api.subscribe(&feeds, &mut c, deadline, &mut || {
+                let until = Instant::now() + Duration::from_millis(20);
+                while Instant::now() < until {
+                    publishers.iter_mut().for_each(|p| p.pump(&mut buf));
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            })?;
+            clients.push(c);
+        }
+        Ok(())
+    })();
+    if let Err(e) = joined {
+        api.close();
+        return Err(e);
+    }
+    Ok((Server::Janus { api, pid }, clients))
+}
+
+const ROOM: &str = "probe";
+
+/// Run the load; see the module docs.
+pub fn run(o: &SfuLoadOptions) -> Result<SfuLoadReport, SfuProbeError> {
+    check(o)?;
+    let participants = o.publishers + o.subscribers;
+    let start = Instant::now();
+    let (server, clients) = match &o.janus {
+        None => natpass_room(o)?,
+        Some(t) => janus_room(o, t)?,
+    };
     let mut load = Load {
-        rt,
-        sfu,
-        notices,
+        server,
         clients,
         interval: Duration::from_secs_f64(1.0 / f64::from(o.rate)),
         next_frame: Instant::now(),
@@ -356,99 +479,59 @@ pub fn run(o: &SfuLoadOptions) -> Result<SfuLoadReport, SfuProbeError> {
         start,
         buf: vec![0u8; 2048],
     };
-    // Setup: until every subscription carries frames.
-    let setup_deadline = start + o.setup_timeout;
-    loop {
-        load.step()?;
-        let flowing: usize = load.clients.iter().map(|c| c.from.len()).sum();
-        if flowing >= subscriptions {
-            break;
-        }
-        if Instant::now() > setup_deadline {
-            return Err(SfuProbeError::Setup(
-                o.setup_timeout,
-                flowing,
-                subscriptions,
-            ));
-        }
-        std::thread::sleep(Duration::from_micros(200));
-    }
-    let setup = start.elapsed();
-    // The measured window.
-    let fwd0 = load.forwarded();
-    let cpu0 = thread_cpu("natpass-sfu").unwrap_or(0.0);
-    let own0 = own_cpu();
-    let sent0: Vec<u64> = load.clients.iter().map(|c| c.frames).collect();
-    let recv0: u64 = load.clients.iter().map(|c| c.received).sum();
-    let end = Instant::now() + o.duration;
-    while Instant::now() < end {
-        load.step()?;
-        let until = load.next_frame.min(end);
-        if let Some(d) = until.checked_duration_since(Instant::now()) {
-            std::thread::sleep(d.min(Duration::from_micros(500)));
-        }
-    }
-    let sent_in: Vec<u64> = load
-        .clients
-        .iter()
-        .zip(&sent0)
-        .map(|(c, before)| c.frames - before)
-        .collect();
-    let fwd1 = load.forwarded();
-    let cpu1 = thread_cpu("natpass-sfu").unwrap_or(0.0);
-    // Frames still in flight at the end arrive within a moment: let them in, send nothing.
-    let grace = Instant::now() + Duration::from_millis(200);
-    while Instant::now() < grace {
-        load.pump();
-        std::thread::sleep(Duration::from_micros(500));
-    }
-    let own1 = own_cpu();
-    let received = load.clients.iter().map(|c| c.received).sum::<u64>() - recv0;
-    let sent: u64 = sent_in.iter().sum();
-    // A publisher's frames go to every other participant.
-    let expected: u64 = sent_in
-        .iter()
-        .take(o.publishers)
-        .map(|s| s * (participants as u64 - 1))
-        .sum();
-    let forwarded = fwd1 - fwd0;
-    let window = o.duration.as_secs_f64();
-    let cpu = (cpu1 - cpu0).max(0.0);
+    let result = load.measure(o, start);
     for c in load.clients.iter_mut() {
         c.rtc.disconnect();
     }
+    if let Server::Janus { api, .. } = &mut load.server {
+        api.close();
+    }
+    let m = result?;
+    let window = o.duration.as_secs_f64();
+    // A publisher's frames go to every other participant.
+    let expected = m.sent * (participants as u64 - 1);
     Ok(SfuLoadReport {
+        server: load.server.name(),
+        peer_connections: load.clients.len(),
         publishers: o.publishers,
         subscribers: o.subscribers,
         rate: o.rate,
         size: o.size,
-        setup_seconds: setup.as_secs_f64(),
+        setup_seconds: m.setup.as_secs_f64(),
         duration_seconds: window,
-        sent,
+        sent: m.sent,
         expected,
-        received,
+        received: m.received,
         loss_percent: if expected == 0 {
             0.0
         } else {
-            100.0 * expected.saturating_sub(received) as f64 / expected as f64
+            100.0 * expected.saturating_sub(m.received) as f64 / expected as f64
         },
-        forwarded_packets: forwarded,
-        forwarded_per_second: forwarded as f64 / window,
-        sfu_cpu_seconds: cpu,
-        cpu_us_per_forwarded: if forwarded == 0 {
+        forwarded_packets: m.forwarded,
+        forwarded_per_second: m.forwarded as f64 / window,
+        sfu_cpu_seconds: m.cpu,
+        cpu_us_per_forwarded: if m.forwarded == 0 {
             0.0
         } else {
-            cpu * 1e6 / forwarded as f64
+            m.cpu * 1e6 / m.forwarded as f64
         },
-        client_cpu_seconds: (own1 - own0).max(0.0),
+        client_cpu_seconds: m.client_cpu,
     })
 }
 
-/// The running load: the SFU, its notices, the clients and the frame clock.
+/// What one measured window counted.
+struct Measured {
+    setup: Duration,
+    sent: u64,
+    received: u64,
+    forwarded: u64,
+    cpu: f64,
+    client_cpu: f64,
+}
+
+/// The running load: the server, the clients and the frame clock.
 struct Load {
-    rt: tokio::runtime::Runtime,
-    sfu: SfuHandle,
-    notices: tokio::sync::mpsc::Receiver<Notice>,
+    server: Server,
     clients: Vec<Client>,
     interval: Duration,
     next_frame: Instant,
@@ -458,8 +541,84 @@ struct Load {
 }
 
 impl Load {
+    /// Packets forwarded so far: natpass's own counter; for Janus, those its subscribers got.
     fn forwarded(&self) -> u64 {
-        self.sfu.stats().forwarded_packets.load(Ordering::Relaxed)
+        match &self.server {
+            Server::Natpass { sfu, .. } => sfu.stats().forwarded_packets.load(Ordering::Relaxed),
+            Server::Janus { .. } => self.received(),
+        }
+    }
+
+    fn received(&self) -> u64 {
+        self.clients.iter().map(|c| c.received).sum()
+    }
+
+    fn sent(&self) -> u64 {
+        self.clients.iter().map(|c| c.frames).sum()
+    }
+
+    /// Setup until every subscription carries frames, then the measured window.
+    fn measure(&mut self, o: &SfuLoadOptions, start: Instant) -> Result<Measured, SfuProbeError> {
+        // Each participant receives every publisher but itself.
+        let participants = o.publishers + o.subscribers;
+        let subscriptions: usize = (0..participants)
+            .map(|k| o.publishers - usize::from(k < o.publishers))
+            .sum();
+        let setup_deadline = start + o.setup_timeout;
+        loop {
+            self.step()?;
+            let flowing: usize = self.clients.iter().map(|c| c.from.len()).sum();
+            if flowing >= subscriptions {
+                break;
+            }
+            if Instant::now() > setup_deadline {
+                return Err(SfuProbeError::Setup(
+                    o.setup_timeout,
+                    flowing,
+                    subscriptions,
+                ));
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        let setup = start.elapsed();
+        // Pinned once every thread exists (Janus starts one per handle).
+        if let Some((server, clients)) = o.cores {
+            self.server.pin(server)?;
+            pin(0, clients)?;
+        }
+        let fwd0 = self.forwarded();
+        let cpu0 = self.server.cpu();
+        let own0 = own_cpu();
+        let sent0 = self.sent();
+        let recv0 = self.received();
+        let end = Instant::now() + o.duration;
+        while Instant::now() < end {
+            self.step()?;
+            let until = self.next_frame.min(end);
+            if let Some(d) = until.checked_duration_since(Instant::now()) {
+                std::thread::sleep(d.min(Duration::from_micros(500)));
+            }
+        }
+        let sent = self.sent() - sent0;
+        let mut fwd1 = self.forwarded();
+        let cpu1 = self.server.cpu();
+        // Frames still in flight at the end arrive within a moment: let them in, send nothing.
+        let grace = Instant::now() + Duration::from_millis(200);
+        while Instant::now() < grace {
+            self.pump();
+            std::thread::sleep(Duration::from_micros(500));
+        }
+        if let Server::Janus { .. } = self.server {
+            fwd1 = self.forwarded(); // what was forwarded in the window, arriving now
+        }
+        Ok(Measured {
+            setup,
+            sent,
+            received: self.received() - recv0,
+            forwarded: fwd1 - fwd0,
+            cpu: (cpu1 - cpu0).max(0.0),
+            client_cpu: (own_cpu() - own0).max(0.0),
+        })
     }
 
     fn pump(&mut self) {
@@ -468,33 +627,34 @@ impl Load {
         }
     }
 
-    /// Answer the SFU's offers, move every client's datagrams and timers, and write the next
+    /// Answer natpass's offers, move every client's datagrams and timers, and write the next
     /// frames when they are due.
     fn step(&mut self) -> Result<(), SfuProbeError> {
-        while let Ok(n) = self.notices.try_recv() {
-            let Notice::Offer { to, sdp, .. } = n else {
-                continue;
-            };
-            let Some(c) = to
-                .strip_prefix('p')
-                .and_then(|k| k.parse::<usize>().ok())
-                .and_then(|k| self.clients.get_mut(k))
-            else {
-                continue;
-            };
-            let refused = |e: String| SfuProbeError::Refused {
-                what: format!("the SFU's offer to {to}"),
-                error: e,
-            };
-            let offer = SdpOffer::from_sdp_string(&sdp).map_err(|e| refused(e.to_string()))?;
-            let answer = c
-                .rtc
-                .sdp_api()
-                .accept_offer(offer)
-                .map_err(|e| refused(e.to_string()))?;
-            self.rt
-                .block_on(self.sfu.answer("probe", &to, &answer.to_sdp_string()))
-                .map_err(|e| refused(e.to_string()))?;
+        if let Server::Natpass { rt, sfu, notices } = &mut self.server {
+            while let Ok(n) = notices.try_recv() {
+                let Notice::Offer { to, sdp, .. } = n else {
+                    continue;
+                };
+                let Some(c) = to
+                    .strip_prefix('p')
+                    .and_then(|k| k.parse::<usize>().ok())
+                    .and_then(|k| self.clients.get_mut(k))
+                else {
+                    continue;
+                };
+                let refused = |e: String| SfuProbeError::Refused {
+                    what: format!("the SFU's offer to {to}"),
+                    error: e,
+                };
+                let offer = SdpOffer::from_sdp_string(&sdp).map_err(|e| refused(e.to_string()))?;
+                let answer = c
+                    .rtc
+                    .sdp_api()
+                    .accept_offer(offer)
+                    .map_err(|e| refused(e.to_string()))?;
+                rt.block_on(sfu.answer(ROOM, &to, &answer.to_sdp_string()))
+                    .map_err(|e| refused(e.to_string()))?;
+            }
         }
         self.pump();
         let now = Instant::now();
@@ -525,6 +685,8 @@ mod tests {
             duration: Duration::from_millis(10),
             setup_timeout: Duration::from_secs(1),
             cores: None,
+            janus: None,
+            bind: std::net::Ipv4Addr::LOCALHOST.into(),
         };
         for (o, flag) in [
             (
