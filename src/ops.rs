@@ -73,6 +73,16 @@ impl Ops {
         &self.inner.udp_addrs
     }
 
+    /// TURN's certificate store (None: no TURN over TLS).
+    pub fn tls_store(&self) -> Option<Arc<crate::tls::TlsStore>> {
+        self.inner.control.tls.clone()
+    }
+
+    /// The shards' control handle (hands shared-port TURN connections to them).
+    pub fn control(&self) -> Control {
+        self.inner.control.clone()
+    }
+
     /// Bound TURN-over-TLS listener addresses.
     pub fn tls_addrs(&self) -> &[SocketAddr] {
         &self.inner.tls_addrs

@@ -162,3 +162,168 @@ fn coturn_uclient_over_tls_with_channels_without_loss() {
 fn coturn_uclient_over_tls_with_send_indications_without_loss() {
     relay_with(&["-t", "-S", "-s"]);
 }
+
+/// natpass with `http` and `tls-listen` on one port (issue 16's 443 sharing), started as
+/// `natpass serve` starts, on a port of its own.
+struct OnePort {
+    _rt: tokio::runtime::Runtime,
+    stop: natpass::CancellationToken,
+    port: u16,
+    cert: std::path::PathBuf,
+    dir: std::path::PathBuf,
+}
+
+impl Drop for OnePort {
+    fn drop(&mut self) {
+        self.stop.cancel();
+        let _ = std::fs::remove_dir_all(&self.dir);
+        // The drain ends at once: there is nothing left to relay.
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+fn one_port() -> OnePort {
+    let dir = temp_dir("oneport");
+    let (cert, key, _) = make_cert(&dir, "s", &["localhost"]);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let shared: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut s = alice_loopback();
+    s.listen = vec!["127.0.0.1:0".parse().unwrap()];
+    s.tls_listen = vec![shared];
+    s.http = Some(shared);
+    s.tls_cert = Some(cert.clone());
+    s.tls_key = Some(key);
+    s.threads = Some(2);
+    s.sfu = Some(false);
+    s.drain_seconds = Some(0);
+    let cfg = natpass::config::ValidConfig::load(None, s).expect("a valid one-port config");
+    assert_eq!(
+        cfg.http.as_ref().unwrap().tls,
+        natpass::config::HttpTls::SharedWithTurn
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let server = rt
+        .block_on(natpass::lifecycle::Server::start(cfg, None))
+        .expect("starts");
+    assert_eq!(server.http_addr(), Some(shared));
+    assert_eq!(server.net().tls_addrs, vec![shared]);
+    let stop = natpass::CancellationToken::new();
+    rt.spawn(server.serve(stop.clone()));
+    OnePort {
+        _rt: rt,
+        stop,
+        port,
+        cert,
+        dir,
+    }
+}
+
+fn curl(args: &[&str]) -> (bool, String) {
+    let out = Command::new("timeout")
+        .arg("20")
+        .arg("curl")
+        .args(["-sS", "--max-time", "10"])
+        .args(args)
+        .output()
+        .expect("curl runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+/// One TLS port for the page and TURN: curl gets the page over HTTPS (HTTP/1.1, HTTP/2 and no
+/// ALPN at all) and plain HTTP, `/api/ice-servers` advertises `turns:` on that same port,
+/// coturn's turnutils_uclient relays without loss over TLS (`-S`, which offers `http/1.1`
+/// next to `stun.turn`) and over plain TCP on the same port, and natpass's own probe (ALPN
+/// `stun.turn` only) relays too. Garbage on the port is closed without disturbing the rest.
+#[test]
+fn one_port_serves_the_page_and_turn_over_tls_and_tcp() {
+    if !have_tool("curl") || !have_tool("turnutils_uclient") || !have_tool("turnutils_peer") {
+        return;
+    }
+    let s = one_port();
+    let p = s.port;
+    let cert = s.cert.to_str().unwrap().to_owned();
+    let https = format!("https://localhost:{p}");
+    let (ok, page) = curl(&["--cacert", &cert, &format!("{https}/")]);
+    assert!(ok && page.contains("<!doctype html>"), "{page}");
+    for how in ["--http1.1", "--http2", "--no-alpn"] {
+        let (ok, text) = curl(&[how, "--cacert", &cert, &format!("{https}/api/ice-servers")]);
+        assert!(ok, "{how}: {text}");
+        assert!(
+            text.contains(&format!("turns:localhost:{p}?transport=tcp")),
+            "{how}: {text}"
+        );
+    }
+    // Signaling from the page's own origin over HTTP/2 (no Host header there: :authority).
+    for how in ["--http1.1", "--http2"] {
+        let (ok, text) = curl(&[
+            how,
+            "--cacert",
+            &cert,
+            "-H",
+            &format!("Origin: {https}"),
+            &format!("{https}/socket.io/?EIO=4&transport=polling"),
+        ]);
+        assert!(ok && text.contains("\"sid\""), "{how}: {text}");
+    }
+    let (ok, text) = curl(&[&format!("http://127.0.0.1:{p}/healthz")]);
+    assert!(ok, "plain HTTP on the shared port: {text}");
+
+    // Garbage: a first byte that is neither TLS nor STUN nor HTTP, and a broken handshake.
+    for junk in [
+        &[0xff_u8; 64][..],
+        &[0x16, 0x03, 0x01, 0x00, 0x05, 1, 2, 3, 4, 5][..],
+    ] {
+        use std::io::{Read, Write};
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", p)).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        c.write_all(junk).unwrap();
+        let mut b = [0u8; 256];
+        let _ = c.read(&mut b); // an HTTP 400, a TLS alert, or the close
+    }
+
+    let (_peer, peer_port) = start_peer();
+    for extra in [&["-t", "-S"][..], &["-t"][..]] {
+        let (sent, recv, lost, text) = uclient(p, peer_port, extra);
+        let tail: String = text.lines().rev().take(12).collect::<Vec<_>>().join("\n");
+        println!("one port, turnutils_uclient {extra:?}: sent={sent} received={recv} lost={lost}");
+        assert_eq!(lost, 0, "{extra:?} lost messages:\n{tail}");
+        assert!(sent >= 1000 && recv >= sent, "{extra:?}: {tail}");
+    }
+
+    let out = Command::new(env!("CARGO_BIN_EXE_natpass"))
+        .args([
+            "probe",
+            "turn",
+            &format!("turns:localhost:{p}?transport=tcp"),
+        ])
+        .args([
+            "--ca",
+            &cert,
+            "--user",
+            "alice",
+            "--password",
+            "secret",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (ok, page) = curl(&["--cacert", &cert, &format!("{https}/healthz")]);
+    assert!(ok, "the page still answers after all that: {page}");
+}

@@ -142,6 +142,9 @@ pub enum HttpTls {
     Files(PathBuf, PathBuf),
     /// A self-signed certificate made at start.
     SelfSigned,
+    /// `http` is also a `tls-listen` address: one port for the page and TURN over TLS (and
+    /// plain TURN over TCP), split per connection, with TURN's certificate (`tls-cert`).
+    SharedWithTurn,
 }
 
 /// The web side's settings.
@@ -621,5 +624,33 @@ mod tests {
             "the secret browsers hold credentials from"
         );
         assert_eq!(new.credentials.secrets().len(), 1);
+    }
+
+    #[test]
+    fn http_on_a_tls_listen_address_shares_the_port_and_its_certificate() {
+        let cfg = |text: &str| {
+            ValidConfig::build(parse_toml(text, "f").unwrap(), Overrides::default(), "f")
+        };
+        let base = "tls-cert = \"c.pem\"\ntls-key = \"k.pem\"\ntls-listen = [\"0.0.0.0:443\"]\n";
+        let shared = cfg(&format!("{base}http = \"0.0.0.0:443\"\n")).unwrap();
+        assert_eq!(shared.http.unwrap().tls, HttpTls::SharedWithTurn);
+        // One certificate on that port: a second one for the page is an error naming the key.
+        let e = cfg(&format!(
+            "{base}http = \"0.0.0.0:443\"\nhttp-tls-cert = \"h.pem\"\nhttp-tls-key = \"hk.pem\"\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("http-tls-cert") && e.contains("shares"), "{e}");
+        // Overlapping but not the same address is still a conflict, as before.
+        let e = cfg(&format!("{base}http = \"127.0.0.1:443\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("TCP port of the TURN listener"), "{e}");
+        // Port 0 is a fresh port each time: never shared.
+        let fresh = cfg(
+            "tls-cert = \"c.pem\"\ntls-key = \"k.pem\"\ntls-listen = [\"127.0.0.1:0\"]\nhttp = \"127.0.0.1:0\"\nhttp-self-signed = false\n",
+        )
+        .unwrap();
+        assert_eq!(fresh.http.unwrap().tls, HttpTls::Off);
     }
 }

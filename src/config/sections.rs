@@ -187,7 +187,19 @@ pub(super) fn http(s: &Settings, rest_max_ttl: u64) -> Result<Option<HttpConfig>
         return Ok(None);
     };
     let self_signed = s.http_self_signed.unwrap_or(defaults::HTTP_SELF_SIGNED);
+    // One port for the page and TURN over TLS: the same address (a port of its own, not 0).
+    let shared = addr.port() != 0 && s.tls_listen.contains(&addr);
     let tls = match (s.http_tls_cert.clone(), s.http_tls_key.clone()) {
+        (Some(_), _) | (_, Some(_)) if shared => {
+            return Err(invalid(
+                "http-tls-cert",
+                format!(
+                    "http shares {addr} with tls-listen: that port serves tls-cert and tls-key \
+                     to both; remove http-tls-cert and http-tls-key"
+                ),
+            ));
+        }
+        _ if shared => HttpTls::SharedWithTurn,
         (Some(c), Some(k)) => HttpTls::Files(c, k),
         (None, None) if self_signed => HttpTls::SelfSigned,
         (None, None) => HttpTls::Off,
@@ -418,7 +430,13 @@ pub(super) fn listener_clashes(
     ];
     for (i, (key, addr)) in tcp.iter().enumerate() {
         let Some(a) = addr else { continue };
-        if let Some((other, b)) = turn.iter().find(|(_, b)| overlap(b, a)) {
+        // `http` on exactly a `tls-listen` address shares that port (HttpTls::SharedWithTurn).
+        let shared =
+            |other: &str, b: &SocketAddr| *key == "http" && other == "tls-listen" && b == a;
+        if let Some((other, b)) = turn
+            .iter()
+            .find(|(other, b)| overlap(b, a) && !shared(other, b))
+        {
             out.push(invalid(
                 key,
                 format!("{a} is on the TCP port of the TURN listener {b} ({other})"),

@@ -59,9 +59,38 @@ pub enum StartError {
     Io(#[from] std::io::Error),
 }
 
+/// A TURN connection accepted by the web side on a port it shares with TURN (`http` on a
+/// `tls-listen` address) and handed to a shard once it proved to be TURN: plain TCP whose
+/// first byte is STUN (nothing read from it yet), or TLS with the handshake done.
+pub struct Adopted {
+    /// The connection (non-blocking).
+    pub stream: std::net::TcpStream,
+    /// The client.
+    pub peer: SocketAddr,
+    /// The shared port's local address.
+    pub local: SocketAddr,
+    /// The TLS session, handshake complete (None: plain TCP).
+    pub tls: Option<Box<rustls::ServerConnection>>,
+    /// Plaintext already read from the TLS session (the first bytes that told it was STUN).
+    pub prefix: Vec<u8>,
+}
+
+impl std::fmt::Debug for Adopted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Adopted")
+            .field("peer", &self.peer)
+            .field("local", &self.local)
+            .field("tls", &self.tls.is_some())
+            .field("prefix", &self.prefix.len())
+            .finish()
+    }
+}
+
 /// A command for a shard's thread.
 #[derive(Debug)]
 pub enum ShardCmd {
+    /// Serve this TURN connection from now on.
+    Adopt(Adopted),
     /// List allocations: (shard, allocations).
     List(std::sync::mpsc::Sender<(usize, Vec<crate::proto::AllocationInfo>)>),
     /// End allocations: one by (shard, key, serial), or all of a user's; replies with the count.
@@ -111,6 +140,20 @@ impl Control {
         for (tx, w) in self.cmds.iter().zip(&self.wakers) {
             let _ = tx.send(make());
             let _ = w.wake();
+        }
+    }
+
+    /// Hand a TURN connection accepted on a shared port to a shard (chosen by the client's
+    /// address). False when every shard has stopped.
+    pub fn adopt(&self, conn: Adopted) -> bool {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        conn.peer.hash(&mut h);
+        let n = self.cmds.len().max(1);
+        let i = (h.finish() % n as u64) as usize;
+        match (self.cmds.get(i), self.wakers.get(i)) {
+            (Some(tx), Some(w)) => tx.send(ShardCmd::Adopt(conn)).is_ok() && w.wake().is_ok(),
+            _ => false,
         }
     }
 
@@ -702,7 +745,18 @@ fn bind_all(cfg: &ValidConfig) -> Result<Bound, StartError> {
         tcp_addrs.push(bind_tcp_everywhere(*a, &mut tcp_per_shard)?);
     }
     let mut tls_addrs = Vec::new();
+    // A port shared with the web side is bound (and split) there; its TURN connections come
+    // to the shards through `Control::adopt`.
+    let shared = cfg
+        .http
+        .as_ref()
+        .filter(|h| h.tls == crate::config::HttpTls::SharedWithTurn)
+        .map(|h| h.addr);
     for a in &cfg.tls_listen {
+        if Some(*a) == shared {
+            tls_addrs.push(*a);
+            continue;
+        }
         tls_addrs.push(bind_tcp_everywhere(*a, &mut tcp_per_shard)?);
     }
     Ok(Bound {

@@ -299,6 +299,7 @@ impl Shard {
     fn commands(&mut self, now: Instant) {
         while let Ok(cmd) = self.cmds.try_recv() {
             match cmd {
+                ShardCmd::Adopt(a) => self.adopt(a, now),
                 ShardCmd::List(reply) => {
                     let _ = reply.send((self.id, self.core.list(now)));
                 }
@@ -549,6 +550,56 @@ impl Shard {
                 closing: false,
                 counted: true,
             });
+        }
+    }
+
+    /// A TURN connection the web side accepted on a shared port: served like one accepted
+    /// here, its TLS session (handshake done) and first plaintext bytes included.
+    fn adopt(&mut self, a: super::Adopted, now: Instant) {
+        if !self.limits.admit(a.peer.ip()) {
+            tracing::debug!(client = %a.peer, "connection refused: per-IP connection cap");
+            return;
+        }
+        let mut stream = TcpStream::from_std(a.stream);
+        let _ = stream.set_nodelay(true);
+        let entry = self.conns.vacant_entry();
+        let key = entry.key();
+        if self
+            .poll
+            .registry()
+            .register(&mut stream, Token(CONN_BASE + key), Interest::READABLE)
+            .is_err()
+        {
+            self.limits.close(a.peer.ip(), true);
+            return;
+        }
+        let tls = a.tls.is_some();
+        let ft = FiveTuple {
+            transport: if tls { Transport::Tls } else { Transport::Tcp },
+            client: a.peer,
+            server: a.local,
+        };
+        entry.insert(Conn {
+            stream,
+            ft,
+            mode: if tls { Mode::Tls } else { Mode::Plain },
+            tls: a.tls,
+            rbuf: a.prefix,
+            wbuf: Vec::new(),
+            accepted: now,
+            last_rx: now,
+            partial_since: None,
+            valid: false,
+            handshaking: false,
+            writable: false,
+            closing: false,
+            counted: true,
+        });
+        self.conn_by_ft.insert(ft, key);
+        // Plaintext rustls already holds (no new bytes may come to wake us for it), then the
+        // frames that are complete.
+        if (tls && !self.tls_input(key, 0, &mut [])) || !self.process_frames(key, now) {
+            self.close_conn(key);
         }
     }
 

@@ -297,5 +297,13 @@ pub async fn serve_router(
 ) -> std::io::Result<()> {
     let limits = super::limits::HttpLimits::default();
     let gate = super::limits::ConnGate::with_cap(16, 64);
-    super::limits::serve_bounded(listener, router, None, limits, gate, shutdown).await
+    super::limits::serve_bounded(
+        listener,
+        router,
+        super::limits::Front::Plain,
+        limits,
+        gate,
+        shutdown,
+    )
+    .await
 }

@@ -245,6 +245,27 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Guarded<S> {
     }
 }
 
+impl super::shared_port::IntoStd for Guarded<tokio::net::TcpStream> {
+    fn into_std(self) -> io::Result<std::net::TcpStream> {
+        self.io.into_std()
+    }
+    fn tcp(&self) -> &tokio::net::TcpStream {
+        &self.io
+    }
+}
+
+/// What is in front of HTTP on a listener.
+#[derive(Clone)]
+#[allow(missing_debug_implementations)] // TlsAcceptor has no Debug
+pub enum Front {
+    /// Plain HTTP.
+    Plain,
+    /// HTTPS.
+    Tls(tokio_rustls::TlsAcceptor),
+    /// A port shared with TURN: each connection is split (see `shared_port`).
+    Shared(super::shared_port::SharedPort),
+}
+
 /// Set when a connection's first request head has been parsed.
 #[derive(Debug, Clone, Default)]
 struct RequestSeen(Arc<AtomicBool>);
@@ -263,7 +284,7 @@ impl RequestSeen {
 pub async fn serve_bounded(
     listener: tokio::net::TcpListener,
     app: axum::Router,
-    tls: Option<tokio_rustls::TlsAcceptor>,
+    front: Front,
     limits: HttpLimits,
     gate: Arc<ConnGate>,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -312,17 +333,25 @@ pub async fn serve_bounded(
             activity,
             stop: stop_rx.clone(),
         };
-        let tls = tls.clone();
+        let front = front.clone();
         conns.spawn(async move {
             let deadline = tokio::time::Instant::now() + conn.limits.first_request;
-            match tls {
-                None => conn.drive(io, deadline).await,
-                Some(acceptor) => {
+            match front {
+                Front::Plain => conn.drive(io, deadline).await,
+                Front::Tls(acceptor) => {
                     let Ok(Ok(tls)) = tokio::time::timeout_at(deadline, acceptor.accept(io)).await
                     else {
                         return;
                     };
                     conn.drive(tls, deadline).await;
+                }
+                Front::Shared(port) => {
+                    use super::shared_port::{Routed, split};
+                    match split(io, &port, deadline).await {
+                        Routed::Http(io) => conn.drive(io, deadline).await,
+                        Routed::Https(tls) => conn.drive(tls, deadline).await,
+                        Routed::Turn | Routed::Closed => {}
+                    }
                 }
             }
         });
@@ -334,6 +363,24 @@ pub async fn serve_bounded(
     })
     .await;
     Ok(())
+}
+
+/// HTTP/2 carries the host in the `:authority` pseudo-header, which hyper puts in the URI, not
+/// in a `Host` header: copy it there, so the origin check and the ICE host read one place
+/// (without it every Socket.IO request of a browser on HTTPS/2 was refused as cross-origin).
+fn host_from_authority(req: &mut axum::extract::Request) {
+    use axum::http::header::HOST;
+    if req.headers().contains_key(HOST) {
+        return;
+    }
+    let Some(v) = req
+        .uri()
+        .authority()
+        .and_then(|a| axum::http::HeaderValue::from_str(a.as_str()).ok())
+    else {
+        return;
+    };
+    req.headers_mut().insert(HOST, v);
 }
 
 /// One connection's settings while hyper serves it.
@@ -359,8 +406,9 @@ impl Conn {
             .app
             .layer(axum::Extension(axum::extract::ConnectInfo(self.peer)))
             .layer(axum::middleware::from_fn(
-                move |req: axum::extract::Request, next: axum::middleware::Next| {
+                move |mut req: axum::extract::Request, next: axum::middleware::Next| {
                     mark.mark();
+                    host_from_authority(&mut req);
                     next.run(req)
                 },
             ));

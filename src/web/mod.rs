@@ -10,6 +10,7 @@
 pub mod admin;
 pub mod cluster;
 pub mod limits;
+pub mod shared_port;
 pub mod socketio;
 
 use crate::auth::ratelimit::RateLimiter;
@@ -361,7 +362,15 @@ pub async fn serve(
     let _sweeper = socketio::Hub::spawn_sweeper(state.hub.clone());
     let http = state.cfg.http.clone();
     let gate = state.gate.clone();
-    limits::serve_bounded(listener, router(state), None, http, gate, shutdown).await
+    limits::serve_bounded(
+        listener,
+        router(state),
+        limits::Front::Plain,
+        http,
+        gate,
+        shutdown,
+    )
+    .await
 }
 
 /// Serve HTTPS on `listener` with `tls` until `shutdown` resolves (bounded by [`limits`]).
@@ -380,7 +389,28 @@ pub async fn serve_tls(
     limits::serve_bounded(
         listener,
         router(state),
-        Some(acceptor),
+        limits::Front::Tls(acceptor),
+        http,
+        gate,
+        shutdown,
+    )
+    .await
+}
+
+/// Serve a port shared with TURN (see [`shared_port`]) until `shutdown` resolves.
+pub async fn serve_shared(
+    listener: tokio::net::TcpListener,
+    state: Arc<AppState>,
+    port: shared_port::SharedPort,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let _sweeper = socketio::Hub::spawn_sweeper(state.hub.clone());
+    let http = state.cfg.http.clone();
+    let gate = state.gate.clone();
+    limits::serve_bounded(
+        listener,
+        router(state),
+        limits::Front::Shared(port),
         http,
         gate,
         shutdown,
@@ -482,6 +512,15 @@ pub async fn launch_in(
         crate::config::HttpTls::Files(c, k) => {
             let tls = crate::tls::load(c, k).map_err(std::io::Error::other)?;
             tokio::spawn(serve_tls(listener, state, tls, shutdown))
+        }
+        crate::config::HttpTls::SharedWithTurn => {
+            let Some(tls) = server.tls_store() else {
+                return Err(std::io::Error::other(
+                    "http shares a tls-listen port, but TURN over TLS is not running",
+                ));
+            };
+            let port = shared_port::SharedPort::new(tls, server.control());
+            tokio::spawn(serve_shared(listener, state, port, shutdown))
         }
         crate::config::HttpTls::SelfSigned => {
             let mut names = vec![
