@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Run every natpass test. Installs what the tests need when it is missing (Debian: coturn for
-# interop, chromium for the browser tests, redis-server, janus for the SFU probe's Janus driver;
+# interop, chromium for the browser tests, redis-server, janus for the SFU probe's Janus driver, pebble for ACME;
 # npm: playwright-core from the committed lockfile, never a downloaded browser), then: format
 # check, clippy, the Rust suite, the browser suite.
 set -euo pipefail
@@ -24,6 +24,7 @@ command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v janus >/dev/null 2>&1 || need+=(janus)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+command -v pebble >/dev/null 2>&1 || need+=(pebble)
 if [ ${#need[@]} -gt 0 ]; then
   echo "== installing: ${need[*]}"
   apt_install "${need[@]}"

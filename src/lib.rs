@@ -9,6 +9,7 @@
 //! - [`ops`]: the operations handle the web side, admin API and signals use.
 #![forbid(unsafe_code)]
 
+pub mod acme;
 pub mod auth;
 pub mod cli;
 pub mod client;

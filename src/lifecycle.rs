@@ -186,6 +186,11 @@ impl Server {
             }
             None => None,
         };
+        if let (Some(a), Some(store)) = (cfg.acme.clone(), net.tls.clone()) {
+            tracing::info!(names = ?a.domains, directory = %a.directory, "certificates from ACME, kept in {}", a.dir.display());
+            let stop = web_stop.clone();
+            tasks.spawn(crate::acme::maintain(a, store, stop));
+        }
         let sfu = sfu.map(|(h, _)| h);
         sd_notify("READY=1");
         Ok(Self {

@@ -5,6 +5,9 @@
 use rustls::ServerConfig;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
@@ -35,70 +38,192 @@ pub enum TlsError {
 /// The ALPN identifiers of RFC 7443.
 pub const ALPN: [&[u8]; 2] = [b"stun.turn", b"stun.nat-discovery"];
 
+/// ALPN of ACME's TLS-ALPN-01 challenge (RFC 8737): such a handshake gets the challenge
+/// certificate and nothing else.
+pub const ACME_ALPN: &[u8] = b"acme-tls/1";
+
 /// The crypto provider used everywhere (ring).
 pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// Load a PEM chain and key into a server config.
-pub fn load(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsError> {
+fn read_chain(cert: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let bad = |why: String| TlsError::Cert {
+        path: cert.display().to_string(),
+        why,
+    };
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .map_err(|e| TlsError::Cert {
-            path: cert.display().to_string(),
-            why: e.to_string(),
-        })?
+        .map_err(|e| bad(e.to_string()))?
         .collect::<Result<_, _>>()
-        .map_err(|e| TlsError::Cert {
-            path: cert.display().to_string(),
-            why: e.to_string(),
-        })?;
+        .map_err(|e| bad(e.to_string()))?;
     if certs.is_empty() {
-        return Err(TlsError::Cert {
-            path: cert.display().to_string(),
-            why: "no CERTIFICATE block in the file".into(),
-        });
+        return Err(bad("no CERTIFICATE block in the file".into()));
     }
+    Ok(certs)
+}
+
+/// A chain and key as rustls serves them, checked to belong together.
+pub fn certified(
+    certs: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Result<Arc<CertifiedKey>, TlsError> {
+    let ck = CertifiedKey::from_der(certs, key, &provider())
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    Ok(Arc::new(ck))
+}
+
+/// A chain and key from PEM text.
+pub fn certified_pem(chain: &str, key: &str) -> Result<Arc<CertifiedKey>, TlsError> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(chain.as_bytes())
+        .collect::<Result<_, _>>()
+        .map_err(|e| TlsError::Config(format!("certificate: {e}")))?;
+    if certs.is_empty() {
+        return Err(TlsError::Config("no CERTIFICATE block".into()));
+    }
+    let key = PrivateKeyDer::from_pem_slice(key.as_bytes())
+        .map_err(|e| TlsError::Config(format!("key: {e}")))?;
+    certified(certs, key)
+}
+
+/// Read a PEM chain and key and check them.
+pub fn load_key(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, TlsError> {
+    let certs = read_chain(cert)?;
     let key = PrivateKeyDer::from_pem_file(key).map_err(|e| TlsError::Key {
         path: key.display().to_string(),
         why: e.to_string(),
     })?;
+    certified(certs, key)
+}
+
+/// A server config for one fixed certificate (the HTTPS listener's own `http-tls-cert`).
+pub fn load(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsError> {
+    let resolver = Arc::new(Resolver::new(load_key(cert, key)?));
+    server_config(resolver)
+}
+
+fn server_config(resolver: Arc<Resolver>) -> Result<Arc<ServerConfig>, TlsError> {
     let mut cfg = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| TlsError::Config(e.to_string()))?
         .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| TlsError::Config(e.to_string()))?;
+        .with_cert_resolver(resolver);
     cfg.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
+    cfg.alpn_protocols.push(ACME_ALPN.to_vec());
     Ok(Arc::new(cfg))
 }
 
-/// The current server config, swappable at runtime.
+/// Picks the certificate of each handshake: the current one, or an ACME challenge
+/// certificate for a TLS-ALPN-01 validation (ALPN `acme-tls/1` and the name being validated).
+#[derive(Debug)]
+pub struct Resolver {
+    current: RwLock<Arc<CertifiedKey>>,
+    challenges: RwLock<HashMap<String, Arc<CertifiedKey>>>,
+}
+
+impl Resolver {
+    fn new(current: Arc<CertifiedKey>) -> Self {
+        Self {
+            current: RwLock::new(current),
+            challenges: RwLock::default(),
+        }
+    }
+}
+
+impl ResolvesServerCert for Resolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let acme = hello.alpn().is_some_and(|mut a| a.any(|p| p == ACME_ALPN));
+        if acme {
+            // Only the challenge certificate, never the real one (RFC 8737 §3).
+            let name = hello.server_name()?.to_ascii_lowercase();
+            return self
+                .challenges
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&name)
+                .cloned();
+        }
+        Some(
+            self.current
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+        )
+    }
+}
+
+/// The certificate TURN over TLS (and a port shared with the page) serves, swappable at
+/// runtime: reread from its files on SIGHUP, or replaced by ACME.
 #[derive(Debug)]
 pub struct TlsStore {
-    cert: PathBuf,
-    key: PathBuf,
-    current: RwLock<Arc<ServerConfig>>,
+    /// Files to reread on reload (None: the certificate comes from ACME).
+    files: Option<(PathBuf, PathBuf)>,
+    resolver: Arc<Resolver>,
+    config: Arc<ServerConfig>,
 }
 
 impl TlsStore {
     /// Load the files now.
     pub fn new(cert: PathBuf, key: PathBuf) -> Result<Self, TlsError> {
-        let current = RwLock::new(load(&cert, &key)?);
-        Ok(Self { cert, key, current })
+        let resolver = Arc::new(Resolver::new(load_key(&cert, &key)?));
+        Ok(Self {
+            config: server_config(resolver.clone())?,
+            files: Some((cert, key)),
+            resolver,
+        })
+    }
+
+    /// A store serving `key` until [`TlsStore::set`] replaces it (ACME).
+    pub fn with_key(key: Arc<CertifiedKey>) -> Result<Self, TlsError> {
+        let resolver = Arc::new(Resolver::new(key));
+        Ok(Self {
+            config: server_config(resolver.clone())?,
+            files: None,
+            resolver,
+        })
     }
 
     /// The config new connections use.
     pub fn current(&self) -> Arc<ServerConfig> {
-        self.current
+        self.config.clone()
+    }
+
+    /// The certificate being served now.
+    pub fn certificate(&self) -> Arc<CertifiedKey> {
+        self.resolver
+            .current
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
     }
 
-    /// Reload the files; on error the old certificate keeps serving.
+    /// Serve `key` from the next handshake on.
+    pub fn set(&self, key: Arc<CertifiedKey>) {
+        *self
+            .resolver
+            .current
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = key;
+    }
+
+    /// Answer TLS-ALPN-01 for `name` with `cert` (None: stop answering).
+    pub fn set_challenge(&self, name: &str, cert: Option<Arc<CertifiedKey>>) {
+        let mut c = self
+            .resolver
+            .challenges
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        match cert {
+            Some(k) => c.insert(name.to_ascii_lowercase(), k),
+            None => c.remove(&name.to_ascii_lowercase()),
+        };
+    }
+
+    /// Reread the files; on error the old certificate keeps serving. A certificate from ACME
+    /// has no files to reread (ACME renews it itself).
     pub fn reload(&self) -> Result<(), TlsError> {
-        let new = load(&self.cert, &self.key)?;
-        *self.current.write().unwrap_or_else(|e| e.into_inner()) = new;
+        if let Some((cert, key)) = &self.files {
+            self.set(load_key(cert, key)?);
+        }
         Ok(())
     }
 }

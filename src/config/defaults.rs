@@ -49,6 +49,13 @@ pub const REST_MAX_TTL: u64 = 86400;
 pub const NONCE_LIFETIME: u64 = 600;
 /// `strict-channel-numbers`.
 pub const STRICT_CHANNEL_NUMBERS: bool = false;
+/// `acme-directory`: Let's Encrypt's production directory.
+pub const ACME_DIRECTORY: &str = "https://acme-v02.api.letsencrypt.org/directory";
+/// `acme-renew-days`: a third of Let's Encrypt's 90 days, as certbot does.
+pub const ACME_RENEW_DAYS: u64 = 30;
+/// With `domain` and no `tls-listen` (and, on the embedded default, no `http`): one port.
+pub const DOMAIN_LISTEN: std::net::SocketAddr =
+    std::net::SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 443);
 /// `http-self-signed`.
 pub const HTTP_SELF_SIGNED: bool = false;
 

@@ -122,6 +122,8 @@ pub struct ValidConfig {
     pub quota: QuotaSection,
     /// Where state kept across restarts lives (None: nowhere, made anew each start).
     pub state_dir: Option<PathBuf>,
+    /// Certificates from ACME (`domain`), when no `tls-cert` is given.
+    pub acme: Option<AcmeConfig>,
     /// Where this config came from, to read it again on reload.
     source: Option<Source>,
 }
@@ -145,6 +147,8 @@ pub enum HttpTls {
     /// `http` is also a `tls-listen` address: one port for the page and TURN over TLS (and
     /// plain TURN over TCP), split per connection, with TURN's certificate (`tls-cert`).
     SharedWithTurn,
+    /// TURN's certificate (from ACME, `domain`) on an HTTPS port of its own.
+    TurnCertificate,
 }
 
 /// The web side's settings.
@@ -166,6 +170,23 @@ pub struct HttpConfig {
     pub redis: Option<String>,
     /// The SFU (None: `sfu = false`, rooms stay meshes).
     pub sfu: Option<SfuConfig>,
+}
+
+/// Certificates from an ACME CA (RFC 8555).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcmeConfig {
+    /// The names on the certificate.
+    pub domains: Vec<String>,
+    /// The CA's directory URL.
+    pub directory: String,
+    /// Account contact.
+    pub email: Option<String>,
+    /// A CA to trust for the directory's HTTPS.
+    pub ca_root: Option<PathBuf>,
+    /// Renew this long before expiry.
+    pub renew_before: std::time::Duration,
+    /// Where the account and certificate are kept (`state-dir/acme`).
+    pub dir: PathBuf,
 }
 
 /// The SFU's settings.
@@ -312,6 +333,12 @@ impl ValidConfig {
             Some(p) => (read(p)?, p.display().to_string()),
             None => (DEFAULT_TOML.to_owned(), "<embedded default>".to_owned()),
         };
+        // `natpass serve --domain NAME` on the embedded default: the page and TURN over TLS on
+        // one public port, not the demo's loopback HTTP port.
+        let mut cli = cli;
+        if file.is_none() && !cli.domain.is_empty() && cli.http.is_none() {
+            cli.http = Some(defaults::DOMAIN_LISTEN);
+        }
         let parsed = parse_toml(&text, &origin).map_err(|e| every_key_error(&text, &origin, e))?;
         let with_line = |e: ConfigError| match e {
             ConfigError::Invalid {
@@ -393,6 +420,11 @@ impl ValidConfig {
             .map_err(&mut keep_err)
             .ok();
         let ops = sections::operations(&s).map_err(&mut keep_err).ok();
+        let state_dir = s.state_dir.clone().or_else(defaults::state_dir);
+        let acme = sections::acme(&s, state_dir.as_deref())
+            .map_err(&mut keep_err)
+            .ok()
+            .flatten();
         if let (Some(l), Some(http), Some(ops)) = (&l, &http, &ops) {
             for e in sections::listener_clashes(l, http.as_ref(), ops) {
                 keep_err(e);
@@ -443,6 +475,7 @@ impl ValidConfig {
                 .unwrap_or(defaults::STRICT_CHANNEL_NUMBERS),
             quota,
             state_dir: s.state_dir.clone().or_else(defaults::state_dir),
+            acme,
             source: None,
         })
     }
@@ -652,5 +685,90 @@ mod tests {
         )
         .unwrap();
         assert_eq!(fresh.http.unwrap().tls, HttpTls::Off);
+    }
+
+    #[test]
+    fn domain_gets_its_certificate_from_acme_on_one_port() {
+        let dir = std::path::Path::new("/tmp/natpass-state");
+        let cli = |args: Settings| ValidConfig::load(None, args);
+        // On the embedded default, a domain alone means the page and TURN on 0.0.0.0:443.
+        let c = cli(Settings {
+            domain: vec!["Turn.Example.org".into()],
+            state_dir: Some(dir.into()),
+            ..Default::default()
+        })
+        .unwrap();
+        let a = c.acme.expect("acme on");
+        assert_eq!(a.domains, vec!["turn.example.org"]);
+        assert_eq!(a.directory, defaults::ACME_DIRECTORY);
+        assert_eq!(a.dir, dir.join("acme"));
+        assert_eq!(a.renew_before, std::time::Duration::from_secs(30 * 86_400));
+        assert_eq!(c.tls_listen, vec![defaults::DOMAIN_LISTEN]);
+        let http = c.http.unwrap();
+        assert_eq!(http.addr, defaults::DOMAIN_LISTEN);
+        assert_eq!(http.tls, HttpTls::SharedWithTurn);
+        // The HTTPS page on a port of its own gets the ACME certificate too.
+        let c = cli(Settings {
+            domain: vec!["turn.example.org".into()],
+            http: Some("127.0.0.1:8443".parse().unwrap()),
+            state_dir: Some(dir.into()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(c.http.unwrap().tls, HttpTls::TurnCertificate);
+        // tls-cert wins over ACME.
+        let c = cli(Settings {
+            domain: vec!["turn.example.org".into()],
+            tls_cert: Some("c.pem".into()),
+            tls_key: Some("k.pem".into()),
+            state_dir: Some(dir.into()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(c.acme.is_none());
+        // Bad values name their key.
+        for (s, key) in [
+            (
+                Settings {
+                    domain: vec!["localhost".into()],
+                    ..Default::default()
+                },
+                "domain",
+            ),
+            (
+                Settings {
+                    domain: vec!["a..b".into()],
+                    ..Default::default()
+                },
+                "domain",
+            ),
+            (
+                Settings {
+                    domain: vec!["turn.example.org".into()],
+                    acme_directory: Some("http://ca.example/dir".into()),
+                    ..Default::default()
+                },
+                "acme-directory",
+            ),
+            (
+                Settings {
+                    domain: vec!["turn.example.org".into()],
+                    acme_email: Some("nobody".into()),
+                    ..Default::default()
+                },
+                "acme-email",
+            ),
+            (
+                Settings {
+                    domain: vec!["turn.example.org".into()],
+                    acme_renew_days: Some(0),
+                    ..Default::default()
+                },
+                "acme-renew-days",
+            ),
+        ] {
+            let e = cli(s).unwrap_err().to_string();
+            assert!(e.contains(key), "{key}: {e}");
+        }
     }
 }

@@ -74,9 +74,18 @@ pub(super) fn listeners(s: &Settings) -> Result<Listeners, Invalid> {
         (Some(_), None) => return Err(invalid("tls-key", "tls-cert is set but tls-key is not")),
         (None, Some(_)) => return Err(invalid("tls-cert", "tls-key is set but tls-cert is not")),
     };
-    if !s.tls_listen.is_empty() && tls_files.is_none() {
-        return Err(invalid("tls-listen", "needs tls-cert and tls-key"));
+    if !s.tls_listen.is_empty() && tls_files.is_none() && s.domain.is_empty() {
+        return Err(invalid(
+            "tls-listen",
+            "needs tls-cert and tls-key, or domain (a certificate from ACME)",
+        ));
     }
+    // A domain and no TLS listener: the one public port.
+    let tls_listen = if s.tls_listen.is_empty() && !s.domain.is_empty() {
+        vec![defaults::DOMAIN_LISTEN]
+    } else {
+        s.tls_listen.clone()
+    };
     let threads = s.threads.unwrap_or_else(defaults::threads);
     if threads == 0 || threads > 256 {
         return Err(invalid("threads", "must be between 1 and 256"));
@@ -84,7 +93,7 @@ pub(super) fn listeners(s: &Settings) -> Result<Listeners, Invalid> {
     Ok(Listeners {
         listen,
         alt_listen: s.alt_listen,
-        tls_listen: s.tls_listen.clone(),
+        tls_listen,
         tls_files,
         relay_ips: s.relay_ips.clone(),
         external_ips: s.external_ips.clone(),
@@ -188,7 +197,12 @@ pub(super) fn http(s: &Settings, rest_max_ttl: u64) -> Result<Option<HttpConfig>
     };
     let self_signed = s.http_self_signed.unwrap_or(defaults::HTTP_SELF_SIGNED);
     // One port for the page and TURN over TLS: the same address (a port of its own, not 0).
-    let shared = addr.port() != 0 && s.tls_listen.contains(&addr);
+    let tls_listen: &[SocketAddr] = if s.tls_listen.is_empty() && !s.domain.is_empty() {
+        &[defaults::DOMAIN_LISTEN]
+    } else {
+        &s.tls_listen
+    };
+    let shared = addr.port() != 0 && tls_listen.contains(&addr);
     let tls = match (s.http_tls_cert.clone(), s.http_tls_key.clone()) {
         (Some(_), _) | (_, Some(_)) if shared => {
             return Err(invalid(
@@ -201,6 +215,7 @@ pub(super) fn http(s: &Settings, rest_max_ttl: u64) -> Result<Option<HttpConfig>
         }
         _ if shared => HttpTls::SharedWithTurn,
         (Some(c), Some(k)) => HttpTls::Files(c, k),
+        (None, None) if !s.domain.is_empty() && s.tls_cert.is_none() => HttpTls::TurnCertificate,
         (None, None) if self_signed => HttpTls::SelfSigned,
         (None, None) => HttpTls::Off,
         _ => {
@@ -449,4 +464,71 @@ pub(super) fn listener_clashes(
         }
     }
     out
+}
+
+/// `domain` and the ACME keys: None when no domain is set, or when `tls-cert` is (the files
+/// win).
+pub(super) fn acme(
+    s: &Settings,
+    state_dir: Option<&std::path::Path>,
+) -> Result<Option<crate::config::AcmeConfig>, Invalid> {
+    for d in &s.domain {
+        let ok = !d.is_empty()
+            && d.len() <= 253
+            && d.split('.').count() >= 2
+            && d.split('.').all(|l| {
+                !l.is_empty()
+                    && l.len() <= 63
+                    && !l.starts_with('-')
+                    && !l.ends_with('-')
+                    && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            });
+        if !ok {
+            return Err(invalid(
+                "domain",
+                format!("`{d}` is not a DNS name a CA can issue for (e.g. turn.example.org)"),
+            ));
+        }
+    }
+    let directory = s
+        .acme_directory
+        .clone()
+        .unwrap_or_else(|| defaults::ACME_DIRECTORY.to_owned());
+    if !directory.starts_with("https://") {
+        return Err(invalid(
+            "acme-directory",
+            format!("`{directory}` is not an https:// URL"),
+        ));
+    }
+    if let Some(e) = &s.acme_email {
+        if !e.contains('@') || e.contains(char::is_whitespace) {
+            return Err(invalid(
+                "acme-email",
+                format!("`{e}` is not an e-mail address"),
+            ));
+        }
+    }
+    let days = s.acme_renew_days.unwrap_or(defaults::ACME_RENEW_DAYS);
+    if days == 0 {
+        return Err(invalid("acme-renew-days", "must be at least 1"));
+    }
+    if s.domain.is_empty() || s.tls_cert.is_some() {
+        return Ok(None);
+    }
+    let Some(dir) = state_dir else {
+        return Err(invalid(
+            "domain",
+            "needs state-dir (where the ACME account and certificate are kept)",
+        ));
+    };
+    let mut domains: Vec<String> = s.domain.iter().map(|d| d.to_ascii_lowercase()).collect();
+    domains.dedup();
+    Ok(Some(crate::config::AcmeConfig {
+        domains,
+        directory,
+        email: s.acme_email.clone(),
+        ca_root: s.acme_ca_root.clone(),
+        renew_before: std::time::Duration::from_secs(days.saturating_mul(86_400)),
+        dir: dir.join("acme"),
+    }))
 }

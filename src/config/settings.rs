@@ -82,6 +82,23 @@ settings! {
         /// ~/.local/state/natpass.
         #[arg(long, value_name = "DIR")]
         pub state_dir: Option<PathBuf>,
+        /// Domain name to get a certificate for from an ACME CA, Let's Encrypt by default
+        /// (repeatable). Without tls-cert it serves TURN over TLS and the HTTPS page; with no
+        /// tls-listen, both share 0.0.0.0:443. Kept and renewed in state-dir.
+        #[arg(long = "domain", value_name = "NAME")]
+        pub domain: Vec<String>,
+        /// ACME directory URL (default: Let's Encrypt's production directory).
+        #[arg(long, value_name = "URL")]
+        pub acme_directory: Option<String>,
+        /// Contact e-mail for the ACME account (expiry warnings from the CA).
+        #[arg(long, value_name = "EMAIL")]
+        pub acme_email: Option<String>,
+        /// Trust this PEM CA for the ACME directory's own HTTPS (a private or test CA).
+        #[arg(long, value_name = "FILE")]
+        pub acme_ca_root: Option<PathBuf>,
+        /// Renew the ACME certificate this many days before it expires.
+        #[arg(long, value_name = "DAYS")]
+        pub acme_renew_days: Option<u64>,
         /// Host name or IP put in the ICE server URLs handed to browsers (default: the page's host).
         #[arg(long, value_name = "NAME")]
         pub public_host: Option<String>,

@@ -771,9 +771,13 @@ fn bind_all(cfg: &ValidConfig) -> Result<Bound, StartError> {
 
 /// Start the server with a validated config.
 pub fn start(cfg: &ValidConfig) -> Result<ServerHandle, StartError> {
-    let tls_store = match &cfg.tls_files {
-        Some((c, k)) => Some(Arc::new(tls::TlsStore::new(c.clone(), k.clone())?)),
-        None => None,
+    let tls_store = match (&cfg.tls_files, &cfg.acme) {
+        (Some((c, k)), _) => Some(Arc::new(tls::TlsStore::new(c.clone(), k.clone())?)),
+        // ACME: the kept certificate, or a placeholder until the first issuance.
+        (None, Some(a)) => Some(Arc::new(tls::TlsStore::with_key(
+            crate::acme::initial_key(a)?,
+        )?)),
+        (None, None) => None,
     };
     // With port 0 the kernel picks the UDP port and TCP must take the same number, which
     // another program's socket may hold: then pick again (a few times at most). A port the

@@ -522,6 +522,15 @@ pub async fn launch_in(
             let port = shared_port::SharedPort::new(tls, server.control());
             tokio::spawn(serve_shared(listener, state, port, shutdown))
         }
+        crate::config::HttpTls::TurnCertificate => {
+            let Some(tls) = server.tls_store() else {
+                return Err(std::io::Error::other(
+                    "https with the ACME certificate, but TURN over TLS is not running",
+                ));
+            };
+            // The store's resolver: a renewed certificate serves here from the next handshake.
+            tokio::spawn(serve_tls(listener, state, tls.current(), shutdown))
+        }
         crate::config::HttpTls::SelfSigned => {
             let mut names = vec![
                 "localhost".to_owned(),

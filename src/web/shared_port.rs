@@ -42,7 +42,13 @@ impl std::fmt::Debug for SharedPort {
 
 /// ALPN offered on the shared port, in the server's order of preference: a client that offers
 /// `stun.turn` is a TURN client even when it offers `http/1.1` too (turnutils_uclient does).
-const ALPN: [&[u8]; 4] = [b"stun.turn", b"stun.nat-discovery", b"h2", b"http/1.1"];
+const ALPN: [&[u8]; 5] = [
+    b"stun.turn",
+    b"stun.nat-discovery",
+    b"h2",
+    b"http/1.1",
+    crate::tls::ACME_ALPN,
+];
 
 impl SharedPort {
     /// A splitter for TURN's certificate `tls` and its shards.
@@ -126,11 +132,12 @@ where
     let Ok(Ok(mut tls)) = tokio::time::timeout_at(deadline, acceptor.accept(io)).await else {
         return Routed::Closed;
     };
-    let alpn_turn = tls
-        .get_ref()
-        .1
-        .alpn_protocol()
-        .is_some_and(|p| p.starts_with(b"stun."));
+    let alpn = tls.get_ref().1.alpn_protocol();
+    if alpn == Some(crate::tls::ACME_ALPN) {
+        // A TLS-ALPN-01 validation: the handshake (with the challenge certificate) was all.
+        return Routed::Closed;
+    }
+    let alpn_turn = alpn.is_some_and(|p| p.starts_with(b"stun."));
     let mut buf = Vec::new();
     if !alpn_turn {
         // HTTP (1.1 or 2) speaks first, and so does TURN: what comes first decides, whatever
