@@ -14,6 +14,7 @@ pub mod auth;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod doctor;
 pub mod lifecycle;
 pub mod logging;
 pub mod metrics;

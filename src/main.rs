@@ -74,6 +74,71 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Serve(args) => serve(&args),
+        Command::Doctor(a) => Ok(doctor(&a)),
+    }
+}
+
+/// `natpass doctor`: findings, one per line (or JSON); exit 1 when one is an error.
+fn doctor(a: &natpass::cli::DoctorArgs) -> ExitCode {
+    use natpass::doctor::{Finding, Level};
+    let findings: Vec<Finding> = match a.serve.to_config() {
+        Err(e) => each_error(e)
+            .into_iter()
+            .map(|e| Finding {
+                level: Level::Error,
+                check: "config",
+                message: e,
+                fix: "correct the key named (natpass check-config FILE lists every error)".into(),
+            })
+            .collect(),
+        Ok(cfg) => {
+            let stun = match a.stun_server.as_str() {
+                "none" => None,
+                s => natpass::probe::parse_server(s).ok().map(|spec| spec.addr),
+            };
+            let mut f = natpass::doctor::check(
+                &cfg,
+                &natpass::doctor::Options {
+                    stun,
+                    dns: !a.no_dns,
+                },
+            );
+            if stun.is_none() && a.stun_server != "none" {
+                f.push(Finding {
+                    level: Level::Warn,
+                    check: "public-address",
+                    message: format!("cannot resolve the STUN server {}", a.stun_server),
+                    fix: "check DNS, or pass --stun-server HOST:PORT".into(),
+                });
+            }
+            f
+        }
+    };
+    if a.json {
+        match serde_json::to_string_pretty(&serde_json::json!({
+            "ok": !natpass::doctor::failed(&findings),
+            "findings": findings,
+        })) {
+            Ok(s) => println!("{s}"),
+            Err(e) => eprintln!("{ERROR}{e}"),
+        }
+    } else {
+        for f in &findings {
+            let tag = match f.level {
+                Level::Ok => "ok   ",
+                Level::Warn => "warn ",
+                Level::Error => "ERROR",
+            };
+            println!("{tag} {:<14} {}", f.check, f.message);
+            if f.level != Level::Ok && !f.fix.is_empty() {
+                println!("      {:<14} fix: {}", "", f.fix);
+            }
+        }
+    }
+    if natpass::doctor::failed(&findings) {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
     }
 }
 

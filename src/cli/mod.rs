@@ -32,6 +32,31 @@ pub enum Command {
     Probe(probe::ProbeCmd),
     /// A UDP echo peer (like turnutils_peer).
     Peer(probe::PeerArgs),
+    /// Check a configuration on this machine: config, certificates, DNS against the public
+    /// address, relay ports, browser-refused ports, realm, web exposure, UDP buffers; each
+    /// finding with its fix (exit 1 when something is wrong).
+    Doctor(Box<DoctorArgs>),
+}
+
+/// `natpass doctor` flags: the same as `serve`'s, plus what the checks may reach.
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// The configuration to check (file and flags, as `natpass serve` takes them).
+    #[command(flatten)]
+    pub serve: ServeArgs,
+    /// STUN server asked which public address this machine has ("none": skip).
+    #[arg(
+        long,
+        value_name = "HOST:PORT",
+        default_value = "stun.l.google.com:19302"
+    )]
+    pub stun_server: String,
+    /// Do not resolve the domain names.
+    #[arg(long)]
+    pub no_dns: bool,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `natpass serve` flags: a config file plus the settings, every one of which overrides the file.
