@@ -151,6 +151,11 @@ impl Server {
                 addr: l.addr,
                 url: url.clone(),
                 fingerprint: l.fingerprint.clone(),
+                public: cfg
+                    .acme
+                    .as_ref()
+                    .and_then(|a| a.domains.first().cloned())
+                    .or_else(|| h.public_host.clone()),
             });
             tracing::info!(addr = %l.addr, "call demo: open {url} in two tabs or on two devices");
             if let Some(fp) = &l.fingerprint {
@@ -229,6 +234,47 @@ impl Server {
     /// The call page's URL: the one people should open (`public-host` when set).
     pub fn http_url(&self) -> Option<String> {
         self.http.as_ref().map(|h| h.url.clone())
+    }
+
+    /// Where people open the call: (what, URL) for this machine, the LAN (when the page
+    /// listens beyond loopback) and the public name (`domain` or `public-host`).
+    pub fn http_urls(&self) -> Vec<(&'static str, String)> {
+        let Some(h) = &self.http else {
+            return Vec::new();
+        };
+        let scheme = if h.url.starts_with("https") {
+            "https"
+        } else {
+            "http"
+        };
+        let port = h.addr.port();
+        let with_port = |host: String| {
+            let host = if host.contains(':') {
+                format!("[{host}]")
+            } else {
+                host
+            };
+            match (scheme, port) {
+                ("https", 443) | ("http", 80) => format!("{scheme}://{host}/"),
+                _ => format!("{scheme}://{host}:{port}/"),
+            }
+        };
+        let mut out = vec![("this machine", with_port("localhost".into()))];
+        let ip = h.addr.ip();
+        if !ip.is_loopback() {
+            let lan = if ip.is_unspecified() {
+                crate::net::route_source(ip.is_ipv6())
+            } else {
+                Some(ip)
+            };
+            if let Some(l) = lan {
+                out.push(("LAN", with_port(l.to_string())));
+            }
+        }
+        if let Some(p) = &h.public {
+            out.push(("public", with_port(p.clone())));
+        }
+        out
     }
 
     /// The SHA-256 fingerprint of the self-signed HTTPS certificate, when one is used.
@@ -327,6 +373,8 @@ struct HttpInfo {
     addr: SocketAddr,
     url: String,
     fingerprint: Option<String>,
+    /// The public name (`domain`, else `public-host`).
+    public: Option<String>,
 }
 
 fn http_url(addr: SocketAddr, tls: bool, public_host: Option<&str>) -> String {

@@ -176,6 +176,33 @@ fn certificate_errors(c: &ValidConfig, file: &std::path::Path) -> Vec<String> {
     out
 }
 
+/// The URLs to open the call at and, on a terminal, a QR code of the one a phone should open
+/// (the public HTTPS one, else the LAN one): no tunnel needed for a phone on the same network.
+fn print_urls(urls: &[(&'static str, String)]) {
+    use std::io::IsTerminal;
+    if urls.len() < 2 {
+        return;
+    }
+    for (what, url) in urls {
+        println!("natpass:   {what:<13} {url}");
+    }
+    let Some((what, url)) = natpass::cli::phone_url(urls) else {
+        if urls.iter().any(|(w, _)| *w == "LAN") {
+            println!(
+                "natpass:   phones need HTTPS for the camera: add --http-self-signed (or --domain)"
+            );
+        }
+        return;
+    };
+    if !std::io::stdout().is_terminal() {
+        return;
+    }
+    match natpass::cli::qr_text(url) {
+        Ok(art) => println!("natpass: scan to open the {what} URL on a phone:\n{art}"),
+        Err(e) => eprintln!("{WARNING}no QR code for {url}: {e}"),
+    }
+}
+
 fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     let cfg = match args.to_config() {
         Ok(c) => c,
@@ -198,6 +225,7 @@ fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         if let Some(url) = server.http_url() {
             println!("natpass: call demo at {url}");
         }
+        print_urls(&server.http_urls());
         if let Some(fp) = server.http_fingerprint() {
             println!("natpass: its self-signed certificate's SHA-256 fingerprint is {fp}");
         }

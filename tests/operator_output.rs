@@ -188,3 +188,101 @@ fn a_port_in_use_is_named_once_and_natpass_exits() {
         "{err}"
     );
 }
+
+/// The URL a phone should open is the public HTTPS one, else the LAN one; its QR code decodes
+/// (with rqrr, a decoder nobody here wrote) to exactly that URL.
+#[test]
+fn the_phone_url_and_its_qr_code() {
+    let urls = vec![
+        ("this machine", "https://localhost:8443/".to_owned()),
+        ("LAN", "https://192.168.1.20:8443/".to_owned()),
+        ("public", "https://turn.example.org/".to_owned()),
+    ];
+    assert_eq!(
+        natpass::cli::phone_url(&urls),
+        Some(("public", "https://turn.example.org/"))
+    );
+    assert_eq!(
+        natpass::cli::phone_url(&urls[..2]),
+        Some(("LAN", "https://192.168.1.20:8443/"))
+    );
+    let plain = vec![
+        ("this machine", "http://localhost:8080/".to_owned()),
+        ("LAN", "http://192.168.1.20:8080/".to_owned()),
+    ];
+    assert_eq!(
+        natpass::cli::phone_url(&plain),
+        None,
+        "a camera needs HTTPS"
+    );
+
+    let url = "https://turn.example.org/";
+    let code = natpass::cli::qr(url).unwrap();
+    let w = code.width();
+    let colors = code.to_colors();
+    // Pixels: 4 per module, 4 modules of quiet zone.
+    let (scale, quiet) = (4usize, 4usize);
+    let side = (w + 2 * quiet) * scale;
+    let mut img = rqrr::PreparedImage::prepare_from_greyscale(side, side, |x, y| {
+        let (mx, my) = (x / scale, y / scale);
+        if mx < quiet || my < quiet || mx >= w + quiet || my >= w + quiet {
+            return 255;
+        }
+        match colors[(my - quiet) * w + (mx - quiet)] {
+            qrcode::Color::Dark => 0,
+            qrcode::Color::Light => 255,
+        }
+    });
+    let grids = img.detect_grids();
+    assert_eq!(grids.len(), 1);
+    let (_, content) = grids[0].decode().unwrap();
+    assert_eq!(content, url);
+    let text = natpass::cli::qr_text(url).unwrap();
+    assert!(text.lines().count() > w / 2, "two modules per line: {text}");
+}
+
+/// `natpass serve` prints where to open the call and, on a terminal (`script` gives it one),
+/// the QR code of the URL for a phone; without a terminal, the URLs only.
+#[test]
+fn serve_prints_the_urls_and_a_qr_code_on_a_terminal() {
+    let bin = env!("CARGO_BIN_EXE_natpass");
+    let dir = std::env::temp_dir().join(format!("natpass-qr-{}", std::process::id()));
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cmd = format!(
+        "timeout 4 {bin} serve --listen 127.0.0.1:0 --http 127.0.0.1:{port} --http-self-signed \
+         --state-dir {} --public-host turn.example.org --sfu false --log error",
+        dir.display()
+    );
+    let tty = std::process::Command::new("script")
+        .args(["-qc", &cmd, "/dev/null"])
+        .output()
+        .expect("script (util-linux) runs");
+    let out = String::from_utf8_lossy(&tty.stdout);
+    assert!(
+        out.contains(&format!("this machine  https://localhost:{port}/")),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("public        https://turn.example.org:{port}/")),
+        "{out}"
+    );
+    assert!(
+        out.contains("scan to open the public URL") && out.contains('▀'),
+        "{out}"
+    );
+    let piped = std::process::Command::new("sh")
+        .args(["-c", &cmd])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&piped.stdout);
+    assert!(out.contains("https://turn.example.org"), "{out}");
+    assert!(
+        !out.contains("scan to open"),
+        "no QR code without a terminal: {out}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}

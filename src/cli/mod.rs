@@ -127,6 +127,29 @@ impl ServeArgs {
     }
 }
 
+/// The URL a phone should open, of those `serve` prints: the public HTTPS one, else the LAN
+/// HTTPS one (a camera needs HTTPS off localhost).
+pub fn phone_url<'a>(urls: &'a [(&'static str, String)]) -> Option<(&'static str, &'a str)> {
+    urls.iter()
+        .rev()
+        .find(|(w, u)| *w != "this machine" && u.starts_with("https://"))
+        .map(|(w, u)| (*w, u.as_str()))
+}
+
+/// A QR code of `url` drawn with Unicode half blocks (two rows per line), quiet zone included.
+pub fn qr_text(url: &str) -> Result<String, String> {
+    qr(url).map(|code| {
+        code.render::<qrcode::render::unicode::Dense1x2>()
+            .quiet_zone(true)
+            .build()
+    })
+}
+
+/// The QR code [`qr_text`] draws.
+pub fn qr(url: &str) -> Result<qrcode::QrCode, String> {
+    qrcode::QrCode::new(url.as_bytes()).map_err(|e| e.to_string())
+}
+
 /// How every command begins an error line on stderr.
 pub const ERROR: &str = "natpass: error: ";
 /// How every command begins a warning line on stderr.

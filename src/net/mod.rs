@@ -552,7 +552,7 @@ fn bind_tcp_everywhere(
 /// The local address the kernel would use to reach the internet (no packet is sent: a UDP
 /// `connect` only consults the routing table). Documentation addresses are used as the
 /// destination, so nothing real is ever named.
-fn route_source(v6: bool) -> Option<IpAddr> {
+pub fn route_source(v6: bool) -> Option<IpAddr> {
     let (bind, dst): (SocketAddr, SocketAddr) = if v6 {
         (
             (Ipv6Addr::UNSPECIFIED, 0).into(),
