@@ -291,6 +291,11 @@ impl<R: RelayResources> Core<R> {
         let auth = match self.authenticate(now, &req) {
             Ok(a) => a,
             Err(e) => {
+                if method == TurnMethod::Allocate {
+                    if let Ok(u) = msg.attribute::<stun_types::attribute::Username>() {
+                        self.res.allocate_seen(u.username(), &ft, Some(e.code()));
+                    }
+                }
                 out.extend(
                     self.answer(now, &req, None, Err(e))
                         .map(|data| Transmit { ft, data }),
@@ -312,6 +317,10 @@ impl<R: RelayResources> Core<R> {
             }
         };
         let result = self.turn_request(now, &req, method, key, &auth, relays);
+        if key.is_none() && method == TurnMethod::Allocate {
+            let code = result.as_ref().err().map(TurnError::code);
+            self.res.allocate_seen(&auth.username, &ft, code);
+        }
         let Some(data) = self.answer(now, &req, sign, result) else {
             return;
         };

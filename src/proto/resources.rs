@@ -117,6 +117,10 @@ pub trait RelayResources {
     /// True when `peer` is a currently allocated relay port on one of this server's relay IPs
     /// (relay-to-relay on one server).
     fn own_relay_port_allocated(&self, peer: SocketAddr) -> bool;
+    /// An Allocate carrying `username` arrived from `ft` and was answered: success (None) or
+    /// this error code. The self-test page's view of the server side; the default keeps
+    /// nothing.
+    fn allocate_seen(&mut self, _username: &str, _ft: &super::FiveTuple, _code: Option<u16>) {}
     /// True when `peer` is this server's SFU socket (the one own port a relay may reach).
     fn is_sfu(&self, _peer: SocketAddr) -> bool {
         false

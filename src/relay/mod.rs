@@ -10,4 +10,4 @@ pub mod ports;
 pub mod quota;
 pub mod shared;
 
-pub use shared::{ShardResources, Shared};
+pub use shared::{SelfTestAttempt, SelfTests, ShardResources, Shared};

@@ -25,6 +25,81 @@ pub struct Shared {
     reservations: Mutex<HashMap<u64, (IpAddr, u16, Instant)>>,
     /// Shutting down: new allocations are refused (508), existing ones keep relaying.
     draining: AtomicBool,
+    /// What Allocates the self-test's credentials made (see [`SelfTests`]).
+    pub selftests: SelfTests,
+}
+
+/// The server's view of self-test attempts (`/selftest`): for REST usernames whose name part
+/// starts with `selftest-` only, the Allocates that arrived (transport, answer), at most
+/// 16 per username and 1,024 usernames (the oldest forgotten first). Written when an Allocate
+/// is answered, never on the relay path.
+#[derive(Debug, Default)]
+pub struct SelfTests {
+    seen: Mutex<SeenBy>,
+}
+
+/// Usernames in the order first seen, and their attempts.
+type SeenBy = (
+    std::collections::VecDeque<String>,
+    HashMap<String, Vec<SelfTestAttempt>>,
+);
+
+/// One Allocate a self-test credential made.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SelfTestAttempt {
+    /// `udp`, `tcp` or `tls`.
+    pub transport: &'static str,
+    /// The client's address as the server saw it (what STUN would answer over UDP).
+    pub from: String,
+    /// The error code answered (None: an allocation was made).
+    pub code: Option<u16>,
+}
+
+impl SelfTests {
+    const USERS: usize = 1024;
+    const PER_USER: usize = 16;
+
+    /// Whether `username` is a self-test credential's (`expiry:selftest-…`).
+    pub fn is_selftest(username: &str) -> bool {
+        username.split_once(':').is_some_and(|(exp, name)| {
+            exp.bytes().all(|b| b.is_ascii_digit()) && name.starts_with("selftest-")
+        })
+    }
+
+    fn record(&self, username: &str, ft: &crate::proto::FiveTuple, code: Option<u16>) {
+        if !Self::is_selftest(username) {
+            return;
+        }
+        let transport = match ft.transport {
+            crate::proto::Transport::Udp => "udp",
+            crate::proto::Transport::Tcp => "tcp",
+            crate::proto::Transport::Tls => "tls",
+        };
+        let mut g = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let (order, map) = &mut *g;
+        if !map.contains_key(username) {
+            if order.len() >= Self::USERS {
+                if let Some(old) = order.pop_front() {
+                    map.remove(&old);
+                }
+            }
+            order.push_back(username.to_owned());
+        }
+        let v = map.entry(username.to_owned()).or_default();
+        if v.len() < Self::PER_USER {
+            v.push(SelfTestAttempt {
+                transport,
+                from: ft.client.to_string(),
+                code,
+            });
+        }
+    }
+
+    /// The attempts of `username` (empty when none, or not a self-test username).
+    pub fn attempts(&self, username: &str) -> Vec<SelfTestAttempt> {
+        let g = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        g.1.get(username).cloned().unwrap_or_default()
+    }
 }
 
 impl Shared {
@@ -35,6 +110,7 @@ impl Shared {
             ports,
             reservations: Mutex::default(),
             draining: AtomicBool::new(false),
+            selftests: SelfTests::default(),
         }
     }
 
@@ -85,6 +161,10 @@ impl ShardResources {
 impl RelayResources for ShardResources {
     fn draining(&self) -> bool {
         self.shared.is_draining()
+    }
+
+    fn allocate_seen(&mut self, username: &str, ft: &crate::proto::FiveTuple, code: Option<u16>) {
+        self.shared.selftests.record(username, ft, code);
     }
 
     fn acquire_quota(&mut self, owner: QuotaOwner<'_>) -> Result<(), QuotaExceeded> {
@@ -225,5 +305,52 @@ mod tests {
         r.sweep_reservations(t0 + Duration::from_secs(31));
         assert_eq!(r.shared().ports.in_use(), 0);
         assert_eq!(r.take_reservation(9, t0), None);
+    }
+
+    #[test]
+    fn self_test_attempts_are_kept_for_self_test_usernames_only_and_bounded() {
+        use crate::proto::{FiveTuple, Transport};
+        let t = SelfTests::default();
+        let ft = |transport| FiveTuple {
+            transport,
+            client: "127.0.0.1:5000".parse().unwrap(),
+            server: "127.0.0.1:3478".parse().unwrap(),
+        };
+        assert!(SelfTests::is_selftest(
+            "1700000000:selftest-0123456789abcdef"
+        ));
+        for not in ["1700000000:web", "selftest-1", "abc:selftest-1", "alice"] {
+            assert!(!SelfTests::is_selftest(not), "{not}");
+        }
+        t.record("1700000000:web", &ft(Transport::Udp), None);
+        assert!(
+            t.attempts("1700000000:web").is_empty(),
+            "ordinary credentials are not kept"
+        );
+        let u = "1700000000:selftest-1";
+        t.record(u, &ft(Transport::Tls), Some(401));
+        t.record(u, &ft(Transport::Tls), None);
+        let a = t.attempts(u);
+        assert_eq!(
+            (a[0].transport, a[0].code, a[1].code),
+            ("tls", Some(401), None)
+        );
+        assert_eq!(a[0].from, "127.0.0.1:5000");
+        for _ in 0..100 {
+            t.record(u, &ft(Transport::Udp), None);
+        }
+        assert_eq!(t.attempts(u).len(), SelfTests::PER_USER);
+        for i in 0..(SelfTests::USERS + 10) {
+            t.record(
+                &format!("1700000000:selftest-x{i}"),
+                &ft(Transport::Udp),
+                None,
+            );
+        }
+        assert!(
+            t.attempts(u).is_empty(),
+            "the oldest usernames are forgotten first"
+        );
+        assert_eq!(t.attempts("1700000000:selftest-x1033").len(), 1);
     }
 }

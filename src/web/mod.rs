@@ -27,6 +27,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 const INDEX: &str = include_str!("../../web-demo/index.html");
 const STYLE: &str = include_str!("../../web-demo/style.css");
+const SELFTEST: &str = include_str!("../../web-demo/selftest.html");
 /// The page's ES modules, served at `/<name>`.
 const MODULES: &[(&str, &str)] = &[
     ("app.js", include_str!("../../web-demo/app.js")),
@@ -35,6 +36,7 @@ const MODULES: &[(&str, &str)] = &[
     ("peer.js", include_str!("../../web-demo/peer.js")),
     ("sfu.js", include_str!("../../web-demo/sfu.js")),
     ("ui.js", include_str!("../../web-demo/ui.js")),
+    ("selftest.js", include_str!("../../web-demo/selftest.js")),
 ];
 
 /// Content-Security-Policy for the page: everything from our own origin, nothing else.
@@ -297,6 +299,82 @@ async fn ice_servers(
     axum::Json(serde_json::json!({ "iceServers": servers, "ttl": st.cfg.ttl })).into_response()
 }
 
+/// `GET /api/selftest`: a credential of the self-test's own (`expiry:selftest-<random>`) and
+/// this server's URLs by transport, so the page can try each alone. Rate-limited like
+/// `/api/ice-servers`.
+async fn selftest_credential(
+    State(st): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    let allowed = st
+        .ice_limiter
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .allow(peer.ip(), Instant::now());
+    if !allowed {
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many credential requests\n",
+        )
+            .into_response();
+    }
+    let host = st.ice_host(&headers, None);
+    let name = format!("selftest-{:016x}", rand::random::<u64>());
+    let servers = st.ice_servers(&host, &name);
+    let mut stun = Vec::new();
+    let (mut udp, mut tcp, mut tls) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut username, mut credential) = (None, None);
+    for s in servers {
+        if s.username.is_some() {
+            username = s.username.clone();
+            credential = s.credential.clone();
+        }
+        for u in s.urls {
+            if u.starts_with("stun:") {
+                stun.push(u);
+            } else if u.starts_with("turns:") {
+                tls.push(u);
+            } else if u.ends_with("transport=tcp") {
+                tcp.push(u);
+            } else {
+                udp.push(u);
+            }
+        }
+    }
+    axum::Json(serde_json::json!({
+        "username": username,
+        "credential": credential,
+        "ttl": st.cfg.ttl,
+        "transports": {"stun": stun, "turn-udp": udp, "turn-tcp": tcp, "turn-tls": tls},
+    }))
+    .into_response()
+}
+
+/// `GET /api/selftest/report?username=…`: the Allocates the server saw from that self-test
+/// credential (transport, error code or success). Only `selftest-` usernames, which carry 64
+/// random bits: a page sees its own attempts and nobody else's.
+async fn selftest_report(
+    State(st): State<Arc<AppState>>,
+    axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> Response {
+    let Some(user) = q.get("username") else {
+        return (StatusCode::BAD_REQUEST, "username missing\n").into_response();
+    };
+    if !crate::relay::SelfTests::is_selftest(user) {
+        return (StatusCode::BAD_REQUEST, "not a self-test username\n").into_response();
+    }
+    let Some(server) = &st.server else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "no TURN server here\n").into_response();
+    };
+    let attempts = server.control().shared.selftests.attempts(user);
+    (
+        [(header::CACHE_CONTROL, "no-store")],
+        axum::Json(serde_json::json!({ "allocates": attempts })),
+    )
+        .into_response()
+}
+
 /// What the page must agree on with the server (`GET /api/config`): the room-name rule, the
 /// length limits, and the pace that keeps it under the signaling rate limit.
 pub fn page_config(limits: &crate::signal::Limits) -> serde_json::Value {
@@ -320,6 +398,10 @@ pub fn router(state: Arc<AppState>) -> Router {
             get(|| async { asset("text/html; charset=utf-8", INDEX) }),
         )
         .route(
+            "/selftest",
+            get(|| async { asset("text/html; charset=utf-8", SELFTEST) }),
+        )
+        .route(
             "/style.css",
             get(|| async { asset("text/css; charset=utf-8", STYLE) }),
         )
@@ -338,6 +420,8 @@ pub fn router(state: Arc<AppState>) -> Router {
     }
     let r = r
         .route("/api/ice-servers", get(ice_servers))
+        .route("/api/selftest", get(selftest_credential))
+        .route("/api/selftest/report", get(selftest_report))
         .with_state(state.clone());
     let r = match ops {
         Some(o) if state_metrics_here => r.merge(admin::ops_router(o)),

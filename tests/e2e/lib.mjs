@@ -223,3 +223,39 @@ export function serverAndBrowser(natpassArgs = []) {
   });
   return env;
 }
+
+/**
+ * natpass with the page and TURN over TLS on one port (`--http` = `--tls-listen`) and a
+ * certificate for localhost made with openssl: `{ np, port, base, close }`. Browsers need
+ * `--ignore-certificate-errors`.
+ */
+export async function startNatpassOnePort(extra = []) {
+  const { execFileSync } = await import('node:child_process');
+  const https = await import('node:https');
+  const dir = mkdtempSync(join(tmpdir(), 'natpass-oneport-'));
+  const cert = join(dir, 'cert.pem');
+  const key = join(dir, 'key.pem');
+  execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256',
+    '-nodes', '-keyout', key, '-out', cert, '-days', '2', '-subj', '/CN=localhost',
+    '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1'], { stdio: 'ignore' });
+  const ca = readFileSync(cert);
+  const port = await freePort();
+  const shared = `127.0.0.1:${port}`;
+  const np = await startNatpass(['--tls-listen', shared, '--tls-cert', cert, '--tls-key', key, ...extra], {
+    http: shared,
+    base: `https://localhost:${port}`,
+    ready: () => new Promise((resolve) => {
+      https.get({ host: '127.0.0.1', servername: 'localhost', port, path: '/healthz', ca }, (r) => {
+        r.resume();
+        resolve(r.statusCode === 200);
+      }).on('error', () => resolve(false));
+    }),
+  });
+  return {
+    np, port, base: `https://localhost:${port}`,
+    close: async () => {
+      await np.stop();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}

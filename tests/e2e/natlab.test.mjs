@@ -89,6 +89,26 @@ async function call(mode, room) {
       }
       assert.ok([a, b].some((s) => s.localType === 'relay' && s.relayProtocol === 'tcp'));
     }
+    if (mode === 'udp') {
+      // The self-test page behind the NAT: STUN gives a server-reflexive candidate on the NAT's
+      // public side, TURN over UDP and TCP relay, and the server saw both Allocates.
+      const st = await b1.newPage();
+      await st.goto(`http://${HTTP}/selftest`);
+      const deadline = Date.now() + 60000;
+      let r = null;
+      while (!r && Date.now() < deadline) {
+        r = await st.evaluate(() => (window.selftest && window.selftest.results()));
+        if (!r) await new Promise((res) => setTimeout(res, 500));
+      }
+      assert.ok(r, 'the self-test finished');
+      const srflx = r.results.stun.candidates.find((c) => c.type === 'srflx');
+      assert.ok(srflx && srflx.address.startsWith('203.0.113.'), `srflx on the NAT's public side: ${JSON.stringify(r.results.stun)}`);
+      assert.ok(r.results['turn-udp'].ok && r.results['turn-tcp'].ok, JSON.stringify(r.results));
+      assert.ok(r.results['turn-tls'].skipped, 'no TLS offered in the lab');
+      for (const t of ['udp', 'tcp']) assert.ok(r.server.some((a) => a.transport === t && a.code === null), JSON.stringify(r.server));
+      console.log(`natlab selftest from h1: ${r.results.stun.verdict}; ${r.overall}`);
+      await st.close();
+    }
     // Still connected and decoding a moment later, not just once.
     await new Promise((r) => setTimeout(r, 2000));
     const again = Object.values(await stats(p1))[0];

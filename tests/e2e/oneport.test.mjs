@@ -5,42 +5,19 @@
 // tells its TLS session from a browser's by the first bytes after the handshake.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import https from 'node:https';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { startNatpass, launchChromium, freePort, joinCall, stats, waitFor } from './lib.mjs';
+import { startNatpassOnePort, launchChromium, joinCall, stats, waitFor } from './lib.mjs';
 
-const env = { np: null, chrome: null, dir: null, port: 0 };
+const env = { one: null, chrome: null, port: 0 };
 
 before(async () => {
-  env.dir = mkdtempSync(join(tmpdir(), 'natpass-oneport-'));
-  const cert = join(env.dir, 'cert.pem');
-  const key = join(env.dir, 'key.pem');
-  execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256',
-    '-nodes', '-keyout', key, '-out', cert, '-days', '2', '-subj', '/CN=localhost',
-    '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1'], { stdio: 'ignore' });
-  const ca = readFileSync(cert);
-  env.port = await freePort();
-  const shared = `127.0.0.1:${env.port}`;
-  env.np = await startNatpass(['--tls-listen', shared, '--tls-cert', cert, '--tls-key', key], {
-    http: shared,
-    base: `https://localhost:${env.port}`,
-    ready: () => new Promise((resolve) => {
-      https.get({ host: '127.0.0.1', servername: 'localhost', port: env.port, path: '/healthz', ca }, (r) => {
-        r.resume();
-        resolve(r.statusCode === 200);
-      }).on('error', () => resolve(false));
-    }),
-  });
+  env.one = await startNatpassOnePort();
+  env.port = env.one.port;
   env.chrome = await launchChromium({ extraFlags: ['--ignore-certificate-errors'] });
 });
 
 after(async () => {
   if (env.chrome) await env.chrome.close();
-  if (env.np) await env.np.stop();
-  if (env.dir) rmSync(env.dir, { recursive: true, force: true });
+  if (env.one) await env.one.close();
 });
 
 test('page over HTTPS and a relay-only call over turns: on the same port', { timeout: 120000 }, async () => {
