@@ -20,13 +20,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::response::IntoResponse;
 use instant_acme::{
     Account, AccountCredentials, AuthorizationStatus, ChallengeType, Identifier, NewAccount,
     NewOrder, OrderStatus, RetryPolicy,
 };
 use rustls::sign::CertifiedKey;
 
-use crate::config::AcmeConfig;
+use crate::config::{AcmeChallenge, AcmeConfig};
 use crate::tls::TlsStore;
 
 /// Why an issuance failed.
@@ -200,6 +201,60 @@ fn challenge_cert(name: &str, digest: &[u8]) -> Result<Arc<CertifiedKey>, AcmeEr
     )))
 }
 
+/// The http-01 responder (RFC 8555 §8.3): plain HTTP on `acme-http-listen` for as long as an
+/// issuance needs it, answering `/.well-known/acme-challenge/<token>` with the key
+/// authorization and 404 to everything else. Stopped when dropped.
+struct Http01 {
+    tokens: Arc<std::sync::Mutex<std::collections::HashMap<String, String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Http01 {
+    async fn start(addr: std::net::SocketAddr) -> Result<Self, AcmeError> {
+        let l = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+            AcmeError::Other(format!("http-01 needs {addr} (acme-http-listen): {e}"))
+        })?;
+        let tokens: Arc<std::sync::Mutex<std::collections::HashMap<String, String>>> =
+            Arc::default();
+        let t = tokens.clone();
+        let app = axum::Router::new().route(
+            "/.well-known/acme-challenge/{token}",
+            axum::routing::get(
+                move |axum::extract::Path(token): axum::extract::Path<String>| {
+                    let answer = t
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .get(&token)
+                        .cloned();
+                    async move {
+                        match answer {
+                            Some(a) => (axum::http::StatusCode::OK, a).into_response(),
+                            None => axum::http::StatusCode::NOT_FOUND.into_response(),
+                        }
+                    }
+                },
+            ),
+        );
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(l, app).await;
+        });
+        Ok(Self { tokens, task })
+    }
+
+    fn answer(&self, token: &str, key_authorization: &str) {
+        self.tokens
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(token.to_owned(), key_authorization.to_owned());
+    }
+}
+
+impl Drop for Http01 {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 /// Removes the challenge certificates however the issuance ends.
 struct Challenges<'a> {
     store: &'a TlsStore,
@@ -224,6 +279,7 @@ pub async fn issue(c: &AcmeConfig, store: &TlsStore) -> Result<(), AcmeError> {
         store,
         names: Vec::new(),
     };
+    let mut http: Option<Http01> = None;
     let mut auths = order.authorizations();
     while let Some(a) = auths.next().await {
         let mut a = a?;
@@ -236,14 +292,30 @@ pub async fn issue(c: &AcmeConfig, store: &TlsStore) -> Result<(), AcmeError> {
                 )));
             }
         }
-        let mut ch = a
-            .challenge(ChallengeType::TlsAlpn01)
-            .ok_or_else(|| AcmeError::Other("the CA offers no tls-alpn-01 challenge".into()))?;
-        let name = ch.identifier().to_string();
-        let cert = challenge_cert(&name, ch.key_authorization().digest().as_ref())?;
-        store.set_challenge(&name, Some(cert));
-        served.names.push(name);
-        ch.set_ready().await?;
+        match c.challenge {
+            AcmeChallenge::TlsAlpn01 => {
+                let mut ch = a.challenge(ChallengeType::TlsAlpn01).ok_or_else(|| {
+                    AcmeError::Other("the CA offers no tls-alpn-01 challenge".into())
+                })?;
+                let name = ch.identifier().to_string();
+                let cert = challenge_cert(&name, ch.key_authorization().digest().as_ref())?;
+                store.set_challenge(&name, Some(cert));
+                served.names.push(name);
+                ch.set_ready().await?;
+            }
+            AcmeChallenge::Http01(addr) => {
+                let mut ch = a
+                    .challenge(ChallengeType::Http01)
+                    .ok_or_else(|| AcmeError::Other("the CA offers no http-01 challenge".into()))?;
+                if http.is_none() {
+                    http = Some(Http01::start(addr).await?);
+                }
+                if let Some(h) = &http {
+                    h.answer(&ch.token, ch.key_authorization().as_str());
+                }
+                ch.set_ready().await?;
+            }
+        }
     }
     let retry = RetryPolicy::new()
         .initial_delay(Duration::from_millis(250))
@@ -258,6 +330,7 @@ pub async fn issue(c: &AcmeConfig, store: &TlsStore) -> Result<(), AcmeError> {
         return Err(AcmeError::Other(format!("the order is not ready: {why}")));
     }
     drop(served);
+    drop(http);
     let key_pem = order.finalize().await?;
     let chain_pem = order.poll_certificate(&retry).await?;
     let ck = crate::tls::certified_pem(&chain_pem, &key_pem)

@@ -102,11 +102,13 @@ pub fn load(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsError> {
 }
 
 fn server_config(resolver: Arc<Resolver>) -> Result<Arc<ServerConfig>, TlsError> {
+    let sessions = resolver.sessions.clone();
     let mut cfg = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| TlsError::Config(e.to_string()))?
         .with_no_client_auth()
         .with_cert_resolver(resolver);
+    cfg.session_storage = sessions;
     cfg.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
     cfg.alpn_protocols.push(ACME_ALPN.to_vec());
     Ok(Arc::new(cfg))
@@ -118,6 +120,7 @@ fn server_config(resolver: Arc<Resolver>) -> Result<Arc<ServerConfig>, TlsError>
 pub struct Resolver {
     current: RwLock<Arc<CertifiedKey>>,
     challenges: RwLock<HashMap<String, Arc<CertifiedKey>>>,
+    sessions: Arc<Sessions>,
 }
 
 impl Resolver {
@@ -125,7 +128,43 @@ impl Resolver {
         Self {
             current: RwLock::new(current),
             challenges: RwLock::default(),
+            sessions: Arc::new(Sessions {
+                generation: std::sync::atomic::AtomicU64::new(0),
+                cache: rustls::server::ServerSessionMemoryCache::new(1024),
+            }),
         }
+    }
+}
+
+/// Session resumption state, per certificate: a new certificate starts a new generation, so
+/// a client cannot resume (and keep seeing) a session made with the old one.
+#[derive(Debug)]
+struct Sessions {
+    generation: std::sync::atomic::AtomicU64,
+    cache: Arc<rustls::server::ServerSessionMemoryCache>,
+}
+
+impl Sessions {
+    fn key(&self, key: &[u8]) -> Vec<u8> {
+        let g = self.generation.load(std::sync::atomic::Ordering::Acquire);
+        let mut k = g.to_be_bytes().to_vec();
+        k.extend_from_slice(key);
+        k
+    }
+}
+
+impl rustls::server::StoresServerSessions for Sessions {
+    fn put(&self, key: Vec<u8>, value: Vec<u8>) -> bool {
+        self.cache.put(self.key(&key), value)
+    }
+    fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
+        self.cache.get(&self.key(key))
+    }
+    fn take(&self, key: &[u8]) -> Option<Vec<u8>> {
+        self.cache.take(&self.key(key))
+    }
+    fn can_cache(&self) -> bool {
+        true
     }
 }
 
@@ -196,13 +235,18 @@ impl TlsStore {
             .clone()
     }
 
-    /// Serve `key` from the next handshake on.
+    /// Serve `key` from the next handshake on (sessions made with the old one are not
+    /// resumed).
     pub fn set(&self, key: Arc<CertifiedKey>) {
         *self
             .resolver
             .current
             .write()
             .unwrap_or_else(|e| e.into_inner()) = key;
+        self.resolver
+            .sessions
+            .generation
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     }
 
     /// Answer TLS-ALPN-01 for `name` with `cert` (None: stop answering).

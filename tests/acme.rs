@@ -81,15 +81,9 @@ struct Pebble {
     mgmt: u16,
 }
 
-fn start_pebble(dir: &Path, tls_port: u16) -> Pebble {
+fn start_pebble(dir: &Path, tls_port: u16, http: u16) -> Pebble {
     pebble_api_cert(dir);
-    let (api, mgmt, dns, dns_mgmt, http) = (
-        free_port(),
-        free_port(),
-        free_port(),
-        free_port(),
-        free_port(),
-    );
+    let (api, mgmt, dns, dns_mgmt) = (free_port(), free_port(), free_port(), free_port());
     let config = dir.join("pebble.json");
     std::fs::write(
         &config,
@@ -139,27 +133,14 @@ fn start_pebble(dir: &Path, tls_port: u16) -> Pebble {
     }
 }
 
-#[test]
-fn a_certificate_from_acme_serves_https_and_turns_on_one_port_and_renews() {
-    for tool in ["pebble", "pebble-challtestsrv", "openssl", "curl"] {
-        if !have_tool(tool) {
-            return;
-        }
-    }
-    let dir = temp_dir("acme");
-    let port = free_port();
-    let mut ca = start_pebble(&dir, port);
-    // Pebble's issuing root, from its management port.
-    let root = dir.join("root.pem");
-    let got = sh(&format!(
-        "curl -sS --cacert {d}/ca.pem https://127.0.0.1:{m}/roots/0 -o {r} && echo fetched",
-        d = dir.display(),
-        m = ca.mgmt,
-        r = root.display()
-    ));
-    assert!(got.contains("fetched"), "{got}");
+fn have_tools() -> bool {
+    ["pebble", "pebble-challtestsrv", "openssl", "curl"]
+        .iter()
+        .all(|t| have_tool(t))
+}
 
-    let state = dir.join("state");
+/// natpass with `--domain NAME` on one port, its ACME directory pebble's.
+fn start_natpass(dir: &Path, ca: &Pebble, port: u16, extra: &[&str]) -> (Proc, PathBuf) {
     let log = dir.join("natpass.log");
     let shared = format!("127.0.0.1:{port}");
     let np = Command::new(env!("CARGO_BIN_EXE_natpass"))
@@ -171,16 +152,94 @@ fn a_certificate_from_acme_serves_https_and_turns_on_one_port_and_renews() {
         .arg("--acme-ca-root")
         .arg(dir.join("ca.pem"))
         .arg("--state-dir")
-        .arg(&state)
-        .args(["--tls-listen", &shared, "--http", &shared])
-        .args(["--acme-renew-days", "100000", "--sfu", "false"])
+        .arg(dir.join("state"))
+        .args(["--tls-listen", &shared, "--http", &shared, "--sfu", "false"])
         .args(["--user", "alice:secret", "--log", "natpass=info"])
+        .args(extra)
         .env("NATPASS_ACME_CHECK_SECONDS", "2")
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
-    let _np = Proc(np);
+    (Proc(np), log)
+}
+
+fn fetch_root(dir: &Path, ca: &Pebble) -> PathBuf {
+    let root = dir.join("root.pem");
+    let got = sh(&format!(
+        "curl -sS --cacert {d}/ca.pem https://127.0.0.1:{m}/roots/0 -o {r} && echo fetched",
+        d = dir.display(),
+        m = ca.mgmt,
+        r = root.display()
+    ));
+    assert!(got.contains("fetched"), "{got}");
+    root
+}
+
+/// The http-01 challenge (port 80 in production; here the port pebble is told to use): the
+/// certificate is issued and served on the TLS port, and the responder is gone afterwards.
+#[test]
+fn a_certificate_from_acme_over_http_01() {
+    if !have_tools() {
+        return;
+    }
+    let dir = temp_dir("acme-http01");
+    let (port, http) = (free_port(), free_port());
+    let ca = start_pebble(&dir, port, http);
+    let root = fetch_root(&dir, &ca);
+    let (_np, log) = start_natpass(
+        &dir,
+        &ca,
+        port,
+        &[
+            "--acme-challenge",
+            "http-01",
+            "--acme-http-listen",
+            &format!("127.0.0.1:{http}"),
+        ],
+    );
+    let start = Instant::now();
+    while served_serial(port, &root, "h2").is_none() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no certificate over http-01:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    // The responder listens only while a challenge is pending.
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", http)).is_ok() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the http-01 responder stays up"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_certificate_from_acme_serves_https_and_turns_on_one_port_and_renews() {
+    if !have_tools() {
+        return;
+    }
+    let dir = temp_dir("acme");
+    let port = free_port();
+    let mut ca = start_pebble(&dir, port, free_port());
+    let root = fetch_root(&dir, &ca);
+    let state = dir.join("state");
+    let (_np, log) = start_natpass(
+        &dir,
+        &ca,
+        port,
+        &[
+            "--acme-challenge",
+            "tls-alpn-01",
+            "--acme-renew-days",
+            "100000",
+        ],
+    );
     let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
 
     // Issued through TLS-ALPN-01 on the shared port, then served on HTTPS and on turns:.

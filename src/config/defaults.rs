@@ -56,6 +56,9 @@ pub const ACME_RENEW_DAYS: u64 = 30;
 /// With `domain` and no `tls-listen` (and, on the embedded default, no `http`): one port.
 pub const DOMAIN_LISTEN: std::net::SocketAddr =
     std::net::SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 443);
+/// `acme-http-listen`.
+pub const ACME_HTTP_LISTEN: std::net::SocketAddr =
+    std::net::SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 80);
 /// `http-self-signed`.
 pub const HTTP_SELF_SIGNED: bool = false;
 

@@ -187,6 +187,17 @@ pub struct AcmeConfig {
     pub renew_before: std::time::Duration,
     /// Where the account and certificate are kept (`state-dir/acme`).
     pub dir: PathBuf,
+    /// Which challenge to answer.
+    pub challenge: AcmeChallenge,
+}
+
+/// How natpass proves it holds the name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AcmeChallenge {
+    /// RFC 8737, on the TLS port (the CA connects to 443).
+    TlsAlpn01,
+    /// RFC 8555 §8.3, plain HTTP on this address (the CA connects to port 80).
+    Http01(std::net::SocketAddr),
 }
 
 /// The SFU's settings.

@@ -521,6 +521,20 @@ pub(super) fn acme(
             "needs state-dir (where the ACME account and certificate are kept)",
         ));
     };
+    let on_443 = s.tls_listen.is_empty() || s.tls_listen.iter().any(|a| a.port() == 443);
+    let http_listen = s.acme_http_listen.unwrap_or(defaults::ACME_HTTP_LISTEN);
+    let challenge = match s.acme_challenge.as_deref() {
+        Some("tls-alpn-01") => crate::config::AcmeChallenge::TlsAlpn01,
+        Some("http-01") => crate::config::AcmeChallenge::Http01(http_listen),
+        Some(other) => {
+            return Err(invalid(
+                "acme-challenge",
+                format!("`{other}`: expected tls-alpn-01 or http-01"),
+            ));
+        }
+        None if on_443 => crate::config::AcmeChallenge::TlsAlpn01,
+        None => crate::config::AcmeChallenge::Http01(http_listen),
+    };
     let mut domains: Vec<String> = s.domain.iter().map(|d| d.to_ascii_lowercase()).collect();
     domains.dedup();
     Ok(Some(crate::config::AcmeConfig {
@@ -530,5 +544,6 @@ pub(super) fn acme(
         ca_root: s.acme_ca_root.clone(),
         renew_before: std::time::Duration::from_secs(days.saturating_mul(86_400)),
         dir: dir.join("acme"),
+        challenge,
     }))
 }

@@ -96,6 +96,14 @@ settings! {
         /// Trust this PEM CA for the ACME directory's own HTTPS (a private or test CA).
         #[arg(long, value_name = "FILE")]
         pub acme_ca_root: Option<PathBuf>,
+        /// ACME challenge: tls-alpn-01 (answered on the TLS port; the CA connects to 443) or
+        /// http-01 (answered on acme-http-listen, port 80). Default: tls-alpn-01 when a
+        /// tls-listen address is on port 443, else http-01.
+        #[arg(long, value_name = "TYPE")]
+        pub acme_challenge: Option<String>,
+        /// Where to answer http-01 challenges (only while one is pending).
+        #[arg(long, value_name = "ADDR:PORT")]
+        pub acme_http_listen: Option<SocketAddr>,
         /// Renew the ACME certificate this many days before it expires.
         #[arg(long, value_name = "DAYS")]
         pub acme_renew_days: Option<u64>,
