@@ -99,6 +99,35 @@ struct Conn {
     counted: bool,
 }
 
+impl Conn {
+    /// A connection just accepted (or adopted), counted against its address's cap.
+    fn new(
+        stream: TcpStream,
+        ft: FiveTuple,
+        mode: Mode,
+        tls: Option<Box<rustls::ServerConnection>>,
+        rbuf: Vec<u8>,
+        now: Instant,
+    ) -> Self {
+        Self {
+            stream,
+            ft,
+            mode,
+            tls,
+            rbuf,
+            wbuf: Vec::new(),
+            accepted: now,
+            last_rx: now,
+            partial_since: None,
+            valid: false,
+            handshaking: false,
+            writable: false,
+            closing: false,
+            counted: true,
+        }
+    }
+}
+
 /// The relay sockets of this shard, handed to the core as its [`RelaySockets`].
 struct Relays<'a> {
     registry: &'a Registry,
@@ -506,7 +535,7 @@ impl Shard {
                 return;
             };
             let local = l.local;
-            let (mut stream, peer) = match l.sock.accept() {
+            let (stream, peer) = match l.sock.accept() {
                 Ok(x) => x,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(e) => {
@@ -514,53 +543,32 @@ impl Shard {
                     return;
                 }
             };
-            if !self.limits.admit(peer.ip()) {
-                tracing::debug!(client = %peer, "connection refused: per-IP connection cap");
-                continue; // dropping the stream closes it
-            }
-            let _ = stream.set_nodelay(true);
-            let entry = self.conns.vacant_entry();
-            let key = entry.key();
-            if self
-                .poll
-                .registry()
-                .register(&mut stream, Token(CONN_BASE + key), Interest::READABLE)
-                .is_err()
-            {
-                self.limits.close(peer.ip(), true);
-                continue;
-            }
-            entry.insert(Conn {
-                stream,
-                ft: FiveTuple {
-                    transport: Transport::Tcp,
-                    client: peer,
-                    server: local,
-                },
-                mode: Mode::Detect,
-                tls: None,
-                rbuf: Vec::new(),
-                wbuf: Vec::new(),
-                accepted: now,
-                last_rx: now,
-                partial_since: None,
-                valid: false,
-                handshaking: false,
-                writable: false,
-                closing: false,
-                counted: true,
-            });
+            let ft = FiveTuple {
+                transport: Transport::Tcp,
+                client: peer,
+                server: local,
+            };
+            // Refused (dropping the stream closes it) or registered.
+            let _ = self.insert_conn(stream, ft, Mode::Detect, None, Vec::new(), now);
         }
     }
 
-    /// A TURN connection the web side accepted on a shared port: served like one accepted
-    /// here, its TLS session (handshake done) and first plaintext bytes included.
-    fn adopt(&mut self, a: super::Adopted, now: Instant) {
-        if !self.limits.admit(a.peer.ip()) {
-            tracing::debug!(client = %a.peer, "connection refused: per-IP connection cap");
-            return;
+    /// Admit a connection under its address's cap, register it and keep it: its key, or None
+    /// when refused (the stream is dropped, which closes it).
+    fn insert_conn(
+        &mut self,
+        mut stream: TcpStream,
+        ft: FiveTuple,
+        mode: Mode,
+        tls: Option<Box<rustls::ServerConnection>>,
+        rbuf: Vec<u8>,
+        now: Instant,
+    ) -> Option<usize> {
+        let ip = ft.client.ip();
+        if !self.limits.admit(ip) {
+            tracing::debug!(client = %ft.client, "connection refused: per-IP connection cap");
+            return None;
         }
-        let mut stream = TcpStream::from_std(a.stream);
         let _ = stream.set_nodelay(true);
         let entry = self.conns.vacant_entry();
         let key = entry.key();
@@ -570,31 +578,27 @@ impl Shard {
             .register(&mut stream, Token(CONN_BASE + key), Interest::READABLE)
             .is_err()
         {
-            self.limits.close(a.peer.ip(), true);
-            return;
+            self.limits.close(ip, true);
+            return None;
         }
+        entry.insert(Conn::new(stream, ft, mode, tls, rbuf, now));
+        Some(key)
+    }
+
+    /// A TURN connection the web side accepted on a shared port: served like one accepted
+    /// here, its TLS session (handshake done) and first plaintext bytes included.
+    fn adopt(&mut self, a: super::Adopted, now: Instant) {
         let tls = a.tls.is_some();
         let ft = FiveTuple {
             transport: if tls { Transport::Tls } else { Transport::Tcp },
             client: a.peer,
             server: a.local,
         };
-        entry.insert(Conn {
-            stream,
-            ft,
-            mode: if tls { Mode::Tls } else { Mode::Plain },
-            tls: a.tls,
-            rbuf: a.prefix,
-            wbuf: Vec::new(),
-            accepted: now,
-            last_rx: now,
-            partial_since: None,
-            valid: false,
-            handshaking: false,
-            writable: false,
-            closing: false,
-            counted: true,
-        });
+        let mode = if tls { Mode::Tls } else { Mode::Plain };
+        let stream = TcpStream::from_std(a.stream);
+        let Some(key) = self.insert_conn(stream, ft, mode, a.tls, a.prefix, now) else {
+            return;
+        };
         self.conn_by_ft.insert(ft, key);
         // Plaintext rustls already holds (no new bytes may come to wake us for it), then the
         // frames that are complete.

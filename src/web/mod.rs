@@ -277,22 +277,30 @@ fn asset(ct: &'static str, body: &'static str) -> Response {
         .into_response()
 }
 
-async fn ice_servers(
-    State(st): State<Arc<AppState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-) -> Response {
+/// The per-address rate of credential requests (`/api/ice-servers`, `/api/selftest`): a 429
+/// when it is exceeded.
+fn credential_rate(st: &AppState, peer: SocketAddr) -> Option<Response> {
     let allowed = st
         .ice_limiter
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .allow(peer.ip(), Instant::now());
-    if !allowed {
-        return (
+    (!allowed).then(|| {
+        (
             StatusCode::TOO_MANY_REQUESTS,
             "too many credential requests\n",
         )
-            .into_response();
+            .into_response()
+    })
+}
+
+async fn ice_servers(
+    State(st): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(refused) = credential_rate(&st, peer) {
+        return refused;
     }
     let host = st.ice_host(&headers, None);
     let servers = st.ice_servers(&host, "web");
@@ -307,17 +315,8 @@ async fn selftest_credential(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Response {
-    let allowed = st
-        .ice_limiter
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .allow(peer.ip(), Instant::now());
-    if !allowed {
-        return (
-            StatusCode::TOO_MANY_REQUESTS,
-            "too many credential requests\n",
-        )
-            .into_response();
+    if let Some(refused) = credential_rate(&st, peer) {
+        return refused;
     }
     let host = st.ice_host(&headers, None);
     let name = format!("selftest-{:016x}", rand::random::<u64>());
@@ -443,18 +442,20 @@ pub async fn serve(
     state: Arc<AppState>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    serve_front(listener, state, limits::Front::Plain, shutdown).await
+}
+
+/// Serve the router behind `front` on `listener` until `shutdown` resolves.
+async fn serve_front(
+    listener: tokio::net::TcpListener,
+    state: Arc<AppState>,
+    front: limits::Front,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let _sweeper = socketio::Hub::spawn_sweeper(state.hub.clone());
     let http = state.cfg.http.clone();
     let gate = state.gate.clone();
-    limits::serve_bounded(
-        listener,
-        router(state),
-        limits::Front::Plain,
-        http,
-        gate,
-        shutdown,
-    )
-    .await
+    limits::serve_bounded(listener, router(state), front, http, gate, shutdown).await
 }
 
 /// Serve HTTPS on `listener` with `tls` until `shutdown` resolves (bounded by [`limits`]).
@@ -464,21 +465,10 @@ pub async fn serve_tls(
     tls: Arc<rustls::ServerConfig>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let _sweeper = socketio::Hub::spawn_sweeper(state.hub.clone());
     let mut cfg = (*tls).clone();
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
-    let http = state.cfg.http.clone();
-    let gate = state.gate.clone();
-    limits::serve_bounded(
-        listener,
-        router(state),
-        limits::Front::Tls(acceptor),
-        http,
-        gate,
-        shutdown,
-    )
-    .await
+    serve_front(listener, state, limits::Front::Tls(acceptor), shutdown).await
 }
 
 /// Serve a port shared with TURN (see [`shared_port`]) until `shutdown` resolves.
@@ -488,18 +478,7 @@ pub async fn serve_shared(
     port: shared_port::SharedPort,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let _sweeper = socketio::Hub::spawn_sweeper(state.hub.clone());
-    let http = state.cfg.http.clone();
-    let gate = state.gate.clone();
-    limits::serve_bounded(
-        listener,
-        router(state),
-        limits::Front::Shared(port),
-        http,
-        gate,
-        shutdown,
-    )
-    .await
+    serve_front(listener, state, limits::Front::Shared(port), shutdown).await
 }
 
 /// A running web side.

@@ -259,3 +259,24 @@ export async function startNatpassOnePort(extra = []) {
     },
   };
 }
+
+/**
+ * Run `fn` while this machine drops outgoing UDP to `port` (nftables, in a table of the
+ * caller's own, removed when `fn` ends or the process exits, a killed run included). Root only.
+ */
+export async function withUdpDropped(port, tag, fn) {
+  const { execFileSync } = await import('node:child_process');
+  const table = `natpass_${tag}_${process.pid}`;
+  const nft = (args) => execFileSync('nft', args, { stdio: 'pipe' });
+  nft(['add', 'table', 'inet', table]);
+  const drop = () => { try { nft(['delete', 'table', 'inet', table]); } catch { /* gone */ } };
+  process.once('exit', drop);
+  try {
+    nft(['add', 'chain', 'inet', table, 'out', '{ type filter hook output priority 0 ; policy accept ; }']);
+    nft(['add', 'rule', 'inet', table, 'out', 'udp', 'dport', String(port), 'drop']);
+    return await fn();
+  } finally {
+    drop();
+    process.removeListener('exit', drop);
+  }
+}

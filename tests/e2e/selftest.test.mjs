@@ -7,8 +7,7 @@
 // is that calls will use TCP.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
-import { startNatpassOnePort, launchChromium, waitFor } from './lib.mjs';
+import { startNatpassOnePort, launchChromium, waitFor, withUdpDropped } from './lib.mjs';
 
 const env = { one: null, chrome: null };
 
@@ -60,14 +59,7 @@ test('/selftest: STUN and TURN over UDP, TCP and TLS each work, and the server s
 test('/selftest with UDP to the server blocked: says so, and that calls will use TCP', { timeout: 120000 }, async (t) => {
   if (process.getuid && process.getuid() !== 0) { t.skip('needs root for nftables'); return; }
   const turnPort = env.one.np.turnPort;
-  const table = `natpass_selftest_${process.pid}`;
-  const nft = (args) => execFileSync('nft', args, { stdio: 'pipe' });
-  nft(['add', 'table', 'inet', table]);
-  const drop = () => { try { nft(['delete', 'table', 'inet', table]); } catch { /* gone */ } };
-  process.once('exit', drop);
-  try {
-    nft(['add', 'chain', 'inet', table, 'out', '{ type filter hook output priority 0 ; policy accept ; }']);
-    nft(['add', 'rule', 'inet', table, 'out', 'udp', 'dport', String(turnPort), 'drop']);
+  await withUdpDropped(turnPort, 'selftest', async () => {
     const { r, table: text, overall } = await runSelftest();
     const res = r.results;
     assert.ok(!res.stun.ok && /UDP to the server is blocked/.test(res.stun.verdict), `${res.stun.verdict}\n${text}`);
@@ -76,7 +68,5 @@ test('/selftest with UDP to the server blocked: says so, and that calls will use
     assert.ok(!r.server.some((a) => a.transport === 'udp'), `nothing arrived over UDP: ${JSON.stringify(r.server)}`);
     assert.ok(res['turn-tcp'].ok && res['turn-tls'].ok, text);
     assert.match(overall, /UDP blocked on this network: calls will use TURN over TLS/);
-  } finally {
-    drop();
-  }
+  });
 });

@@ -5,8 +5,7 @@
 // browsers fit on two cores.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
-import { serverAndBrowser, waitFor, stats, sleep, joinCall } from './lib.mjs';
+import { serverAndBrowser, waitFor, stats, sleep, joinCall, withUdpDropped } from './lib.mjs';
 
 const env = serverAndBrowser();
 
@@ -145,15 +144,7 @@ test('a relay-only participant reaches the SFU through natpass TURN; chat goes o
 test('with UDP to the SFU blocked, browsers reach it over ICE-TCP', { timeout: 120000 }, async (t) => {
   if (process.getuid && process.getuid() !== 0) { t.skip('needs root for nftables'); return; }
   const sfuPort = env.np.turnPort + 2;
-  const table = `natpass_e2e_tcp_${process.pid}`;
-  const nft = (args) => execFileSync('nft', args, { stdio: 'pipe' });
-  nft(['add', 'table', 'inet', table]);
-  // Removed however this process ends (a killed test run included).
-  const drop = () => { try { nft(['delete', 'table', 'inet', table]); } catch { /* gone */ } };
-  process.once('exit', drop);
-  try {
-    nft(['add', 'chain', 'inet', table, 'out', '{ type filter hook output priority 0 ; policy accept ; }']);
-    nft(['add', 'rule', 'inet', table, 'out', 'udp', 'dport', String(sfuPort), 'drop']);
+  await withUdpDropped(sfuPort, 'e2e_tcp', async () => {
     const r = room('tcp');
     const pages = [await open('Tia', r, '&mode=sfu'), await open('Uma', r)];
     const views = await allDecoding(pages, 1);
@@ -171,10 +162,7 @@ test('with UDP to the SFU blocked, browsers reach it over ICE-TCP', { timeout: 1
     const tcpConns = Number((m.split('\n').find((l) => l.startsWith('natpass_sfu_tcp_connections ')) || ' 0').split(' ')[1]);
     assert.ok(tcpConns >= 2, `both pages hold an ICE-TCP connection: ${tcpConns}`);
     for (const p of pages) await p.close();
-  } finally {
-    drop();
-    process.removeListener('exit', drop);
-  }
+  });
 });
 
 test('pinning a tile raises the video of that participant, for that receiver only', { timeout: 150000 }, async () => {
