@@ -66,7 +66,12 @@ pub fn check(cfg: &ValidConfig, o: &Options) -> Vec<Finding> {
     out.extend(certificates(cfg));
     let public = o.stun.map(|s| public_address(s, &mut out)).unwrap_or(None);
     if o.dns {
-        out.extend(dns(cfg, public));
+        out.extend(dns(cfg, public, &|n: &str| {
+            (n, 443)
+                .to_socket_addrs()
+                .map(|a| a.map(|a| a.ip()).collect())
+                .map_err(|e| e.to_string())
+        }));
     }
     out.extend(relay_ports(cfg));
     out.extend(ports(cfg));
@@ -238,7 +243,10 @@ fn public_address(stun: SocketAddr, out: &mut Vec<Finding>) -> Option<IpAddr> {
     }
 }
 
-fn dns(cfg: &ValidConfig, public: Option<IpAddr>) -> Vec<Finding> {
+/// A name's addresses, or why it has none.
+type Resolve<'a> = &'a dyn Fn(&str) -> Result<Vec<IpAddr>, String>;
+
+fn dns(cfg: &ValidConfig, public: Option<IpAddr>, resolve: Resolve<'_>) -> Vec<Finding> {
     let mut out = Vec::new();
     let mut names: Vec<String> = cfg
         .acme
@@ -252,8 +260,8 @@ fn dns(cfg: &ValidConfig, public: Option<IpAddr>) -> Vec<Finding> {
     }
     let external: Vec<IpAddr> = cfg.external_ips.iter().map(|e| e.public).collect();
     for n in names {
-        let ips: Vec<IpAddr> = match (n.as_str(), 443).to_socket_addrs() {
-            Ok(a) => a.map(|a| a.ip()).collect(),
+        let ips: Vec<IpAddr> = match resolve(&n) {
+            Ok(a) => a,
             Err(e) => {
                 out.push(finding(
                     Level::Error,
@@ -487,6 +495,55 @@ fn udp_buffers(rmem: Option<u64>, wmem: Option<u64>) -> Vec<Finding> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn domain_cfg(external: &[&str]) -> ValidConfig {
+        ValidConfig::load(
+            None,
+            crate::config::Settings {
+                domain: vec!["turn.example.org".into()],
+                state_dir: Some("/tmp/natpass-doctor-test".into()),
+                external_ips: external.iter().map(|e| e.parse().unwrap()).collect(),
+                ..Default::default()
+            },
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn the_domain_must_resolve_to_the_address_the_world_sees() {
+        let public: IpAddr = "203.0.113.5".parse().unwrap();
+        let to = |ip: &'static str| move |_: &str| Ok(vec![ip.parse::<IpAddr>().unwrap()]);
+        let ok = dns(&domain_cfg(&[]), Some(public), &to("203.0.113.5"));
+        assert_eq!(ok[0].level, Level::Ok, "{ok:?}");
+        let wrong = dns(&domain_cfg(&[]), Some(public), &to("198.51.100.9"));
+        assert_eq!(wrong[0].level, Level::Error);
+        assert!(
+            wrong[0]
+                .message
+                .contains("resolves to 198.51.100.9 but this server is 203.0.113.5")
+        );
+        assert!(
+            wrong[0].fix.contains("A record at 203.0.113.5"),
+            "{wrong:?}"
+        );
+        // external-ip counts as this server's address (the STUN answer may be missing).
+        let ext = dns(
+            &domain_cfg(&["198.51.100.9/10.0.0.9"]),
+            None,
+            &to("198.51.100.9"),
+        );
+        assert_eq!(ext[0].level, Level::Ok, "{ext:?}");
+        let none = dns(&domain_cfg(&[]), Some(public), &|_: &str| {
+            Err("no such host".into())
+        });
+        assert_eq!(none[0].level, Level::Error);
+        assert!(
+            none[0]
+                .fix
+                .contains("add an A record for turn.example.org pointing at 203.0.113.5"),
+            "{none:?}"
+        );
+    }
 
     #[test]
     fn udp_buffers_below_four_mib_are_a_warning_with_the_sysctl() {
