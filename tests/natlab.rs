@@ -49,7 +49,10 @@ fn available() -> Result<(), String> {
             return Err(format!("{tool} not installed"));
         }
     }
-    let probe = format!("{PREFIX}-probe");
+    // A name of this call's own: the tests of this file check at the same time.
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let probe = format!("{PREFIX}-probe{n}");
     let ok = Command::new("ip")
         .args(["netns", "add", &probe])
         .status()
@@ -230,8 +233,12 @@ fn relay_between_hosts(transport: &str) -> serde_json::Value {
     )
 }
 
+/// The labs of this file run one at a time (namespaces, Chromium-free but CPU-bound probes).
+static ONE_LAB: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn natlab_symmetric_nat_needs_turn_and_turn_connects() {
+    let _one = ONE_LAB.lock().unwrap_or_else(|e| e.into_inner());
     if let Err(why) = available() {
         eprintln!("SKIP natlab: {why} (the NAT lab needs root, ip netns and nftables; CI runs it)");
         if std::env::var("CI").is_ok() {
@@ -315,6 +322,7 @@ const JANUS_API: &str = "http://10.77.0.1:8088/janus";
 /// there is a clear error.
 #[test]
 fn natlab_probe_sfu_drives_janus() {
+    let _one = ONE_LAB.lock().unwrap_or_else(|e| e.into_inner());
     if let Err(why) = available() {
         eprintln!("SKIP natlab janus: {why}");
         return;
