@@ -19,39 +19,62 @@ const ICE_PWD: &str = "icepwdNEVERLOGGED0123456789";
 fn trace_logs_of_an_authenticated_call_hold_no_secrets() {
     let dir = temp_dir("logs");
     let log = dir.join("natpass.log");
-    let udp = std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let http = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_natpass"))
-        .args([
-            "serve",
-            "--listen",
-            &udp.to_string(),
-            "--http",
-            &http.to_string(),
-            "--log",
-            "trace",
-            "--user",
-            &format!("alice:{PASSWORD}"),
-            "--auth-secret",
-            SECRET,
-            "--allow-peer",
-            "127.0.0.0/8",
-        ])
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let t0 = std::time::Instant::now();
-    while std::net::TcpStream::connect(http).is_err() {
-        assert!(t0.elapsed() < Duration::from_secs(10));
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    // A free UDP port whose TCP twin (and the SFU's, two above) may still be taken by some
+    // other socket: when natpass refuses to start, try other ports.
+    let mut tries = 0;
+    let (udp, http, mut child) = loop {
+        tries += 1;
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let http = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_natpass"))
+            .args([
+                "serve",
+                "--listen",
+                &udp.to_string(),
+                "--http",
+                &http.to_string(),
+                "--log",
+                "trace",
+                "--user",
+                &format!("alice:{PASSWORD}"),
+                "--auth-secret",
+                SECRET,
+                "--allow-peer",
+                "127.0.0.0/8",
+            ])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let t0 = std::time::Instant::now();
+        let mut exited = false;
+        while std::net::TcpStream::connect(http).is_err() {
+            if child.try_wait().unwrap().is_some() {
+                exited = true;
+                break;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "natpass did not start: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if !exited {
+            break (udp, http, child);
+        }
+        assert!(
+            tries < 5,
+            "natpass never started: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+    };
     // TURN with the password, and with a REST credential.
     let mut macs = Vec::new();
     let c = UdpClient::new(udp);
