@@ -293,10 +293,7 @@ impl Shard {
                         self.commands(now);
                         false
                     }
-                    t if t >= CONN_BASE => {
-                        self.conn_event(t - CONN_BASE, writable, now, &mut buf);
-                        false
-                    }
+                    t if t >= CONN_BASE => self.conn_event(t - CONN_BASE, writable, now, &mut buf),
                     t if t >= RELAY_BASE => self.drain_relay(t - RELAY_BASE, now, &mut pool),
                     t if t >= TCP_LISTENER_BASE => {
                         self.accept(t - TCP_LISTENER_BASE, now);
@@ -662,14 +659,15 @@ impl Shard {
         }
     }
 
-    /// Readable/writable on a connection.
-    fn conn_event(&mut self, key: usize, writable: bool, now: Instant, buf: &mut [u8]) {
+    /// Readable/writable on a connection. True when its read budget ran out with data
+    /// possibly left (epoll is edge-triggered: the token must be polled again, not waited on).
+    fn conn_event(&mut self, key: usize, writable: bool, now: Instant, buf: &mut [u8]) -> bool {
         if !self.conns.contains(key) {
-            return;
+            return false;
         }
         if writable && !self.conn_flush(key) {
             self.close_conn(key);
-            return;
+            return false;
         }
         // Read what is there (bounded per wake-up), frame it, hand frames to the core.
         for _ in 0..16 {
@@ -677,14 +675,14 @@ impl Shard {
             let n = match c.stream.read(&mut buf[..MAX_FRAME.min(BUF)]) {
                 Ok(0) => {
                     self.close_conn(key);
-                    return;
+                    return false;
                 }
                 Ok(n) => n,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return false,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(_) => {
                     self.close_conn(key);
-                    return;
+                    return false;
                 }
             };
             c.last_rx = now;
@@ -692,17 +690,17 @@ impl Shard {
                 if buf[0] == 0x16 {
                     let Some(cfg) = self.settings.tls.as_ref().map(|t| t.current()) else {
                         self.close_conn(key);
-                        return;
+                        return false;
                     };
                     if !self.limits.handshake_start() {
                         tracing::debug!(client = %c.ft.client, "TLS handshake refused: too many in progress");
                         self.close_conn(key);
-                        return;
+                        return false;
                     }
                     let Ok(tls) = rustls::ServerConnection::new(cfg) else {
                         self.limits.handshake_done();
                         self.close_conn(key);
-                        return;
+                        return false;
                     };
                     c.tls = Some(Box::new(tls));
                     c.handshaking = true;
@@ -722,25 +720,47 @@ impl Shard {
             };
             if !ok || !self.process_frames(key, now) {
                 self.close_conn(key);
-                return;
+                return false;
             }
             if !self.conns.contains(key) {
-                return;
+                return false;
             }
         }
+        true
     }
 
-    /// Feed `buf[..n]` (ciphertext) to rustls and move plaintext into `rbuf`.
+    /// Feed `buf[..n]` (ciphertext) to rustls and move plaintext into `rbuf`, record by record:
+    /// rustls refuses more ciphertext while 16 KiB of plaintext wait to be read, so the
+    /// plaintext is taken out after every batch of records (a 64 KiB read of relayed media
+    /// would otherwise close the connection).
     fn tls_input(&mut self, key: usize, n: usize, buf: &mut [u8]) -> bool {
         let c = &mut self.conns[key];
         let Some(tls) = c.tls.as_mut() else {
             return false;
         };
         let mut rd = &buf[..n];
-        while !rd.is_empty() {
-            match tls.read_tls(&mut rd) {
-                Ok(_) => {}
-                Err(_) => return false,
+        let mut plain = [0u8; 16 * 1024];
+        loop {
+            loop {
+                match tls.reader().read(&mut plain) {
+                    Ok(0) => break,
+                    Ok(m) => {
+                        // One read's plaintext and a partial frame at most (frames are taken
+                        // out after each read).
+                        if c.rbuf.len() + m > MAX_FRAME + BUF {
+                            return false;
+                        }
+                        c.rbuf.extend_from_slice(&plain[..m]);
+                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(_) => return false,
+                }
+            }
+            if rd.is_empty() {
+                break;
+            }
+            if tls.read_tls(&mut rd).is_err() {
+                return false;
             }
             if tls.process_new_packets().is_err() {
                 // Send the alert, then close.
@@ -751,23 +771,6 @@ impl Shard {
         if c.handshaking && !tls.is_handshaking() {
             c.handshaking = false;
             self.limits.handshake_done();
-        }
-        let mut plain = [0u8; 16 * 1024];
-        loop {
-            let Some(tls) = c.tls.as_mut() else {
-                return false;
-            };
-            match tls.reader().read(&mut plain) {
-                Ok(0) => break,
-                Ok(m) => {
-                    if c.rbuf.len() + m > MAX_FRAME + plain.len() {
-                        return false;
-                    }
-                    c.rbuf.extend_from_slice(&plain[..m]);
-                }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                Err(_) => return false,
-            }
         }
         // Handshake messages to send back.
         self.conn_flush(key)
