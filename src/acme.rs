@@ -374,12 +374,22 @@ pub async fn maintain(
         .and_then(|v| v.parse::<u64>().ok())
         .filter(|&s| s > 0)
         .map_or(Duration::from_secs(12 * 3600), Duration::from_secs);
-    let mut backoff = Duration::from_secs(5).min(every);
+    // A failed validation counts against the CA's limit (Let's Encrypt: 5 an hour per name):
+    // a minute, doubling.
+    let first_retry = Duration::from_secs(60).min(every);
+    let mut backoff = first_retry;
     loop {
         let wait = if due(&c, &store) {
-            match issue(&c, &store).await {
+            // Bounded (the client has no per-request timeout) and cut short by shutdown.
+            let attempt = tokio::select! {
+                _ = stop.cancelled() => return,
+                r = tokio::time::timeout(Duration::from_secs(600), issue(&c, &store)) => {
+                    r.unwrap_or_else(|_| Err(AcmeError::Other("no answer from the CA in 10 minutes".into())))
+                }
+            };
+            match attempt {
                 Ok(()) => {
-                    backoff = Duration::from_secs(5).min(every);
+                    backoff = first_retry;
                     every
                 }
                 Err(e) => {

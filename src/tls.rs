@@ -170,7 +170,10 @@ impl rustls::server::StoresServerSessions for Sessions {
 
 impl ResolvesServerCert for Resolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        let acme = hello.alpn().is_some_and(|mut a| a.any(|p| p == ACME_ALPN));
+        // RFC 8737 §3: a validation offers `acme-tls/1` and nothing else.
+        let acme = hello
+            .alpn()
+            .is_some_and(|mut a| a.next() == Some(ACME_ALPN) && a.next().is_none());
         if acme {
             // Only the challenge certificate, never the real one (RFC 8737 §3).
             let name = hello.server_name()?.to_ascii_lowercase();

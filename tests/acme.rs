@@ -255,7 +255,13 @@ fn a_certificate_from_acme_serves_https_and_turns_on_one_port_and_renews() {
         );
         std::thread::sleep(Duration::from_millis(300));
     };
-    let kept: PathBuf = state.join("acme");
+    // One state directory per CA, under state-dir/acme.
+    let kept: PathBuf = std::fs::read_dir(state.join("acme"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.is_dir())
+        .expect("a directory for pebble's account and certificate");
     for f in ["account.json", "cert.pem", "key.pem"] {
         assert!(kept.join(f).exists(), "{f} kept in the state directory");
     }

@@ -712,7 +712,15 @@ mod tests {
         let a = c.acme.expect("acme on");
         assert_eq!(a.domains, vec!["turn.example.org"]);
         assert_eq!(a.directory, defaults::ACME_DIRECTORY);
-        assert_eq!(a.dir, dir.join("acme"));
+        assert!(
+            a.dir.starts_with(dir.join("acme"))
+                && a.dir
+                    .to_string_lossy()
+                    .contains("acme-v02.api.letsencrypt.org-"),
+            "one state directory per CA: {}",
+            a.dir.display()
+        );
+        assert_eq!(a.challenge, AcmeChallenge::TlsAlpn01, "on 443");
         assert_eq!(a.renew_before, std::time::Duration::from_secs(30 * 86_400));
         assert_eq!(c.tls_listen, vec![defaults::DOMAIN_LISTEN]);
         let http = c.http.unwrap();
@@ -737,8 +745,46 @@ mod tests {
         })
         .unwrap();
         assert!(c.acme.is_none());
+        // Names sorted and deduplicated (the kept certificate is compared with them).
+        let c = cli(Settings {
+            domain: vec![
+                "b.example.org".into(),
+                "a.example.org".into(),
+                "b.example.org".into(),
+            ],
+            state_dir: Some(dir.into()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(
+            c.acme.unwrap().domains,
+            vec!["a.example.org", "b.example.org"]
+        );
+        // TURN over TLS on 5349 only: http-01 on port 80.
+        let c = cli(Settings {
+            domain: vec!["turn.example.org".into()],
+            tls_listen: vec!["0.0.0.0:5349".parse().unwrap()],
+            http: Some("127.0.0.1:8080".parse().unwrap()),
+            state_dir: Some(dir.into()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(
+            c.acme.unwrap().challenge,
+            AcmeChallenge::Http01(defaults::ACME_HTTP_LISTEN)
+        );
         // Bad values name their key.
         for (s, key) in [
+            (
+                Settings {
+                    domain: vec!["turn.example.org".into()],
+                    tls_listen: vec!["0.0.0.0:5349".parse().unwrap()],
+                    http: Some("0.0.0.0:80".parse().unwrap()),
+                    state_dir: Some(dir.into()),
+                    ..Default::default()
+                },
+                "acme-http-listen",
+            ),
             (
                 Settings {
                     domain: vec!["localhost".into()],

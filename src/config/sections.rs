@@ -524,6 +524,8 @@ pub(super) fn acme(
     let on_443 = s.tls_listen.is_empty() || s.tls_listen.iter().any(|a| a.port() == 443);
     let http_listen = s.acme_http_listen.unwrap_or(defaults::ACME_HTTP_LISTEN);
     let challenge = match s.acme_challenge.as_deref() {
+        // Chosen explicitly, it may be off 443: a private CA can validate elsewhere (pebble's
+        // tlsPort); public CAs connect to 443 only, which the default choice follows.
         Some("tls-alpn-01") => crate::config::AcmeChallenge::TlsAlpn01,
         Some("http-01") => crate::config::AcmeChallenge::Http01(http_listen),
         Some(other) => {
@@ -535,7 +537,29 @@ pub(super) fn acme(
         None if on_443 => crate::config::AcmeChallenge::TlsAlpn01,
         None => crate::config::AcmeChallenge::Http01(http_listen),
     };
+    if let crate::config::AcmeChallenge::Http01(a) = challenge {
+        let taken = [
+            ("http", s.http),
+            ("metrics", s.metrics),
+            ("admin-listen", s.admin_listen),
+        ];
+        if let Some((key, _)) = taken.iter().find(|(_, b)| {
+            b.is_some_and(|b| {
+                b.port() == a.port()
+                    && (b.ip() == a.ip() || b.ip().is_unspecified() || a.ip().is_unspecified())
+            })
+        }) {
+            return Err(invalid(
+                "acme-http-listen",
+                format!(
+                    "{a} is also the {key} address: http-01 needs a port of its own (or acme-challenge = tls-alpn-01)"
+                ),
+            ));
+        }
+    }
+    let ca_dir = directory_dir(&directory);
     let mut domains: Vec<String> = s.domain.iter().map(|d| d.to_ascii_lowercase()).collect();
+    domains.sort();
     domains.dedup();
     Ok(Some(crate::config::AcmeConfig {
         domains,
@@ -543,7 +567,24 @@ pub(super) fn acme(
         email: s.acme_email.clone(),
         ca_root: s.acme_ca_root.clone(),
         renew_before: std::time::Duration::from_secs(days.saturating_mul(86_400)),
-        dir: dir.join("acme"),
+        // One account and certificate per CA: moving from a staging to a production directory
+        // must not keep serving (and renewing with) the staging ones.
+        dir: dir.join("acme").join(ca_dir),
         challenge,
     }))
+}
+
+/// A directory name for an ACME directory URL: its host and a short hash of the whole URL.
+fn directory_dir(url: &str) -> String {
+    use sha2::Digest;
+    let host: String = url
+        .trim_start_matches("https://")
+        .split(['/', ':'])
+        .next()
+        .unwrap_or("ca")
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '.' || *c == '-')
+        .collect();
+    let h = sha2::Sha256::digest(url.as_bytes());
+    format!("{host}-{:02x}{:02x}{:02x}{:02x}", h[0], h[1], h[2], h[3])
 }

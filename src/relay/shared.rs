@@ -76,16 +76,11 @@ impl SelfTests {
             crate::proto::Transport::Tls => "tls",
         };
         let mut g = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        let (order, map) = &mut *g;
-        if !map.contains_key(username) {
-            if order.len() >= Self::USERS {
-                if let Some(old) = order.pop_front() {
-                    map.remove(&old);
-                }
-            }
-            order.push_back(username.to_owned());
-        }
-        let v = map.entry(username.to_owned()).or_default();
+        // Only names /api/selftest handed out: an Allocate carrying a made-up selftest- name
+        // (unauthenticated, perhaps spoofed) can neither evict real records nor add any.
+        let Some(v) = g.1.get_mut(username) else {
+            return;
+        };
         if v.len() < Self::PER_USER {
             v.push(SelfTestAttempt {
                 transport,
@@ -93,6 +88,23 @@ impl SelfTests {
                 code,
             });
         }
+    }
+
+    /// Keep the attempts of `username`, a name /api/selftest just handed out (the oldest of
+    /// 1,024 is forgotten first).
+    pub fn issue(&self, username: &str) {
+        let mut g = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let (order, map) = &mut *g;
+        if map.contains_key(username) {
+            return;
+        }
+        if order.len() >= Self::USERS {
+            if let Some(old) = order.pop_front() {
+                map.remove(&old);
+            }
+        }
+        order.push_back(username.to_owned());
+        map.insert(username.to_owned(), Vec::new());
     }
 
     /// The attempts of `username` (empty when none, or not a self-test username).
@@ -329,6 +341,12 @@ mod tests {
         );
         let u = "1700000000:selftest-1";
         t.record(u, &ft(Transport::Tls), Some(401));
+        assert!(
+            t.attempts(u).is_empty(),
+            "a name never handed out is not kept"
+        );
+        t.issue(u);
+        t.record(u, &ft(Transport::Tls), Some(401));
         t.record(u, &ft(Transport::Tls), None);
         let a = t.attempts(u);
         assert_eq!(
@@ -341,11 +359,9 @@ mod tests {
         }
         assert_eq!(t.attempts(u).len(), SelfTests::PER_USER);
         for i in 0..(SelfTests::USERS + 10) {
-            t.record(
-                &format!("1700000000:selftest-x{i}"),
-                &ft(Transport::Udp),
-                None,
-            );
+            let name = format!("1700000000:selftest-x{i}");
+            t.issue(&name);
+            t.record(&name, &ft(Transport::Udp), None);
         }
         assert!(
             t.attempts(u).is_empty(),

@@ -343,6 +343,9 @@ pub async fn serve_bounded(
                     else {
                         return;
                     };
+                    if tls.get_ref().1.alpn_protocol() == Some(crate::tls::ACME_ALPN) {
+                        return; // a TLS-ALPN-01 validation: the handshake was all
+                    }
                     conn.drive(tls, deadline).await;
                 }
                 Front::Shared(port) => {

@@ -321,6 +321,12 @@ async fn selftest_credential(
     let host = st.ice_host(&headers, None);
     let name = format!("selftest-{:016x}", rand::random::<u64>());
     let servers = st.ice_servers(&host, &name);
+    if let (Some(server), Some(user)) = (
+        &st.server,
+        servers.iter().find_map(|s| s.username.as_deref()),
+    ) {
+        server.control().shared.selftests.issue(user);
+    }
     let mut stun = Vec::new();
     let (mut udp, mut tcp, mut tls) = (Vec::new(), Vec::new(), Vec::new());
     let (mut username, mut credential) = (None, None);
@@ -466,7 +472,13 @@ pub async fn serve_tls(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let mut cfg = (*tls).clone();
-    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    // acme-tls/1 too: an HTTPS port on 443 with the ACME certificate answers TLS-ALPN-01
+    // (the handshake is all; limits::Front::Tls closes it).
+    cfg.alpn_protocols = vec![
+        b"h2".to_vec(),
+        b"http/1.1".to_vec(),
+        crate::tls::ACME_ALPN.to_vec(),
+    ];
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
     serve_front(listener, state, limits::Front::Tls(acceptor), shutdown).await
 }

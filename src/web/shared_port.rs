@@ -110,8 +110,12 @@ where
 {
     let mut first = [0u8; 1];
     let peeked = tokio::time::timeout_at(deadline, io.tcp().peek(&mut first)).await;
+    // A dual-stack listener gives IPv4 clients as ::ffff:a.b.c.d: the shards key caps,
+    // quotas and XOR-MAPPED-ADDRESS by the address as it is on the wire.
+    let canon =
+        |a: std::net::SocketAddr| std::net::SocketAddr::new(a.ip().to_canonical(), a.port());
     let (peer, local) = match (io.tcp().peer_addr(), io.tcp().local_addr()) {
-        (Ok(p), Ok(l)) => (p, l),
+        (Ok(p), Ok(l)) => (canon(p), canon(l)),
         _ => return Routed::Closed,
     };
     match peeked {
