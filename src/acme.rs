@@ -203,10 +203,12 @@ fn challenge_cert(name: &str, digest: &[u8]) -> Result<Arc<CertifiedKey>, AcmeEr
 
 /// The http-01 responder (RFC 8555 §8.3): plain HTTP on `acme-http-listen` for as long as an
 /// issuance needs it, answering `/.well-known/acme-challenge/<token>` with the key
-/// authorization and 404 to everything else. Stopped when dropped.
+/// authorization and 404 to everything else, behind the web side's connection gate and
+/// deadlines (8 connections per address, 64 in all). Stopped when dropped.
 struct Http01 {
     tokens: Arc<std::sync::Mutex<std::collections::HashMap<String, String>>>,
     task: tokio::task::JoinHandle<()>,
+    stop: tokio_util::sync::CancellationToken,
 }
 
 impl Http01 {
@@ -235,10 +237,22 @@ impl Http01 {
                 },
             ),
         );
+        // The web side's bounds: a connection cap (per address and in all), deadlines for
+        // the request head and idle connections; stopped with the issuance.
+        let stop = tokio_util::sync::CancellationToken::new();
+        let shutdown = stop.clone().cancelled_owned();
         let task = tokio::spawn(async move {
-            let _ = axum::serve(l, app).await;
+            let _ = crate::web::limits::serve_bounded(
+                l,
+                app,
+                crate::web::limits::Front::Plain,
+                crate::web::limits::HttpLimits::default(),
+                crate::web::limits::ConnGate::with_cap(8, 64),
+                shutdown,
+            )
+            .await;
         });
-        Ok(Self { tokens, task })
+        Ok(Self { tokens, task, stop })
     }
 
     fn answer(&self, token: &str, key_authorization: &str) {
@@ -251,6 +265,8 @@ impl Http01 {
 
 impl Drop for Http01 {
     fn drop(&mut self) {
+        // Close the listener and the connections (the task's JoinSet goes with it).
+        self.stop.cancel();
         self.task.abort();
     }
 }

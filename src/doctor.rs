@@ -277,12 +277,32 @@ fn dns(cfg: &ValidConfig, public: Option<IpAddr>, resolve: Resolve<'_>) -> Vec<F
         };
         let shown: Vec<String> = ips.iter().map(IpAddr::to_string).collect();
         let expected: Vec<IpAddr> = public.into_iter().chain(external.iter().copied()).collect();
-        if expected.is_empty() || ips.iter().any(|ip| expected.contains(ip)) {
+        // Every record must lead here: browsers (and a CA validating, IPv6 first) may pick
+        // any of them. An address of this machine can be bound; the world's view of it is
+        // `expected`.
+        let ours =
+            |ip: &IpAddr| expected.contains(ip) || std::net::UdpSocket::bind((*ip, 0)).is_ok();
+        let bad: Vec<String> = ips
+            .iter()
+            .filter(|ip| !ours(ip))
+            .map(IpAddr::to_string)
+            .collect();
+        if bad.is_empty() {
             out.push(finding(
                 Level::Ok,
                 "dns",
                 format!("{n} resolves to {}", shown.join(", ")),
                 "",
+            ));
+        } else if expected.is_empty() {
+            out.push(finding(
+                Level::Warn,
+                "dns",
+                format!(
+                    "{n} resolves to {}: not an address of this machine, and with no STUN answer or external-ip there is no telling whether it leads here",
+                    bad.join(", ")
+                ),
+                "set external-ips, or let --stun-server answer",
             ));
         } else {
             let want: Vec<String> = expected.iter().map(IpAddr::to_string).collect();
@@ -291,10 +311,13 @@ fn dns(cfg: &ValidConfig, public: Option<IpAddr>, resolve: Resolve<'_>) -> Vec<F
                 "dns",
                 format!(
                     "{n} resolves to {} but this server is {}",
-                    shown.join(", "),
+                    bad.join(", "),
                     want.join(", ")
                 ),
-                &format!("point {n}'s A record at {}", want.join(" / ")),
+                &format!(
+                    "point {n}'s A record at {} and remove the other records (A and AAAA)",
+                    want.join(" / ")
+                ),
             ));
         }
     }
@@ -533,6 +556,19 @@ mod tests {
             &to("198.51.100.9"),
         );
         assert_eq!(ext[0].level, Level::Ok, "{ext:?}");
+        // A stale second record (an old AAAA, a second A) is an error too.
+        let two = |_: &str| {
+            Ok(vec![
+                "203.0.113.5".parse::<IpAddr>().unwrap(),
+                "2001:db8::7".parse::<IpAddr>().unwrap(),
+            ])
+        };
+        let stale = dns(&domain_cfg(&[]), Some(public), &two);
+        assert_eq!(stale[0].level, Level::Error, "{stale:?}");
+        assert!(
+            stale[0].message.contains("resolves to 2001:db8::7 but"),
+            "{stale:?}"
+        );
         let none = dns(&domain_cfg(&[]), Some(public), &|_: &str| {
             Err("no such host".into())
         });
