@@ -25,7 +25,8 @@ let last = null;
 
 function candidateLine(c) {
   const relay = c.type === 'relay' && c.relayProtocol ? ` via ${c.relayProtocol}` : '';
-  const seenAs = c.type !== 'host' && c.relatedAddress ? ` (for ${c.relatedAddress})` : '';
+  // Browsers hide the related address (0.0.0.0) unless the page may use the camera.
+  const seenAs = c.type !== 'host' && c.relatedAddress && c.relatedAddress !== '0.0.0.0' ? ` (for ${c.relatedAddress})` : '';
   return `${c.type} ${c.protocol} ${c.address || '(hidden)'}:${c.port}${relay}${seenAs}`;
 }
 
