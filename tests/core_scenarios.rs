@@ -1359,3 +1359,159 @@ mod rfc8656_peer_policy {
         );
     }
 }
+
+/// Issue 17: the channel routes the core hands to a kernel fast path (XDP) start and stop
+/// exactly where the userspace path's do.
+mod fast_path_routes {
+    use super::*;
+    use natpass::proto::{ChannelNumber, Offload, Transport};
+    use std::time::Duration;
+
+    fn offloading() -> Harness {
+        Harness::new(Options {
+            cfg: CoreConfig {
+                offload: true,
+                ..CoreConfig::default()
+            },
+            ..Options::default()
+        })
+    }
+
+    fn drained(h: &mut Harness) -> Vec<Offload> {
+        h.core.drain_offload().collect()
+    }
+
+    #[test]
+    fn a_bound_channel_is_offered_until_its_permission_ends_and_withdrawn_after() {
+        let mut h = offloading();
+        let ft = udp("203.0.113.9:4000");
+        let relay = h.allocate(ft, "alice", "alicepw");
+        let nonce = h.nonce(ft);
+        assert!(drained(&mut h).is_empty(), "no channel yet");
+        let bound_at = h.now;
+        h.ask(
+            ft,
+            &channel_bind("alice", "alicepw", &nonce, 0x4001, PUBLIC_PEER),
+        );
+        let peer: SocketAddr = PUBLIC_PEER.parse().unwrap();
+        let channel = ChannelNumber::new(0x4001).unwrap();
+        // The permission (300 s) ends before the channel (600 s): that is the deadline.
+        let expires = bound_at + Duration::from_secs(300);
+        assert_eq!(
+            drained(&mut h),
+            vec![Offload::Install {
+                ft,
+                channel,
+                relay,
+                peer,
+                expires
+            }]
+        );
+        // A CreatePermission 100 s later moves the deadline with it.
+        h.advance(100);
+        h.ask(
+            ft,
+            &create_permission("alice", "alicepw", &nonce, &[PUBLIC_PEER]),
+        );
+        let expires = h.now + Duration::from_secs(300);
+        assert_eq!(
+            drained(&mut h),
+            vec![Offload::Install {
+                ft,
+                channel,
+                relay,
+                peer,
+                expires
+            }]
+        );
+        // One second before the deadline the userspace path relays; at it, it stops, and the
+        // sweep withdraws the route.
+        h.advance(299);
+        assert!(h.send(ft, &channel_data(0x4001, b"x")).1.is_some());
+        assert!(drained(&mut h).is_empty());
+        h.advance(1);
+        assert_eq!(h.now, expires);
+        assert!(h.send(ft, &channel_data(0x4001, b"x")).1.is_none());
+        assert_eq!(
+            drained(&mut h),
+            vec![Offload::Remove {
+                ft,
+                channel,
+                relay,
+                peer
+            }]
+        );
+        // A new permission installs it again; the channel (bound at 0, 600 s) now ends first.
+        h.ask(
+            ft,
+            &create_permission("alice", "alicepw", &nonce, &[PUBLIC_PEER]),
+        );
+        let channel_end = bound_at + Duration::from_secs(600);
+        assert!(
+            matches!(drained(&mut h)[..], [Offload::Install { expires, .. }] if expires == channel_end)
+        );
+        h.advance(200);
+        assert!(h.send(ft, &channel_data(0x4001, b"x")).1.is_none());
+        assert!(matches!(drained(&mut h)[..], [Offload::Remove { .. }]));
+    }
+
+    #[test]
+    fn denied_peers_streams_and_a_disabled_fast_path_get_no_route() {
+        let mut h = offloading();
+        let ft = udp("203.0.113.9:4000");
+        h.allocate(ft, "alice", "alicepw");
+        let nonce = h.nonce(ft);
+        let denied = channel_bind("alice", "alicepw", &nonce, 0x4001, PEER);
+        assert_eq!(error_code(&h.ask(ft, &denied)), Some(403));
+        assert!(
+            drained(&mut h).is_empty(),
+            "a denied peer is never offloaded"
+        );
+
+        let tcp = natpass::proto::FiveTuple {
+            transport: Transport::Tcp,
+            ..udp("203.0.113.10:4000")
+        };
+        h.allocate(tcp, "bob", "bobpw");
+        let nonce = h.nonce(tcp);
+        h.ask(
+            tcp,
+            &channel_bind("bob", "bobpw", &nonce, 0x4001, PUBLIC_PEER),
+        );
+        assert!(
+            drained(&mut h).is_empty(),
+            "TCP's ChannelData is framed in the stream"
+        );
+
+        let mut off = h_default();
+        let ft = udp("203.0.113.9:4000");
+        off.allocate(ft, "alice", "alicepw");
+        let nonce = off.nonce(ft);
+        off.ask(
+            ft,
+            &channel_bind("alice", "alicepw", &nonce, 0x4001, PUBLIC_PEER),
+        );
+        assert!(drained(&mut off).is_empty(), "nothing is recorded when off");
+    }
+
+    #[test]
+    fn deleting_the_allocation_withdraws_every_channel() {
+        let mut h = offloading();
+        let ft = udp("203.0.113.9:4000");
+        h.allocate(ft, "alice", "alicepw");
+        let nonce = h.nonce(ft);
+        for (ch, peer) in [(0x4001, PUBLIC_PEER), (0x4002, PUBLIC_PEER2)] {
+            h.ask(ft, &channel_bind("alice", "alicepw", &nonce, ch, peer));
+        }
+        assert_eq!(drained(&mut h).len(), 2);
+        h.ask(ft, &refresh("alice", "alicepw", &nonce, Some(0)));
+        let removed: Vec<u16> = drained(&mut h)
+            .into_iter()
+            .map(|o| match o {
+                Offload::Remove { channel, .. } => channel.get(),
+                other => panic!("expected removals, got {other:?}"),
+            })
+            .collect();
+        assert_eq!(removed, vec![0x4001, 0x4002]);
+    }
+}

@@ -305,7 +305,13 @@ impl<R: RelayResources> Core<R> {
             serial: a.serial,
         };
         for c in &a.channels {
-            self.to_peer.remove(&(a.ft, c.number));
+            if let Some(r) = self.to_peer.remove(&(a.ft, c.number)) {
+                if self.cfg.offload {
+                    self.offload.extend(super::permission::offload(
+                        a.ft, c.number, r.relay, c.peer, None,
+                    ));
+                }
+            }
             self.to_client.remove(&(owner, c.peer));
         }
         for r in a.relays.iter().flatten() {

@@ -195,8 +195,19 @@ impl<R: RelayResources> Core<R> {
         let ft = a.ft;
         let (to_peer, to_client) = (&mut self.to_peer, &mut self.to_client);
         let (mut sent, mut received) = (0, 0);
+        let (perms, offload) = (&a.perms, &mut self.offload);
+        let offloading = self.cfg.offload;
         a.channels.retain(|c| {
             let keep = c.expires > now;
+            // The fast path stops at its deadline by itself; this removes the entry.
+            let lapsed = !keep || !perms.iter().any(|p| p.ip == c.peer.ip());
+            if offloading && lapsed {
+                if let Some(r) = to_peer.get(&(ft, c.number)) {
+                    offload.extend(super::permission::offload(
+                        ft, c.number, r.relay, c.peer, None,
+                    ));
+                }
+            }
             if !keep {
                 sent += to_peer.remove(&(ft, c.number)).map_or(0, |r| r.bytes);
                 received += to_client.remove(&(owner, c.peer)).map_or(0, |r| r.bytes);

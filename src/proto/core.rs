@@ -21,7 +21,7 @@ use super::channel_data::{ChannelData, ChannelNumber};
 use super::error::TurnError;
 use super::message::{self, ClientMessage, unknown_required};
 use super::notice::Notice;
-pub use super::output::{AllocationInfo, CoreConfig, Forward, PeerRoute, Transmit};
+pub use super::output::{AllocationInfo, CoreConfig, Forward, Offload, PeerRoute, Transmit};
 use super::permission::CreatePermissionRequest;
 use super::reply::Reply;
 use super::resources::{RelayOwner, RelayResources, RelaySockets};
@@ -97,6 +97,8 @@ pub struct Core<R> {
     pub(crate) quota_notice: Notice,
     /// Credentials refused (401), logged at info, rate limited.
     pub(crate) auth_notice: Notice,
+    /// Channel routes for the shell's kernel fast path, when `cfg.offload`.
+    pub(crate) offload: Vec<Offload>,
 }
 
 impl<R: RelayResources> Core<R> {
@@ -138,7 +140,14 @@ impl<R: RelayResources> Core<R> {
             stats: Stats::default(),
             quota_notice: Notice::default(),
             auth_notice: Notice::default(),
+            offload: Vec::new(),
         }
+    }
+
+    /// The channel routes decided since the last call, in order, for a kernel fast path
+    /// (always empty unless `offload` is configured).
+    pub fn drain_offload(&mut self) -> std::vec::Drain<'_, Offload> {
+        self.offload.drain(..)
     }
 
     /// Replace the credentials (reload): new requests are checked against these; existing

@@ -41,7 +41,7 @@ mod test_support;
 pub mod timers;
 pub mod transactions;
 
-pub use self::core::{AllocationInfo, Core, CoreConfig, Forward, PeerRoute, Transmit};
+pub use self::core::{AllocationInfo, Core, CoreConfig, Forward, Offload, PeerRoute, Transmit};
 pub use channel_data::{ChannelData, ChannelNumber};
 pub use error::TurnError;
 pub use resources::{

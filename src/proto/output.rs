@@ -46,6 +46,9 @@ pub struct CoreConfig {
     /// Servers that new Allocates are sent to while draining (300 Try Alternate, RFC 8489
     /// §10); none: 508.
     pub alternate_servers: Vec<std::net::SocketAddr>,
+    /// Tell the shell of every channel route to copy into a kernel fast path
+    /// ([`Offload`], `xdp-interface`); off: nothing is recorded.
+    pub offload: bool,
 }
 
 impl Default for CoreConfig {
@@ -66,6 +69,7 @@ impl Default for CoreConfig {
             challenge_rate: 10.0,
             failures_per_minute: 20.0,
             alternate_servers: Vec::new(),
+            offload: false,
         }
     }
 }
@@ -77,6 +81,40 @@ pub struct Transmit {
     pub ft: FiveTuple,
     /// The bytes.
     pub data: Vec<u8>,
+}
+
+/// A channel route for a kernel fast path (the XDP program, issue 17), in the order the core
+/// decided them. The fast path forwards a route's traffic both ways until `expires` — the
+/// earlier of the channel's and its permission's end, so it stops when the userspace path
+/// would — and the shell applies `Remove` when the channel or its permission ends earlier
+/// than that, or the allocation goes. Only UDP clients' routes to peers the policy allows
+/// (never our own relay or SFU addresses, which are checked per packet) are offered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Offload {
+    /// Forward this channel until `expires` (installed, or refreshed with a new deadline).
+    Install {
+        /// The client's 5-tuple.
+        ft: FiveTuple,
+        /// The channel.
+        channel: ChannelNumber,
+        /// The relay socket's local address.
+        relay: SocketAddr,
+        /// The peer.
+        peer: SocketAddr,
+        /// Forwarding stops here.
+        expires: std::time::Instant,
+    },
+    /// Stop forwarding this channel.
+    Remove {
+        /// The client's 5-tuple.
+        ft: FiveTuple,
+        /// The channel.
+        channel: ChannelNumber,
+        /// The relay socket's local address.
+        relay: SocketAddr,
+        /// The peer.
+        peer: SocketAddr,
+    },
 }
 
 /// Client → peer: send `input[range]` from the relay socket bound at `relay` to `peer`.

@@ -167,12 +167,49 @@ impl<R: RelayResources> Core<R> {
         for c in a.channels.iter().filter(|c| c.peer.ip() == ip) {
             if let Some(r) = self.to_peer.get_mut(&(a.ft, c.number)) {
                 r.permission = state;
+                if self.cfg.offload {
+                    // Only what the policy allows outright: own relay/SFU addresses are checked
+                    // per packet, which only the userspace path does.
+                    let install = state.verdict == IpVerdict::Allow;
+                    let expires = install.then(|| c.expires.min(state.expires));
+                    self.offload
+                        .extend(offload(a.ft, c.number, r.relay, c.peer, expires));
+                }
             }
             if let Some(r) = self.to_client.get_mut(&(owner, c.peer)) {
                 r.permission = state;
             }
         }
     }
+}
+
+/// The fast-path change for one channel route: install until `expires`, or remove. Only UDP
+/// clients' routes: a stream's ChannelData is framed in TCP or TLS.
+pub(crate) fn offload(
+    ft: super::FiveTuple,
+    channel: super::ChannelNumber,
+    relay: SocketAddr,
+    peer: SocketAddr,
+    expires: Option<Instant>,
+) -> Option<super::Offload> {
+    if ft.transport != super::Transport::Udp {
+        return None;
+    }
+    Some(match expires {
+        Some(expires) => super::Offload::Install {
+            ft,
+            channel,
+            relay,
+            peer,
+            expires,
+        },
+        None => super::Offload::Remove {
+            ft,
+            channel,
+            relay,
+            peer,
+        },
+    })
 }
 
 #[cfg(test)]
