@@ -54,7 +54,7 @@ fn lose(one_in: usize, count: &mut usize, d: &[u8]) -> bool {
         return false;
     }
     *count += 1;
-    *count % one_in == 0
+    (*count).is_multiple_of(one_in)
 }
 
 /// Whether a datagram is RTP (RFC 7983: first byte 128–191; RTCP's packet types 200–206 sit

@@ -542,7 +542,7 @@ fn drive(
             while !handles.iter().all(|h| h.is_finished()) {
                 std::thread::sleep(Duration::from_millis(100));
                 ticks += 1;
-                if ticks % 5 == 0 {
+                if ticks.is_multiple_of(5) {
                     p(&format!(
                         "{:.1} s: sent {}, received {}",
                         start.elapsed().as_secs_f64(),

@@ -232,7 +232,7 @@ impl Client {
         else {
             return;
         };
-        let key = self.key_wanted || self.frames % 30 == 0;
+        let key = self.key_wanted || self.frames.is_multiple_of(30);
         self.key_wanted = false;
         // VP8's frame tag: bit 0 clear = keyframe (RFC 6386 §9.1); the rest is filler.
         let mut frame = vec![0x5a_u8; size.max(1)];

@@ -162,7 +162,7 @@ mod tests {
         let ip: IpAddr = "127.0.0.1".parse().unwrap();
         let pool = PortPool::new(&[ip], 50001..=50005);
         let p = pool.reserve_pair(ip, 0).unwrap();
-        assert!(p % 2 == 0 && pool.is_allocated(ip, p) && pool.is_allocated(ip, p + 1));
+        assert!(p.is_multiple_of(2) && pool.is_allocated(ip, p) && pool.is_allocated(ip, p + 1));
         let q = pool.reserve_pair(ip, 0).unwrap();
         assert_ne!(p, q);
         assert_eq!(pool.reserve_pair(ip, 0), None);
