@@ -29,6 +29,7 @@ pub mod testing;
 pub mod tls;
 pub(crate) mod udp;
 pub mod web;
+pub mod xdp;
 
 pub use lifecycle::run;
 pub use tokio_util::sync::CancellationToken;

@@ -42,6 +42,8 @@ pub struct Snapshot {
     pub signaling: Option<(usize, usize)>,
     /// The SFU's counters when it runs.
     pub sfu: Option<crate::sfu::core::SfuStats>,
+    /// The XDP fast path's counters when it is attached.
+    pub xdp: Option<crate::xdp::XdpCounters>,
 }
 
 /// Prometheus metric type.
@@ -323,6 +325,36 @@ pub static METRICS: &[Metric] = &[
         kind: Kind::Counter,
         help: "ICE-TCP connections closed for breaking a limit (too many, bad frame, idle).",
         samples: |s, out| sfu(s, out, |x| x.tcp_refused),
+    },
+    Metric {
+        name: "natpass_xdp_packets_total",
+        kind: Kind::Counter,
+        help: "Channel packets the XDP fast path forwarded in the kernel (not in natpass_relayed_packets_total), by direction.",
+        samples: |s, out| {
+            for (d, n) in s.xdp.iter().flat_map(|x| x.packets()) {
+                out(&[("direction", d)], n.into());
+            }
+        },
+    },
+    Metric {
+        name: "natpass_xdp_bytes_total",
+        kind: Kind::Counter,
+        help: "Payload bytes the XDP fast path forwarded in the kernel, by direction.",
+        samples: |s, out| {
+            for (d, n) in s.xdp.iter().flat_map(|x| x.bytes()) {
+                out(&[("direction", d)], n.into());
+            }
+        },
+    },
+    Metric {
+        name: "natpass_xdp_passed_total",
+        kind: Kind::Counter,
+        help: "Packets of a fast-path route left to the userspace path, by reason.",
+        samples: |s, out| {
+            for (r, n) in s.xdp.iter().flat_map(|x| x.passed()) {
+                out(&[("reason", r)], n.into());
+            }
+        },
     },
 ];
 

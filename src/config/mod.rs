@@ -124,6 +124,8 @@ pub struct ValidConfig {
     pub state_dir: Option<PathBuf>,
     /// Certificates from ACME (`domain`), when no `tls-cert` is given.
     pub acme: Option<AcmeConfig>,
+    /// Interfaces for the XDP fast path (empty: off).
+    pub xdp_interfaces: Vec<String>,
     /// Where this config came from, to read it again on reload.
     source: Option<Source>,
 }
@@ -431,6 +433,7 @@ impl ValidConfig {
             .map_err(&mut keep_err)
             .ok();
         let ops = sections::operations(&s).map_err(&mut keep_err).ok();
+        let xdp_interfaces = sections::xdp(&s).map_err(&mut keep_err).ok();
         let state_dir = s.state_dir.clone().or_else(defaults::state_dir);
         let acme = sections::acme(&s, state_dir.as_deref())
             .map_err(&mut keep_err)
@@ -487,6 +490,7 @@ impl ValidConfig {
             quota,
             state_dir: s.state_dir.clone().or_else(defaults::state_dir),
             acme,
+            xdp_interfaces: xdp_interfaces.unwrap_or_default(),
             source: None,
         })
     }

@@ -468,6 +468,26 @@ pub(super) fn listener_clashes(
 
 /// `domain` and the ACME keys: None when no domain is set, or when `tls-cert` is (the files
 /// win).
+/// `xdp-interface`: interface names as the kernel spells them.
+pub(super) fn xdp(s: &Settings) -> Result<Vec<String>, Invalid> {
+    let mut out: Vec<String> = Vec::new();
+    for i in &s.xdp_interface {
+        let ok = !i.is_empty()
+            && i.len() < 16
+            && i.bytes().all(|b| b.is_ascii_graphic() && b != b'/' && b != b':');
+        if !ok {
+            return Err(invalid(
+                "xdp-interface",
+                format!("`{i}` is not a network interface name (e.g. eth0; up to 15 characters)"),
+            ));
+        }
+        if !out.contains(i) {
+            out.push(i.clone());
+        }
+    }
+    Ok(out)
+}
+
 pub(super) fn acme(
     s: &Settings,
     state_dir: Option<&std::path::Path>,

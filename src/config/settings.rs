@@ -195,6 +195,13 @@ settings! {
         /// without one they get 508. The client's address family picks among them.
         #[arg(long = "alternate-server", value_name = "ADDR:PORT")]
         pub alternate_servers: Vec<SocketAddr>,
+        /// Network interface(s) to attach the XDP fast path for TURN channels to (Linux, as
+        /// root; a name or a list): the kernel forwards established channels' ChannelData over
+        /// IPv4/UDP both ways without waking natpass. Off by default; when the program cannot
+        /// be attached natpass says why and relays in userspace.
+        #[arg(long = "xdp", value_name = "IFACE")]
+        #[serde(deserialize_with = "super::values::one_or_many")]
+        pub xdp_interface: Vec<String>,
         /// SOFTWARE attribute to send (none by default: it only helps fingerprinting).
         #[arg(long, value_name = "TEXT")]
         pub software: Option<String>,

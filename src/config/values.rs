@@ -122,3 +122,21 @@ impl FromStr for UserSpec {
     }
 }
 from_str_de!(UserSpec);
+
+/// A key that takes one value or a list of them (`xdp-interface = "eth0"` or `["a", "b"]`).
+pub fn one_or_many<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany<T> {
+        One(T),
+        Many(Vec<T>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(t) => vec![t],
+        OneOrMany::Many(v) => v,
+    })
+}

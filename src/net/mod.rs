@@ -133,6 +133,8 @@ pub struct Control {
     own_ips: Vec<IpAddr>,
     sfu_addrs: Vec<SocketAddr>,
     listeners: Vec<SocketAddr>,
+    /// The XDP fast path, when it is attached.
+    xdp: Option<Arc<crate::xdp::FastPath>>,
 }
 
 impl Control {
@@ -212,7 +214,13 @@ impl Control {
             tls_handshakes: self.limits.handshakes_in_progress(),
             signaling,
             sfu: None,
+            xdp: self.xdp.as_ref().map(|x| x.counters()),
         }
+    }
+
+    /// The XDP fast path, when it is attached.
+    pub fn xdp(&self) -> Option<&crate::xdp::FastPath> {
+        self.xdp.as_deref()
     }
 
     /// Whether new allocations are refused (drain).
@@ -854,6 +862,11 @@ pub fn start(cfg: &ValidConfig) -> Result<ServerHandle, StartError> {
         alternate_servers: cfg.alternate_servers.clone(),
         ..CoreConfig::default()
     };
+    let xdp = attach_xdp(&cfg.xdp_interfaces);
+    let core_cfg = CoreConfig {
+        offload: xdp.is_some(),
+        ..core_cfg
+    };
     let stop = Arc::new(AtomicBool::new(false));
     let mut wakers = Vec::new();
     let mut threads = Vec::new();
@@ -892,6 +905,7 @@ pub fn start(cfg: &ValidConfig) -> Result<ServerHandle, StartError> {
             limits.clone(),
             settings.clone(),
             cmd_rx,
+            xdp.clone(),
         )?;
         wakers.push(shard.waker());
         threads.push(
@@ -927,6 +941,7 @@ pub fn start(cfg: &ValidConfig) -> Result<ServerHandle, StartError> {
         own_ips,
         sfu_addrs: cfg.sfu_addrs.clone(),
         listeners: listener_addrs,
+        xdp,
     };
     Ok(ServerHandle {
         control,
@@ -941,6 +956,25 @@ pub fn start(cfg: &ValidConfig) -> Result<ServerHandle, StartError> {
         wakers,
         threads,
     })
+}
+
+/// The XDP fast path on `ifaces`, or None (off, or it could not be attached: said why).
+fn attach_xdp(ifaces: &[String]) -> Option<Arc<crate::xdp::FastPath>> {
+    if ifaces.is_empty() {
+        return None;
+    }
+    match crate::xdp::FastPath::attach(ifaces) {
+        Ok(x) => {
+            for (iface, mode) in &x.attached {
+                tracing::info!(%iface, mode, "XDP fast path attached: channel traffic is forwarded in the kernel");
+            }
+            Some(Arc::new(x))
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "XDP fast path off; relaying in userspace");
+            None
+        }
+    }
 }
 
 #[cfg(test)]

@@ -185,6 +185,8 @@ pub(crate) struct Shard {
     gso: bool,
     /// Busy-poll: never sleep in epoll (`NATPASS_SPIN=1`; burns the core, for measurements).
     spin: bool,
+    /// The XDP fast path the core's channel routes go to.
+    xdp: Option<Arc<crate::xdp::FastPath>>,
 }
 
 impl Shard {
@@ -198,6 +200,7 @@ impl Shard {
         limits: Arc<ConnLimits>,
         settings: StreamSettings,
         cmds: std::sync::mpsc::Receiver<ShardCmd>,
+        xdp: Option<Arc<crate::xdp::FastPath>>,
     ) -> std::io::Result<Self> {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
@@ -238,6 +241,7 @@ impl Shard {
             cmds,
             gso: std::env::var("NATPASS_UDP_GSO").map_or(true, |v| v != "0"),
             spin: std::env::var("NATPASS_SPIN").is_ok_and(|v| v == "1"),
+            xdp,
         })
     }
 
@@ -280,6 +284,7 @@ impl Shard {
                     table: &mut self.relays,
                 };
                 self.core.close_all(&mut relays);
+                self.offload();
                 break;
             }
             let now = Instant::now();
@@ -313,12 +318,20 @@ impl Shard {
                 table: &mut self.relays,
             };
             self.core.handle_timeout(now, &mut relays);
+            self.offload();
             if now >= self.next_sweep {
                 self.next_sweep = now + Duration::from_millis(500);
                 self.sweep_conns(now);
             }
         }
         tracing::debug!(shard = self.id, "shard stopped");
+    }
+
+    /// Hand the core's channel-route decisions of this round to the XDP fast path.
+    fn offload(&mut self) {
+        if let Some(x) = &self.xdp {
+            x.apply(self.core.drain_offload());
+        }
     }
 
     /// Operator commands from other threads (admin API, shutdown).
