@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Run every natpass test. Installs what the tests need when it is missing (Debian: coturn for
-# interop, chromium for the browser tests, redis-server, janus for the SFU probe's Janus driver, pebble for ACME;
+# interop, chromium for the browser tests, redis-server, janus for the SFU probe's Janus driver, pebble for ACME,
+# clang and ethtool for the XDP fast path and its lab;
 # npm: playwright-core from the committed lockfile, never a downloaded browser), then: format
 # check, clippy, the Rust suite, the browser suite.
 set -euo pipefail
@@ -25,6 +26,9 @@ command -v janus >/dev/null 2>&1 || need+=(janus)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v pebble >/dev/null 2>&1 || need+=(pebble)
+# clang builds the XDP program (build.rs) and the lab's pass program; ethtool sets up the lab.
+command -v clang >/dev/null 2>&1 || need+=(clang)
+command -v ethtool >/dev/null 2>&1 || need+=(ethtool)
 if [ ${#need[@]} -gt 0 ]; then
   echo "== installing: ${need[*]}"
   apt_install "${need[@]}"
@@ -47,6 +51,8 @@ echo "== benches, once each (criterion's test mode)"
 cargo test --locked --benches
 echo "== NAT lab (network namespaces; needs root)"
 cargo test --locked --test natlab -- --nocapture
+echo "== XDP lab (network namespaces, native XDP on veth; needs root)"
+cargo test --locked --test xdp_lab -- --nocapture --test-threads=1
 echo "== browser tests (headless chromium)"
 cargo build --locked --bin natpass
 (cd tests/e2e && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 NATPASS_BIN="$PWD/../../target/debug/natpass" node --test --test-concurrency=1)

@@ -168,12 +168,11 @@ impl FastPath {
         let mut attached = Vec::new();
         let mut indexes = Vec::new();
         for iface in ifaces {
-            let index = nix::net::if_::if_nametoindex(iface.as_str()).map_err(|e| {
-                XdpError::Attach {
+            let index =
+                nix::net::if_::if_nametoindex(iface.as_str()).map_err(|e| XdpError::Attach {
                     iface: iface.clone(),
                     why: format!("no such interface ({e})"),
-                }
-            })?;
+                })?;
             let mode = match prog.attach(iface, XdpMode::Driver) {
                 Ok(_) => "native",
                 Err(native) => match prog.attach(iface, XdpMode::Skb) {
@@ -268,8 +267,9 @@ struct Clock {
 impl Clock {
     fn now() -> Self {
         let instant = Instant::now();
-        let ts = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
-            .map_or(0, |t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64);
+        let ts = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).map_or(0, |t| {
+            t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
+        });
         Self {
             instant,
             mono_ns: ts,
@@ -408,10 +408,17 @@ mod tests {
         let k = chan_key(c, s, 0x4001);
         assert_eq!(
             k,
-            [192, 0, 2, 1, 192, 0, 2, 2, 0x12, 0x34, 0x0d, 0x96, 0x40, 0x01, 0, 0]
+            [
+                192, 0, 2, 1, 192, 0, 2, 2, 0x12, 0x34, 0x0d, 0x96, 0x40, 0x01, 0, 0
+            ]
         );
         let v = value(s, c, 0x4001, 7);
-        assert_eq!(&v[..14], &[192, 0, 2, 2, 192, 0, 2, 1, 0x0d, 0x96, 0x12, 0x34, 0x40, 0x01]);
+        assert_eq!(
+            &v[..14],
+            &[
+                192, 0, 2, 2, 192, 0, 2, 1, 0x0d, 0x96, 0x12, 0x34, 0x40, 0x01
+            ]
+        );
         assert_eq!(u64::from_ne_bytes(v[16..].try_into().unwrap()), 7);
         let pk = peer_key(s, c);
         assert_eq!(pk, [192, 0, 2, 2, 192, 0, 2, 1, 0x0d, 0x96, 0x12, 0x34]);
@@ -422,7 +429,10 @@ mod tests {
         let clock = Clock::now();
         let later = clock.instant + std::time::Duration::from_millis(1500);
         assert_eq!(clock.ns(later) - clock.mono_ns, 1_500_000_000);
-        assert_eq!(clock.ns(clock.instant - std::time::Duration::from_secs(1)), clock.mono_ns);
+        assert_eq!(
+            clock.ns(clock.instant - std::time::Duration::from_secs(1)),
+            clock.mono_ns
+        );
         assert!(clock.mono_ns > 0);
     }
 
@@ -436,7 +446,10 @@ mod tests {
         };
         let relay: SocketAddr = "192.0.2.2:50000".parse().unwrap();
         let peer: SocketAddr = "198.51.100.1:9".parse().unwrap();
-        assert!(addrs(&ft, relay, peer).is_some(), "a wildcard listener is fine");
+        assert!(
+            addrs(&ft, relay, peer).is_some(),
+            "a wildcard listener is fine"
+        );
         let mapped = FiveTuple {
             client: "[::ffff:192.0.2.1]:4000".parse().unwrap(),
             ..ft

@@ -474,7 +474,8 @@ pub(super) fn xdp(s: &Settings) -> Result<Vec<String>, Invalid> {
     for i in &s.xdp_interface {
         let ok = !i.is_empty()
             && i.len() < 16
-            && i.bytes().all(|b| b.is_ascii_graphic() && b != b'/' && b != b':');
+            && i.bytes()
+                .all(|b| b.is_ascii_graphic() && b != b'/' && b != b':');
         if !ok {
             return Err(invalid(
                 "xdp-interface",

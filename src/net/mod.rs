@@ -863,10 +863,19 @@ pub fn start(cfg: &ValidConfig) -> Result<ServerHandle, StartError> {
         ..CoreConfig::default()
     };
     let xdp = attach_xdp(&cfg.xdp_interfaces);
-    let core_cfg = CoreConfig {
+    let mut core_cfg = CoreConfig {
         offload: xdp.is_some(),
         ..core_cfg
     };
+    // Tests only (the XDP lab's expiry test): RFC 8656 fixes permissions at 300 s, and no
+    // setting offers another value.
+    if let Some(s) = std::env::var("NATPASS_TEST_PERMISSION_SECONDS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|s| (1..=300).contains(s))
+    {
+        core_cfg.permission_lifetime = Duration::from_secs(s);
+    }
     let stop = Arc::new(AtomicBool::new(false));
     let mut wakers = Vec::new();
     let mut threads = Vec::new();

@@ -373,8 +373,11 @@ impl Shard {
         self.listeners.iter().position(|l| l.local == server)
     }
 
-    /// Send built messages to their clients (UDP listener or stream connection).
+    /// Send built messages to their clients (UDP listener or stream connection). A channel
+    /// route the answer tells of reaches the fast path first: the client's next ChannelData
+    /// may follow the ChannelBind success at once.
     fn flush(&mut self) {
+        self.offload();
         let out = std::mem::take(&mut self.out);
         for t in &out {
             self.send_to_client(&t.ft, &t.data);

@@ -1,0 +1,531 @@
+//! The XDP fast path (issue 17) in a network-namespace lab (scripts/xdp-lab.sh): a client
+//! behind one veth relays through natpass to a peer behind another, native XDP on natpass's
+//! two veths. Needs root, iproute2, ethtool and clang; skips with a message elsewhere (CI runs
+//! it as root, in the NAT lab step). Traffic never leaves the lab's namespaces; every
+//! namespace and process is removed however a test ends.
+//!
+//! Checked: channel traffic both ways is counted by the XDP program and not by natpass's
+//! userspace path, and arrives intact (the receivers' kernels check the checksums the program
+//! rewrote); a truncated ChannelData never reaches the peer; a denied peer stays denied;
+//! permission expiry stops forwarding when the userspace path stops; coturn's
+//! turnutils_uclient relays with 0 loss through it (with channels, and with Send indications,
+//! which stay on the userspace path); and natpass without privileges says why and relays in
+//! userspace.
+
+mod common;
+
+use common::*;
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, UdpSocket};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const PREFIX: &str = "npxt";
+const SERVER: &str = "10.81.1.1:3478";
+const CLIENT_IP: &str = "10.81.1.2";
+const PEER_IP: &str = "10.81.2.2";
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn ns(name: &str) -> String {
+    format!("{PREFIX}-{name}")
+}
+
+fn available() -> Result<(), String> {
+    let uid = Command::new("id")
+        .arg("-u")
+        .output()
+        .map_err(|e| e.to_string())?;
+    if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
+        return Err("not root".into());
+    }
+    for tool in ["ip", "ethtool", "clang"] {
+        if !have_tool(tool) {
+            return Err(format!("{tool} not installed"));
+        }
+    }
+    if option_env!("NATPASS_XDP_BUILD_ERROR").is_some() {
+        return Err("natpass was built without its XDP program (no clang at build time)".into());
+    }
+    Ok(())
+}
+
+/// Skip with the reason, except in CI where the lab must run.
+fn lab_or_skip() -> Option<Lab> {
+    if let Err(why) = available() {
+        assert!(
+            std::env::var("CI").is_err(),
+            "the XDP lab must run in CI: {why}"
+        );
+        eprintln!("skipped: {why}");
+        return None;
+    }
+    // One lab at a time (the tests of this file share its names).
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let guard = LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    let out = Command::new(repo().join("scripts/xdp-lab.sh"))
+        .arg("up")
+        .env("XDPLAB_PREFIX", PREFIX)
+        .output()
+        .expect("xdp-lab.sh runs");
+    assert!(
+        out.status.success(),
+        "lab up failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(Lab { _guard: guard })
+}
+
+/// Removes the lab however the test ends.
+struct Lab {
+    _guard: std::sync::MutexGuard<'static, ()>,
+}
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let _ = Command::new(repo().join("scripts/xdp-lab.sh"))
+            .arg("down")
+            .env("XDPLAB_PREFIX", PREFIX)
+            .output();
+    }
+}
+
+struct Proc(Child);
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A UDP socket created inside namespace `name` (it stays there when used from this thread).
+fn socket_in(name: &str, addr: &str) -> UdpSocket {
+    let path = format!("/run/netns/{}", ns(name));
+    let addr = addr.to_owned();
+    std::thread::spawn(move || {
+        let f = std::fs::File::open(&path).expect("namespace exists");
+        nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+        let s = UdpSocket::bind(addr).expect("bind in the namespace");
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        s
+    })
+    .join()
+    .unwrap()
+}
+
+/// natpass in the server namespace with the fast path on `xc` and `xp` (as `user`, when
+/// given, through setpriv); returns once it listens, with its log so far.
+fn natpass(env: &[(&str, &str)], unprivileged: bool) -> (Proc, String) {
+    let dir = temp_dir("xdplab");
+    // Readable and writable for the unprivileged run too.
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let cfg = dir.join("natpass.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "listen = [\"{SERVER}\"]\nrelay-ips = [\"10.81.2.1\"]\nallow-peers = [\"10.81.2.0/24\"]\n\
+             users = [\"alice:alicepw\"]\nmetrics = \"10.81.1.1:9100\"\nxdp-interface = [\"xc\", \"xp\"]\n\
+             state-dir = \"{}\"\n[quota]\nallocations-per-user = 1000\nallocations-per-ip = 1000\n",
+            dir.display()
+        ),
+    )
+    .unwrap();
+    let mut c = Command::new("ip");
+    c.args(["netns", "exec", &ns("srv")]);
+    if unprivileged {
+        c.args([
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+        ]);
+    }
+    c.arg(env!("CARGO_BIN_EXE_natpass"))
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let mut child = c.spawn().expect("natpass starts");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let proc = Proc(child);
+    let mut log = String::new();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        match rx.recv_timeout(Duration::from_millis(200)) {
+            Ok(l) => {
+                log.push_str(&l);
+                log.push('\n');
+                if l.contains("metrics at") {
+                    // Keep draining its log so it never blocks on a full pipe.
+                    std::thread::spawn(move || while rx.recv().is_ok() {});
+                    return (proc, log);
+                }
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(_) => break,
+        }
+    }
+    panic!("natpass did not start in the lab:\n{log}");
+}
+
+/// natpass's /metrics, read inside the server namespace.
+fn metric(name_and_labels: &str) -> u64 {
+    metric_opt(name_and_labels).unwrap_or_else(|| panic!("no {name_and_labels} in /metrics"))
+}
+
+fn metric_opt(name_and_labels: &str) -> Option<u64> {
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns("srv"),
+            "curl",
+            "-s",
+            "10.81.1.1:9100/metrics",
+        ])
+        .output()
+        .expect("curl runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(|l| l.strip_prefix(name_and_labels)?.trim().parse().ok())
+}
+
+struct Counts {
+    xdp_to_peer: u64,
+    xdp_to_client: u64,
+    user_to_peer: u64,
+    user_to_client: u64,
+}
+
+fn counts() -> Counts {
+    Counts {
+        xdp_to_peer: metric_opt("natpass_xdp_packets_total{direction=\"to_peer\"}").unwrap_or(0),
+        xdp_to_client: metric_opt("natpass_xdp_packets_total{direction=\"to_client\"}")
+            .unwrap_or(0),
+        user_to_peer: metric("natpass_relayed_packets_total{direction=\"to_peer\"}"),
+        user_to_client: metric("natpass_relayed_packets_total{direction=\"to_client\"}"),
+    }
+}
+
+/// A TURN client in the client namespace with an allocation and channel 0x4001 to `peer`.
+fn client_with_channel(peer: SocketAddr) -> (UdpClient, String, SocketAddr) {
+    let sock = socket_in("cli", &format!("{CLIENT_IP}:0"));
+    let c = UdpClient {
+        sock,
+        server: SERVER.parse().unwrap(),
+    };
+    let (nonce, relay) = c.allocate("alice", "alicepw");
+    let r = c.ask(&channel_bind(
+        "alice",
+        "alicepw",
+        &nonce,
+        0x4001,
+        &peer.to_string(),
+    ));
+    assert_eq!(error_code(&r), None, "ChannelBind");
+    (c, nonce, relay)
+}
+
+fn recv(s: &UdpSocket, wait: Duration) -> Option<(Vec<u8>, SocketAddr)> {
+    s.set_read_timeout(Some(wait)).unwrap();
+    let mut buf = [0u8; 2048];
+    s.recv_from(&mut buf)
+        .ok()
+        .map(|(n, a)| (buf[..n].to_vec(), a))
+}
+
+/// One exchange both ways: the client's ChannelData reaches the peer from the relay address,
+/// the peer's answer reaches the client as ChannelData on the channel.
+fn round_trip(c: &UdpClient, peer: &UdpSocket, relay: SocketAddr, payload: &[u8]) {
+    c.send(&channel_data(0x4001, payload));
+    let (got, from) = recv(peer, Duration::from_secs(2)).expect("the peer got the ChannelData");
+    assert_eq!((got.as_slice(), from), (payload, relay));
+    peer.send_to(payload, relay).unwrap();
+    let back = c
+        .recv_timeout(Duration::from_secs(2))
+        .expect("the client got the peer's datagram");
+    assert_eq!(back, channel_data(0x4001, payload));
+}
+
+#[test]
+fn natlab_xdp_forwards_channels_in_the_kernel_and_keeps_the_rules() {
+    let Some(_lab) = lab_or_skip() else { return };
+    let (_server, log) = natpass(&[], false);
+    assert!(
+        log.matches("XDP fast path attached").count() == 2 && log.contains("mode=\"native\""),
+        "native XDP on both veths:\n{log}"
+    );
+    let peer = socket_in("peer", &format!("{PEER_IP}:9000"));
+    let (c, nonce, relay) = client_with_channel(peer.local_addr().unwrap());
+    // The first packets learn the way to each side (they go the userspace way).
+    round_trip(&c, &peer, relay, b"hello");
+    let before = counts();
+    const N: usize = 1000;
+    for i in 0..N {
+        let payload = format!("media {i:04} {}", "x".repeat(i % 900));
+        round_trip(&c, &peer, relay, payload.as_bytes());
+    }
+    let after = counts();
+    println!(
+        "xdp: to_peer +{} to_client +{}; userspace: to_peer +{} to_client +{}",
+        after.xdp_to_peer - before.xdp_to_peer,
+        after.xdp_to_client - before.xdp_to_client,
+        after.user_to_peer - before.user_to_peer,
+        after.user_to_client - before.user_to_client
+    );
+    assert_eq!(after.xdp_to_peer - before.xdp_to_peer, N as u64);
+    assert_eq!(after.xdp_to_client - before.xdp_to_client, N as u64);
+    assert_eq!(
+        (after.user_to_peer, after.user_to_client),
+        (before.user_to_peer, before.user_to_client),
+        "channel traffic never reached natpass's userspace path"
+    );
+
+    // Malformed ChannelData: a length beyond the datagram, a header alone that claims data,
+    // a header cut short. None reaches the peer, by either path.
+    let mut truncated = channel_data(0x4001, b"0123456789");
+    truncated.truncate(truncated.len() - 3);
+    for bad in [
+        truncated,
+        vec![0x40, 0x01, 0x00, 0x08],
+        vec![0x40, 0x01, 0x00],
+    ] {
+        c.send(&bad);
+    }
+    assert!(
+        recv(&peer, Duration::from_millis(500)).is_none(),
+        "a malformed ChannelData reached the peer"
+    );
+    assert!(metric("natpass_xdp_passed_total{reason=\"malformed\"}") >= 2);
+    round_trip(&c, &peer, relay, b"still fine");
+
+    // A denied peer stays denied: 403, and ChannelData on that channel goes nowhere.
+    let denied = socket_in("cli", &format!("{CLIENT_IP}:9001"));
+    let r = c.ask(&channel_bind(
+        "alice",
+        "alicepw",
+        &nonce,
+        0x4002,
+        &denied.local_addr().unwrap().to_string(),
+    ));
+    assert_eq!(error_code(&r), Some(403));
+    c.send(&channel_data(0x4002, b"to a denied peer"));
+    assert!(recv(&denied, Duration::from_millis(500)).is_none());
+
+    // Send indications stay on the userspace path, and work.
+    let user_before = counts().user_to_peer;
+    c.send(&send_indication(
+        &peer.local_addr().unwrap().to_string(),
+        b"by indication",
+    ));
+    let (got, _) = recv(&peer, Duration::from_secs(2)).expect("Send indication relayed");
+    assert_eq!(got, b"by indication");
+    assert_eq!(counts().user_to_peer, user_before + 1);
+}
+
+#[test]
+fn natlab_xdp_permission_expiry_stops_forwarding_when_userspace_would() {
+    let Some(_lab) = lab_or_skip() else { return };
+    let (_server, _) = natpass(&[("NATPASS_TEST_PERMISSION_SECONDS", "3")], false);
+    let peer = socket_in("peer", &format!("{PEER_IP}:9000"));
+    let bound_at = Instant::now();
+    let (c, _, relay) = client_with_channel(peer.local_addr().unwrap());
+    let answered = Instant::now();
+    round_trip(&c, &peer, relay, b"learn");
+    let expiry_earliest = bound_at + Duration::from_secs(3);
+    let expiry_latest = answered + Duration::from_secs(3);
+    // The peer sends every 5 ms for 4.5 s; the client notes what arrives.
+    let mut last_delivered = None;
+    let mut late = Vec::new();
+    let start = Instant::now();
+    let mut i = 0u32;
+    while start.elapsed() < Duration::from_millis(4500) {
+        let sent_at = Instant::now();
+        peer.send_to(&i.to_be_bytes(), relay).unwrap();
+        if let Some(b) = c.recv_timeout(Duration::from_millis(20)) {
+            let at = Instant::now();
+            assert_eq!(b[..2], [0x40, 0x01]);
+            if sent_at > expiry_latest {
+                late.push(at - answered);
+            }
+            last_delivered = Some(sent_at);
+        }
+        i += 1;
+        std::thread::sleep(Duration::from_millis(5).saturating_sub(sent_at.elapsed()));
+    }
+    let last = last_delivered.expect("traffic flowed before the expiry");
+    assert!(
+        late.is_empty(),
+        "delivered after the permission ended: {late:?}"
+    );
+    assert!(
+        last + Duration::from_millis(300) >= expiry_earliest,
+        "forwarding stopped {:?} before the permission ended",
+        expiry_earliest - last
+    );
+    let xdp = metric("natpass_xdp_packets_total{direction=\"to_client\"}");
+    assert!(
+        xdp > 100,
+        "the traffic before the expiry went through XDP ({xdp})"
+    );
+    assert!(metric("natpass_xdp_passed_total{reason=\"expired\"}") > 0);
+    // A new permission opens it again.
+    let (c2, _, relay2) = client_with_channel(peer.local_addr().unwrap());
+    round_trip(&c2, &peer, relay2, b"again");
+}
+
+/// turnutils_uclient relays with 0 loss: (sent, received, lost).
+fn uclient_in_lab(extra: &[&str]) -> (u64, u64, u64, String) {
+    let mut args: Vec<&str> = vec![
+        "netns",
+        "exec",
+        "",
+        "timeout",
+        "90",
+        "turnutils_uclient",
+        "-u",
+        "alice",
+        "-w",
+        "alicepw",
+        "-e",
+        PEER_IP,
+        "-r",
+        "3480",
+        "-m",
+        "10",
+        "-n",
+        "200",
+        "-p",
+        "3478",
+    ];
+    let srv_ns = ns("cli");
+    args[2] = &srv_ns;
+    args.extend_from_slice(extra);
+    args.push("10.81.1.1");
+    let out = Command::new("ip")
+        .args(&args)
+        .output()
+        .expect("uclient runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let num_after = |key: &str| -> Option<u64> {
+        let i = text.rfind(key)? + key.len();
+        text[i..]
+            .trim_start()
+            .split(|c: char| !c.is_ascii_digit())
+            .next()?
+            .parse()
+            .ok()
+    };
+    (
+        num_after("tot_send_msgs=").unwrap_or(0),
+        num_after("tot_recv_msgs=").unwrap_or(0),
+        num_after("Total lost packets").unwrap_or(u64::MAX),
+        text,
+    )
+}
+
+#[test]
+fn natlab_xdp_coturn_uclient_relays_through_the_fast_path() {
+    let Some(_lab) = lab_or_skip() else { return };
+    if !have_tool("turnutils_uclient") {
+        assert!(
+            std::env::var("CI").is_err(),
+            "coturn's tools are needed in CI"
+        );
+        eprintln!("skipped: turnutils_uclient not installed");
+        return;
+    }
+    let (_server, _) = natpass(&[], false);
+    let _peer = Proc(
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &ns("peer"),
+                "turnutils_peer",
+                "-L",
+                PEER_IP,
+                "-p",
+                "3480",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("turnutils_peer starts"),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    for extra in [&[][..], &["-s"][..]] {
+        let before = counts();
+        let (sent, recvd, lost, text) = uclient_in_lab(extra);
+        let after = counts();
+        let tail: String = text.lines().rev().take(15).collect::<Vec<_>>().join("\n");
+        println!(
+            "turnutils_uclient {extra:?}: sent={sent} received={recvd} lost={lost}; xdp +{} +{}, userspace +{} +{}",
+            after.xdp_to_peer - before.xdp_to_peer,
+            after.xdp_to_client - before.xdp_to_client,
+            after.user_to_peer - before.user_to_peer,
+            after.user_to_client - before.user_to_client
+        );
+        assert_eq!(lost, 0, "{tail}");
+        assert!(sent >= 2000 && recvd >= sent, "{tail}");
+        if extra.is_empty() {
+            // With channels: the bulk goes through the kernel.
+            assert!(after.xdp_to_peer - before.xdp_to_peer >= sent / 2, "{tail}");
+            assert!(
+                after.xdp_to_client - before.xdp_to_client >= sent / 2,
+                "{tail}"
+            );
+        } else {
+            // `-s`: Send/Data indications, all in userspace.
+            assert_eq!(after.xdp_to_peer, before.xdp_to_peer);
+            assert!(after.user_to_peer - before.user_to_peer >= sent);
+        }
+    }
+}
+
+#[test]
+fn natlab_xdp_without_privileges_natpass_says_why_and_relays_in_userspace() {
+    let Some(_lab) = lab_or_skip() else { return };
+    if !have_tool("setpriv") {
+        assert!(
+            std::env::var("CI").is_err(),
+            "setpriv (util-linux) is needed in CI"
+        );
+        return;
+    }
+    let (_server, log) = natpass(&[], true);
+    assert!(
+        log.contains("XDP fast path off") && log.contains("needs root"),
+        "the reason is logged:\n{log}"
+    );
+    let peer = socket_in("peer", &format!("{PEER_IP}:9000"));
+    let (c, _, relay) = client_with_channel(peer.local_addr().unwrap());
+    for i in 0..20 {
+        round_trip(&c, &peer, relay, format!("userspace {i}").as_bytes());
+    }
+    let c = counts();
+    assert!(c.user_to_peer >= 20 && c.user_to_client >= 20);
+    assert!(
+        metric_opt("natpass_xdp_packets_total{direction=\"to_peer\"}").is_none(),
+        "no XDP counters without the fast path"
+    );
+}
