@@ -415,7 +415,9 @@ mod tests {
         assert!(text.contains("natpass_relay_ports{state=\"capacity\"} 100\n"));
         assert!(text.contains("natpass_allocate_errors_total{code=\"486\"} 0\n"));
         for m in METRICS.iter().filter(|m| {
-            !m.name.starts_with("natpass_signaling") && !m.name.starts_with("natpass_sfu")
+            !m.name.starts_with("natpass_signaling")
+                && !m.name.starts_with("natpass_sfu")
+                && !m.name.starts_with("natpass_xdp")
         }) {
             assert!(text.contains(&format!("# TYPE {} ", m.name)), "{}", m.name);
         }
@@ -435,6 +437,25 @@ mod tests {
         assert!(text.contains("natpass_signaling_rooms 2\n"));
         assert!(text.contains("natpass_signaling_participants 5\n"));
         assert!(!text.contains("natpass_sfu_"), "no SFU, no SFU metrics");
+    }
+
+    #[test]
+    fn xdp_metrics_appear_only_with_the_fast_path() {
+        assert!(!render(&Snapshot::default()).contains("natpass_xdp_"));
+        let s = Snapshot {
+            xdp: Some(crate::xdp::XdpCounters {
+                to_peer_packets: 5,
+                to_client_packets: 4,
+                to_peer_bytes: 500,
+                passed_malformed: 2,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let text = render(&s);
+        assert!(text.contains("# TYPE natpass_xdp_packets_total counter\nnatpass_xdp_packets_total{direction=\"to_peer\"} 5\nnatpass_xdp_packets_total{direction=\"to_client\"} 4\n"));
+        assert!(text.contains("natpass_xdp_bytes_total{direction=\"to_peer\"} 500\n"));
+        assert!(text.contains("natpass_xdp_passed_total{reason=\"malformed\"} 2\n"));
     }
 
     #[test]

@@ -502,6 +502,30 @@ mod tests {
     use crate::auth;
 
     #[test]
+    fn xdp_interface_takes_a_name_or_a_list_and_names_a_bad_one() {
+        let one = parse_toml("xdp-interface = \"eth0\"\n", "t.toml").unwrap();
+        let v = ValidConfig::build(one, Overrides::default(), "t.toml").unwrap();
+        assert_eq!(v.xdp_interfaces, vec!["eth0"]);
+        let many = parse_toml("xdp-interface = [\"xc\", \"xp\", \"xc\"]\n", "t.toml").unwrap();
+        let v = ValidConfig::build(many, Overrides::default(), "t.toml").unwrap();
+        assert_eq!(v.xdp_interfaces, vec!["xc", "xp"]);
+        let none = ValidConfig::embedded(Overrides::default()).unwrap();
+        assert!(none.xdp_interfaces.is_empty(), "off by default");
+        let bad = parse_toml("xdp-interface = \"a-name-far-too-long\"\n", "t.toml").unwrap();
+        let e = ValidConfig::build(bad, Overrides::default(), "t.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("xdp-interface") && e.contains("a-name-far-too-long"),
+            "{e}"
+        );
+        let e = parse_toml("\nxdp-interface = 7\n", "t.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 2"), "{e}");
+    }
+
+    #[test]
     fn unknown_key_is_an_error_naming_key_and_line() {
         let e = parse_toml("realm = \"x\"\n\nlistne = [\"1.2.3.4:5\"]\n", "t.toml").unwrap_err();
         let m = e.to_string();
