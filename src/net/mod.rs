@@ -287,8 +287,9 @@ impl Control {
             || old.relay_ports != new.relay_ports
             || old.threads != new.threads
             || old.http.as_ref().map(|h| h.addr) != new.http.as_ref().map(|h| h.addr)
+            || old.xdp_interfaces != new.xdp_interfaces
         {
-            notes.push("listener, relay address, port range or thread changes need a restart; they were not applied".to_owned());
+            notes.push("listener, relay address, port range, thread or xdp-interface changes need a restart; they were not applied".to_owned());
         }
         let (oq, nq) = (&old.quota, &new.quota);
         if oq.permissions_per_allocation != nq.permissions_per_allocation
