@@ -412,6 +412,36 @@ fn probes_over_tcp_and_tls_against_natpass() {
         );
         assert_eq!(json(&out)["lost"], 0, "{target}");
     }
+    // The load generator over TLS (issue 17): a session per allocation, ChannelData framed.
+    let out = natpass(&[
+        "probe",
+        "load",
+        &tls,
+        "--transport",
+        "tls",
+        "--ca",
+        ca,
+        "--user",
+        "alice",
+        "--password",
+        "secret",
+        "--allocations",
+        "5",
+        "--rate",
+        "2000",
+        "--duration",
+        "1",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "load over TLS: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let j = json(&out);
+    assert!(j["sent"].as_u64().unwrap() >= 1500, "{j}");
+    assert_eq!(j["lost"], 0, "{j}");
+    assert_eq!(j["allocations"], 5);
     // Without trusting the self-signed certificate the probe says why it fails.
     let out = natpass(&["probe", "stun", &tls]);
     assert!(!out.status.success());

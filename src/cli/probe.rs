@@ -183,6 +183,8 @@ pub struct LoadArgs {
     /// Transport to the server.
     #[arg(long, value_enum, default_value = "udp")]
     transport: ProbeTransport,
+    #[command(flatten)]
+    tls: TlsArgs,
     /// Concurrent allocations.
     #[arg(long, default_value_t = 10)]
     allocations: usize,
@@ -436,6 +438,7 @@ pub fn run(cmd: ProbeCmd) -> ExitCode {
                 bind_ip: None,
                 raw: a.raw,
                 binding: a.binding,
+                tls: a.tls.options(),
                 progress: on_tty().then_some(live_line as fn(&str)),
             };
             let result = load::run(&spec, &o);

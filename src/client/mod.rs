@@ -131,6 +131,8 @@ enum Conn {
         stream: Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>,
         rbuf: Vec<u8>,
     },
+    /// Handed to another loop ([`Client::take_tls`]): closing it ends the allocation.
+    Handed,
 }
 
 /// Something the server sent that is not a response.
@@ -321,6 +323,7 @@ impl Client {
             Conn::Udp(s) => s.local_addr(),
             Conn::Tcp { stream, .. } => stream.local_addr(),
             Conn::Tls { stream, .. } => stream.sock.local_addr(),
+            Conn::Handed => Err(std::io::ErrorKind::NotConnected.into()),
         }
     }
 
@@ -340,6 +343,23 @@ impl Client {
         }
     }
 
+    /// Take a TLS client's session, socket and unread plaintext to drive them from another
+    /// loop (a TLS session cannot be shared). The client keeps nothing: dropping what was
+    /// taken closes the connection, which ends its allocation.
+    pub fn take_tls(&mut self) -> Option<(rustls::ClientConnection, TcpStream, Vec<u8>)> {
+        if !matches!(self.conn, Conn::Tls { .. }) {
+            return None;
+        }
+        match std::mem::replace(&mut self.conn, Conn::Handed) {
+            Conn::Tls { stream, rbuf } => {
+                self.allocated = false;
+                let s = *stream;
+                Some((s.conn, s.sock, rbuf))
+            }
+            _ => None,
+        }
+    }
+
     /// The server.
     pub fn server(&self) -> SocketAddr {
         self.server
@@ -353,6 +373,7 @@ impl Client {
                 stream.write_all(data)?;
                 stream.flush()
             }
+            Conn::Handed => Err(std::io::ErrorKind::NotConnected.into()),
         }
     }
 
@@ -381,6 +402,7 @@ impl Client {
                 read_frame(stream.as_mut(), rbuf, &mut self.buf, deadline, server)
             }
             Conn::Tcp { stream, rbuf } => read_frame(stream, rbuf, &mut self.buf, deadline, server),
+            Conn::Handed => Err(std::io::Error::from(std::io::ErrorKind::NotConnected).into()),
         }
     }
 

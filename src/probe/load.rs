@@ -51,6 +51,8 @@ pub struct LoadOptions {
     pub raw: bool,
     /// No TURN: send STUN Binding requests to SERVER and count the answers.
     pub binding: bool,
+    /// How TLS checks the server (`--transport tls`).
+    pub tls: super::TlsOptions,
     /// Told of the setup and, twice a second, of what was sent and received so far (a
     /// terminal's live line), if set.
     pub progress: Option<fn(&str)>,
@@ -115,6 +117,8 @@ enum FlowSock {
     Udp(UdpSocket),
     /// TCP with its read buffer (frames) and unsent bytes.
     Tcp(mio::net::TcpStream, Vec<u8>, Vec<u8>),
+    /// TLS: the socket, the session (its own send buffer), the plaintext read buffer.
+    Tls(mio::net::TcpStream, Box<rustls::ClientConnection>, Vec<u8>),
 }
 
 struct Flow {
@@ -141,6 +145,52 @@ impl Flow {
                         true
                     }
                     Err(_) => false,
+                }
+            }
+            FlowSock::Tls(s, conn, _) => {
+                if !tls_flush(s, conn) {
+                    return false;
+                }
+                if conn.writer().write_all(&self.frame).is_err() {
+                    return false;
+                }
+                let _ = tls_flush(s, conn);
+                true
+            }
+        }
+    }
+}
+
+/// Write the session's pending TLS records; true when nothing is left.
+fn tls_flush(s: &mut mio::net::TcpStream, conn: &mut rustls::ClientConnection) -> bool {
+    while conn.wants_write() {
+        match conn.write_tls(s) {
+            Ok(0) | Err(_) => return false,
+            Ok(_) => {}
+        }
+    }
+    true
+}
+
+/// Read what the socket has into the session and its plaintext into `rbuf`.
+fn tls_read(
+    s: &mut mio::net::TcpStream,
+    conn: &mut rustls::ClientConnection,
+    rbuf: &mut Vec<u8>,
+    buf: &mut [u8],
+) {
+    loop {
+        match conn.read_tls(s) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {
+                if conn.process_new_packets().is_err() {
+                    break;
+                }
+                while let Ok(n) = conn.reader().read(buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    rbuf.extend_from_slice(&buf[..n]);
                 }
             }
         }
@@ -228,12 +278,12 @@ struct WorkerResult {
 
 /// Set up the allocations, run the load, release the allocations.
 pub fn run(spec: &ServerSpec, o: &LoadOptions) -> Result<LoadReport, ClientError> {
-    if o.transport == ProbeTransport::Tls {
-        return Err(ClientError::Protocol(
-            "probe load runs over udp or tcp".into(),
-        ));
-    }
-    let tcp = o.transport == ProbeTransport::Tcp;
+    // Streams (TCP and TLS) frame ChannelData with padding.
+    let tcp = o.transport != ProbeTransport::Udp;
+    let tls = match o.transport {
+        ProbeTransport::Tls => Some(super::tls_client_config(&o.tls)?),
+        _ => None,
+    };
     let size = o.size.max(16);
     let bind_ip = match o.bind_ip {
         Some(ip) => ip,
@@ -270,6 +320,7 @@ pub fn run(spec: &ServerSpec, o: &LoadOptions) -> Result<LoadReport, ClientError
             .map(|t| {
                 let peers = &peers;
                 let made = &made;
+                let tls = &tls;
                 sc.spawn(move || {
                     let mut mine: Vec<(usize, Client)> = Vec::new();
                     let mut known: Option<(String, String)> = None;
@@ -289,7 +340,14 @@ pub fn run(spec: &ServerSpec, o: &LoadOptions) -> Result<LoadReport, ClientError
                         // previous run could not release): try again from another port.
                         let mut tries = 0;
                         let mut c = loop {
-                            let mut c = if tcp {
+                            let mut c = if let Some(cfg) = tls {
+                                Client::tls(
+                                    spec.addr,
+                                    &spec.host,
+                                    cfg.clone(),
+                                    Duration::from_secs(5),
+                                )?
+                            } else if tcp {
                                 Client::tcp(spec.addr, Duration::from_secs(5))?
                             } else {
                                 Client::udp(spec.addr, Some(SocketAddr::new(bind_ip, 0)))?
@@ -345,7 +403,8 @@ pub fn run(spec: &ServerSpec, o: &LoadOptions) -> Result<LoadReport, ClientError
 
     // Frames: built once per allocation, payload patched in place.
     let mut flows: Vec<Vec<Flow>> = (0..o.threads.max(1)).map(|_| Vec::new()).collect();
-    for (i, c) in &clients {
+    for (i, c) in clients.iter_mut() {
+        let i = &*i;
         let peer = peers[i % peers.len()];
         let payload = vec![0u8; size];
         let (frame, payload_at) = if o.no_channel {
@@ -361,7 +420,11 @@ pub fn run(spec: &ServerSpec, o: &LoadOptions) -> Result<LoadReport, ClientError
                 4,
             )
         };
-        let sock = if let Some(u) = c.udp_socket() {
+        let sock = if let Some((conn, t, rbuf)) = c.take_tls() {
+            t.set_nonblocking(true)?;
+            t.set_read_timeout(None)?;
+            FlowSock::Tls(mio::net::TcpStream::from_std(t), Box::new(conn), rbuf)
+        } else if let Some(u) = c.udp_socket() {
             let sock = u.try_clone()?;
             sock.set_nonblocking(true)?;
             sock.connect(spec.addr)?;
@@ -654,7 +717,9 @@ fn worker(
     for (i, f) in flows.iter_mut().enumerate() {
         let r = match &mut f.sock {
             FlowSock::Udp(s) => poll.registry().register(s, Token(i), Interest::READABLE),
-            FlowSock::Tcp(s, ..) => poll.registry().register(s, Token(i), Interest::READABLE),
+            FlowSock::Tcp(s, ..) | FlowSock::Tls(s, ..) => {
+                poll.registry().register(s, Token(i), Interest::READABLE)
+            }
         };
         if r.is_err() {
             return res;
@@ -674,7 +739,7 @@ fn worker(
     let mut pool = Pool::new();
     let v6 = flows.iter().any(|f| match &f.sock {
         FlowSock::Udp(s) => s.local_addr().is_ok_and(|a| a.is_ipv6()),
-        FlowSock::Tcp(..) => false,
+        FlowSock::Tcp(..) | FlowSock::Tls(..) => false,
     });
     let mut scratch = vec![0u8; BURST_MAX * 1400];
     let mut next_flow = 0usize;
@@ -827,6 +892,21 @@ fn worker(
                         }
                         rbuf.extend_from_slice(&buf[..n]);
                     }
+                    let mut at = 0;
+                    while let Ok(Some(len)) = crate::proto::framing::frame_len(&rbuf[at..]) {
+                        if rbuf.len() - at < len {
+                            break;
+                        }
+                        if on_frame(&rbuf[at..at + len], kind, start, &mut res) {
+                            f.in_flight = f.in_flight.saturating_sub(1);
+                        }
+                        at += len;
+                    }
+                    rbuf.drain(..at);
+                }
+                FlowSock::Tls(sock, conn, rbuf) => {
+                    let _ = tls_flush(sock, conn);
+                    tls_read(sock, conn, rbuf, &mut buf);
                     let mut at = 0;
                     while let Ok(Some(len)) = crate::proto::framing::frame_len(&rbuf[at..]) {
                         if rbuf.len() - at < len {
