@@ -6,6 +6,8 @@
 #   scripts/bench-vs-coturn.sh [SECONDS_PER_RUN] [RATE]      (defaults: 5 s, 20000 msg/s)
 #   NATPASS_BASELINE=/path/to/older/natpass scripts/bench-vs-coturn.sh   (adds its rows: before/after)
 #   MODE=scaling scripts/bench-vs-coturn.sh [SECONDS_PER_RUN]   (throughput vs allocations/threads)
+#   MODE=streams scripts/bench-vs-coturn.sh [SECONDS_PER_RUN] [RATE]   (TURN over TCP and TLS,
+#       and memory per idle TLS connection at IDLE_TLS=10000 connections)
 #
 # Method: each server gets one core (taskset -c 0, one worker: natpass --threads 1, coturn
 # relay-threads=1); the generator and its echo peers run on the other core (taskset -c 1).
@@ -22,19 +24,29 @@ cargo build --release --locked --bin natpass >/dev/null 2>&1
 NP=target/release/natpass
 source scripts/bench-lib.sh
 cc -O2 -o "$TMP/echo" benches/floor/echo.c
-NPORT=$(port); CPORT=$(port); FPORT=$(port)
+NPORT=$(port); CPORT=$(port); FPORT=$(port); NTLS=$(port tcp); CTLS=$(port tcp)
+# TURN over TLS on both servers (MODE=streams): one self-signed certificate.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$TMP/key.pem" \
+  -out "$TMP/cert.pem" -days 2 -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 2>/dev/null
 
 cat > "$TMP/natpass.toml" <<EOF
 users = ["alice:secret"]
 allow-peers = ["127.0.0.0/8"]
 log = "warn"
+tls-cert = "$TMP/cert.pem"
+tls-key = "$TMP/key.pem"
 [quota]
 allocations-per-user = 100000
 allocations-per-ip = 100000
 challenges-per-second = 100000
+connections-per-ip = 100000
+tls-handshakes = 100000
+# The idle-TLS row holds connections that never send a message: keep them past the default 10 s.
+first-message-timeout = 300
+idle-timeout = 300
 EOF
 taskset -c 0 "$NP" serve --config "$TMP/natpass.toml" --listen "127.0.0.1:$NPORT" --http 127.0.0.1:0 \
-  --threads 1 >/dev/null 2>&1 & PIDS+=($!); NPID=$!
+  --tls-listen "127.0.0.1:$NTLS" --threads 1 >/dev/null 2>&1 & PIDS+=($!); NPID=$!
 cat > "$TMP/turnserver.conf" <<EOF
 listening-ip=127.0.0.1
 listening-port=$CPORT
@@ -45,7 +57,9 @@ max-port=60000
 lt-cred-mech
 user=alice:secret
 realm=natpass
-no-tls
+tls-listening-port=$CTLS
+cert=$TMP/cert.pem
+pkey=$TMP/key.pem
 no-dtls
 no-cli
 allow-loopback-peers
@@ -127,6 +141,39 @@ setup = sum(j["setup_rate"] for j in js)
 print(f"| {name} | {n:,} | {setup:,.0f} | {rate:,.0f} | {loss:.3f}% | {p99} | {cpu*1e6/max(recv,1):.2f} | {rss} |")
 PY
 }
+# idle_tls NAME PID PORT → one row: memory per idle TLS connection (no allocation), N at once.
+idle_tls() {
+  local name=$1 pid=$2 port=$3 n=${IDLE_TLS:-10000} before after up alive
+  before=$(rss "$pid")
+  coproc IDLE { taskset -c 1 python3 scripts/idle-tls.py 127.0.0.1 "$port" "$n" 5; }
+  read -r _ up <&"${IDLE[0]}"
+  sleep 2
+  after=$(rss "$pid")
+  read -r _ alive <&"${IDLE[0]}" || alive="?"
+  wait "$IDLE_PID" 2>/dev/null || true
+  python3 -c 'import sys; n,b,a,alive,name=int(sys.argv[1]),int(sys.argv[2]),int(sys.argv[3]),sys.argv[4],sys.argv[5]; print(f"| {name} | {n:,} | {alive} | {b:,} | {a:,} | {(a-b)/max(n,1):.1f} |")' \
+    "$up" "$before" "$after" "$alive" "$name"
+}
+if [ "${MODE:-table}" = streams ]; then
+  echo "| server | payload B | offered msg/s | achieved msg/s | loss | latency p50 / p99 µs | server CPU µs/msg | RSS KiB |"
+  echo "|---|---|---|---|---|---|---|---|"
+  for t in tcp tls; do
+    np="127.0.0.1:$NPORT"; cp="127.0.0.1:$CPORT"
+    [ "$t" = tls ] && { np="127.0.0.1:$NTLS"; cp="127.0.0.1:$CTLS"; }
+    for size in 100 1000; do
+      run "natpass $t" "$NPID" "$np" "$RATE" "$size" --transport "$t" --insecure
+      run "coturn $t" "$CPID" "$cp" "$RATE" "$size" --transport "$t" --insecure
+    done
+    run "natpass $t, unpaced" "$NPID" "$np" 0 100 --transport "$t" --insecure
+    run "coturn $t, unpaced" "$CPID" "$cp" 0 100 --transport "$t" --insecure
+  done
+  echo
+  echo "| server | idle TLS connections | still open after 5 s | RSS before KiB | RSS with them KiB | KiB per connection |"
+  echo "|---|---|---|---|---|---|"
+  idle_tls natpass "$NPID" "$NTLS"
+  idle_tls coturn "$CPID" "$CTLS"
+  exit 0
+fi
 if [ "${MODE:-table}" = scaling ]; then
   echo "| server | allocations | setup with auth /s | achieved msg/s | loss | p99 µs | server CPU µs/msg | peak RSS KiB |"
   echo "|---|---|---|---|---|---|---|---|"

@@ -128,6 +128,18 @@ impl Pool {
         }
     }
 
+    /// Copy `data` into the next free slot (to queue it in [`Pool::tx`]): None when no slot is
+    /// free or it does not fit one.
+    pub(crate) fn stage(&mut self, data: &[u8]) -> Option<usize> {
+        if self.used == SLOTS || data.len() > SLOT {
+            return None;
+        }
+        let slot = self.used;
+        self.mem[slot * SLOT..slot * SLOT + data.len()].copy_from_slice(data);
+        self.used += 1;
+        Some(slot)
+    }
+
     /// Free slots left before a flush is needed.
     pub(crate) fn free(&self) -> usize {
         SLOTS - self.used

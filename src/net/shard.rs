@@ -84,7 +84,11 @@ struct Conn {
     mode: Mode,
     tls: Option<Box<rustls::ServerConnection>>,
     rbuf: Vec<u8>,
+    /// Bytes for the client not written yet: plain bytes for the socket, or (TLS) plaintext
+    /// not yet handed to rustls. Filled during a round, written once at its end.
     wbuf: Vec<u8>,
+    /// In the shard's list of connections to write at the end of this round.
+    dirty: bool,
     accepted: Instant,
     last_rx: Instant,
     partial_since: Option<Instant>,
@@ -116,6 +120,7 @@ impl Conn {
             tls,
             rbuf,
             wbuf: Vec::new(),
+            dirty: false,
             accepted: now,
             last_rx: now,
             partial_since: None,
@@ -187,6 +192,8 @@ pub(crate) struct Shard {
     spin: bool,
     /// The XDP fast path the core's channel routes go to.
     xdp: Option<Arc<crate::xdp::FastPath>>,
+    /// Connections with bytes queued this round ([`Shard::flush_dirty`] writes them).
+    dirty: Vec<usize>,
 }
 
 impl Shard {
@@ -242,6 +249,7 @@ impl Shard {
             gso: std::env::var("NATPASS_UDP_GSO").map_or(true, |v| v != "0"),
             spin: std::env::var("NATPASS_SPIN").is_ok_and(|v| v == "1"),
             xdp,
+            dirty: Vec::new(),
         })
     }
 
@@ -298,7 +306,9 @@ impl Shard {
                         self.commands(now);
                         false
                     }
-                    t if t >= CONN_BASE => self.conn_event(t - CONN_BASE, writable, now, &mut buf),
+                    t if t >= CONN_BASE => {
+                        self.conn_event(t - CONN_BASE, writable, now, &mut buf, &mut pool)
+                    }
                     t if t >= RELAY_BASE => self.drain_relay(t - RELAY_BASE, now, &mut pool),
                     t if t >= TCP_LISTENER_BASE => {
                         self.accept(t - TCP_LISTENER_BASE, now);
@@ -311,6 +321,7 @@ impl Shard {
                 }
             }
             self.send_queued(&mut pool);
+            self.flush_dirty();
             std::mem::swap(&mut again, &mut next_again);
             let now = Instant::now();
             let mut relays = Relays {
@@ -615,12 +626,17 @@ impl Shard {
         self.conn_by_ft.insert(ft, key);
         // Plaintext rustls already holds (no new bytes may come to wake us for it), then the
         // frames that are complete.
-        if (tls && !self.tls_input(key, 0, &mut [])) || !self.process_frames(key, now) {
+        if (tls && !self.tls_input(key, 0, &mut [])) || !self.process_frames(key, now, None) {
             self.close_conn(key);
         }
     }
 
     fn close_conn(&mut self, key: usize) {
+        // What this round queued for it (an error answer before a close) goes out first, as
+        // far as the socket takes it without waiting.
+        if self.conns.get(key).is_some_and(|c| !c.wbuf.is_empty()) {
+            let _ = self.conn_flush(key);
+        }
         let Some(mut c) = self.conns.try_remove(key) else {
             return;
         };
@@ -677,7 +693,14 @@ impl Shard {
 
     /// Readable/writable on a connection. True when its read budget ran out with data
     /// possibly left (epoll is edge-triggered: the token must be polled again, not waited on).
-    fn conn_event(&mut self, key: usize, writable: bool, now: Instant, buf: &mut [u8]) -> bool {
+    fn conn_event(
+        &mut self,
+        key: usize,
+        writable: bool,
+        now: Instant,
+        buf: &mut [u8],
+        pool: &mut Pool,
+    ) -> bool {
         if !self.conns.contains(key) {
             return false;
         }
@@ -734,7 +757,7 @@ impl Shard {
                 c.rbuf.extend_from_slice(&buf[..n]);
                 true
             };
-            if !ok || !self.process_frames(key, now) {
+            if !ok || !self.process_frames(key, now, Some(&mut *pool)) {
                 self.close_conn(key);
                 return false;
             }
@@ -793,9 +816,16 @@ impl Shard {
     }
 
     /// Frame `rbuf` and run each complete frame through the core. False: close.
-    fn process_frames(&mut self, key: usize, now: Instant) -> bool {
+    /// Hand the connection's complete frames to the core. Datagrams it relays to peers are
+    /// queued in `pool` (sent with the round's other datagrams, `sendmmsg`) when there is one.
+    fn process_frames(&mut self, key: usize, now: Instant, mut pool: Option<&mut Pool>) -> bool {
         let mut consumed = 0;
         loop {
+            if let Some(p) = pool.as_deref_mut() {
+                if p.free() == 0 {
+                    self.send_queued(p);
+                }
+            }
             let c = &mut self.conns[key];
             let rest = &c.rbuf[consumed..];
             // The first message on a connection must be STUN: anything else (an HTTP request,
@@ -837,7 +867,22 @@ impl Shard {
                 .handle_client(now, ft, frame, &mut relays, &mut self.out);
             if let Some(f) = fwd {
                 if let Some(r) = self.relays.slab.get(f.handle) {
-                    let _ = r.sock.send_to(&frame[f.range], f.peer);
+                    let data = &frame[f.range];
+                    match pool.as_deref_mut().and_then(|p| Some((p.stage(data)?, p))) {
+                        Some((slot, p)) => p.tx.push(Tx {
+                            sock: TxSock::Relay {
+                                key: f.handle,
+                                generation: r.generation,
+                            },
+                            slot,
+                            start: 0,
+                            end: data.len(),
+                            dest: f.peer,
+                        }),
+                        None => {
+                            let _ = r.sock.send_to(data, f.peer);
+                        }
+                    }
                 }
             }
             if !self.out.is_empty() {
@@ -868,42 +913,42 @@ impl Shard {
         true
     }
 
-    /// Queue bytes for a connection (TLS-encrypting them), dropping relayed data past the
-    /// buffer cap rather than growing without bound.
+    /// Queue bytes for a connection, written at the end of the round ([`Shard::flush_dirty`]):
+    /// what a round relays to one client leaves in one write (and, over TLS, in as few records
+    /// as 16 KiB allow) instead of one per datagram. Whole frames past the buffer cap are
+    /// dropped, as UDP would, rather than growing without bound.
     fn conn_write(&mut self, key: usize, data: &[u8]) {
         let cap = self.settings.stream_buffer;
         let Some(c) = self.conns.get_mut(key) else {
             return;
         };
-        if let Some(tls) = c.tls.as_mut() {
-            if tls.is_handshaking() {
-                return;
-            }
-            // rustls buffers ciphertext internally; keep its backlog bounded too.
-            tls.set_buffer_limit(Some(cap));
-            if tls.writer().write_all(data).is_err() {
-                return;
-            }
-        } else if c.wbuf.is_empty() {
-            match c.stream.write(data) {
-                Ok(n) if n == data.len() => return,
-                Ok(n) => c.wbuf.extend_from_slice(&data[n..]),
-                Err(e) if e.kind() == ErrorKind::WouldBlock => c.wbuf.extend_from_slice(data),
-                Err(_) => {
-                    c.closing = true;
-                    return;
-                }
-            }
-        } else if c.wbuf.len() + data.len() <= cap {
-            c.wbuf.extend_from_slice(data);
-        } else {
-            // Slow reader: drop, as UDP would.
+        if c.tls.as_ref().is_some_and(|t| t.is_handshaking()) {
+            return;
+        }
+        if !c.wbuf.is_empty() && c.wbuf.len() + data.len() > cap {
+            // Slow reader.
             self.core.count_drop(DropReason::BufferFull);
             return;
         }
-        if !self.conn_flush(key) {
-            if let Some(c) = self.conns.get_mut(key) {
-                c.closing = true;
+        c.wbuf.extend_from_slice(data);
+        if !c.dirty {
+            c.dirty = true;
+            self.dirty.push(key);
+        }
+    }
+
+    /// Write what this round queued for each connection.
+    fn flush_dirty(&mut self) {
+        while let Some(k) = self.dirty.pop() {
+            // A key may have been closed (and even reused) since it was queued.
+            match self.conns.get_mut(k) {
+                Some(c) if c.dirty => c.dirty = false,
+                _ => continue,
+            }
+            if !self.conn_flush(k) {
+                if let Some(c) = self.conns.get_mut(k) {
+                    c.closing = true;
+                }
             }
         }
     }
@@ -916,15 +961,28 @@ impl Shard {
         };
         let mut pending = false;
         if let Some(tls) = c.tls.as_mut() {
-            while tls.wants_write() {
-                match tls.write_tls(&mut c.stream) {
-                    Ok(_) => {}
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                        pending = true;
-                        break;
+            // rustls's ciphertext first; then the queued plaintext, all at once (the queue is
+            // bounded by the cap, so rustls's own buffer is too, and a frame is never split
+            // by a buffer limit).
+            'out: loop {
+                while tls.wants_write() {
+                    match tls.write_tls(&mut c.stream) {
+                        Ok(_) => {}
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                            pending = true;
+                            break 'out;
+                        }
+                        Err(_) => return false,
                     }
-                    Err(_) => return false,
                 }
+                if c.wbuf.is_empty() || tls.is_handshaking() {
+                    break;
+                }
+                tls.set_buffer_limit(None);
+                if tls.writer().write_all(&c.wbuf).is_err() {
+                    return false;
+                }
+                c.wbuf.clear();
             }
         } else {
             while !c.wbuf.is_empty() {
