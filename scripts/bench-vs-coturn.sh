@@ -166,6 +166,10 @@ if [ "${MODE:-table}" = streams ]; then
     done
     run "natpass $t, unpaced" "$NPID" "$np" 0 100 --transport "$t" --insecure
     run "coturn $t, unpaced" "$CPID" "$cp" 0 100 --transport "$t" --insecure
+    # The same high load on both (what a closed loop cannot show: the unpaced rate depends
+    # on how each server batches, which the generator's core feels too).
+    run "natpass $t, ${HIGH:-150000} msg/s" "$NPID" "$np" "${HIGH:-150000}" 100 --transport "$t" --insecure
+    run "coturn $t, ${HIGH:-150000} msg/s" "$CPID" "$cp" "${HIGH:-150000}" 100 --transport "$t" --insecure
   done
   echo
   echo "| server | idle TLS connections | still open after 5 s | RSS before KiB | RSS with them KiB | KiB per connection |"
