@@ -546,6 +546,56 @@ fn rest_credentials_valid_for_a_day_work_and_refusals_name_their_cause() {
 
 /// `probe load` deletes its allocations when it fails part-way (486 at the user's quota of
 /// 10) and when it is interrupted (SIGINT, SIGTERM): right after, the same user can allocate.
+/// `--media`: paced like calls (issue 17). 10 allocations × (6 video packets of 1,100 B at
+/// 30 frames/s + 50 audio packets of 100 B) = 2,300 messages per second and 16.24 Mbit/s of
+/// payload one way, on natpass and on coturn.
+#[test]
+fn probe_load_paces_like_calls_with_media() {
+    for (name, addr, _g) in servers() {
+        let out = natpass(&[
+            "probe",
+            "load",
+            &addr,
+            "--user",
+            "alice",
+            "--password",
+            "secret",
+            "--allocations",
+            "10",
+            "--media",
+            "1.5",
+            "--size",
+            "1100",
+            "--duration",
+            "2",
+            "--json",
+        ]);
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let j = json(&out);
+        assert_eq!(j["offered_rate"], 2300.0, "{name}: {j}");
+        assert_eq!(j["media_mbit"], 1.5, "{name}: {j}");
+        let sent = j["sent"].as_u64().unwrap();
+        assert!((4300..=4700).contains(&sent), "{name}: {j}");
+        assert_eq!(j["lost"], 0, "{name}: {j}");
+        let mbit = j["achieved_mbit"].as_f64().unwrap();
+        assert!((14.5..=18.0).contains(&mbit), "{name}: {j}");
+    }
+    // Media pacing is for channels (an audio packet is the frame cut short).
+    let out = natpass(&[
+        "probe",
+        "load",
+        "127.0.0.1:9",
+        "--media",
+        "1",
+        "--no-channel",
+    ]);
+    assert!(!out.status.success());
+}
+
 #[test]
 fn probe_load_frees_the_users_quota_after_failing_or_being_interrupted() {
     let n = start_server(alice_loopback());

@@ -185,6 +185,11 @@ pub struct LoadArgs {
     transport: ProbeTransport,
     #[command(flatten)]
     tls: TlsArgs,
+    /// Pace like calls instead of --rate: per allocation, a video frame 30 times a second of
+    /// --size-byte packets adding up to MBIT Mbit/s, and a 100-byte audio packet every 20 ms
+    /// (e.g. --media 1.5 --size 1100); Mbit/s in the report are the payload echoed.
+    #[arg(long, value_name = "MBIT", conflicts_with_all = ["raw", "binding", "no_channel", "window"])]
+    media: Option<f64>,
     /// Concurrent allocations.
     #[arg(long, default_value_t = 10)]
     allocations: usize,
@@ -439,6 +444,7 @@ pub fn run(cmd: ProbeCmd) -> ExitCode {
                 raw: a.raw,
                 binding: a.binding,
                 tls: a.tls.options(),
+                media: a.media.filter(|m| *m > 0.0),
                 progress: on_tty().then_some(live_line as fn(&str)),
             };
             let result = load::run(&spec, &o);
@@ -466,7 +472,12 @@ pub fn run(cmd: ProbeCmd) -> ExitCode {
                         );
                         println!(
                             "offered     {}",
-                            if r.offered_rate > 0.0 {
+                            if let Some(m) = r.media_mbit {
+                                format!(
+                                    "{:.0} msg/s as calls: per allocation {m} Mbit/s of video (30 frames/s) and audio every 20 ms",
+                                    r.offered_rate
+                                )
+                            } else if r.offered_rate > 0.0 {
                                 format!("{:.0} msg/s", r.offered_rate)
                             } else {
                                 "unpaced".into()

@@ -53,6 +53,10 @@ pub struct LoadOptions {
     pub binding: bool,
     /// How TLS checks the server (`--transport tls`).
     pub tls: super::TlsOptions,
+    /// Pace like calls instead of `rate` (`--media MBIT`): each allocation sends a video
+    /// frame of `size`-byte packets 30 times a second adding up to this many Mbit/s, and a
+    /// 100-byte audio packet every 20 ms; flows start spread over one frame interval.
+    pub media: Option<f64>,
     /// Told of the setup and, twice a second, of what was sent and received so far (a
     /// terminal's live line), if set.
     pub progress: Option<fn(&str)>,
@@ -93,8 +97,10 @@ pub struct LoadReport {
     pub size: usize,
     /// Channel (true) or Send indications.
     pub channel: bool,
-    /// Offered messages/s (0: unpaced).
+    /// Offered messages/s (0: unpaced; under media pacing, what the pacing offers).
     pub offered_rate: f64,
+    /// Media pacing: Mbit/s of video per allocation (None: paced by rate).
+    pub media_mbit: Option<f64>,
     /// Sending time (s).
     pub duration_seconds: f64,
     /// Messages sent.
@@ -131,16 +137,22 @@ struct Flow {
 impl Flow {
     /// Send the frame; false when the socket cannot take it now.
     fn send(&mut self) -> bool {
+        self.send_len(self.frame.len())
+    }
+
+    /// Send the frame's first `n` bytes (a ChannelData whose length field says `n - 4`).
+    fn send_len(&mut self, n: usize) -> bool {
+        let frame = &self.frame[..n];
         match &mut self.sock {
-            FlowSock::Udp(s) => s.send(&self.frame).is_ok(),
+            FlowSock::Udp(s) => s.send(frame).is_ok(),
             FlowSock::Tcp(s, _, wbuf) => {
                 if !flush(s, wbuf) {
                     return false;
                 }
-                match s.write(&self.frame) {
+                match s.write(frame) {
                     Ok(n) => {
-                        if n < self.frame.len() {
-                            wbuf.extend_from_slice(&self.frame[n..]);
+                        if n < frame.len() {
+                            wbuf.extend_from_slice(&frame[n..]);
                         }
                         true
                     }
@@ -151,7 +163,7 @@ impl Flow {
                 if !tls_flush(s, conn) {
                     return false;
                 }
-                if conn.writer().write_all(&self.frame).is_err() {
+                if conn.writer().write_all(frame).is_err() {
                     return false;
                 }
                 let _ = tls_flush(s, conn);
@@ -273,6 +285,8 @@ impl Hist {
 struct WorkerResult {
     sent: u64,
     received: u64,
+    /// Payload bytes sent (media pacing mixes sizes).
+    bytes: u64,
     hist: Hist,
 }
 
@@ -444,7 +458,7 @@ pub fn run(spec: &ServerSpec, o: &LoadOptions) -> Result<LoadReport, ClientError
             in_flight: 0,
         });
     }
-    let (sent, received, hist, send_end) =
+    let (sent, received, hist, send_end, echoed) =
         drive(flows, echoes, o, if o.no_channel { 1 } else { 0 });
     release_all(&mut clients);
     if super::interrupted() {
@@ -460,6 +474,7 @@ pub fn run(spec: &ServerSpec, o: &LoadOptions) -> Result<LoadReport, ClientError
         received,
         &hist,
         send_end,
+        echoed,
     ))
 }
 
@@ -508,7 +523,7 @@ fn run_raw(
         });
     }
     let no_echoes = (0..o.threads.max(1)).map(|_| Vec::new()).collect();
-    let (sent, received, hist, send_end) =
+    let (sent, received, hist, send_end, echoed) =
         drive(flows, no_echoes, o, if o.binding { 3 } else { 2 });
     Ok(report(
         spec,
@@ -520,6 +535,7 @@ fn run_raw(
         received,
         &hist,
         send_end,
+        echoed,
     ))
 }
 
@@ -534,6 +550,7 @@ fn report(
     received: u64,
     hist: &Hist,
     send_end: f64,
+    echoed_bytes: u64,
 ) -> LoadReport {
     let lost = sent.saturating_sub(received);
     // Three decimals: what the figures mean, without binary float noise in the JSON.
@@ -545,7 +562,14 @@ fn report(
         setup_rate: r3(allocations as f64 / setup_seconds.max(1e-9)),
         size,
         channel: !o.no_channel,
-        offered_rate: r3(o.rate),
+        offered_rate: r3(match o.media {
+            Some(m) => {
+                let p = MediaPlan::new(m, size);
+                allocations as f64 * (p.video_packets as f64 * 30.0 + 50.0)
+            }
+            None => o.rate,
+        }),
+        media_mbit: o.media,
         duration_seconds: r3(send_end),
         sent,
         received,
@@ -556,7 +580,11 @@ fn report(
             r3(lost as f64 * 100.0 / sent as f64)
         },
         achieved_rate: r3(received as f64 / send_end.max(1e-9)),
-        achieved_mbit: r3(received as f64 * size as f64 * 8.0 / 1e6 / send_end.max(1e-9)),
+        achieved_mbit: r3(if o.media.is_some() {
+            echoed_bytes as f64 * 8.0 / 1e6 / send_end.max(1e-9)
+        } else {
+            received as f64 * size as f64 * 8.0 / 1e6 / send_end.max(1e-9)
+        }),
         latency_us: Latency {
             p50: hist.pct(0.5),
             p90: hist.pct(0.9),
@@ -572,12 +600,13 @@ fn drive(
     echoes: Vec<Vec<UdpSocket>>,
     o: &LoadOptions,
     kind: u8,
-) -> (u64, u64, Hist, f64) {
+) -> (u64, u64, Hist, f64, u64) {
     let start = Instant::now();
     let per_thread_rate = o.rate / o.threads.max(1) as f64;
     let per_thread_count = o.count.map(|c| c.div_ceil(o.threads.max(1) as u64));
     let window = o.window.max(1);
     let live = Live::default();
+    let media = o.media.map(|m| MediaPlan::new(m, o.size.max(16)));
     let outcomes: Vec<WorkerResult> = std::thread::scope(|sc| {
         let live = &live;
         let handles: Vec<_> = flows
@@ -595,6 +624,7 @@ fn drive(
                         window,
                         kind,
                         live,
+                        media,
                     )
                 })
             })
@@ -621,14 +651,17 @@ fn drive(
             .collect()
     });
     let mut hist = Hist::new();
-    let (mut sent, mut received) = (0, 0);
+    let (mut sent, mut received, mut bytes) = (0, 0, 0u64);
     for w in &outcomes {
         sent += w.sent;
         received += w.received;
+        bytes += w.bytes;
         hist.merge(&w.hist);
     }
+    // The payload bytes echoed (sizes mix under media pacing), from the share received.
+    let echoed = (bytes as f64 * received as f64 / sent.max(1) as f64) as u64;
     let send_end = o.duration.as_secs_f64().min(start.elapsed().as_secs_f64());
-    (sent, received, hist, send_end)
+    (sent, received, hist, send_end, echoed)
 }
 
 /// Where a Binding request's sequence number and send time go: the transaction ID's last 12
@@ -688,6 +721,31 @@ fn stamp(frame: &mut [u8], p: usize, kind: u8, seq: u64, t: u64) {
     frame[p + 8..p + 16].copy_from_slice(&t.to_be_bytes());
 }
 
+/// Payload bytes of a media run's audio packets (Opus at 20 ms is 60–160).
+const MEDIA_AUDIO: usize = 100;
+
+/// Media pacing ([`LoadOptions::media`]) for one worker.
+#[derive(Debug, Clone, Copy)]
+struct MediaPlan {
+    /// Packets per video frame.
+    video_packets: usize,
+    /// Between video frames (30 per second).
+    frame_ns: u64,
+    /// Between audio packets (20 ms).
+    audio_ns: u64,
+}
+
+impl MediaPlan {
+    fn new(mbit: f64, size: usize) -> Self {
+        let frame_bytes = mbit * 1e6 / 8.0 / 30.0;
+        Self {
+            video_packets: ((frame_bytes / size.max(1) as f64).ceil() as usize).max(1),
+            frame_ns: 1_000_000_000 / 30,
+            audio_ns: 20_000_000,
+        }
+    }
+}
+
 /// Poll tokens of a worker's echo sockets start here (flows use 0..).
 const ECHO_TOKEN: usize = 1 << 30;
 
@@ -702,10 +760,12 @@ fn worker(
     window: u32,
     kind: u8,
     live: &Live,
+    media: Option<MediaPlan>,
 ) -> WorkerResult {
     let mut res = WorkerResult {
         sent: 0,
         received: 0,
+        bytes: 0,
         hist: Hist::new(),
     };
     if flows.is_empty() {
@@ -743,6 +803,16 @@ fn worker(
     });
     let mut scratch = vec![0u8; BURST_MAX * 1400];
     let mut next_flow = 0usize;
+    // Media pacing: each flow's next video frame and audio packet (ns from start), spread.
+    let mut plan: Vec<(u64, u64)> = match media {
+        Some(m) => {
+            let n = flows.len() as u64;
+            (0..n)
+                .map(|i| (i * m.frame_ns / n, i * m.audio_ns / n))
+                .collect()
+        }
+        None => Vec::new(),
+    };
     let grace = Duration::from_secs(1);
     let mut seq: u64 = 0;
     let (mut told_sent, mut told_received, mut told_at) = (0, 0, Instant::now());
@@ -761,7 +831,40 @@ fn worker(
         if stop || (!sending && (res.received >= res.sent || elapsed > duration + grace)) {
             break;
         }
-        if sending {
+        if let (true, Some(m)) = (sending, media) {
+            let t = elapsed.as_nanos() as u64;
+            for (i, f) in flows.iter_mut().enumerate() {
+                while plan[i].0 <= t {
+                    plan[i].0 += m.frame_ns;
+                    for _ in 0..m.video_packets {
+                        let now_ns = Instant::now().duration_since(start).as_nanos() as u64;
+                        stamp(&mut f.frame, f.payload_at, kind, seq, now_ns);
+                        if !f.send() {
+                            break;
+                        }
+                        seq += 1;
+                        res.sent += 1;
+                        res.bytes += (f.frame.len() - f.payload_at) as u64;
+                    }
+                }
+                while plan[i].1 <= t {
+                    plan[i].1 += m.audio_ns;
+                    // The same frame cut to an audio packet: its length field says so.
+                    let n = f.payload_at + MEDIA_AUDIO;
+                    let full = [f.frame[2], f.frame[3]];
+                    f.frame[2..4].copy_from_slice(&(MEDIA_AUDIO as u16).to_be_bytes());
+                    let now_ns = Instant::now().duration_since(start).as_nanos() as u64;
+                    stamp(&mut f.frame, f.payload_at, kind, seq, now_ns);
+                    let ok = f.send_len(n);
+                    f.frame[2..4].copy_from_slice(&full);
+                    if ok {
+                        seq += 1;
+                        res.sent += 1;
+                        res.bytes += MEDIA_AUDIO as u64;
+                    }
+                }
+            }
+        } else if sending {
             // How many messages are due now.
             let due = if rate > 0.0 {
                 let target = (elapsed.as_secs_f64() * rate) as u64;
@@ -844,7 +947,12 @@ fn worker(
                 }
             }
         }
-        let timeout = if rate > 0.0 && sending {
+        let timeout = if let (true, Some(_)) = (sending, media) {
+            let next = plan.iter().map(|p| p.0.min(p.1)).min().unwrap_or(0);
+            Duration::from_nanos(next)
+                .saturating_sub(start.elapsed())
+                .min(Duration::from_millis(5))
+        } else if rate > 0.0 && sending {
             let next_due = Duration::from_secs_f64((res.sent + 1) as f64 / rate);
             next_due
                 .saturating_sub(start.elapsed())
