@@ -6,6 +6,8 @@
 #   scripts/bench-vs-coturn.sh [SECONDS_PER_RUN] [RATE]      (defaults: 5 s, 20000 msg/s)
 #   NATPASS_BASELINE=/path/to/older/natpass scripts/bench-vs-coturn.sh   (adds its rows: before/after)
 #   MODE=scaling scripts/bench-vs-coturn.sh [SECONDS_PER_RUN]   (throughput vs allocations/threads)
+#   MODE=media scripts/bench-vs-coturn.sh [SECONDS_PER_RUN]   (calls' pacing: MEDIA_N allocations
+#       of 1.5 Mbit/s video in 1,100-byte packets at 30 frames/s plus 100-byte audio every 20 ms)
 #   MODE=streams scripts/bench-vs-coturn.sh [SECONDS_PER_RUN] [RATE]   (TURN over TCP and TLS,
 #       and memory per idle TLS connection at IDLE_TLS=10000 connections)
 #
@@ -154,6 +156,35 @@ idle_tls() {
   python3 -c 'import sys; n,b,a,alive,name=int(sys.argv[1]),int(sys.argv[2]),int(sys.argv[3]),sys.argv[4],sys.argv[5]; print(f"| {name} | {n:,} | {alive} | {b:,} | {a:,} | {(a-b)/max(n,1):.1f} |")' \
     "$up" "$before" "$after" "$alive" "$name"
 }
+# media_row NAME PID TARGET N → one row of N allocations paced like calls.
+media_row() {
+  local name=$1 pid=$2 target=$3 n=$4 c0 c1 j
+  c0=$(cpu "$pid")
+  j=$(taskset -c 1 "$NP" probe load "$target" --user alice --password secret --allocations "$n" \
+      --media 1.5 --size 1100 --duration "$SECS" --threads 1 --json)
+  c1=$(cpu "$pid")
+  python3 - "$name" "$n" "$c0" "$c1" "$hz" "$j" <<'PY'
+import json, sys
+name, n, c0, c1, hz, j = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), json.loads(sys.argv[6])
+if "error" in j:
+    print(f"| {name} | {n} | error: {j['error']} |"); sys.exit()
+cpu = (c1 - c0) / hz
+secs = j["duration_seconds"]
+msgs = max(j["received"], 1)
+print(f"| {name} | {n} | {j['offered_rate']:,.0f} | {j['achieved_rate']:,.0f} | {2 * j['achieved_rate']:,.0f} | "
+      f"{2 * j['achieved_mbit'] / 1000:.3f} | {j['loss_percent']:.3f}% | {j['latency_us']['p50']} / {j['latency_us']['p99']} | "
+      f"{cpu * 1e6 / msgs:.1f} | {100 * cpu / secs:.0f}% |")
+PY
+}
+if [ "${MODE:-table}" = media ]; then
+  echo "| server | allocations × 1.5 Mbit/s | offered msg/s | achieved msg/s | relayed packets/s | relayed payload Gbit/s (both ways) | loss | latency p50 / p99 µs | server CPU µs/msg | server core busy |"
+  echo "|---|---|---|---|---|---|---|---|---|---|"
+  for n in ${MEDIA_N-100 200 300 400}; do
+    media_row natpass "$NPID" "127.0.0.1:$NPORT" "$n"
+    media_row coturn "$CPID" "127.0.0.1:$CPORT" "$n"
+  done
+  exit 0
+fi
 if [ "${MODE:-table}" = streams ]; then
   echo "| server | payload B | offered msg/s | achieved msg/s | loss | latency p50 / p99 µs | server CPU µs/msg | RSS KiB |"
   echo "|---|---|---|---|---|---|---|---|"
