@@ -62,24 +62,7 @@ fn uclient(server_port: u16, peer_port: u16, extra: &[&str]) -> (u64, u64, u64, 
         .args(&args)
         .output()
         .expect("turnutils_uclient runs");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let num_after = |key: &str| -> Option<u64> {
-        let i = text.rfind(key)? + key.len();
-        text[i..]
-            .trim_start()
-            .split(|c: char| !c.is_ascii_digit())
-            .next()?
-            .parse()
-            .ok()
-    };
-    let sent = num_after("tot_send_msgs=").unwrap_or(0);
-    let recv = num_after("tot_recv_msgs=").unwrap_or(0);
-    let lost = num_after("Total lost packets").unwrap_or(u64::MAX);
-    (sent, recv, lost, text)
+    uclient_summary(&out)
 }
 
 fn relay_with(extra: &[&str]) {

@@ -721,6 +721,23 @@ fn stamp(frame: &mut [u8], p: usize, kind: u8, seq: u64, t: u64) {
     frame[p + 8..p + 16].copy_from_slice(&t.to_be_bytes());
 }
 
+/// Account the complete frames at the front of a stream's read buffer and drop them; the
+/// number of load messages among them.
+fn stream_frames(rbuf: &mut Vec<u8>, kind: u8, start: Instant, res: &mut WorkerResult) -> u32 {
+    let (mut at, mut echoed) = (0, 0);
+    while let Ok(Some(len)) = crate::proto::framing::frame_len(&rbuf[at..]) {
+        if rbuf.len() - at < len {
+            break;
+        }
+        if on_frame(&rbuf[at..at + len], kind, start, res) {
+            echoed += 1;
+        }
+        at += len;
+    }
+    rbuf.drain(..at);
+    echoed
+}
+
 /// Payload bytes of a media run's audio packets (Opus at 20 ms is 60–160).
 const MEDIA_AUDIO: usize = 100;
 
@@ -1000,32 +1017,14 @@ fn worker(
                         }
                         rbuf.extend_from_slice(&buf[..n]);
                     }
-                    let mut at = 0;
-                    while let Ok(Some(len)) = crate::proto::framing::frame_len(&rbuf[at..]) {
-                        if rbuf.len() - at < len {
-                            break;
-                        }
-                        if on_frame(&rbuf[at..at + len], kind, start, &mut res) {
-                            f.in_flight = f.in_flight.saturating_sub(1);
-                        }
-                        at += len;
-                    }
-                    rbuf.drain(..at);
+                    let echoed = stream_frames(rbuf, kind, start, &mut res);
+                    f.in_flight = f.in_flight.saturating_sub(echoed);
                 }
                 FlowSock::Tls(sock, conn, rbuf) => {
                     let _ = tls_flush(sock, conn);
                     tls_read(sock, conn, rbuf, &mut buf);
-                    let mut at = 0;
-                    while let Ok(Some(len)) = crate::proto::framing::frame_len(&rbuf[at..]) {
-                        if rbuf.len() - at < len {
-                            break;
-                        }
-                        if on_frame(&rbuf[at..at + len], kind, start, &mut res) {
-                            f.in_flight = f.in_flight.saturating_sub(1);
-                        }
-                        at += len;
-                    }
-                    rbuf.drain(..at);
+                    let echoed = stream_frames(rbuf, kind, start, &mut res);
+                    f.in_flight = f.in_flight.saturating_sub(echoed);
                 }
             }
         }

@@ -100,3 +100,28 @@ pub fn coturn(extra: &[&str]) -> Option<Coturn> {
     }
     panic!("coturn did not come up on port {port}");
 }
+
+/// turnutils_uclient's summary: (sent, received, lost, its whole output). Lost is u64::MAX
+/// when the summary is missing (it failed before the end).
+pub fn uclient_summary(out: &std::process::Output) -> (u64, u64, u64, String) {
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let num_after = |key: &str| -> Option<u64> {
+        let i = text.rfind(key)? + key.len();
+        text[i..]
+            .trim_start()
+            .split(|c: char| !c.is_ascii_digit())
+            .next()?
+            .parse()
+            .ok()
+    };
+    (
+        num_after("tot_send_msgs=").unwrap_or(0),
+        num_after("tot_recv_msgs=").unwrap_or(0),
+        num_after("Total lost packets").unwrap_or(u64::MAX),
+        text,
+    )
+}
