@@ -40,6 +40,10 @@ const RELAY_BASE: usize = 1 << 20;
 const CONN_BASE: usize = 1 << 28;
 /// Datagrams read from one socket per wake-up before others get a turn.
 const BUDGET: usize = 256;
+/// Datagrams in one round after which the shard polls without sleeping for a while.
+const SPIN_AFTER: usize = 8;
+/// How long it polls without sleeping after such a round.
+const SPIN_WINDOW: Duration = Duration::from_micros(100);
 const BUF: usize = 65_536 + 8;
 /// The largest frame on a stream: a STUN message of 65535+20 bytes or padded ChannelData.
 const MAX_FRAME: usize = 65_536 + 20;
@@ -190,6 +194,13 @@ pub(crate) struct Shard {
     gso: bool,
     /// Busy-poll: never sleep in epoll (`NATPASS_SPIN=1`; burns the core, for measurements).
     spin: bool,
+    /// After a round that relayed at least this many datagrams (a burst: more is likely on
+    /// its way), poll without sleeping for [`SPIN_WINDOW`] before going back to sleep: waking
+    /// a sleeping core costs tens of µs on a VM, longer than a closed loop's round trip
+    /// (`NATPASS_SPIN_AFTER`, 0 turns it off; measured in docs/performance.md).
+    spin_after: usize,
+    /// Datagrams relayed in this round.
+    round_datagrams: usize,
     /// The XDP fast path the core's channel routes go to.
     xdp: Option<Arc<crate::xdp::FastPath>>,
     /// Connections with bytes queued this round ([`Shard::flush_dirty`] writes them).
@@ -248,6 +259,11 @@ impl Shard {
             cmds,
             gso: std::env::var("NATPASS_UDP_GSO").map_or(true, |v| v != "0"),
             spin: std::env::var("NATPASS_SPIN").is_ok_and(|v| v == "1"),
+            spin_after: std::env::var("NATPASS_SPIN_AFTER")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(SPIN_AFTER),
+            round_datagrams: 0,
             xdp,
             dirty: Vec::new(),
         })
@@ -267,9 +283,11 @@ impl Shard {
         // (token, writable, read until EAGAIN): an event that says the peer closed or erred,
         // and a token polled again, are read until the socket says it is empty.
         let mut tokens: Vec<(Token, bool, bool)> = Vec::with_capacity(1024);
+        let mut spin_until: Option<Instant> = None;
         loop {
             let now = Instant::now();
-            let timeout = if again.is_empty() && !self.spin {
+            let spinning = spin_until.is_some_and(|t| now < t);
+            let timeout = if again.is_empty() && !self.spin && !spinning {
                 let t = self
                     .core
                     .poll_timeout()
@@ -329,6 +347,10 @@ impl Shard {
             self.send_queued(&mut pool);
             self.flush_dirty();
             std::mem::swap(&mut again, &mut next_again);
+            if self.spin_after > 0 && self.round_datagrams >= self.spin_after {
+                spin_until = Some(Instant::now() + SPIN_WINDOW);
+            }
+            self.round_datagrams = 0;
             let now = Instant::now();
             let mut relays = Relays {
                 registry: self.poll.registry(),
@@ -498,6 +520,7 @@ impl Shard {
                 }
             }
             handled += n.max(1);
+            self.round_datagrams += n;
             if drained {
                 // The queue was empty when read: a later datagram raises a new event.
                 return false;
@@ -552,6 +575,7 @@ impl Shard {
                 }
             }
             handled += n.max(1);
+            self.round_datagrams += n;
             if drained {
                 return false;
             }
