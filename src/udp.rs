@@ -93,6 +93,26 @@ impl Batch {
 pub(crate) struct RxMeta {
     pub len: usize,
     pub src: SocketAddr,
+    /// A coalesced receive (UDP_GRO): the datagrams are `seg` bytes each, the last one up to
+    /// that; 0 when the buffer is one datagram.
+    pub seg: usize,
+}
+
+impl RxMeta {
+    /// Each datagram of this receive as a range of its slot (from `offset`).
+    pub(crate) fn datagrams(&self, offset: usize) -> impl Iterator<Item = std::ops::Range<usize>> {
+        let (len, seg) = (
+            self.len,
+            if self.seg == 0 {
+                self.len.max(1)
+            } else {
+                self.seg
+            },
+        );
+        (0..len.max(1))
+            .step_by(seg)
+            .map(move |at| offset + at..offset + (at + seg).min(len))
+    }
 }
 
 pub(crate) struct Pool {
@@ -114,6 +134,7 @@ impl Pool {
         let unspecified = RxMeta {
             len: 0,
             src: SocketAddr::from(([0, 0, 0, 0], 0)),
+            seg: 0,
         };
         Self {
             // Zeroed allocation: pages become resident only when a datagram touches them.
@@ -167,10 +188,17 @@ impl Pool {
     }
 
     /// One receive step of a drain loop: into every free slot (the pool must have one).
-    pub(crate) fn next_batch(&mut self, fd: RawFd, v6: bool, offset: usize) -> Batch {
+    /// `gro`: the socket has UDP_GRO on, so a receive may be several datagrams (their segment
+    /// size comes in a control message, [`RxMeta::seg`]).
+    pub(crate) fn next_batch(&mut self, fd: RawFd, v6: bool, offset: usize, gro: bool) -> Batch {
         let first = self.used;
         let want = self.free();
-        match self.recv(fd, v6, offset, want) {
+        let got = if gro {
+            self.recv_gro(fd, v6, offset, want)
+        } else {
+            self.recv(fd, v6, offset, want)
+        };
+        match got {
             Ok(n) => Batch::Got {
                 first,
                 n,
@@ -185,6 +213,27 @@ impl Pool {
     /// first datagram, then takes what else is queued.
     pub(crate) fn recv_wait(&mut self, fd: RawFd, v6: bool) -> io::Result<usize> {
         self.recv_with(fd, v6, 0, SLOTS, MsgFlags::MSG_WAITFORONE)
+    }
+
+    /// [`Pool::recv`] with room for the UDP_GRO control message. The headers are made anew
+    /// for each call: the kernel shrinks a header's control length to what it used (nothing,
+    /// for a plain datagram), and nix offers no way to restore it, so reused headers would
+    /// lose the next coalesced receive's segment size.
+    fn recv_gro(&mut self, fd: RawFd, v6: bool, offset: usize, max: usize) -> io::Result<usize> {
+        let k = max.min(SLOTS - self.used);
+        let fresh = MultiHeaders::preallocate(k.max(1), Some(nix::cmsg_space!(i32)));
+        let keep = if v6 {
+            std::mem::replace(&mut self.rx_v6, fresh)
+        } else {
+            std::mem::replace(&mut self.rx_v4, fresh)
+        };
+        let r = self.recv_with(fd, v6, offset, max, MsgFlags::MSG_DONTWAIT);
+        if v6 {
+            self.rx_v6 = keep;
+        } else {
+            self.rx_v4 = keep;
+        }
+        r
     }
 
     fn recv_with(
@@ -214,8 +263,17 @@ impl Pool {
         let mut n = 0;
         for m in res {
             let src = m.address.as_ref().and_then(to_std);
+            let seg = m.cmsgs().ok().and_then(|mut c| {
+                c.find_map(|c| match c {
+                    nix::sys::socket::ControlMessageOwned::UdpGroSegments(s) => {
+                        usize::try_from(s).ok().filter(|s| *s > 0 && *s < m.bytes)
+                    }
+                    _ => None,
+                })
+            });
             self.meta[n] = RxMeta {
                 len: m.bytes,
+                seg: seg.unwrap_or(0),
                 // A datagram without a usable source (never on a bound UDP socket) keeps
                 // the unspecified address and is dropped by the core's policy.
                 src: src.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0))),

@@ -366,6 +366,79 @@ fn bursts_keep_datagram_boundaries_order_and_destinations() {
     }
 }
 
+/// A client that sends its ChannelData as one UDP GSO burst reaches natpass's listener as one
+/// coalesced receive (UDP_GRO on the listener): every datagram of it is relayed, whole and in
+/// order, including a shorter last one; a STUN request inside a burst is answered.
+#[test]
+fn a_clients_gso_burst_is_split_again_datagram_by_datagram() {
+    use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
+    use std::os::fd::AsRawFd;
+    let server = start_server(alice_loopback());
+    let c = UdpClient::new(server.udp_addrs[0]);
+    let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    peer.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let (n, relay) = c.allocate("alice", "secret");
+    let r = c.ask(&channel_bind(
+        "alice",
+        "secret",
+        &n,
+        0x4000,
+        &peer.local_addr().unwrap().to_string(),
+    ));
+    assert_eq!(error_code(&r), None);
+    for round in 0..3u8 {
+        // 20 frames of 4 + 96 bytes and a last one of 4 + 40, in one sendmsg.
+        let mut burst = Vec::new();
+        for k in 0..21u8 {
+            let mut p = vec![round; if k == 20 { 40 } else { 96 }];
+            p[0] = k;
+            burst.extend_from_slice(&channel_data(0x4000, &p));
+        }
+        let seg: u16 = 100;
+        let iov = [std::io::IoSlice::new(&burst)];
+        let cm = [ControlMessage::UdpGsoSegments(&seg)];
+        let to = nix::sys::socket::SockaddrIn::from(match server.udp_addrs[0] {
+            SocketAddr::V4(a) => a,
+            SocketAddr::V6(_) => unreachable!("loopback v4"),
+        });
+        sendmsg(c.sock.as_raw_fd(), &iov, &cm, MsgFlags::empty(), Some(&to)).expect("GSO send");
+        let mut buf = [0u8; 2048];
+        for k in 0..21u8 {
+            let (got, from) = peer.recv_from(&mut buf).expect("relayed");
+            assert_eq!(from, relay);
+            assert_eq!(
+                got,
+                if k == 20 { 40 } else { 96 },
+                "round {round} datagram {k}"
+            );
+            assert_eq!((buf[0], buf[1]), (k, round), "round {round} datagram {k}");
+        }
+    }
+    // Binding requests of equal size in one burst: each is answered.
+    let reqs: Vec<Vec<u8>> = (0..4)
+        .map(|_| request(stun_types::message::BINDING, |_, _| {}))
+        .collect();
+    let seg = reqs[0].len() as u16;
+    let burst: Vec<u8> = reqs.concat();
+    let iov = [std::io::IoSlice::new(&burst)];
+    let cm = [ControlMessage::UdpGsoSegments(&seg)];
+    let to = nix::sys::socket::SockaddrIn::from(match server.udp_addrs[0] {
+        SocketAddr::V4(a) => a,
+        SocketAddr::V6(_) => unreachable!("loopback v4"),
+    });
+    sendmsg(c.sock.as_raw_fd(), &iov, &cm, MsgFlags::empty(), Some(&to)).expect("GSO send");
+    for r in &reqs {
+        let a = c
+            .recv_timeout(Duration::from_secs(2))
+            .expect("an answer per request");
+        assert_eq!(
+            &a[8..20],
+            &r[8..20],
+            "answers in order, one per transaction"
+        );
+    }
+}
+
 /// Relay counters are kept per shard (no shared cache line on the data path); the totals
 /// read by `/metrics` add every shard's. Eight clients on two shards relay 25 packets each
 /// way; the totals are exact.

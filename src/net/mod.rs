@@ -637,6 +637,13 @@ fn udp_socket(addr: SocketAddr, reuse_port: bool) -> std::io::Result<Socket> {
     }
     if reuse_port {
         s.set_reuse_port(true)?;
+        // Listeners (the only reuse-port UDP sockets) take coalesced receives: a burst from
+        // one client comes up as one buffer plus its segment size (UDP_GRO), split again by
+        // the shard (`NATPASS_UDP_GRO=0` turns it off, to measure the difference).
+        if std::env::var("NATPASS_UDP_GRO").map_or(true, |v| v != "0") {
+            let _ =
+                nix::sys::socket::setsockopt(&s, nix::sys::socket::sockopt::UdpGroSegment, &true);
+        }
     }
     // Bigger buffers absorb bursts; the kernel caps them at net.core.[rw]mem_max.
     let _ = s.set_recv_buffer_size(4 << 20);

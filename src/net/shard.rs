@@ -20,7 +20,7 @@ use crate::proto::{
     Core, DropReason, FiveTuple, PeerRoute, RelayOwner, RelaySockets, Transmit, Transport,
 };
 use crate::relay::ShardResources;
-use crate::udp::{PEER_OFFSET, Pool, Tx, TxSock};
+use crate::udp::{PEER_OFFSET, Pool, SLOTS, Tx, TxSock};
 use mio::net::{TcpListener, TcpStream, UdpSocket};
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
 use slab::Slab;
@@ -194,6 +194,8 @@ pub(crate) struct Shard {
     gso: bool,
     /// Busy-poll: never sleep in epoll (`NATPASS_SPIN=1`; burns the core, for measurements).
     spin: bool,
+    /// The listeners take coalesced receives (UDP_GRO; `NATPASS_UDP_GRO=0` turns it off).
+    gro: bool,
     /// After a round that relayed at least this many datagrams (a burst: more is likely on
     /// its way), poll without sleeping for [`SPIN_WINDOW`] before going back to sleep: waking
     /// a sleeping core costs tens of µs on a VM, longer than a closed loop's round trip
@@ -259,6 +261,7 @@ impl Shard {
             cmds,
             gso: std::env::var("NATPASS_UDP_GSO").map_or(true, |v| v != "0"),
             spin: std::env::var("NATPASS_SPIN").is_ok_and(|v| v == "1"),
+            gro: std::env::var("NATPASS_UDP_GRO").map_or(true, |v| v != "0"),
             spin_after: std::env::var("NATPASS_SPIN_AFTER")
                 .ok()
                 .and_then(|v| v.parse().ok())
@@ -459,7 +462,14 @@ impl Shard {
                     .map(|r| r.sock.as_raw_fd()),
             };
             if let Some(fd) = fd {
-                pool.send_group(fd, i..j, self.gso);
+                // A plan covers at most SLOTS datagrams; coalesced receives (UDP_GRO) can
+                // queue more than that for one socket.
+                let mut c = i;
+                while c < j {
+                    let e = (c + SLOTS).min(j);
+                    pool.send_group(fd, c..e, self.gso);
+                    c = e;
+                }
             }
             i = j;
         }
@@ -479,7 +489,9 @@ impl Shard {
                 self.send_queued(pool);
             }
             // ICMP-induced errors on UDP come back as an empty, undrained batch: read on.
-            let Some((first, n, drained)) = pool.next_batch(fd, local.is_ipv6(), 0).ready() else {
+            let Some((first, n, drained)) =
+                pool.next_batch(fd, local.is_ipv6(), 0, self.gro).ready()
+            else {
                 return false;
             };
             for i in 0..n {
@@ -490,33 +502,40 @@ impl Shard {
                     client: meta.src,
                     server: local,
                 };
-                let mut relays = Relays {
-                    registry: self.poll.registry(),
-                    table: &mut self.relays,
-                };
-                let fwd = self.core.handle_client(
-                    now,
-                    ft,
-                    &pool.slot(slot)[..meta.len],
-                    &mut relays,
-                    &mut self.out,
-                );
-                if let Some(f) = fwd {
-                    if let Some(r) = self.relays.slab.get(f.handle) {
-                        pool.tx.push(Tx {
-                            sock: TxSock::Relay {
-                                key: f.handle,
-                                generation: r.generation,
-                            },
-                            slot,
-                            start: f.range.start,
-                            end: f.range.end,
-                            dest: f.peer,
-                        });
+                // One datagram, or (UDP_GRO) several of one client's, back to back.
+                for d in meta.datagrams(0) {
+                    let at = d.start;
+                    let mut relays = Relays {
+                        registry: self.poll.registry(),
+                        table: &mut self.relays,
+                    };
+                    let fwd = self.core.handle_client(
+                        now,
+                        ft,
+                        &pool.slot(slot)[d],
+                        &mut relays,
+                        &mut self.out,
+                    );
+                    if let Some(f) = fwd {
+                        if let Some(r) = self.relays.slab.get(f.handle) {
+                            pool.tx.push(Tx {
+                                sock: TxSock::Relay {
+                                    key: f.handle,
+                                    generation: r.generation,
+                                },
+                                slot,
+                                start: at + f.range.start,
+                                end: at + f.range.end,
+                                dest: f.peer,
+                            });
+                        }
+                    }
+                    if !self.out.is_empty() {
+                        self.flush();
                     }
                 }
-                if !self.out.is_empty() {
-                    self.flush();
+                if meta.seg > 0 {
+                    self.round_datagrams += meta.len.div_ceil(meta.seg) - 1;
                 }
             }
             handled += n.max(1);
@@ -539,7 +558,8 @@ impl Shard {
                 return false;
             };
             let (owner, fd, v6) = (r.owner, r.sock.as_raw_fd(), r.v6);
-            let Some((first, n, drained)) = pool.next_batch(fd, v6, PEER_OFFSET).ready() else {
+            let Some((first, n, drained)) = pool.next_batch(fd, v6, PEER_OFFSET, false).ready()
+            else {
                 return false;
             };
             for i in 0..n {
