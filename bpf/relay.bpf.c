@@ -275,8 +275,11 @@ INLINE int to_peer(struct xdp_md *ctx, struct hdrs_chan *p, __u16 payload, __u64
         .peer_port = route.peer_port,
     };
     struct peer_val *back = bpf_map_lookup_elem(&NATPASS_PEER, &pk);
+    // Only from a unicast frame to a unicast address: a broadcast or multicast one must not
+    // choose the address the client is answered from.
     if (back && back->server_ip == 0 && back->client_ip == h->ip.saddr &&
-        back->client_port == h->udp.source && back->server_port == h->udp.dest)
+        back->client_port == h->udp.source && back->server_port == h->udp.dest &&
+        !(h->eth.h_dest[0] & 1) && (h->ip.daddr & 0xf0) != 0xe0 && h->ip.daddr != 0xffffffff)
         back->server_ip = h->ip.daddr;
     learn(ctx, h);
     struct neigh_val *n = next_hop(ctx, route.peer_ip);
@@ -285,6 +288,11 @@ INLINE int to_peer(struct xdp_md *ctx, struct hdrs_chan *p, __u16 payload, __u64
         return XDP_PASS;
     }
     struct neigh_val hop = *n;
+    __u32 mtu_len = 0;
+    if (hop.ifindex != ctx->ingress_ifindex && bpf_check_mtu(ctx, hop.ifindex, &mtu_len, -4, 0)) {
+        count(PASS_TOO_BIG, 1);
+        return XDP_PASS;
+    }
 
     struct hdrs o = *h;
     __u16 old_len = o.udp.len, new_len = htons(ntohs(old_len) - 4);
@@ -311,6 +319,11 @@ INLINE int to_peer(struct xdp_md *ctx, struct hdrs_chan *p, __u16 payload, __u64
     }
     set_l2(&o, &hop);
     o.ip.tot_len = htons(ntohs(o.ip.tot_len) - 4);
+    // A new datagram of the relay's, as its socket would send it: no TOS copied from the
+    // client, DF, ID 0 (RFC 6864: an atomic datagram's ID is not used for reassembly).
+    o.ip.tos = 0;
+    o.ip.id = 0;
+    o.ip.frag_off = htons(0x4000);
     o.ip.ttl = 64;
     o.ip.saddr = route.relay_ip;
     o.ip.daddr = route.peer_ip;
@@ -361,7 +374,8 @@ INLINE int to_client(struct xdp_md *ctx, struct hdrs *h, __u16 payload, __u64 no
     }
     struct neigh_val hop = *n;
     __u32 mtu_len = 0;
-    if (bpf_check_mtu(ctx, hop.ifindex, &mtu_len, 4, 0)) {
+    // 4 more bytes must fit the next hop, and the 16-bit lengths.
+    if (ntohs(h->ip.tot_len) > 0xffff - 4 || bpf_check_mtu(ctx, hop.ifindex, &mtu_len, 4, 0)) {
         count(PASS_TOO_BIG, 1);
         return XDP_PASS;
     }
@@ -393,6 +407,9 @@ INLINE int to_client(struct xdp_md *ctx, struct hdrs *h, __u16 payload, __u64 no
     }
     set_l2(&o.h, &hop);
     o.h.ip.tot_len = htons(ntohs(o.h.ip.tot_len) + 4);
+    o.h.ip.tos = 0;
+    o.h.ip.id = 0;
+    o.h.ip.frag_off = htons(0x4000);
     o.h.ip.ttl = 64;
     o.h.ip.saddr = route.server_ip;
     o.h.ip.daddr = route.client_ip;

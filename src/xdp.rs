@@ -189,7 +189,11 @@ impl FastPath {
                 },
             };
             attached.push((iface.clone(), mode));
-            indexes.push(index);
+            // Frames are redirected only to interfaces whose driver takes them (native XDP);
+            // a generic-mode one gets its traffic the usual way.
+            if mode == "native" {
+                indexes.push(index);
+            }
         }
         let take = |ebpf: &mut Ebpf, name: &str| {
             ebpf.take_map(name)

@@ -630,6 +630,11 @@ pub fn resolve_relays(cfg: &ValidConfig, listeners: &[SocketAddr]) -> Vec<RelayA
         .collect()
 }
 
+/// Whether listeners take coalesced receives (UDP_GRO): `NATPASS_UDP_GRO=1`.
+pub(crate) fn gro_enabled() -> bool {
+    std::env::var("NATPASS_UDP_GRO").is_ok_and(|v| v == "1")
+}
+
 fn udp_socket(addr: SocketAddr, reuse_port: bool) -> std::io::Result<Socket> {
     let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     if addr.is_ipv6() {
@@ -637,10 +642,11 @@ fn udp_socket(addr: SocketAddr, reuse_port: bool) -> std::io::Result<Socket> {
     }
     if reuse_port {
         s.set_reuse_port(true)?;
-        // Listeners (the only reuse-port UDP sockets) take coalesced receives: a burst from
+        // Listeners (the only reuse-port UDP sockets) may take coalesced receives: a burst from
         // one client comes up as one buffer plus its segment size (UDP_GRO), split again by
-        // the shard (`NATPASS_UDP_GRO=0` turns it off, to measure the difference).
-        if std::env::var("NATPASS_UDP_GRO").map_or(true, |v| v != "0") {
+        // the shard. Opt-in (`NATPASS_UDP_GRO=1`) until the receive headers can be reset
+        // without an allocation per receive (see docs/performance.md, "GRO").
+        if gro_enabled() {
             let _ =
                 nix::sys::socket::setsockopt(&s, nix::sys::socket::sockopt::UdpGroSegment, &true);
         }

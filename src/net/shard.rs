@@ -194,7 +194,7 @@ pub(crate) struct Shard {
     gso: bool,
     /// Busy-poll: never sleep in epoll (`NATPASS_SPIN=1`; burns the core, for measurements).
     spin: bool,
-    /// The listeners take coalesced receives (UDP_GRO; `NATPASS_UDP_GRO=0` turns it off).
+    /// The listeners take coalesced receives (UDP_GRO; opt-in, `NATPASS_UDP_GRO=1`).
     gro: bool,
     /// After a round that relayed at least this many datagrams (a burst: more is likely on
     /// its way), poll without sleeping for [`SPIN_WINDOW`] before going back to sleep: waking
@@ -261,7 +261,7 @@ impl Shard {
             cmds,
             gso: std::env::var("NATPASS_UDP_GSO").map_or(true, |v| v != "0"),
             spin: std::env::var("NATPASS_SPIN").is_ok_and(|v| v == "1"),
-            gro: std::env::var("NATPASS_UDP_GRO").map_or(true, |v| v != "0"),
+            gro: super::gro_enabled(),
             spin_after: std::env::var("NATPASS_SPIN_AFTER")
                 .ok()
                 .and_then(|v| v.parse().ok())

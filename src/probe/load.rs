@@ -292,6 +292,11 @@ struct WorkerResult {
 
 /// Set up the allocations, run the load, release the allocations.
 pub fn run(spec: &ServerSpec, o: &LoadOptions) -> Result<LoadReport, ClientError> {
+    if o.media.is_some() && (o.no_channel || o.raw || o.binding || o.size < MEDIA_AUDIO) {
+        return Err(ClientError::Protocol(format!(
+            "--media needs channels and --size of at least {MEDIA_AUDIO} bytes"
+        )));
+    }
     // Streams (TCP and TLS) frame ChannelData with padding.
     let tcp = o.transport != ProbeTransport::Udp;
     let tls = match o.transport {
