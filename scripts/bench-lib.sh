@@ -19,3 +19,14 @@ port() {
 cpu() { awk '{print $14+$15}' "/proc/$1/stat"; }
 rss() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 hz=$(getconf CLK_TCK)
+# timed FILE CMD...: runs CMD (its output passes through) and writes the CPU seconds it used
+# (user + system, with its children) to FILE. On loopback the sender's core also delivers to
+# the receiver and wakes it, so a server that sleeps more costs its generator more CPU: the
+# media rows report the generator's CPU next to the server's.
+timed() {
+  python3 -c 'import resource, subprocess, sys
+r = subprocess.run(sys.argv[2:])
+u = resource.getrusage(resource.RUSAGE_CHILDREN)
+open(sys.argv[1], "w").write(f"{u.ru_utime + u.ru_stime}\n")
+sys.exit(r.returncode)' "$@"
+}

@@ -160,12 +160,12 @@ idle_tls() {
 media_row() {
   local name=$1 pid=$2 target=$3 n=$4 c0 c1 j
   c0=$(cpu "$pid")
-  j=$(taskset -c 1 "$NP" probe load "$target" --user alice --password secret --allocations "$n" \
-      --media 1.5 --size 1100 --duration "$SECS" --threads 1 --json)
+  j=$(timed "$TMP/gen-cpu" taskset -c 1 "$NP" probe load "$target" --user alice --password secret \
+      --allocations "$n" --media 1.5 --size 1100 --duration "$SECS" --threads 1 --json)
   c1=$(cpu "$pid")
-  python3 - "$name" "$n" "$c0" "$c1" "$hz" "$j" <<'PY'
+  python3 - "$name" "$n" "$c0" "$c1" "$hz" "$j" "$(cat "$TMP/gen-cpu")" <<'PY'
 import json, sys
-name, n, c0, c1, hz, j = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), json.loads(sys.argv[6])
+name, n, c0, c1, hz, j, gen = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), json.loads(sys.argv[6]), float(sys.argv[7])
 if "error" in j:
     print(f"| {name} | {n} | error: {j['error']} |"); sys.exit()
 cpu = (c1 - c0) / hz
@@ -173,12 +173,12 @@ secs = j["duration_seconds"]
 msgs = max(j["received"], 1)
 print(f"| {name} | {n} | {j['offered_rate']:,.0f} | {j['achieved_rate']:,.0f} | {2 * j['achieved_rate']:,.0f} | "
       f"{2 * j['achieved_mbit'] / 1000:.3f} | {j['loss_percent']:.3f}% | {j['latency_us']['p50']} / {j['latency_us']['p99']} | "
-      f"{cpu * 1e6 / msgs:.1f} | {100 * cpu / secs:.0f}% |")
+      f"{cpu * 1e6 / msgs:.1f} | {100 * cpu / secs:.0f}% | {gen * 1e6 / msgs:.1f} | {(cpu + gen) * 1e6 / msgs:.1f} |")
 PY
 }
 if [ "${MODE:-table}" = media ]; then
-  echo "| server | allocations × 1.5 Mbit/s | offered msg/s | achieved msg/s | relayed packets/s | relayed payload Gbit/s (both ways) | loss | latency p50 / p99 µs | server CPU µs/msg | server core busy |"
-  echo "|---|---|---|---|---|---|---|---|---|---|"
+  echo "| server | allocations × 1.5 Mbit/s | offered msg/s | achieved msg/s | relayed packets/s | relayed payload Gbit/s (both ways) | loss | latency p50 / p99 µs | server CPU µs/msg | server core busy | generator CPU µs/msg | both µs/msg |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
   for n in ${MEDIA_N-100 200 300 400}; do
     media_row natpass "$NPID" "127.0.0.1:$NPORT" "$n"
     media_row coturn "$CPID" "127.0.0.1:$CPORT" "$n"

@@ -42,8 +42,11 @@ const CONN_BASE: usize = 1 << 28;
 const BUDGET: usize = 256;
 /// Datagrams in one round after which the shard polls without sleeping for a while.
 const SPIN_AFTER: usize = 8;
-/// How long it polls without sleeping after such a round.
-const SPIN_WINDOW: Duration = Duration::from_micros(100);
+/// How long it polls without sleeping after such a round: long enough for the next packets of
+/// a burst (a video frame, a closed loop's round trip) to arrive, short enough that paced
+/// traffic still sleeps between bursts (100 µs cost 10 % more CPU with calls' pacing than 50;
+/// docs/performance.md, media section).
+const SPIN_WINDOW: Duration = Duration::from_micros(50);
 const BUF: usize = 65_536 + 8;
 /// The largest frame on a stream: a STUN message of 65535+20 bytes or padded ChannelData.
 const MAX_FRAME: usize = 65_536 + 20;
@@ -201,6 +204,8 @@ pub(crate) struct Shard {
     /// a sleeping core costs tens of µs on a VM, longer than a closed loop's round trip
     /// (`NATPASS_SPIN_AFTER`, 0 turns it off; measured in docs/performance.md).
     spin_after: usize,
+    /// How long to poll without sleeping after such a round (`NATPASS_SPIN_WINDOW_US`).
+    spin_window: Duration,
     /// Datagrams relayed in this round.
     round_datagrams: usize,
     /// The XDP fast path the core's channel routes go to.
@@ -266,6 +271,10 @@ impl Shard {
                 .ok()
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(SPIN_AFTER),
+            spin_window: std::env::var("NATPASS_SPIN_WINDOW_US")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .map_or(SPIN_WINDOW, Duration::from_micros),
             round_datagrams: 0,
             xdp,
             dirty: Vec::new(),
@@ -351,7 +360,7 @@ impl Shard {
             self.flush_dirty();
             std::mem::swap(&mut again, &mut next_again);
             if self.spin_after > 0 && self.round_datagrams >= self.spin_after {
-                spin_until = Some(Instant::now() + SPIN_WINDOW);
+                spin_until = Some(Instant::now() + self.spin_window);
             }
             self.round_datagrams = 0;
             let now = Instant::now();
