@@ -15,7 +15,8 @@
 //   peer   --UDP--> relay address      => add the header, send from the listener to the client
 //
 // Anything else -- STUN, Send/Data indications, unknown flows, IPv6, IP options, fragments,
-// a ChannelData whose length field disagrees with the datagram, an expired route, a next
+// a ChannelData whose length field disagrees with the datagram (other than UDP padding to 4
+// bytes), an expired route, a next
 // hop not learned yet -- is XDP_PASS: the kernel delivers it to natpass's sockets as
 // before, and the userspace path decides (and drops what it must).
 //
@@ -48,9 +49,11 @@ static long (*bpf_check_mtu)(void *ctx, __u32 ifindex, __u32 *mtu_len, __s32 len
 #if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
 #define htons(x) bswap16(x)
 #define ntohs(x) bswap16(x)
+#define ODD_BYTE_HIGH 1 // a datagram's byte at an odd offset is the high half of a word read from memory
 #else
 #define htons(x) (x)
 #define ntohs(x) (x)
+#define ODD_BYTE_HIGH 0
 #endif
 
 // ---- maps (layouts mirrored in src/xdp.rs; addresses and ports in network order) ----
@@ -255,10 +258,12 @@ INLINE int to_peer(struct xdp_md *ctx, struct hdrs_chan *p, __u16 payload, __u64
         if (!v)
             return XDP_PASS;
     }
-    // Exactly header + length: a truncated one, one with more in it, or UDP padding (allowed
-    // but unusual over UDP) is the userspace path's to judge.
+    // Header + length, or that padded to a multiple of 4 (RFC 8656 §12.5: allowed over UDP,
+    // and what pion's and webrtc-rs's clients send). A truncated one, or one with anything
+    // else after it, is the userspace path's to judge.
     __u16 data = ntohs(p->length);
-    if ((__u32)data + 4 != payload) {
+    __u32 exact = (__u32)data + 4, pad = payload - exact;
+    if (exact > payload || (pad && payload != ((exact + 3) & ~3u))) {
         count(PASS_MALFORMED, 1);
         return XDP_PASS;
     }
@@ -295,10 +300,29 @@ INLINE int to_peer(struct xdp_md *ctx, struct hdrs_chan *p, __u16 payload, __u64
     }
 
     struct hdrs o = *h;
-    __u16 old_len = o.udp.len, new_len = htons(ntohs(old_len) - 4);
+    __u16 old_len = o.udp.len, new_len = htons(ntohs(old_len) - 4 - pad);
     __u16 csum = o.udp.check;
     if (csum) {
         __u32 s = (__u16)~csum;
+        // The padding leaves the datagram: take its bytes out of the sum, each as the half
+        // of a 16-bit word its offset in the datagram (header 8 + 4 + data + i) gives it.
+        // (A bound the verifier needs to accept packet offsets; no single-buffer XDP frame
+        // holds 16 KiB.)
+        if (data > 0x3fff)
+            return XDP_PASS;
+        __u8 *pp = (__u8 *)(p + 1) + data;
+        // Opaque to the compiler, so that `pp + i + 1` below is this register plus a
+        // constant: what the verifier needs to see to allow the read after the check.
+        asm volatile("" : "+r"(pp));
+#pragma unroll
+        for (__u32 i = 0; i < 3; i++) {
+            if (i < pad) {
+                if ((void *)(pp + i + 1) > (void *)(long)ctx->data_end)
+                    return XDP_PASS;
+                __u16 b = pp[i];
+                s = sub16(s, ((data + i) & 1) == ODD_BYTE_HIGH ? b << 8 : b);
+            }
+        }
         s = sub32(s, o.ip.saddr);
         s = sub32(s, o.ip.daddr);
         s = sub16(s, old_len);
@@ -318,7 +342,9 @@ INLINE int to_peer(struct xdp_md *ctx, struct hdrs_chan *p, __u16 payload, __u64
             csum = 0xffff;
     }
     set_l2(&o, &hop);
-    o.ip.tot_len = htons(ntohs(o.ip.tot_len) - 4);
+    // The padding stays behind the new end of the IP datagram (the frame keeps its length, as
+    // with Ethernet's own padding); the receiver's IP layer trims it.
+    o.ip.tot_len = htons(ntohs(o.ip.tot_len) - 4 - pad);
     // A new datagram of the relay's, as its socket would send it: no TOS copied from the
     // client, DF, ID 0 (RFC 6864: an atomic datagram's ID is not used for reassembly).
     o.ip.tos = 0;

@@ -6,11 +6,13 @@
 //!
 //! Checked: channel traffic both ways is counted by the XDP program and not by natpass's
 //! userspace path, and arrives intact (the receivers' kernels check the checksums the program
-//! rewrote); a truncated ChannelData never reaches the peer; a denied peer stays denied;
-//! permission expiry stops forwarding when the userspace path stops; coturn's
-//! turnutils_uclient relays with 0 loss through it (with channels, and with Send indications,
-//! which stay on the userspace path); and natpass without privileges says why and relays in
-//! userspace.
+//! rewrote, with and without UDP padding); a truncated ChannelData never reaches the peer; a denied peer stays denied;
+//! permission expiry stops forwarding when the userspace path stops; RFC 8656's channel rules
+//! (padding, empty and nested payloads, unbound channels, Data indications from another port,
+//! rebinding, two clients to one peer, deleting the allocation) read the same on the wire with
+//! the fast path on and off; coturn's turnutils_uclient (with channels, and with Send
+//! indications, which stay on the userspace path) and the `turn` crate's client relay with 0
+//! loss through it; and natpass without privileges says why and relays in userspace.
 
 mod common;
 
@@ -115,9 +117,14 @@ fn socket_in(name: &str, addr: &str) -> UdpSocket {
     .unwrap()
 }
 
-/// natpass in the server namespace with the fast path on `xc` and `xp` (as `user`, when
-/// given, through setpriv); returns once it listens, with its log so far.
+/// natpass in the server namespace with the fast path on `xc` and `xp` (without privileges,
+/// when asked, through setpriv); returns once it listens, with its log so far.
 fn natpass(env: &[(&str, &str)], unprivileged: bool) -> (Proc, String) {
+    natpass_with(env, unprivileged, true)
+}
+
+/// The same, with the fast path configured or not (`xdp`).
+fn natpass_with(env: &[(&str, &str)], unprivileged: bool, xdp: bool) -> (Proc, String) {
     let dir = temp_dir("xdplab");
     // Readable and writable for the unprivileged run too.
     std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
@@ -126,8 +133,13 @@ fn natpass(env: &[(&str, &str)], unprivileged: bool) -> (Proc, String) {
         &cfg,
         format!(
             "listen = [\"{SERVER}\"]\nrelay-ips = [\"10.81.2.1\"]\nallow-peers = [\"10.81.2.0/24\"]\n\
-             users = [\"alice:alicepw\"]\nmetrics = \"10.81.1.1:9100\"\nxdp-interface = [\"xc\", \"xp\"]\n\
+             users = [\"alice:alicepw\"]\nmetrics = \"10.81.1.1:9100\"\n{}\
              state-dir = \"{}\"\n[quota]\nallocations-per-user = 1000\nallocations-per-ip = 1000\n",
+            if xdp {
+                "xdp-interface = [\"xc\", \"xp\"]\n"
+            } else {
+                ""
+            },
             dir.display()
         ),
     )
@@ -296,6 +308,22 @@ fn natlab_xdp_forwards_channels_in_the_kernel_and_keeps_the_rules() {
         "channel traffic never reached natpass's userspace path"
     );
 
+    // ChannelData padded to 4 bytes (RFC 8656 §12.5; pion's and webrtc-rs's clients always
+    // pad): the program strips header and padding, and the peer's kernel accepts the
+    // checksum it corrected for every padding length and byte offset.
+    let before = counts();
+    for len in 1..=16usize {
+        let payload: Vec<u8> = (0..len).map(|i| 0xa0 ^ (i as u8 * 37)).collect();
+        let mut padded = channel_data(0x4001, &payload);
+        padded.extend(std::iter::repeat_n(0xee, (4 - len % 4) % 4));
+        c.send(&padded);
+        let (got, from) = recv(&peer, Duration::from_secs(2)).expect("padded ChannelData relayed");
+        assert_eq!((got, from), (payload, relay));
+    }
+    let after = counts();
+    assert_eq!(after.xdp_to_peer - before.xdp_to_peer, 16);
+    assert_eq!(after.user_to_peer, before.user_to_peer);
+
     // Malformed ChannelData: a length beyond the datagram, a header alone that claims data,
     // a header cut short. None reaches the peer, by either path.
     let mut truncated = channel_data(0x4001, b"0123456789");
@@ -388,6 +416,251 @@ fn natlab_xdp_permission_expiry_stops_forwarding_when_userspace_would() {
     // A new permission opens it again.
     let (c2, _, relay2) = client_with_channel(peer.local_addr().unwrap());
     round_trip(&c2, &peer, relay2, b"again");
+}
+
+/// RFC 8656's channel rules, seen from the wire, as one transcript: what the peer and the
+/// client receive for each case. Run with the fast path on and off, it must read the same
+/// (and as written here); with it on, the channel traffic of the run went through XDP.
+fn channel_rules_transcript() -> Vec<String> {
+    use stun_types::message::Message;
+    use turn_types::attribute::{Data, XorPeerAddress};
+    let mut t = Vec::new();
+    let peer = socket_in("peer", &format!("{PEER_IP}:9000"));
+    let peer_addr = peer.local_addr().unwrap();
+    let (c, nonce, relay) = client_with_channel(peer_addr);
+    round_trip(&c, &peer, relay, b"learn the way");
+    let quiet = Duration::from_millis(400);
+    let at_peer = |t: &mut Vec<String>, case: &str| {
+        t.push(match recv(&peer, Duration::from_secs(2)) {
+            Some((d, from)) if from == relay => format!("{case}: peer got {d:?}"),
+            Some((d, from)) => format!("{case}: peer got {d:?} from {from}"),
+            None => format!("{case}: peer got nothing"),
+        })
+    };
+    let at_client = |t: &mut Vec<String>, case: &str, c: &UdpClient, wait: Duration| {
+        t.push(match c.recv_timeout(wait) {
+            Some(d) if d.first().is_some_and(|b| b & 0xc0 == 0x40) => {
+                format!("{case}: client got ChannelData {d:?}")
+            }
+            Some(d) => match Message::from_bytes(&d) {
+                Ok(m) => format!(
+                    "{case}: client got {:?} from {:?}: {:?}",
+                    m.method(),
+                    m.attribute::<XorPeerAddress>()
+                        .ok()
+                        .map(|a| a.addr(m.transaction_id()).port()),
+                    m.attribute::<Data>().ok().map(|a| a.data().to_vec())
+                ),
+                Err(_) => format!("{case}: client got {d:?}"),
+            },
+            None => format!("{case}: client got nothing"),
+        })
+    };
+
+    // Padding after the payload (allowed over UDP, RFC 8656 §12.5) is not relayed.
+    let mut padded = channel_data(0x4001, b"abc");
+    padded.push(0);
+    c.send(&padded);
+    at_peer(&mut t, "padded");
+    // Empty payloads, both ways.
+    c.send(&channel_data(0x4001, b""));
+    at_peer(&mut t, "empty to peer");
+    peer.send_to(b"", relay).unwrap();
+    at_client(&mut t, "empty to client", &c, Duration::from_secs(2));
+    // A payload that looks like ChannelData itself, both ways.
+    c.send(&channel_data(0x4001, &channel_data(0x4001, b"inner")));
+    at_peer(&mut t, "nested to peer");
+    peer.send_to(&channel_data(0x4001, b"inner"), relay)
+        .unwrap();
+    at_client(&mut t, "nested to client", &c, Duration::from_secs(2));
+    // A channel number that is not bound, and one outside the channel range.
+    c.send(&channel_data(0x4005, b"unbound"));
+    c.send(&[0x80, 0x01, 0x00, 0x02, b'h', b'i']);
+    t.push(match recv(&peer, quiet) {
+        Some((d, _)) => format!("unbound channel: peer got {d:?}"),
+        None => "unbound channel: peer got nothing".into(),
+    });
+    // The same peer IP from another port: a Data indication (the permission is per IP).
+    let other = socket_in("peer", &format!("{PEER_IP}:9002"));
+    other.send_to(b"other port", relay).unwrap();
+    at_client(&mut t, "other port", &c, Duration::from_secs(2));
+    // Binding the channel again refreshes it; binding it to another peer is refused.
+    let again = c.ask(&channel_bind(
+        "alice",
+        "alicepw",
+        &nonce,
+        0x4001,
+        &peer_addr.to_string(),
+    ));
+    t.push(format!("rebind same peer: error {:?}", error_code(&again)));
+    let moved = c.ask(&channel_bind(
+        "alice",
+        "alicepw",
+        &nonce,
+        0x4001,
+        &other.local_addr().unwrap().to_string(),
+    ));
+    t.push(format!(
+        "bind to another peer: error {:?}",
+        error_code(&moved)
+    ));
+    round_trip(&c, &peer, relay, b"still bound");
+    // A second client to the same peer: each gets only its own traffic.
+    let (c2, nonce2, relay2) = client_with_channel(peer_addr);
+    round_trip(&c2, &peer, relay2, b"second client");
+    peer.send_to(b"for the second", relay2).unwrap();
+    at_client(&mut t, "second client's", &c2, Duration::from_secs(2));
+    at_client(&mut t, "first client, from the second's relay", &c, quiet);
+    // Deleting the allocation (Refresh 0) ends relaying both ways at once.
+    let gone = c.ask(&refresh("alice", "alicepw", &nonce, Some(0)));
+    t.push(format!("refresh 0: error {:?}", error_code(&gone)));
+    c.send(&channel_data(0x4001, b"after delete"));
+    t.push(match recv(&peer, quiet) {
+        Some((d, _)) => format!("after delete: peer got {d:?}"),
+        None => "after delete: peer got nothing".into(),
+    });
+    peer.send_to(b"after delete", relay).unwrap();
+    at_client(&mut t, "after delete", &c, quiet);
+    // The other allocation is untouched.
+    round_trip(&c2, &peer, relay2, b"the second lives on");
+    drop(nonce2);
+    t
+}
+
+/// The transcript both ways must match, line by line.
+const CHANNEL_RULES: &[&str] = &[
+    "padded: peer got [97, 98, 99]",
+    "empty to peer: peer got []",
+    "empty to client: client got ChannelData [64, 1, 0, 0]",
+    "nested to peer: peer got [64, 1, 0, 5, 105, 110, 110, 101, 114]",
+    "nested to client: client got ChannelData [64, 1, 0, 9, 64, 1, 0, 5, 105, 110, 110, 101, 114]",
+    "unbound channel: peer got nothing",
+    // Method 7: a Data indication, from the other port.
+    "other port: client got Method(7) from Some(9002): Some([111, 116, 104, 101, 114, 32, 112, 111, 114, 116])",
+    "rebind same peer: error None",
+    "bind to another peer: error Some(400)",
+    "second client's: client got ChannelData [64, 1, 0, 14, 102, 111, 114, 32, 116, 104, 101, 32, 115, 101, 99, 111, 110, 100]",
+    "first client, from the second's relay: client got nothing",
+    "refresh 0: error None",
+    "after delete: peer got nothing",
+    "after delete: client got nothing",
+];
+
+#[test]
+fn natlab_xdp_channel_rules_read_the_same_with_and_without_the_fast_path() {
+    let Some(_lab) = lab_or_skip() else { return };
+    let mut runs = Vec::new();
+    for xdp in [false, true] {
+        let (_server, _) = natpass_with(&[], false, xdp);
+        let before = counts();
+        let transcript = channel_rules_transcript();
+        let after = counts();
+        let fast = (
+            after.xdp_to_peer - before.xdp_to_peer,
+            after.xdp_to_client - before.xdp_to_client,
+        );
+        println!(
+            "fast path {xdp}: XDP packets {fast:?}\n{}",
+            transcript.join("\n")
+        );
+        if xdp {
+            // The bound channel's round trips after the first went through the kernel.
+            assert!(
+                fast.0 >= 4 && fast.1 >= 4,
+                "XDP carried the channel traffic: {fast:?}"
+            );
+        } else {
+            assert_eq!(fast, (0, 0));
+        }
+        runs.push(transcript);
+    }
+    assert_eq!(
+        runs[0], runs[1],
+        "the fast path changed what the wire shows"
+    );
+    assert_eq!(runs[1], CHANNEL_RULES, "RFC 8656's channel rules");
+}
+
+/// The `turn` crate's client (webrtc-rs, written by others) relays through natpass with the
+/// fast path on: Send indications first, then the channel it binds by itself, through XDP.
+#[test]
+fn natlab_xdp_turn_crate_client_relays_through_the_fast_path() {
+    use webrtc_util::Conn;
+    let Some(_lab) = lab_or_skip() else { return };
+    let (_server, _) = natpass(&[], false);
+    // An echo peer in the peer namespace, stopped when the test ends.
+    let peer = socket_in("peer", &format!("{PEER_IP}:9000"));
+    let peer_addr = peer.local_addr().unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let echo = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            peer.set_read_timeout(Some(Duration::from_millis(100)))
+                .unwrap();
+            let mut buf = [0u8; 2048];
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok((n, from)) = peer.recv_from(&mut buf) {
+                    let _ = peer.send_to(&buf[..n], from);
+                }
+            }
+        })
+    };
+    let sock = socket_in("cli", &format!("{CLIENT_IP}:0"));
+    sock.set_nonblocking(true).unwrap();
+    let before = counts();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let result = rt.block_on(async move {
+        let cfg = turn::client::ClientConfig {
+            stun_serv_addr: SERVER.into(),
+            turn_serv_addr: SERVER.into(),
+            username: "alice".into(),
+            password: "alicepw".into(),
+            realm: "natpass".into(),
+            software: String::new(),
+            rto_in_ms: 0,
+            conn: std::sync::Arc::new(tokio::net::UdpSocket::from_std(sock).unwrap()),
+            vnet: None,
+        };
+        let client = turn::client::Client::new(cfg).await.unwrap();
+        client.listen().await.unwrap();
+        let relay = client.allocate().await.unwrap();
+        let mut buf = vec![0u8; 1500];
+        for i in 0..300u32 {
+            let msg = format!("turn crate {i} {}", "y".repeat(i as usize % 1000));
+            relay.send_to(msg.as_bytes(), peer_addr).await.unwrap();
+            let (n, from) = tokio::time::timeout(Duration::from_secs(3), relay.recv_from(&mut buf))
+                .await
+                .map_err(|_| format!("no echo of message {i} within 3 s"))?
+                .unwrap();
+            assert_eq!((from, &buf[..n]), (peer_addr, msg.as_bytes()));
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        relay.close().await.unwrap();
+        client.close().await.unwrap();
+        Ok::<_, String>(())
+    });
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    echo.join().unwrap();
+    result.unwrap();
+    let after = counts();
+    let fast = (
+        after.xdp_to_peer - before.xdp_to_peer,
+        after.xdp_to_client - before.xdp_to_client,
+    );
+    let user = (
+        after.user_to_peer - before.user_to_peer,
+        after.user_to_client - before.user_to_client,
+    );
+    println!("turn crate: XDP {fast:?}, userspace {user:?}");
+    assert_eq!(fast.0 + user.0, 300, "every message reached the peer once");
+    assert_eq!(fast.1 + user.1, 300, "every echo reached the client once");
+    assert!(
+        fast.0 >= 200 && fast.1 >= 200,
+        "once the crate's channel was bound, XDP carried it: {fast:?}"
+    );
 }
 
 /// turnutils_uclient relays with 0 loss: (sent, received, lost).
