@@ -127,6 +127,8 @@ pub(crate) struct Pool {
     /// empty control buffer would make the kernel reject a plain send).
     tx_gso: MultiHeaders<SockaddrStorage>,
     pub meta: [RxMeta; SLOTS],
+    /// quinn-udp's receive metadata (GRO receives), turned into `meta`.
+    rx_gro: [quinn_udp::RecvMeta; SLOTS],
 }
 
 impl Pool {
@@ -146,6 +148,7 @@ impl Pool {
             tx_hdrs: MultiHeaders::preallocate(SLOTS, None),
             tx_gso: MultiHeaders::preallocate(SLOTS, Some(nix::cmsg_space!(u16))),
             meta: [unspecified; SLOTS],
+            rx_gro: [quinn_udp::RecvMeta::default(); SLOTS],
         }
     }
 
@@ -188,19 +191,32 @@ impl Pool {
     }
 
     /// One receive step of a drain loop: into every free slot (the pool must have one).
-    /// `gro`: the socket has UDP_GRO on, so a receive may be several datagrams (their segment
-    /// size comes in a control message, [`RxMeta::seg`]).
-    pub(crate) fn next_batch(&mut self, fd: RawFd, v6: bool, offset: usize, gro: bool) -> Batch {
-        let first = self.used;
+    pub(crate) fn next_batch(&mut self, fd: RawFd, v6: bool, offset: usize) -> Batch {
         let want = self.free();
-        let got = if gro {
-            self.recv_gro(fd, v6, offset, want)
-        } else {
-            self.recv(fd, v6, offset, want)
-        };
+        let got = self.recv(fd, v6, offset, want);
+        self.batch(want, got)
+    }
+
+    /// [`Pool::next_batch`] on a socket with UDP_GRO on (`gro`, which turned it on): a
+    /// receive may be several datagrams of one sender, their segment size in
+    /// [`RxMeta::seg`]. quinn-udp's receive gives each call fresh headers on the stack, so
+    /// the segment size is never lost after a receive without one (which nix's reused
+    /// headers do: the kernel shrinks their control length) and nothing is allocated.
+    pub(crate) fn next_batch_gro(
+        &mut self,
+        gro: &quinn_udp::UdpSocketState,
+        sock: &impl std::os::fd::AsFd,
+        offset: usize,
+    ) -> Batch {
+        let want = self.free();
+        let got = self.recv_gro(gro, sock, offset, want);
+        self.batch(want, got)
+    }
+
+    fn batch(&self, want: usize, got: io::Result<usize>) -> Batch {
         match got {
             Ok(n) => Batch::Got {
-                first,
+                first: self.used - n,
                 n,
                 drained: n < want,
             },
@@ -215,25 +231,41 @@ impl Pool {
         self.recv_with(fd, v6, 0, SLOTS, MsgFlags::MSG_WAITFORONE)
     }
 
-    /// [`Pool::recv`] with room for the UDP_GRO control message. The headers are made anew
-    /// for each call: the kernel shrinks a header's control length to what it used (nothing,
-    /// for a plain datagram), and nix offers no way to restore it, so reused headers would
-    /// lose the next coalesced receive's segment size.
-    fn recv_gro(&mut self, fd: RawFd, v6: bool, offset: usize, max: usize) -> io::Result<usize> {
-        let k = max.min(SLOTS - self.used);
-        let fresh = MultiHeaders::preallocate(k.max(1), Some(nix::cmsg_space!(i32)));
-        let keep = if v6 {
-            std::mem::replace(&mut self.rx_v6, fresh)
-        } else {
-            std::mem::replace(&mut self.rx_v4, fresh)
-        };
-        let r = self.recv_with(fd, v6, offset, max, MsgFlags::MSG_DONTWAIT);
-        if v6 {
-            self.rx_v6 = keep;
-        } else {
-            self.rx_v4 = keep;
+    fn recv_gro(
+        &mut self,
+        gro: &quinn_udp::UdpSocketState,
+        sock: &impl std::os::fd::AsFd,
+        offset: usize,
+        max: usize,
+    ) -> io::Result<usize> {
+        let first = self.used;
+        let k = max.min(SLOTS - first);
+        if k == 0 {
+            return Ok(0);
         }
-        r
+        let region = &mut self.mem[first * SLOT..(first + k) * SLOT];
+        let mut chunks = region.chunks_exact_mut(SLOT);
+        let mut iovs: [IoSliceMut<'_>; SLOTS] = std::array::from_fn(|_| {
+            IoSliceMut::new(
+                chunks
+                    .next()
+                    .map_or(&mut [][..], |c| &mut c[offset..SLOT - 4]),
+            )
+        });
+        let n = gro.recv(sock.into(), &mut iovs[..k], &mut self.rx_gro[..k])?;
+        for (m, q) in self.meta.iter_mut().zip(&self.rx_gro[..n]) {
+            *m = RxMeta {
+                len: q.len,
+                seg: if q.stride > 0 && q.stride < q.len {
+                    q.stride
+                } else {
+                    0
+                },
+                src: q.addr,
+            };
+        }
+        self.used += n;
+        Ok(n)
     }
 
     fn recv_with(
@@ -528,6 +560,66 @@ mod tests {
         assert_eq!(buf[0], 0);
         assert_eq!(b.recv_from(&mut buf).unwrap().0, 1);
         assert_eq!(buf[0], 2);
+    }
+
+    /// A GSO send of `n` datagrams of `seg` bytes (the last `last` bytes) from `from` to `to`.
+    fn gso_burst(from: &UdpSocket, to: SocketAddr, seg: u16, n: usize, last: usize, fill: u8) {
+        use nix::sys::socket::{ControlMessage, SockaddrStorage, sendmsg};
+        let mut burst = vec![fill; usize::from(seg) * (n - 1) + last];
+        for (k, chunk) in burst.chunks_mut(usize::from(seg)).enumerate() {
+            chunk[0] = k as u8;
+        }
+        let iov = [IoSlice::new(&burst)];
+        let cm = [ControlMessage::UdpGsoSegments(&seg)];
+        let to = SockaddrStorage::from(to);
+        sendmsg(from.as_raw_fd(), &iov, &cm, MsgFlags::empty(), Some(&to)).expect("GSO send");
+    }
+
+    /// GRO receives keep their segment size after a receive without one (nix's reused headers
+    /// lost it: the kernel shrinks a header's control length to what it used), on both
+    /// families, and a coalesced receive splits into the datagrams that were sent.
+    #[test]
+    fn gro_receives_keep_the_segment_size_after_a_plain_one() {
+        for ip in ["127.0.0.1", "[::1]"] {
+            let (a, b) = pair(ip);
+            let local = a.local_addr().unwrap();
+            let Some(gro) = crate::net::gro_state(&a, local) else {
+                eprintln!("skipped: no UDP GRO on this kernel");
+                return;
+            };
+            let mut pool = Pool::new();
+            let settle = || std::thread::sleep(std::time::Duration::from_millis(20));
+            for round in 0..3u8 {
+                // A plain datagram, received alone first.
+                b.send_to(&[0xaa; 33], local).unwrap();
+                settle();
+                let Batch::Got { first, n: 1, .. } = pool.next_batch_gro(&gro, &a, 0) else {
+                    panic!("{ip} round {round}: one plain datagram");
+                };
+                assert_eq!((pool.meta[0].len, pool.meta[0].seg), (33, 0));
+                assert_eq!(pool.meta[0].src, b.local_addr().unwrap());
+                assert_eq!(pool.slot(first)[0], 0xaa);
+                // Then a burst of 5 × 100 + 40 bytes: one coalesced receive.
+                gso_burst(&b, local, 100, 6, 40, round);
+                settle();
+                let Batch::Got { first, n, .. } = pool.next_batch_gro(&gro, &a, 0) else {
+                    panic!("{ip} round {round}: the burst");
+                };
+                let mut got = Vec::new();
+                for i in 0..n {
+                    let slot = pool.slot(first + i);
+                    for r in pool.meta[i].datagrams(0) {
+                        got.push((r.len(), slot[r.start], slot[r.end - 1]));
+                    }
+                }
+                let want: Vec<_> = (0..6u8)
+                    .map(|k| (if k == 5 { 40 } else { 100 }, k, round))
+                    .collect();
+                assert_eq!(got, want, "{ip} round {round}");
+                assert_eq!(n, 1, "{ip} round {round}: coalesced into one receive");
+                pool.reset();
+            }
+        }
     }
 
     #[test]

@@ -630,9 +630,31 @@ pub fn resolve_relays(cfg: &ValidConfig, listeners: &[SocketAddr]) -> Vec<RelayA
         .collect()
 }
 
-/// Whether listeners take coalesced receives (UDP_GRO): `NATPASS_UDP_GRO=1`.
+/// The listeners take coalesced receives (UDP_GRO) unless `NATPASS_UDP_GRO=0`.
 pub(crate) fn gro_enabled() -> bool {
-    std::env::var("NATPASS_UDP_GRO").is_ok_and(|v| v == "1")
+    std::env::var("NATPASS_UDP_GRO").map_or(true, |v| v != "0")
+}
+
+/// Turn UDP_GRO on for a listener through quinn-udp, which then reads its receives: a burst
+/// from one client comes up as one buffer plus its segment size, split again by the shard
+/// (zero copy). quinn-udp also asks for each datagram's destination address and ECN bits and
+/// sets IP(V6)_MTU_DISCOVER to "probe" (DF on, no local fragmentation: a datagram larger than
+/// the interface's MTU is refused rather than fragmented). None when the kernel has no GRO.
+pub(crate) fn gro_state(
+    sock: &std::net::UdpSocket,
+    local: SocketAddr,
+) -> Option<quinn_udp::UdpSocketState> {
+    match quinn_udp::UdpSocketState::new(sock.into()) {
+        Ok(state) if state.gro_segments() > 1 => Some(state),
+        Ok(_) => {
+            tracing::info!(%local, "UDP GRO not available; plain receives");
+            None
+        }
+        Err(e) => {
+            tracing::warn!(%local, error = %e, "UDP GRO setup failed; plain receives");
+            None
+        }
+    }
 }
 
 fn udp_socket(addr: SocketAddr, reuse_port: bool) -> std::io::Result<Socket> {
@@ -642,14 +664,6 @@ fn udp_socket(addr: SocketAddr, reuse_port: bool) -> std::io::Result<Socket> {
     }
     if reuse_port {
         s.set_reuse_port(true)?;
-        // Listeners (the only reuse-port UDP sockets) may take coalesced receives: a burst from
-        // one client comes up as one buffer plus its segment size (UDP_GRO), split again by
-        // the shard. Opt-in (`NATPASS_UDP_GRO=1`) until the receive headers can be reset
-        // without an allocation per receive (see docs/performance.md, "GRO").
-        if gro_enabled() {
-            let _ =
-                nix::sys::socket::setsockopt(&s, nix::sys::socket::sockopt::UdpGroSegment, &true);
-        }
     }
     // Bigger buffers absorb bursts; the kernel caps them at net.core.[rw]mem_max.
     let _ = s.set_recv_buffer_size(4 << 20);

@@ -70,6 +70,9 @@ struct RelayTable {
 struct Listener {
     sock: UdpSocket,
     local: SocketAddr,
+    /// UDP_GRO on (quinn-udp turned it on and reads the segment sizes); None: plain receives
+    /// (`NATPASS_UDP_GRO=0`, or a kernel without it).
+    gro: Option<quinn_udp::UdpSocketState>,
 }
 
 struct TcpListen {
@@ -197,8 +200,6 @@ pub(crate) struct Shard {
     gso: bool,
     /// Busy-poll: never sleep in epoll (`NATPASS_SPIN=1`; burns the core, for measurements).
     spin: bool,
-    /// The listeners take coalesced receives (UDP_GRO; opt-in, `NATPASS_UDP_GRO=1`).
-    gro: bool,
     /// After a round that relayed at least this many datagrams (a burst: more is likely on
     /// its way), poll without sleeping for [`SPIN_WINDOW`] before going back to sleep: waking
     /// a sleeping core costs tens of µs on a VM, longer than a closed loop's round trip
@@ -232,10 +233,13 @@ impl Shard {
         let mut listeners = Vec::new();
         for (i, s) in sockets.into_iter().enumerate() {
             let local = s.local_addr()?;
+            let gro = super::gro_enabled()
+                .then(|| super::gro_state(&s, local))
+                .flatten();
             let mut sock = UdpSocket::from_std(s);
             poll.registry()
                 .register(&mut sock, Token(LISTENER_BASE + i), Interest::READABLE)?;
-            listeners.push(Listener { sock, local });
+            listeners.push(Listener { sock, local, gro });
         }
         let mut tcp_listeners = Vec::new();
         for (i, l) in tcp.into_iter().enumerate() {
@@ -266,7 +270,6 @@ impl Shard {
             cmds,
             gso: std::env::var("NATPASS_UDP_GSO").map_or(true, |v| v != "0"),
             spin: std::env::var("NATPASS_SPIN").is_ok_and(|v| v == "1"),
-            gro: super::gro_enabled(),
             spin_after: std::env::var("NATPASS_SPIN_AFTER")
                 .ok()
                 .and_then(|v| v.parse().ok())
@@ -498,9 +501,15 @@ impl Shard {
                 self.send_queued(pool);
             }
             // ICMP-induced errors on UDP come back as an empty, undrained batch: read on.
-            let Some((first, n, drained)) =
-                pool.next_batch(fd, local.is_ipv6(), 0, self.gro).ready()
-            else {
+            let batch = match &self.listeners[idx] {
+                Listener {
+                    gro: Some(state),
+                    sock,
+                    ..
+                } => pool.next_batch_gro(state, sock, 0),
+                _ => pool.next_batch(fd, local.is_ipv6(), 0),
+            };
+            let Some((first, n, drained)) = batch.ready() else {
                 return false;
             };
             for i in 0..n {
@@ -567,8 +576,7 @@ impl Shard {
                 return false;
             };
             let (owner, fd, v6) = (r.owner, r.sock.as_raw_fd(), r.v6);
-            let Some((first, n, drained)) = pool.next_batch(fd, v6, PEER_OFFSET, false).ready()
-            else {
+            let Some((first, n, drained)) = pool.next_batch(fd, v6, PEER_OFFSET).ready() else {
                 return false;
             };
             for i in 0..n {
