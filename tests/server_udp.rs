@@ -369,10 +369,18 @@ fn bursts_keep_datagram_boundaries_order_and_destinations() {
 /// A client that sends its ChannelData as one UDP GSO burst reaches natpass's listener as one
 /// coalesced receive (UDP_GRO on the listener): every datagram of it is relayed, whole and in
 /// order, including a shorter last one; a STUN request inside a burst is answered.
+/// `burst` to the client's server in one UDP GSO send of `seg`-byte datagrams.
+fn gso_send(c: &UdpClient, seg: u16, burst: &[u8]) {
+    use nix::sys::socket::{ControlMessage, MsgFlags, SockaddrStorage, sendmsg};
+    use std::os::fd::AsRawFd;
+    let iov = [std::io::IoSlice::new(burst)];
+    let cm = [ControlMessage::UdpGsoSegments(&seg)];
+    let to = SockaddrStorage::from(c.server);
+    sendmsg(c.sock.as_raw_fd(), &iov, &cm, MsgFlags::empty(), Some(&to)).expect("GSO send");
+}
+
 #[test]
 fn a_clients_gso_burst_is_split_again_datagram_by_datagram() {
-    use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
-    use std::os::fd::AsRawFd;
     let server = start_server(alice_loopback());
     let c = UdpClient::new(server.udp_addrs[0]);
     let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -394,14 +402,7 @@ fn a_clients_gso_burst_is_split_again_datagram_by_datagram() {
             p[0] = k;
             burst.extend_from_slice(&channel_data(0x4000, &p));
         }
-        let seg: u16 = 100;
-        let iov = [std::io::IoSlice::new(&burst)];
-        let cm = [ControlMessage::UdpGsoSegments(&seg)];
-        let to = nix::sys::socket::SockaddrIn::from(match server.udp_addrs[0] {
-            SocketAddr::V4(a) => a,
-            SocketAddr::V6(_) => unreachable!("loopback v4"),
-        });
-        sendmsg(c.sock.as_raw_fd(), &iov, &cm, MsgFlags::empty(), Some(&to)).expect("GSO send");
+        gso_send(&c, 100, &burst);
         let mut buf = [0u8; 2048];
         for k in 0..21u8 {
             let (got, from) = peer.recv_from(&mut buf).expect("relayed");
@@ -418,15 +419,7 @@ fn a_clients_gso_burst_is_split_again_datagram_by_datagram() {
     let reqs: Vec<Vec<u8>> = (0..4)
         .map(|_| request(stun_types::message::BINDING, |_, _| {}))
         .collect();
-    let seg = reqs[0].len() as u16;
-    let burst: Vec<u8> = reqs.concat();
-    let iov = [std::io::IoSlice::new(&burst)];
-    let cm = [ControlMessage::UdpGsoSegments(&seg)];
-    let to = nix::sys::socket::SockaddrIn::from(match server.udp_addrs[0] {
-        SocketAddr::V4(a) => a,
-        SocketAddr::V6(_) => unreachable!("loopback v4"),
-    });
-    sendmsg(c.sock.as_raw_fd(), &iov, &cm, MsgFlags::empty(), Some(&to)).expect("GSO send");
+    gso_send(&c, reqs[0].len() as u16, &reqs.concat());
     for r in &reqs {
         let a = c
             .recv_timeout(Duration::from_secs(2))

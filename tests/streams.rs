@@ -433,26 +433,28 @@ fn certificate_swap_and_sighup_reach_new_connections_without_dropping_allocation
         .local_addr()
         .unwrap()
         .port();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_natpass"))
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{udp_port}"),
-            "--tls-listen",
-            &format!("127.0.0.1:{port}"),
-            "--tls-cert",
-            live_cert.to_str().unwrap(),
-            "--tls-key",
-            live_key.to_str().unwrap(),
-            "--user",
-            "alice:secret",
-            "--http",
-            "127.0.0.1:0",
-            "--log",
-            "warn",
-        ])
-        .spawn()
-        .unwrap();
+    let mut child = Proc(
+        std::process::Command::new(env!("CARGO_BIN_EXE_natpass"))
+            .args([
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{udp_port}"),
+                "--tls-listen",
+                &format!("127.0.0.1:{port}"),
+                "--tls-cert",
+                live_cert.to_str().unwrap(),
+                "--tls-key",
+                live_key.to_str().unwrap(),
+                "--user",
+                "alice:secret",
+                "--http",
+                "127.0.0.1:0",
+                "--log",
+                "warn",
+            ])
+            .spawn()
+            .unwrap(),
+    );
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let cfg = tls_config(&[der_a.clone(), der_b.clone()]);
     let start = Instant::now();
@@ -484,7 +486,7 @@ fn certificate_swap_and_sighup_reach_new_connections_without_dropping_allocation
             .unwrap();
         std::thread::sleep(Duration::from_millis(300));
     };
-    hup(child.id());
+    hup(child.0.id());
     assert_eq!(
         peer_cert(&tls(addr, cfg.clone())),
         der_b,
@@ -495,12 +497,12 @@ fn certificate_swap_and_sighup_reach_new_connections_without_dropping_allocation
     assert_eq!(error_code(&r), None);
     // A broken certificate: the previous one keeps serving.
     std::fs::write(&live_cert, "not a certificate").unwrap();
-    hup(child.id());
+    hup(child.0.id());
     assert_eq!(peer_cert(&tls(addr, cfg.clone())), der_b);
-    assert!(child.try_wait().unwrap().is_none(), "still running");
+    assert!(child.0.try_wait().unwrap().is_none(), "still running");
     let _ = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &child.0.id().to_string()])
         .status();
-    assert!(child.wait().unwrap().success());
+    assert!(child.0.wait().unwrap().success());
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -20,7 +20,7 @@ use common::*;
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const PREFIX: &str = "npxt";
@@ -91,14 +91,6 @@ impl Drop for Lab {
             .arg("down")
             .env("XDPLAB_PREFIX", PREFIX)
             .output();
-    }
-}
-
-struct Proc(Child);
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 

@@ -214,3 +214,13 @@ pub fn closed_within(s: &mut std::net::TcpStream, within: Duration) -> bool {
         }
     }
 }
+
+/// A child process killed (and reaped) however the test ends: a failed assertion must not
+/// leave a server running.
+pub struct Proc(pub std::process::Child);
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
