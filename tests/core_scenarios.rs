@@ -1455,6 +1455,56 @@ mod fast_path_routes {
         assert!(matches!(drained(&mut h)[..], [Offload::Remove { .. }]));
     }
 
+    /// The allocation's end bounds the deadline too, and a Refresh moves it.
+    #[test]
+    fn a_refresh_moves_the_deadline_with_the_allocations_end() {
+        let mut h = offloading();
+        let ft = udp("203.0.113.9:4000");
+        h.allocate(ft, "alice", "alicepw");
+        let allocation_end = h.now + Duration::from_secs(600);
+        let nonce = h.nonce(ft);
+        let deadline = |h: &mut Harness| match drained(h)[..] {
+            [Offload::Install { expires, .. }] => expires,
+            ref other => panic!("one Install expected, got {other:?}"),
+        };
+        // Bound 400 s in: the allocation (600 s) ends before the permission (700) and the
+        // channel (1,000).
+        h.advance(400);
+        h.ask(
+            ft,
+            &channel_bind("alice", "alicepw", &nonce, 0x4001, PUBLIC_PEER),
+        );
+        assert_eq!(deadline(&mut h), allocation_end);
+        // A Refresh of the allocation: the permission is the earliest end now.
+        let r = h.ask(ft, &refresh("alice", "alicepw", &nonce, None));
+        assert_eq!(error_code(&r), None);
+        assert_eq!(deadline(&mut h), h.now + Duration::from_secs(300));
+    }
+
+    /// Without the Refresh, the userspace path stops at the allocation's end: the same moment.
+    #[test]
+    fn the_allocations_end_stops_both_paths_at_once() {
+        let mut h = offloading();
+        let ft = udp("203.0.113.9:4000");
+        h.allocate(ft, "alice", "alicepw");
+        let allocation_end = h.now + Duration::from_secs(600);
+        let nonce = h.nonce(ft);
+        h.advance(400);
+        h.ask(
+            ft,
+            &channel_bind("alice", "alicepw", &nonce, 0x4001, PUBLIC_PEER),
+        );
+        assert!(
+            matches!(drained(&mut h)[..], [Offload::Install { expires, .. }] if expires == allocation_end)
+        );
+        h.advance(199);
+        assert!(h.send(ft, &channel_data(0x4001, b"x")).1.is_some());
+        h.advance(1);
+        assert_eq!(h.now, allocation_end);
+        assert!(h.send(ft, &channel_data(0x4001, b"x")).1.is_none());
+        assert!(matches!(drained(&mut h)[..], [Offload::Remove { .. }]));
+    }
+
     #[test]
     fn denied_peers_streams_and_a_disabled_fast_path_get_no_route() {
         let mut h = offloading();

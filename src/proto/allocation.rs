@@ -354,6 +354,8 @@ impl<R: RelayResources> Core<R> {
         a.expires = now + Duration::from_secs(secs.into());
         let (expires, serial) = (a.expires, a.serial);
         self.timers.push(expires, Timer::Allocation { key, serial });
+        // The fast path's deadlines include the allocation's end: move them with it.
+        self.offload_channels(key, None);
         r.add(&Lifetime::new(secs));
         Ok(r)
     }

@@ -167,17 +167,35 @@ impl<R: RelayResources> Core<R> {
         for c in a.channels.iter().filter(|c| c.peer.ip() == ip) {
             if let Some(r) = self.to_peer.get_mut(&(a.ft, c.number)) {
                 r.permission = state;
-                if self.cfg.offload {
-                    // Only what the policy allows outright: own relay/SFU addresses are checked
-                    // per packet, which only the userspace path does.
-                    let install = state.verdict == IpVerdict::Allow;
-                    let expires = install.then(|| c.expires.min(state.expires));
-                    self.offload
-                        .extend(offload(a.ft, c.number, r.relay, c.peer, expires));
-                }
             }
             if let Some(r) = self.to_client.get_mut(&(owner, c.peer)) {
                 r.permission = state;
+            }
+        }
+        self.offload_channels(key, Some(ip));
+    }
+
+    /// Tell the fast path (when on) the state of allocation `key`'s channels — those to peers
+    /// on `ip`, or all: installed until the earliest of the channel's, the permission's and
+    /// the allocation's end (the moment the userspace path stops), or removed. Only what the
+    /// policy allows outright: own relay/SFU addresses are checked per packet, which only the
+    /// userspace path does.
+    pub(crate) fn offload_channels(&mut self, key: usize, ip: Option<IpAddr>) {
+        if !self.cfg.offload {
+            return;
+        }
+        let a = &self.allocs[key];
+        for c in a
+            .channels
+            .iter()
+            .filter(|c| ip.is_none_or(|ip| c.peer.ip() == ip))
+        {
+            if let Some(r) = self.to_peer.get(&(a.ft, c.number)) {
+                let state = r.permission;
+                let install = state.verdict == IpVerdict::Allow;
+                let expires = install.then(|| c.expires.min(state.expires).min(a.expires));
+                self.offload
+                    .extend(offload(a.ft, c.number, r.relay, c.peer, expires));
             }
         }
     }
