@@ -299,8 +299,10 @@ impl Shard {
         // and a token polled again, are read until the socket says it is empty.
         let mut tokens: Vec<(Token, bool, bool)> = Vec::with_capacity(1024);
         let mut spin_until: Option<Instant> = None;
+        // The clock is read twice a round (after the wait, after the round's sends): a VM's
+        // clock read is not free, and a spinning shard goes round often.
+        let mut now = Instant::now();
         loop {
-            let now = Instant::now();
             let spinning = spin_until.is_some_and(|t| now < t);
             let timeout = if again.is_empty() && !self.spin && !spinning {
                 let t = self
@@ -330,7 +332,7 @@ impl Shard {
                 self.offload();
                 break;
             }
-            let now = Instant::now();
+            now = Instant::now();
             next_again.clear();
             tokens.clear();
             tokens.extend(events.iter().map(|e| {
@@ -362,11 +364,11 @@ impl Shard {
             self.send_queued(&mut pool);
             self.flush_dirty();
             std::mem::swap(&mut again, &mut next_again);
+            now = Instant::now();
             if self.spin_after > 0 && self.round_datagrams >= self.spin_after {
-                spin_until = Some(Instant::now() + self.spin_window);
+                spin_until = Some(now + self.spin_window);
             }
             self.round_datagrams = 0;
-            let now = Instant::now();
             let mut relays = Relays {
                 registry: self.poll.registry(),
                 table: &mut self.relays,
