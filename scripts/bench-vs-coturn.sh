@@ -31,8 +31,11 @@ NPORT=$(port); CPORT=$(port); FPORT=$(port); NTLS=$(port tcp); CTLS=$(port tcp)
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$TMP/key.pem" \
   -out "$TMP/cert.pem" -days 2 -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 2>/dev/null
 
+# Relay ports apart from coturn's (40000-60000) and from the generator's ephemeral ports
+# (32768-60999): one server's leftovers must not take the other's ports.
 cat > "$TMP/natpass.toml" <<EOF
 users = ["alice:secret"]
+relay-ports = "10000-31999"
 allow-peers = ["127.0.0.0/8"]
 log = "warn"
 tls-cert = "$TMP/cert.pem"
