@@ -13,6 +13,10 @@
 //! nanoseconds — the clock of the program's `bpf_ktime_get_ns` and of Rust's `Instant` — so
 //! forwarding stops when the userspace path would, even before the shard removes the entry.
 //!
+//! The program also counts the payload bytes of each route it carries (two more maps); the
+//! shards add those to the allocations' counts: read live for the admin API's list, handed
+//! back to the core when a route is removed.
+//!
 //! When the program cannot be loaded or attached (natpass built without clang, no
 //! privileges, an old kernel, an interface that does not exist) natpass says why and relays
 //! in userspace.
@@ -112,6 +116,9 @@ struct Maps {
     _ebpf: Ebpf,
     chan: HashMap<MapData, ChanKey, ChanVal>,
     peer: HashMap<MapData, PeerKey, PeerVal>,
+    /// Payload bytes the program relayed per route, each way.
+    chan_bytes: HashMap<MapData, ChanKey, u64>,
+    peer_bytes: HashMap<MapData, PeerKey, u64>,
     stats: PerCpuArray<MapData, u64>,
     /// A full map was reported once (routes past it stay on the userspace path).
     warned_full: bool,
@@ -206,6 +213,10 @@ impl FastPath {
         }
         let chan = HashMap::try_from(take(&mut ebpf, "NATPASS_CHAN")?).map_err(load_err)?;
         let peer = HashMap::try_from(take(&mut ebpf, "NATPASS_PEER")?).map_err(load_err)?;
+        let chan_bytes =
+            HashMap::try_from(take(&mut ebpf, "NATPASS_CHAN_BYTES")?).map_err(load_err)?;
+        let peer_bytes =
+            HashMap::try_from(take(&mut ebpf, "NATPASS_PEER_BYTES")?).map_err(load_err)?;
         let stats = PerCpuArray::try_from(take(&mut ebpf, "NATPASS_STATS")?).map_err(load_err)?;
         // The program holds the devmap (and every map) in the kernel; our handle may go.
         drop(devs);
@@ -214,6 +225,8 @@ impl FastPath {
                 _ebpf: ebpf,
                 chan,
                 peer,
+                chan_bytes,
+                peer_bytes,
                 stats,
                 warned_full: false,
             }),
@@ -221,17 +234,43 @@ impl FastPath {
         })
     }
 
-    /// Apply the core's decisions, in order.
-    pub fn apply(&self, changes: impl Iterator<Item = Offload>) {
+    /// Apply the core's decisions, in order. Returns what the program relayed on each route
+    /// it removed (routes that carried nothing are left out), for the allocations' counts.
+    pub fn apply(&self, changes: impl Iterator<Item = Offload>) -> Vec<Relayed> {
         let mut changes = changes.peekable();
+        let mut relayed = Vec::new();
         if changes.peek().is_none() {
-            return;
+            return relayed;
         }
         let clock = Clock::now();
         let mut m = self.maps.lock().unwrap_or_else(|p| p.into_inner());
         for c in changes {
-            m.apply(c, &clock);
+            if let Some(r) = m.apply(c, &clock) {
+                relayed.push(r);
+            }
         }
+        relayed
+    }
+
+    /// Payload bytes the program has relayed so far on a live route: (to the peer, to the
+    /// client).
+    pub fn route_bytes(
+        &self,
+        ft: &crate::proto::FiveTuple,
+        channel: crate::proto::ChannelNumber,
+        relay: SocketAddr,
+        peer: SocketAddr,
+    ) -> (u64, u64) {
+        let Some([c, s, r, p]) = addrs(ft, relay, peer) else {
+            return (0, 0);
+        };
+        let m = self.maps.lock().unwrap_or_else(|p| p.into_inner());
+        (
+            m.chan_bytes
+                .get(&chan_key(c, s, channel.get()), 0)
+                .unwrap_or(0),
+            m.peer_bytes.get(&peer_key(r, p), 0).unwrap_or(0),
+        )
     }
 
     /// The program's counters, summed over CPUs.
@@ -342,8 +381,26 @@ fn value(a: (Ipv4Addr, u16), b: (Ipv4Addr, u16), channel: u16, expires: u64) -> 
     v
 }
 
+/// What the program relayed on a route before it was removed (payload bytes each way).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Relayed {
+    /// The route's client.
+    pub ft: crate::proto::FiveTuple,
+    /// Its channel.
+    pub channel: crate::proto::ChannelNumber,
+    /// Its peer.
+    pub peer: SocketAddr,
+    /// Bytes to the peer.
+    pub to_peer: u64,
+    /// Bytes to the client.
+    pub to_client: u64,
+}
+
+/// `BPF_NOEXIST`: create only.
+const NOEXIST: u64 = 1;
+
 impl Maps {
-    fn apply(&mut self, change: Offload, clock: &Clock) {
+    fn apply(&mut self, change: Offload, clock: &Clock) -> Option<Relayed> {
         match change {
             Offload::Install {
                 ft,
@@ -352,23 +409,29 @@ impl Maps {
                 peer,
                 expires,
             } => {
-                let Some([c, s, r, p]) = addrs(&ft, relay, peer) else {
-                    return;
-                };
+                let [c, s, r, p] = addrs(&ft, relay, peer)?;
                 let ch = channel.get();
                 let deadline = clock.ns(expires);
                 let ck = chan_key(c, s, ch);
                 let pk = peer_key(r, p);
                 let mut back = value(s, c, ch, deadline);
-                // A refresh keeps the listener IP the program learned for a wildcard listener.
+                // A refresh keeps the listener IP the program learned for a wildcard listener
+                // and the route's byte counts; another client's old way back starts at zero.
+                let mut same_back = false;
                 if let Ok(old) = self.peer.get(&pk, 0) {
-                    if back[..4] == [0; 4] && old[4..16] == back[4..16] {
+                    same_back = old[4..16] == back[4..16];
+                    if back[..4] == [0; 4] && same_back {
                         back[..4].copy_from_slice(&old[..4]);
                     }
                 }
                 let ok = self.chan.insert(ck, value(r, p, 0, deadline), 0).is_ok()
                     && self.peer.insert(pk, back, 0).is_ok();
-                if !ok {
+                if ok {
+                    let _ = self.chan_bytes.insert(ck, 0, NOEXIST);
+                    let _ = self
+                        .peer_bytes
+                        .insert(pk, 0, if same_back { NOEXIST } else { 0 });
+                } else {
                     let _ = self.chan.remove(&ck);
                     if !self.warned_full {
                         self.warned_full = true;
@@ -377,6 +440,7 @@ impl Maps {
                         );
                     }
                 }
+                None
             }
             Offload::Remove {
                 ft,
@@ -384,18 +448,29 @@ impl Maps {
                 relay,
                 peer,
             } => {
-                let Some([c, s, r, p]) = addrs(&ft, relay, peer) else {
-                    return;
-                };
+                let [c, s, r, p] = addrs(&ft, relay, peer)?;
                 let ch = channel.get();
-                let _ = self.chan.remove(&chan_key(c, s, ch));
+                let ck = chan_key(c, s, ch);
+                let _ = self.chan.remove(&ck);
+                let to_peer = self.chan_bytes.get(&ck, 0).unwrap_or(0);
+                let _ = self.chan_bytes.remove(&ck);
                 // The relay port may belong to another allocation by now (another shard's
                 // Install came first): remove only the way back of this client and channel.
                 let pk = peer_key(r, p);
                 let mine = value(s, c, ch, 0);
+                let mut to_client = 0;
                 if self.peer.get(&pk, 0).is_ok_and(|v| v[4..16] == mine[4..16]) {
                     let _ = self.peer.remove(&pk);
+                    to_client = self.peer_bytes.get(&pk, 0).unwrap_or(0);
+                    let _ = self.peer_bytes.remove(&pk);
                 }
+                (to_peer > 0 || to_client > 0).then_some(Relayed {
+                    ft,
+                    channel,
+                    peer,
+                    to_peer,
+                    to_client,
+                })
             }
         }
     }

@@ -1481,6 +1481,57 @@ mod fast_path_routes {
         assert_eq!(deadline(&mut h), h.now + Duration::from_secs(300));
     }
 
+    /// What the fast path relayed counts in the allocation's bytes: live routes through the
+    /// shell's reading, removed ones once handed back — on the route while the channel lives,
+    /// on the allocation after.
+    #[test]
+    fn bytes_the_fast_path_relayed_count_for_the_allocation() {
+        let mut h = offloading();
+        let ft = udp("203.0.113.9:4000");
+        let relay = h.allocate(ft, "alice", "alicepw");
+        let nonce = h.nonce(ft);
+        h.ask(
+            ft,
+            &channel_bind("alice", "alicepw", &nonce, 0x4001, PUBLIC_PEER),
+        );
+        let peer: SocketAddr = PUBLIC_PEER.parse().unwrap();
+        let channel = ChannelNumber::new(0x4001).unwrap();
+        // The userspace path relays 3 bytes; the kernel (as the shell reads it) 1,000 / 2,000.
+        assert!(h.send(ft, &channel_data(0x4001, b"abc")).1.is_some());
+        let live =
+            |f: natpass::proto::FiveTuple, c: ChannelNumber, r: SocketAddr, p: SocketAddr| {
+                assert_eq!((f, c, r, p), (ft, channel, relay, peer));
+                (1000, 2000)
+            };
+        let info = h.core.list_with(h.now, &live);
+        assert_eq!(
+            (info[0].bytes_to_peer, info[0].bytes_to_client),
+            (1003, 2000)
+        );
+        // The route is withdrawn (permission lapsed) and its counts handed back: on the route.
+        h.core.add_offloaded_bytes(ft, channel, peer, 1000, 2000);
+        let info = h.core.list(h.now);
+        assert_eq!(
+            (info[0].bytes_to_peer, info[0].bytes_to_client),
+            (1003, 2000)
+        );
+        // After the channel ended (600 s; the allocation refreshed), on the allocation.
+        h.advance(500);
+        let r = h.ask(ft, &refresh("alice", "alicepw", &nonce, None));
+        assert_eq!(error_code(&r), None);
+        h.advance(101);
+        h.core.add_offloaded_bytes(ft, channel, peer, 7, 9);
+        let info = h.core.list(h.now);
+        assert_eq!(
+            (
+                info[0].channels,
+                info[0].bytes_to_peer,
+                info[0].bytes_to_client
+            ),
+            (0, 1010, 2009)
+        );
+    }
+
     /// Without the Refresh, the userspace path stops at the allocation's end: the same moment.
     #[test]
     fn the_allocations_end_stops_both_paths_at_once() {

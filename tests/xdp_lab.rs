@@ -125,7 +125,8 @@ fn natpass_with(env: &[(&str, &str)], unprivileged: bool, xdp: bool) -> (Proc, S
         &cfg,
         format!(
             "listen = [\"{SERVER}\"]\nrelay-ips = [\"10.81.2.1\"]\nallow-peers = [\"10.81.2.0/24\"]\n\
-             users = [\"alice:alicepw\"]\nmetrics = \"10.81.1.1:9100\"\n{}\
+             users = [\"alice:alicepw\"]\nmetrics = \"10.81.1.1:9100\"\n\
+             admin-listen = \"10.81.1.1:9101\"\nadmin-token = \"{ADMIN_TOKEN}\"\n{}\
              state-dir = \"{}\"\n[quota]\nallocations-per-user = 1000\nallocations-per-ip = 1000\n",
             if xdp {
                 "xdp-interface = [\"xc\", \"xp\"]\n"
@@ -185,6 +186,39 @@ fn natpass_with(env: &[(&str, &str)], unprivileged: bool, xdp: bool) -> (Proc, S
         }
     }
     panic!("natpass did not start in the lab:\n{log}");
+}
+
+const ADMIN_TOKEN: &str = "xdp-lab-admin-token-0123";
+
+/// The admin API's allocations (bytes relayed each way, by client address).
+fn allocation_bytes() -> Vec<(String, u64, u64)> {
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns("srv"),
+            "curl",
+            "-s",
+            "-H",
+            &format!("Authorization: Bearer {ADMIN_TOKEN}"),
+            "10.81.1.1:9101/admin/allocations",
+        ])
+        .output()
+        .expect("curl runs");
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("the admin API answers JSON");
+    v["allocations"]
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|a| {
+            (
+                a["client"].as_str().unwrap_or_default().to_owned(),
+                a["bytes_to_peer"].as_u64().unwrap_or(0),
+                a["bytes_to_client"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect()
 }
 
 /// natpass's /metrics, read inside the server namespace.
@@ -280,11 +314,20 @@ fn natlab_xdp_forwards_channels_in_the_kernel_and_keeps_the_rules() {
     round_trip(&c, &peer, relay, b"hello");
     let before = counts();
     const N: usize = 1000;
+    let mut payload_bytes = 5;
     for i in 0..N {
         let payload = format!("media {i:04} {}", "x".repeat(i % 900));
+        payload_bytes += payload.len() as u64;
         round_trip(&c, &peer, relay, payload.as_bytes());
     }
     let after = counts();
+    // The allocation's byte counts (admin API) include what the kernel relayed, exactly.
+    let client = c.sock.local_addr().unwrap().to_string();
+    assert_eq!(
+        allocation_bytes(),
+        vec![(client, payload_bytes, payload_bytes)],
+        "bytes relayed each way, userspace and XDP together"
+    );
     println!(
         "xdp: to_peer +{} to_client +{}; userspace: to_peer +{} to_client +{}",
         after.xdp_to_peer - before.xdp_to_peer,
@@ -371,6 +414,7 @@ fn natlab_xdp_permission_expiry_stops_forwarding_when_userspace_would() {
     let expiry_latest = answered + Duration::from_secs(3);
     // The peer sends every 5 ms for 4.5 s; the client notes what arrives.
     let mut last_delivered = None;
+    let mut delivered = 5; // "learn"
     let mut late = Vec::new();
     let start = Instant::now();
     let mut i = 0u32;
@@ -380,6 +424,7 @@ fn natlab_xdp_permission_expiry_stops_forwarding_when_userspace_would() {
         if let Some(b) = c.recv_timeout(Duration::from_millis(20)) {
             let at = Instant::now();
             assert_eq!(b[..2], [0x40, 0x01]);
+            delivered += (b.len() - 4) as u64;
             if sent_at > expiry_latest {
                 late.push(at - answered);
             }
@@ -404,7 +449,15 @@ fn natlab_xdp_permission_expiry_stops_forwarding_when_userspace_would() {
         "the traffic before the expiry went through XDP ({xdp})"
     );
     // Whether the route's own deadline or the shard's removal at that moment stopped it first
-    // is a race (both are right); the counters of either are not asserted.
+    // is a race (both are right); the counters of either are not asserted. What the kernel
+    // relayed before the route was removed is in the allocation's count, exactly.
+    let client = c.sock.local_addr().unwrap().to_string();
+    let listed = allocation_bytes();
+    let mine = listed.iter().find(|(a, ..)| *a == client).expect("listed");
+    assert_eq!(
+        mine.2, delivered,
+        "bytes to the client after the route's removal"
+    );
     // A new permission opens it again.
     let (c2, _, relay2) = client_with_channel(peer.local_addr().unwrap());
     round_trip(&c2, &peer, relay2, b"again");

@@ -386,7 +386,10 @@ impl Shard {
     /// Hand the core's channel-route decisions of this round to the XDP fast path.
     fn offload(&mut self) {
         if let Some(x) = &self.xdp {
-            x.apply(self.core.drain_offload());
+            for r in x.apply(self.core.drain_offload()) {
+                self.core
+                    .add_offloaded_bytes(r.ft, r.channel, r.peer, r.to_peer, r.to_client);
+            }
         }
     }
 
@@ -396,7 +399,13 @@ impl Shard {
             match cmd {
                 ShardCmd::Adopt(a) => self.adopt(a, now),
                 ShardCmd::List(reply) => {
-                    let _ = reply.send((self.id, self.core.list(now)));
+                    let list = match &self.xdp {
+                        Some(x) => self.core.list_with(now, &|ft, channel, relay, peer| {
+                            x.route_bytes(&ft, channel, relay, peer)
+                        }),
+                        None => self.core.list(now),
+                    };
+                    let _ = reply.send((self.id, list));
                 }
                 ShardCmd::End { id, user, reply } => {
                     let id = id

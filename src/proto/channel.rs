@@ -221,19 +221,62 @@ impl<R: RelayResources> Core<R> {
     }
 
     /// Bytes relayed on the allocation's live channels: (to peers, to the client).
-    pub(crate) fn channel_bytes(&self, a: &Allocation) -> (u64, u64) {
+    /// Payload bytes relayed on `a`'s live channels, each way: the userspace path's counts
+    /// plus, for a route the fast path carries, what `offloaded` says it relayed
+    /// (ft, channel, relay address, peer → (to the peer, to the client)).
+    pub(crate) fn channel_bytes(
+        &self,
+        a: &Allocation,
+        offloaded: &dyn Fn(FiveTuple, ChannelNumber, SocketAddr, SocketAddr) -> (u64, u64),
+    ) -> (u64, u64) {
         let owner = |key| RelayOwner {
             alloc: key,
             serial: a.serial,
         };
         let key = self.by_ft.get(&a.ft).copied();
         a.channels.iter().fold((0, 0), |(p, c), ch| {
-            let to_peer = self.to_peer.get(&(a.ft, ch.number)).map_or(0, |r| r.bytes);
+            let route = self.to_peer.get(&(a.ft, ch.number));
+            let to_peer = route.map_or(0, |r| r.bytes);
             let to_client = key
                 .and_then(|k| self.to_client.get(&(owner(k), ch.peer)))
                 .map_or(0, |r| r.bytes);
-            (p + to_peer, c + to_client)
+            let (xp, xc) = match route {
+                Some(r) if self.cfg.offload => offloaded(a.ft, ch.number, r.relay, ch.peer),
+                _ => (0, 0),
+            };
+            (p + to_peer + xp, c + to_client + xc)
         })
+    }
+
+    /// Count what the fast path relayed on a route it no longer carries, as the userspace path
+    /// would have: on the route while the channel lives, else on its allocation (gone too:
+    /// only the global XDP counters keep it).
+    pub fn add_offloaded_bytes(
+        &mut self,
+        ft: FiveTuple,
+        channel: ChannelNumber,
+        peer: SocketAddr,
+        to_peer: u64,
+        to_client: u64,
+    ) {
+        let Some(&key) = self.by_ft.get(&ft) else {
+            return;
+        };
+        let Some(a) = self.allocs.get_mut(key) else {
+            return;
+        };
+        let owner = RelayOwner {
+            alloc: key,
+            serial: a.serial,
+        };
+        match self.to_peer.get_mut(&(ft, channel)) {
+            Some(r) => r.bytes += to_peer,
+            None => a.bytes_to_peer += to_peer,
+        }
+        match self.to_client.get_mut(&(owner, peer)) {
+            Some(r) => r.bytes += to_client,
+            None => a.bytes_to_client += to_client,
+        }
     }
 }
 

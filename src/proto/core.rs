@@ -467,10 +467,20 @@ impl<R: RelayResources> Core<R> {
 
     /// What an operator sees of each allocation of this shard.
     pub fn list(&self, now: Instant) -> Vec<AllocationInfo> {
+        self.list_with(now, &|_, _, _, _| (0, 0))
+    }
+
+    /// [`Core::list`] with the bytes the fast path relayed on each live route (ft, channel,
+    /// relay address, peer → (to the peer, to the client)) counted in.
+    pub fn list_with(
+        &self,
+        now: Instant,
+        offloaded: &dyn Fn(FiveTuple, ChannelNumber, SocketAddr, SocketAddr) -> (u64, u64),
+    ) -> Vec<AllocationInfo> {
         self.allocs
             .iter()
             .map(|(key, a)| {
-                let (to_peer, to_client) = self.channel_bytes(a);
+                let (to_peer, to_client) = self.channel_bytes(a, offloaded);
                 AllocationInfo {
                     key,
                     serial: a.serial,
