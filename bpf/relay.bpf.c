@@ -75,6 +75,7 @@ struct chan_val {
     __be16 peer_port;
     __u32 pad;
     __u64 expires_ns;
+    __u64 bytes; // payload relayed on this route (kept by userspace across refreshes)
 };
 
 // A peer's way back: (relay address, peer) -> (listener, client, channel).
@@ -93,6 +94,7 @@ struct peer_val {
     __be16 channel;
     __u16 pad;
     __u64 expires_ns;
+    __u64 bytes; // payload relayed on this route (kept by userspace across refreshes)
 };
 
 struct neigh_val {
@@ -116,24 +118,6 @@ struct {
     __type(key, struct peer_key);
     __type(value, struct peer_val);
 } NATPASS_PEER SEC(".maps");
-
-// Payload bytes relayed per route (the allocation's byte counts that natpass reports): created
-// with the route by userspace, added to here, read and removed by userspace with the route.
-struct {
-    __uint(type, BPF_MAP_TYPE_HASH);
-    __uint(map_flags, BPF_F_NO_PREALLOC);
-    __uint(max_entries, 65536);
-    __type(key, struct chan_key);
-    __type(value, __u64);
-} NATPASS_CHAN_BYTES SEC(".maps");
-
-struct {
-    __uint(type, BPF_MAP_TYPE_HASH);
-    __uint(map_flags, BPF_F_NO_PREALLOC);
-    __uint(max_entries, 65536);
-    __type(key, struct peer_key);
-    __type(value, __u64);
-} NATPASS_PEER_BYTES SEC(".maps");
 
 struct {
     __uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -387,9 +371,7 @@ INLINE int to_peer(struct xdp_md *ctx, struct hdrs_chan *p, __u16 payload, __u64
     __builtin_memcpy(start, &o, sizeof(o));
     count(TO_PEER_PACKETS, 1);
     count(TO_PEER_BYTES, data);
-    __u64 *bytes = bpf_map_lookup_elem(&NATPASS_CHAN_BYTES, &k);
-    if (bytes)
-        __sync_fetch_and_add(bytes, data);
+    __sync_fetch_and_add(&v->bytes, data);
     return send(ctx, &hop);
 }
 
@@ -476,9 +458,7 @@ INLINE int to_client(struct xdp_md *ctx, struct hdrs *h, __u16 payload, __u64 no
     __builtin_memcpy(start, &o, sizeof(o));
     count(TO_CLIENT_PACKETS, 1);
     count(TO_CLIENT_BYTES, payload);
-    __u64 *bytes = bpf_map_lookup_elem(&NATPASS_PEER_BYTES, &k);
-    if (bytes)
-        __sync_fetch_and_add(bytes, payload);
+    __sync_fetch_and_add(&v->bytes, payload);
     return send(ctx, &hop);
 }
 

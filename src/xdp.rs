@@ -13,8 +13,8 @@
 //! nanoseconds — the clock of the program's `bpf_ktime_get_ns` and of Rust's `Instant` — so
 //! forwarding stops when the userspace path would, even before the shard removes the entry.
 //!
-//! The program also counts the payload bytes of each route it carries (two more maps); the
-//! shards add those to the allocations' counts: read live for the admin API's list, handed
+//! The program also counts the payload bytes of each route it carries (in the route's map
+//! value, kept across refreshes); the shards add those to the allocations' counts: read live for the admin API's list, handed
 //! back to the core when a route is removed.
 //!
 //! When the program cannot be loaded or attached (natpass built without clang, no
@@ -103,22 +103,20 @@ impl XdpCounters {
 /// `struct chan_key`: client IP, listener IP (0: wildcard), client port, listener port,
 /// channel, padding.
 type ChanKey = [u8; 16];
-/// `struct chan_val`: relay IP, peer IP, relay port, peer port, padding, deadline.
-type ChanVal = [u8; 24];
+/// `struct chan_val`: relay IP, peer IP, relay port, peer port, padding, deadline, payload
+/// bytes relayed.
+type ChanVal = [u8; 32];
 /// `struct peer_key`: relay IP, peer IP, relay port, peer port.
 type PeerKey = [u8; 12];
 /// `struct peer_val`: listener IP (0: learned from the client's first ChannelData), client
-/// IP, listener port, client port, channel, padding, deadline.
-type PeerVal = [u8; 24];
+/// IP, listener port, client port, channel, padding, deadline, payload bytes relayed.
+type PeerVal = [u8; 32];
 
 struct Maps {
     /// Holds the program and its links: dropping it detaches every interface.
     _ebpf: Ebpf,
     chan: HashMap<MapData, ChanKey, ChanVal>,
     peer: HashMap<MapData, PeerKey, PeerVal>,
-    /// Payload bytes the program relayed per route, each way.
-    chan_bytes: HashMap<MapData, ChanKey, u64>,
-    peer_bytes: HashMap<MapData, PeerKey, u64>,
     stats: PerCpuArray<MapData, u64>,
     /// A full map was reported once (routes past it stay on the userspace path).
     warned_full: bool,
@@ -213,10 +211,6 @@ impl FastPath {
         }
         let chan = HashMap::try_from(take(&mut ebpf, "NATPASS_CHAN")?).map_err(load_err)?;
         let peer = HashMap::try_from(take(&mut ebpf, "NATPASS_PEER")?).map_err(load_err)?;
-        let chan_bytes =
-            HashMap::try_from(take(&mut ebpf, "NATPASS_CHAN_BYTES")?).map_err(load_err)?;
-        let peer_bytes =
-            HashMap::try_from(take(&mut ebpf, "NATPASS_PEER_BYTES")?).map_err(load_err)?;
         let stats = PerCpuArray::try_from(take(&mut ebpf, "NATPASS_STATS")?).map_err(load_err)?;
         // The program holds the devmap (and every map) in the kernel; our handle may go.
         drop(devs);
@@ -225,8 +219,6 @@ impl FastPath {
                 _ebpf: ebpf,
                 chan,
                 peer,
-                chan_bytes,
-                peer_bytes,
                 stats,
                 warned_full: false,
             }),
@@ -265,11 +257,17 @@ impl FastPath {
             return (0, 0);
         };
         let m = self.maps.lock().unwrap_or_else(|p| p.into_inner());
+        let to_peer = m.chan.get(&chan_key(c, s, channel.get()), 0);
+        // The way back only while it is this route's (a relay port can change hands).
+        let mine = value(s, c, channel.get(), 0);
+        let to_client = m
+            .peer
+            .get(&peer_key(r, p), 0)
+            .ok()
+            .filter(|v| v[4..16] == mine[4..16]);
         (
-            m.chan_bytes
-                .get(&chan_key(c, s, channel.get()), 0)
-                .unwrap_or(0),
-            m.peer_bytes.get(&peer_key(r, p), 0).unwrap_or(0),
+            to_peer.map_or(0, |v| bytes_of(&v)),
+            to_client.map_or(0, |v| bytes_of(&v)),
         )
     }
 
@@ -370,14 +368,27 @@ fn peer_key(r: (Ipv4Addr, u16), p: (Ipv4Addr, u16)) -> PeerKey {
 }
 
 /// IP, IP, port, port, then (for peer values) the channel, then the deadline at 16.
-fn value(a: (Ipv4Addr, u16), b: (Ipv4Addr, u16), channel: u16, expires: u64) -> [u8; 24] {
-    let mut v = [0; 24];
+fn value(a: (Ipv4Addr, u16), b: (Ipv4Addr, u16), channel: u16, expires: u64) -> [u8; 32] {
+    let mut v = [0; 32];
     put(&mut v, 0, a.0);
     put(&mut v, 4, b.0);
     v[8..10].copy_from_slice(&a.1.to_be_bytes());
     v[10..12].copy_from_slice(&b.1.to_be_bytes());
     v[12..14].copy_from_slice(&channel.to_be_bytes());
     v[16..24].copy_from_slice(&expires.to_ne_bytes());
+    v
+}
+
+/// The payload bytes a route's value says the program relayed.
+fn bytes_of(v: &[u8; 32]) -> u64 {
+    let mut b = [0; 8];
+    b.copy_from_slice(&v[24..32]);
+    u64::from_ne_bytes(b)
+}
+
+/// A value carrying `bytes` relayed already (a refresh keeps the count).
+fn with_bytes(mut v: [u8; 32], bytes: u64) -> [u8; 32] {
+    v[24..32].copy_from_slice(&bytes.to_ne_bytes());
     v
 }
 
@@ -396,9 +407,6 @@ pub struct Relayed {
     pub to_client: u64,
 }
 
-/// `BPF_NOEXIST`: create only.
-const NOEXIST: u64 = 1;
-
 impl Maps {
     fn apply(&mut self, change: Offload, clock: &Clock) -> Option<Relayed> {
         match change {
@@ -416,22 +424,24 @@ impl Maps {
                 let pk = peer_key(r, p);
                 let mut back = value(s, c, ch, deadline);
                 // A refresh keeps the listener IP the program learned for a wildcard listener
-                // and the route's byte counts; another client's old way back starts at zero.
-                let mut same_back = false;
+                // and the route's byte counts (what the program adds between this read and
+                // the write below is lost: a refresh's instant); another client's old way
+                // back starts again at zero.
                 if let Ok(old) = self.peer.get(&pk, 0) {
-                    same_back = old[4..16] == back[4..16];
-                    if back[..4] == [0; 4] && same_back {
-                        back[..4].copy_from_slice(&old[..4]);
+                    if old[4..16] == back[4..16] {
+                        if back[..4] == [0; 4] {
+                            back[..4].copy_from_slice(&old[..4]);
+                        }
+                        back = with_bytes(back, bytes_of(&old));
                     }
                 }
-                let ok = self.chan.insert(ck, value(r, p, 0, deadline), 0).is_ok()
+                let there = self.chan.get(&ck, 0).map_or(0, |v| bytes_of(&v));
+                let ok = self
+                    .chan
+                    .insert(ck, with_bytes(value(r, p, 0, deadline), there), 0)
+                    .is_ok()
                     && self.peer.insert(pk, back, 0).is_ok();
-                if ok {
-                    let _ = self.chan_bytes.insert(ck, 0, NOEXIST);
-                    let _ = self
-                        .peer_bytes
-                        .insert(pk, 0, if same_back { NOEXIST } else { 0 });
-                } else {
+                if !ok {
                     let _ = self.chan.remove(&ck);
                     if !self.warned_full {
                         self.warned_full = true;
@@ -451,18 +461,18 @@ impl Maps {
                 let [c, s, r, p] = addrs(&ft, relay, peer)?;
                 let ch = channel.get();
                 let ck = chan_key(c, s, ch);
+                let to_peer = self.chan.get(&ck, 0).map_or(0, |v| bytes_of(&v));
                 let _ = self.chan.remove(&ck);
-                let to_peer = self.chan_bytes.get(&ck, 0).unwrap_or(0);
-                let _ = self.chan_bytes.remove(&ck);
                 // The relay port may belong to another allocation by now (another shard's
                 // Install came first): remove only the way back of this client and channel.
                 let pk = peer_key(r, p);
                 let mine = value(s, c, ch, 0);
                 let mut to_client = 0;
-                if self.peer.get(&pk, 0).is_ok_and(|v| v[4..16] == mine[4..16]) {
-                    let _ = self.peer.remove(&pk);
-                    to_client = self.peer_bytes.get(&pk, 0).unwrap_or(0);
-                    let _ = self.peer_bytes.remove(&pk);
+                if let Ok(v) = self.peer.get(&pk, 0) {
+                    if v[4..16] == mine[4..16] {
+                        to_client = bytes_of(&v);
+                        let _ = self.peer.remove(&pk);
+                    }
                 }
                 (to_peer > 0 || to_client > 0).then_some(Relayed {
                     ft,
@@ -498,7 +508,9 @@ mod tests {
                 192, 0, 2, 2, 192, 0, 2, 1, 0x0d, 0x96, 0x12, 0x34, 0x40, 0x01
             ]
         );
-        assert_eq!(u64::from_ne_bytes(v[16..].try_into().unwrap()), 7);
+        assert_eq!(u64::from_ne_bytes(v[16..24].try_into().unwrap()), 7);
+        assert_eq!(bytes_of(&with_bytes(v, 1234)), 1234);
+        assert_eq!(with_bytes(v, 1234)[..24], v[..24]);
         let pk = peer_key(s, c);
         assert_eq!(pk, [192, 0, 2, 2, 192, 0, 2, 1, 0x0d, 0x96, 0x12, 0x34]);
     }
