@@ -243,15 +243,7 @@ impl Pool {
         if k == 0 {
             return Ok(0);
         }
-        let region = &mut self.mem[first * SLOT..(first + k) * SLOT];
-        let mut chunks = region.chunks_exact_mut(SLOT);
-        let mut iovs: [IoSliceMut<'_>; SLOTS] = std::array::from_fn(|_| {
-            IoSliceMut::new(
-                chunks
-                    .next()
-                    .map_or(&mut [][..], |c| &mut c[offset..SLOT - 4]),
-            )
-        });
+        let mut iovs = slot_iovs(&mut self.mem, first, k, offset);
         let n = gro.recv(sock.into(), &mut iovs[..k], &mut self.rx_gro[..k])?;
         for (m, q) in self.meta.iter_mut().zip(&self.rx_gro[..n]) {
             *m = RxMeta {
@@ -281,15 +273,8 @@ impl Pool {
         if k == 0 {
             return Ok(0);
         }
-        let region = &mut self.mem[first * SLOT..(first + k) * SLOT];
-        let mut chunks = region.chunks_exact_mut(SLOT);
-        let mut iovs: [[IoSliceMut<'_>; 1]; SLOTS] = std::array::from_fn(|_| {
-            [IoSliceMut::new(
-                chunks
-                    .next()
-                    .map_or(&mut [][..], |c| &mut c[offset..SLOT - 4]),
-            )]
-        });
+        // nix takes each message's buffers as a slice of its own.
+        let mut iovs = slot_iovs(&mut self.mem, first, k, offset).map(|s| [s]);
         let hdrs = if v6 { &mut self.rx_v6 } else { &mut self.rx_v4 };
         let res = recvmmsg(fd, hdrs, iovs[..k].iter_mut(), flags, None).map_err(io::Error::from)?;
         let mut n = 0;
@@ -459,6 +444,19 @@ fn to_std(a: &SockaddrStorage) -> Option<SocketAddr> {
     a.as_sockaddr_in6().map(|v6| SocketAddr::V6((*v6).into()))
 }
 
+/// Receive buffers for slots `first..first + k` (the rest empty), each from `offset` to 4
+/// bytes before its slot's end (room for a ChannelData header in front, see `PEER_OFFSET`).
+fn slot_iovs(mem: &mut [u8], first: usize, k: usize, offset: usize) -> [IoSliceMut<'_>; SLOTS] {
+    let mut chunks = mem[first * SLOT..(first + k) * SLOT].chunks_exact_mut(SLOT);
+    std::array::from_fn(|_| {
+        IoSliceMut::new(
+            chunks
+                .next()
+                .map_or(&mut [][..], |c| &mut c[offset..SLOT - 4]),
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -573,6 +571,24 @@ mod tests {
         let cm = [ControlMessage::UdpGsoSegments(&seg)];
         let to = SockaddrStorage::from(to);
         sendmsg(from.as_raw_fd(), &iov, &cm, MsgFlags::empty(), Some(&to)).expect("GSO send");
+    }
+
+    /// quinn-udp's set-up forbids fragmentation; natpass puts the socket back as it was.
+    #[test]
+    fn gro_set_up_leaves_fragmentation_as_it_was() {
+        for ip in ["127.0.0.1", "[::1]"] {
+            let (a, _) = pair(ip);
+            let local = a.local_addr().unwrap();
+            let before = crate::net::fragmentation(&a, local.is_ipv6());
+            assert!(before.ip.is_some(), "{ip}: IP_MTU_DISCOVER readable");
+            assert_eq!(before.ipv6.is_some(), local.is_ipv6());
+            let _ = crate::net::gro_state(&a, local);
+            assert_eq!(
+                crate::net::fragmentation(&a, local.is_ipv6()),
+                before,
+                "{ip}"
+            );
+        }
     }
 
     /// GRO receives keep their segment size after a receive without one (nix's reused headers

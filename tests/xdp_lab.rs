@@ -192,21 +192,12 @@ const ADMIN_TOKEN: &str = "xdp-lab-admin-token-0123";
 
 /// The admin API's allocations (bytes relayed each way, by client address).
 fn allocation_bytes() -> Vec<(String, u64, u64)> {
-    let out = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &ns("srv"),
-            "curl",
-            "-s",
-            "-H",
-            &format!("Authorization: Bearer {ADMIN_TOKEN}"),
-            "10.81.1.1:9101/admin/allocations",
-        ])
-        .output()
-        .expect("curl runs");
-    let v: serde_json::Value =
-        serde_json::from_slice(&out.stdout).expect("the admin API answers JSON");
+    let out = curl_in_server_namespace(&[
+        "-H",
+        &format!("Authorization: Bearer {ADMIN_TOKEN}"),
+        "10.81.1.1:9101/admin/allocations",
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&out).expect("the admin API answers JSON");
     v["allocations"]
         .as_array()
         .expect("a list")
@@ -221,24 +212,24 @@ fn allocation_bytes() -> Vec<(String, u64, u64)> {
         .collect()
 }
 
+/// `curl -s ARGS` inside the server namespace: the body.
+fn curl_in_server_namespace(args: &[&str]) -> Vec<u8> {
+    Command::new("ip")
+        .args(["netns", "exec", &ns("srv"), "curl", "-s"])
+        .args(args)
+        .output()
+        .expect("curl runs")
+        .stdout
+}
+
 /// natpass's /metrics, read inside the server namespace.
 fn metric(name_and_labels: &str) -> u64 {
     metric_opt(name_and_labels).unwrap_or_else(|| panic!("no {name_and_labels} in /metrics"))
 }
 
 fn metric_opt(name_and_labels: &str) -> Option<u64> {
-    let out = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &ns("srv"),
-            "curl",
-            "-s",
-            "10.81.1.1:9100/metrics",
-        ])
-        .output()
-        .expect("curl runs");
-    let text = String::from_utf8_lossy(&out.stdout);
+    let out = curl_in_server_namespace(&["10.81.1.1:9100/metrics"]);
+    let text = String::from_utf8_lossy(&out);
     text.lines()
         .find_map(|l| l.strip_prefix(name_and_labels)?.trim().parse().ok())
 }

@@ -635,22 +635,89 @@ pub(crate) fn gro_enabled() -> bool {
     std::env::var("NATPASS_UDP_GRO").map_or(true, |v| v != "0")
 }
 
+// nix 0.30 has no IP_MTU_DISCOVER / IPV6_MTU_DISCOVER; its own macro defines them (the
+// setsockopt call is nix's).
+use nix::{getsockopt_impl, setsockopt_impl};
+nix::sockopt_impl!(
+    /// `IP_MTU_DISCOVER`.
+    IpMtuDiscover,
+    Both,
+    libc::IPPROTO_IP,
+    libc::IP_MTU_DISCOVER,
+    libc::c_int,
+    nix::sys::socket::sockopt::GetStruct<libc::c_int>,
+    nix::sys::socket::sockopt::SetStruct<'_, libc::c_int>
+);
+nix::sockopt_impl!(
+    /// `IPV6_MTU_DISCOVER`.
+    Ipv6MtuDiscover,
+    Both,
+    libc::IPPROTO_IPV6,
+    libc::IPV6_MTU_DISCOVER,
+    libc::c_int,
+    nix::sys::socket::sockopt::GetStruct<libc::c_int>,
+    nix::sys::socket::sockopt::SetStruct<'_, libc::c_int>
+);
+
+/// A socket's fragmentation settings, which quinn-udp's set-up changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Fragmentation {
+    pub(crate) ip: Option<libc::c_int>,
+    pub(crate) ipv6: Option<(libc::c_int, bool)>,
+}
+
+pub(crate) fn fragmentation(sock: &std::net::UdpSocket, v6: bool) -> Fragmentation {
+    use nix::sys::socket::{getsockopt, sockopt::Ipv6DontFrag};
+    Fragmentation {
+        ip: getsockopt(sock, IpMtuDiscover).ok(),
+        ipv6: v6
+            .then(|| {
+                Some((
+                    getsockopt(sock, Ipv6MtuDiscover).ok()?,
+                    getsockopt(sock, Ipv6DontFrag).ok()?,
+                ))
+            })
+            .flatten(),
+    }
+}
+
+fn set_fragmentation(sock: &std::net::UdpSocket, f: Fragmentation) {
+    use nix::sys::socket::{setsockopt, sockopt::Ipv6DontFrag};
+    if let Some(v) = f.ip {
+        let _ = setsockopt(sock, IpMtuDiscover, &v);
+    }
+    if let Some((v, dontfrag)) = f.ipv6 {
+        let _ = setsockopt(sock, Ipv6MtuDiscover, &v);
+        let _ = setsockopt(sock, Ipv6DontFrag, &dontfrag);
+    }
+}
+
 /// Turn UDP_GRO on for a listener through quinn-udp, which then reads its receives: a burst
 /// from one client comes up as one buffer plus its segment size, split again by the shard
-/// (zero copy). quinn-udp also asks for each datagram's destination address and ECN bits and
-/// sets IP(V6)_MTU_DISCOVER to "probe" (DF on, no local fragmentation: a datagram larger than
-/// the interface's MTU is refused rather than fragmented). None when the kernel has no GRO.
+/// (zero copy). quinn-udp also asks for each datagram's destination address and ECN bits
+/// (unused), and sets the socket to never fragment; that is undone here, so a datagram to a
+/// client larger than the path MTU is still fragmented by the host as before. None (and GRO
+/// off again) when the kernel has no GRO or the set-up fails.
 pub(crate) fn gro_state(
     sock: &std::net::UdpSocket,
     local: SocketAddr,
 ) -> Option<quinn_udp::UdpSocketState> {
-    match quinn_udp::UdpSocketState::new(sock.into()) {
+    let before = fragmentation(sock, local.is_ipv6());
+    let state = quinn_udp::UdpSocketState::new(sock.into());
+    set_fragmentation(sock, before);
+    let off = || {
+        let _ =
+            nix::sys::socket::setsockopt(sock, nix::sys::socket::sockopt::UdpGroSegment, &false);
+    };
+    match state {
         Ok(state) if state.gro_segments() > 1 => Some(state),
         Ok(_) => {
+            off();
             tracing::info!(%local, "UDP GRO not available; plain receives");
             None
         }
         Err(e) => {
+            off();
             tracing::warn!(%local, error = %e, "UDP GRO setup failed; plain receives");
             None
         }
