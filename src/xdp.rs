@@ -395,8 +395,8 @@ fn with_bytes(mut v: [u8; 32], bytes: u64) -> [u8; 32] {
 /// What the program relayed on a route before it was removed (payload bytes each way).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Relayed {
-    /// The route's client.
-    pub ft: crate::proto::FiveTuple,
+    /// The allocation the route was.
+    pub owner: crate::proto::RelayOwner,
     /// Its channel.
     pub channel: crate::proto::ChannelNumber,
     /// Its peer.
@@ -453,6 +453,7 @@ impl Maps {
                 None
             }
             Offload::Remove {
+                owner,
                 ft,
                 channel,
                 relay,
@@ -475,7 +476,7 @@ impl Maps {
                     }
                 }
                 (to_peer > 0 || to_client > 0).then_some(Relayed {
-                    ft,
+                    owner,
                     channel,
                     peer,
                     to_peer,

@@ -1432,9 +1432,15 @@ mod fast_path_routes {
         h.advance(1);
         assert_eq!(h.now, expires);
         assert!(h.send(ft, &channel_data(0x4001, b"x")).1.is_none());
+        let info = &h.core.list(h.now)[0];
+        let owner = natpass::proto::RelayOwner {
+            alloc: info.key,
+            serial: info.serial,
+        };
         assert_eq!(
             drained(&mut h),
             vec![Offload::Remove {
+                owner,
                 ft,
                 channel,
                 relay,
@@ -1508,8 +1514,12 @@ mod fast_path_routes {
             (info[0].bytes_to_peer, info[0].bytes_to_client),
             (1003, 2000)
         );
+        let owner = natpass::proto::RelayOwner {
+            alloc: info[0].key,
+            serial: info[0].serial,
+        };
         // The route is withdrawn (permission lapsed) and its counts handed back: on the route.
-        h.core.add_offloaded_bytes(ft, channel, peer, 1000, 2000);
+        h.core.add_offloaded_bytes(owner, channel, peer, 1000, 2000);
         let info = h.core.list(h.now);
         assert_eq!(
             (info[0].bytes_to_peer, info[0].bytes_to_client),
@@ -1520,7 +1530,14 @@ mod fast_path_routes {
         let r = h.ask(ft, &refresh("alice", "alicepw", &nonce, None));
         assert_eq!(error_code(&r), None);
         h.advance(101);
-        h.core.add_offloaded_bytes(ft, channel, peer, 7, 9);
+        h.core.add_offloaded_bytes(owner, channel, peer, 7, 9);
+        // A stale owner (another allocation's serial) counts nowhere.
+        let stale = natpass::proto::RelayOwner {
+            serial: owner.serial.wrapping_add(1),
+            ..owner
+        };
+        h.core
+            .add_offloaded_bytes(stale, channel, peer, 100_000, 100_000);
         let info = h.core.list(h.now);
         assert_eq!(
             (

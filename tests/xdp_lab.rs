@@ -339,7 +339,9 @@ fn natlab_xdp_forwards_channels_in_the_kernel_and_keeps_the_rules() {
     // checksum it corrected for every padding length and byte offset.
     let before = counts();
     for len in 1..=16usize {
-        let payload: Vec<u8> = (0..len).map(|i| 0xa0 ^ (i as u8 * 37)).collect();
+        let payload: Vec<u8> = (0..len)
+            .map(|i| 0xa0 ^ (i as u8).wrapping_mul(37))
+            .collect();
         let mut padded = channel_data(0x4001, &payload);
         padded.extend(std::iter::repeat_n(0xee, (4 - len % 4) % 4));
         c.send(&padded);

@@ -388,7 +388,7 @@ impl Shard {
         if let Some(x) = &self.xdp {
             for r in x.apply(self.core.drain_offload()) {
                 self.core
-                    .add_offloaded_bytes(r.ft, r.channel, r.peer, r.to_peer, r.to_client);
+                    .add_offloaded_bytes(r.owner, r.channel, r.peer, r.to_peer, r.to_client);
             }
         }
     }

@@ -308,7 +308,7 @@ impl<R: RelayResources> Core<R> {
             if let Some(r) = self.to_peer.remove(&(a.ft, c.number)) {
                 if self.cfg.offload {
                     self.offload.extend(super::permission::offload(
-                        a.ft, c.number, r.relay, c.peer, None,
+                        owner, a.ft, c.number, r.relay, c.peer, None,
                     ));
                 }
             }

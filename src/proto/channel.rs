@@ -204,7 +204,7 @@ impl<R: RelayResources> Core<R> {
             if offloading && lapsed {
                 if let Some(r) = to_peer.get(&(ft, c.number)) {
                     offload.extend(super::permission::offload(
-                        ft, c.number, r.relay, c.peer, None,
+                        owner, ft, c.number, r.relay, c.peer, None,
                     ));
                 }
             }
@@ -249,27 +249,24 @@ impl<R: RelayResources> Core<R> {
     }
 
     /// Count what the fast path relayed on a route it no longer carries, as the userspace path
-    /// would have: on the route while the channel lives, else on its allocation (gone too:
-    /// only the global XDP counters keep it).
+    /// would have: on the route while the channel lives, else on its allocation — if `owner`
+    /// still exists (else only the global XDP counters keep it).
     pub fn add_offloaded_bytes(
         &mut self,
-        ft: FiveTuple,
+        owner: RelayOwner,
         channel: ChannelNumber,
         peer: SocketAddr,
         to_peer: u64,
         to_client: u64,
     ) {
-        let Some(&key) = self.by_ft.get(&ft) else {
+        let Some(a) = self
+            .allocs
+            .get_mut(owner.alloc)
+            .filter(|a| a.serial == owner.serial)
+        else {
             return;
         };
-        let Some(a) = self.allocs.get_mut(key) else {
-            return;
-        };
-        let owner = RelayOwner {
-            alloc: key,
-            serial: a.serial,
-        };
-        match self.to_peer.get_mut(&(ft, channel)) {
+        match self.to_peer.get_mut(&(a.ft, channel)) {
             Some(r) => r.bytes += to_peer,
             None => a.bytes_to_peer += to_peer,
         }

@@ -106,6 +106,9 @@ pub enum Offload {
     },
     /// Stop forwarding this channel.
     Remove {
+        /// The allocation it was (what the fast path relayed on it is counted there, if it
+        /// still exists).
+        owner: crate::proto::RelayOwner,
         /// The client's 5-tuple.
         ft: FiveTuple,
         /// The channel.

@@ -185,6 +185,10 @@ impl<R: RelayResources> Core<R> {
             return;
         }
         let a = &self.allocs[key];
+        let owner = RelayOwner {
+            alloc: key,
+            serial: a.serial,
+        };
         for c in a
             .channels
             .iter()
@@ -195,7 +199,7 @@ impl<R: RelayResources> Core<R> {
                 let install = state.verdict == IpVerdict::Allow;
                 let expires = install.then(|| c.expires.min(state.expires).min(a.expires));
                 self.offload
-                    .extend(offload(a.ft, c.number, r.relay, c.peer, expires));
+                    .extend(offload(owner, a.ft, c.number, r.relay, c.peer, expires));
             }
         }
     }
@@ -204,6 +208,7 @@ impl<R: RelayResources> Core<R> {
 /// The fast-path change for one channel route: install until `expires`, or remove. Only UDP
 /// clients' routes: a stream's ChannelData is framed in TCP or TLS.
 pub(crate) fn offload(
+    owner: RelayOwner,
     ft: super::FiveTuple,
     channel: super::ChannelNumber,
     relay: SocketAddr,
@@ -222,6 +227,7 @@ pub(crate) fn offload(
             expires,
         },
         None => super::Offload::Remove {
+            owner,
             ft,
             channel,
             relay,
