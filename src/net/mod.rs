@@ -6,6 +6,7 @@
 //! allocation, and no lock or channel is on the data path.
 
 mod shard;
+mod spin;
 pub use crate::tls;
 
 use crate::auth::{Credentials, Secret};

@@ -46,7 +46,19 @@ const SPIN_AFTER: usize = 8;
 /// a burst (a video frame, a closed loop's round trip) to arrive, short enough that paced
 /// traffic still sleeps between bursts (100 µs cost 10 % more CPU with calls' pacing than 50;
 /// docs/performance.md, media section).
-const SPIN_WINDOW: Duration = Duration::from_micros(50);
+const SPIN_WINDOW_US: u64 = 50;
+/// Idle polling per round that found datagrams above which polling stops for a while: about
+/// what a sleep and a wake-up cost. On this project's VMs polling still lowered the server's CPU
+/// at 15 µs per catch (calls on loopback) and never paid where the kernel's receive path shares
+/// the core (hundreds of µs per catch); docs/performance.md, media section.
+const SPIN_COST_US: u64 = 20;
+/// A number from the environment (measurement knobs), or the default.
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
 const BUF: usize = 65_536 + 8;
 /// The largest frame on a stream: a STUN message of 65535+20 bytes or padded ChannelData.
 const MAX_FRAME: usize = 65_536 + 20;
@@ -200,13 +212,8 @@ pub(crate) struct Shard {
     gso: bool,
     /// Busy-poll: never sleep in epoll (`NATPASS_SPIN=1`; burns the core, for measurements).
     spin: bool,
-    /// After a round that relayed at least this many datagrams (a burst: more is likely on
-    /// its way), poll without sleeping for [`SPIN_WINDOW`] before going back to sleep: waking
-    /// a sleeping core costs tens of µs on a VM, longer than a closed loop's round trip
-    /// (`NATPASS_SPIN_AFTER`, 0 turns it off; measured in docs/performance.md).
-    spin_after: usize,
-    /// How long to poll without sleeping after such a round (`NATPASS_SPIN_WINDOW_US`).
-    spin_window: Duration,
+    /// When to poll without sleeping after a burst ([`super::spin::SpinPolicy`]).
+    spin_policy: super::spin::SpinPolicy,
     /// Datagrams relayed in this round.
     round_datagrams: usize,
     /// The XDP fast path the core's channel routes go to.
@@ -270,14 +277,11 @@ impl Shard {
             cmds,
             gso: std::env::var("NATPASS_UDP_GSO").map_or(true, |v| v != "0"),
             spin: std::env::var("NATPASS_SPIN").is_ok_and(|v| v == "1"),
-            spin_after: std::env::var("NATPASS_SPIN_AFTER")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(SPIN_AFTER),
-            spin_window: std::env::var("NATPASS_SPIN_WINDOW_US")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .map_or(SPIN_WINDOW, Duration::from_micros),
+            spin_policy: super::spin::SpinPolicy::new(
+                env_or("NATPASS_SPIN_AFTER", SPIN_AFTER),
+                Duration::from_micros(env_or("NATPASS_SPIN_WINDOW_US", SPIN_WINDOW_US)),
+                Duration::from_micros(env_or("NATPASS_SPIN_COST_US", SPIN_COST_US)),
+            ),
             round_datagrams: 0,
             xdp,
             dirty: Vec::new(),
@@ -298,12 +302,12 @@ impl Shard {
         // (token, writable, read until EAGAIN): an event that says the peer closed or erred,
         // and a token polled again, are read until the socket says it is empty.
         let mut tokens: Vec<(Token, bool, bool)> = Vec::with_capacity(1024);
-        let mut spin_until: Option<Instant> = None;
         // The clock is read twice a round (after the wait, after the round's sends): a VM's
         // clock read is not free, and a spinning shard goes round often.
         let mut now = Instant::now();
         loop {
-            let spinning = spin_until.is_some_and(|t| now < t);
+            let spinning = self.spin_policy.polling(now);
+            let waited_from = now;
             let timeout = if again.is_empty() && !self.spin && !spinning {
                 let t = self
                     .core
@@ -333,6 +337,7 @@ impl Shard {
                 break;
             }
             now = Instant::now();
+            let woke = now;
             next_again.clear();
             tokens.clear();
             tokens.extend(events.iter().map(|e| {
@@ -365,9 +370,8 @@ impl Shard {
             self.flush_dirty();
             std::mem::swap(&mut again, &mut next_again);
             now = Instant::now();
-            if self.spin_after > 0 && self.round_datagrams >= self.spin_after {
-                spin_until = Some(now + self.spin_window);
-            }
+            self.spin_policy
+                .round(waited_from, woke, self.round_datagrams, now);
             self.round_datagrams = 0;
             let mut relays = Relays {
                 registry: self.poll.registry(),
