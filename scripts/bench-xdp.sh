@@ -5,6 +5,8 @@
 # table. Needs root, coturn, clang, ethtool.
 #
 #   scripts/bench-xdp.sh [SECONDS_PER_RUN] [RATE]      (defaults: 5 s, 20000 msg/s)
+#   SIZES="100" ONLY="unpaced" scripts/bench-xdp.sh    (a subset: payload sizes, rows whose
+#                                                       name matches the regex ONLY)
 #
 # Method. The server side (natpass / coturn / the echo, one worker each) is pinned to core 0;
 # the generator (`natpass probe load` in the client namespace) and the echo peer (`natpass
@@ -23,6 +25,10 @@
 #     (kernel.bpf_stats_enabled, bpftool prog show), printed under the table.
 #   - "machine CPU" is all cores' busy time (/proc/stat) per message: server, generator, echo
 #     peer and every kernel path, for the whole-system view.
+#   - XDPLAB_NIC=1 runs the same rows with an XDP wire in both links (scripts/xdp-lab.sh):
+#     datagrams reach natpass's side as XDP frames in pages, as a NIC's driver hands them up,
+#     instead of as the sender's skbs that veth copies on the server's core. The wire's NAPI
+#     threads (where that copy now happens) run on core 1.
 #   - The floor runs at twice the message rate in plain datagrams (one echo per datagram
 #     pair), so its CPU per message compares like for like.
 set -euo pipefail
@@ -55,6 +61,7 @@ napi() {
   for ns in cli peer; do
     ip netns exec "$P-$ns" sh -c 'echo 1 > /sys/class/net/eth0/threaded' 2>/dev/null || true
   done
+  ip netns exec "$P-mid" sh -c 'for d in ca cb pa pb; do echo 1 > /sys/class/net/$d/threaded; done' 2>/dev/null || true
   sleep 0.2
   for pid in $(pgrep '^napi/'); do
     case "$(cat /proc/$pid/comm)" in
@@ -108,6 +115,7 @@ EOF
 row() {
   local name=$1 pid=$2 target=$3 rate=$4 size=$5; shift 5
   local c0 c1 n0 n1 b0 b1 j
+  [[ "$name" =~ ${ONLY:-.} ]] || return 0
   c0=$(cpu "$pid"); n0=$(napi_cpu); b0=$(busy)
   j=$(ip netns exec "$P-cli" taskset -c 1 "$NP" probe load "$target" --user alice --password secret \
       --peer 10.81.2.2:9 --allocations 20 --size "$size" --rate "$rate" --duration "$SECS" --threads 1 --json "$@")
@@ -178,7 +186,7 @@ fi
 echo "| server | payload B | offered msg/s | achieved msg/s | loss | latency p50 / p99 µs | server CPU µs/msg | relayed packets per server CPU-second | machine CPU µs/msg |"
 echo "|---|---|---|---|---|---|---|---|---|"
 sysctl -qw kernel.bpf_stats_enabled=1
-for size in 100 1000; do
+for size in ${SIZES-100 1000}; do
   pass_on
   # natpass in userspace.
   ip netns exec "$P-srv" taskset -c 0 "$NP" serve --config "$TMP/natpass.toml" --threads 1 >/dev/null 2>&1 & PIDS+=($!); NPID=$!
