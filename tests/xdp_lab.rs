@@ -57,6 +57,12 @@ fn available() -> Result<(), String> {
 
 /// Skip with the reason, except in CI where the lab must run.
 fn lab_or_skip() -> Option<Lab> {
+    lab_or_skip_with(false)
+}
+
+/// The lab; with `nic`, in its NIC-like mode (XDPLAB_NIC=1: frames reach natpass's side as
+/// XDP frames in pages, as a NIC driver hands them up, rather than as the sender's skbs).
+fn lab_or_skip_with(nic: bool) -> Option<Lab> {
     if let Err(why) = available() {
         assert!(
             std::env::var("CI").is_err(),
@@ -71,6 +77,7 @@ fn lab_or_skip() -> Option<Lab> {
     let out = Command::new(repo().join("scripts/xdp-lab.sh"))
         .arg("up")
         .env("XDPLAB_PREFIX", PREFIX)
+        .env("XDPLAB_NIC", if nic { "1" } else { "0" })
         .output()
         .expect("xdp-lab.sh runs");
     assert!(
@@ -617,6 +624,30 @@ fn natlab_xdp_channel_rules_read_the_same_with_and_without_the_fast_path() {
         "the fast path changed what the wire shows"
     );
     assert_eq!(runs[1], CHANNEL_RULES, "RFC 8656's channel rules");
+}
+
+/// The same rules when frames arrive the way a NIC's driver hands them to XDP (the lab's
+/// NIC-like mode): the program then runs on XDP frames, and its XDP_TX and redirect send
+/// frames, not skbs — another path through the kernel, the one production servers take.
+#[test]
+fn natlab_xdp_channel_rules_hold_when_frames_arrive_as_from_a_nic() {
+    let Some(_lab) = lab_or_skip_with(true) else {
+        return;
+    };
+    let (_server, _) = natpass_with(&[], false, true);
+    let before = counts();
+    let transcript = channel_rules_transcript();
+    let after = counts();
+    let fast = (
+        after.xdp_to_peer - before.xdp_to_peer,
+        after.xdp_to_client - before.xdp_to_client,
+    );
+    println!("XDP packets {fast:?}\n{}", transcript.join("\n"));
+    assert!(
+        fast.0 >= 4 && fast.1 >= 4,
+        "XDP carried the channel traffic: {fast:?}"
+    );
+    assert_eq!(transcript, CHANNEL_RULES, "RFC 8656's channel rules");
 }
 
 /// The `turn` crate's client (webrtc-rs, written by others) relays through natpass with the
