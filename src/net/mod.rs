@@ -229,7 +229,9 @@ impl Control {
         self.shared.is_draining()
     }
 
-    /// Every allocation, with its id `shard/key/serial`.
+    /// Every allocation, with its id `shard/key/serial`. What the XDP fast path relayed on
+    /// live routes is read from the kernel here, on the caller's thread: two map reads per
+    /// route would otherwise pause a shard's relaying for a long list.
     pub fn list_allocations(&self) -> Vec<(String, crate::proto::AllocationInfo)> {
         let mut out: Vec<_> = self
             .ask(ShardCmd::List)
@@ -239,6 +241,15 @@ impl Control {
                     .map(move |a| (format!("{shard}-{}-{}", a.key, a.serial), a))
             })
             .collect();
+        if let Some(x) = &self.xdp {
+            for (_, a) in &mut out {
+                for r in std::mem::take(&mut a.offloaded) {
+                    let (to_peer, to_client) = x.route_bytes(&r.ft, r.channel, r.relay, r.peer);
+                    a.bytes_to_peer += to_peer;
+                    a.bytes_to_client += to_client;
+                }
+            }
+        }
         out.sort_by(|a, b| a.0.cmp(&b.0));
         out
     }

@@ -403,13 +403,7 @@ impl Shard {
             match cmd {
                 ShardCmd::Adopt(a) => self.adopt(a, now),
                 ShardCmd::List(reply) => {
-                    let list = match &self.xdp {
-                        Some(x) => self.core.list_with(now, &|ft, channel, relay, peer| {
-                            x.route_bytes(&ft, channel, relay, peer)
-                        }),
-                        None => self.core.list(now),
-                    };
-                    let _ = reply.send((self.id, list));
+                    let _ = reply.send((self.id, self.core.list(now)));
                 }
                 ShardCmd::End { id, user, reply } => {
                     let id = id

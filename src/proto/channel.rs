@@ -15,6 +15,7 @@ use super::channel_data::ChannelNumber;
 use super::core::{Core, Request};
 use super::error::TurnError;
 use super::message::required;
+use super::output::OffloadedRoute;
 use super::permission::PermissionState;
 use super::reply::Reply;
 use super::resources::{RelayOwner, RelayResources};
@@ -220,32 +221,32 @@ impl<R: RelayResources> Core<R> {
         self.stats.channels_live -= (nc - a.channels.len()) as i64;
     }
 
-    /// Bytes relayed on the allocation's live channels: (to peers, to the client).
-    /// Payload bytes relayed on `a`'s live channels, each way: the userspace path's counts
-    /// plus, for a route the fast path carries, what `offloaded` says it relayed
-    /// (ft, channel, relay address, peer → (to the peer, to the client)).
-    pub(crate) fn channel_bytes(
-        &self,
-        a: &Allocation,
-        offloaded: &dyn Fn(FiveTuple, ChannelNumber, SocketAddr, SocketAddr) -> (u64, u64),
-    ) -> (u64, u64) {
+    /// Payload bytes the userspace path relayed on `a`'s live channels, each way, and the
+    /// routes of them the fast path carries (whose own counts the shell reads from the kernel).
+    pub(crate) fn channel_bytes(&self, a: &Allocation) -> (u64, u64, Vec<OffloadedRoute>) {
         let owner = |key| RelayOwner {
             alloc: key,
             serial: a.serial,
         };
         let key = self.by_ft.get(&a.ft).copied();
-        a.channels.iter().fold((0, 0), |(p, c), ch| {
+        let mut routes = Vec::new();
+        let (p, c) = a.channels.iter().fold((0, 0), |(p, c), ch| {
             let route = self.to_peer.get(&(a.ft, ch.number));
             let to_peer = route.map_or(0, |r| r.bytes);
             let to_client = key
                 .and_then(|k| self.to_client.get(&(owner(k), ch.peer)))
                 .map_or(0, |r| r.bytes);
-            let (xp, xc) = match route {
-                Some(r) if self.cfg.offload => offloaded(a.ft, ch.number, r.relay, ch.peer),
-                _ => (0, 0),
-            };
-            (p + to_peer + xp, c + to_client + xc)
-        })
+            if let (Some(r), true) = (route, self.cfg.offload) {
+                routes.push(OffloadedRoute {
+                    ft: a.ft,
+                    channel: ch.number,
+                    relay: r.relay,
+                    peer: ch.peer,
+                });
+            }
+            (p + to_peer, c + to_client)
+        });
+        (p, c, routes)
     }
 
     /// Count what the fast path relayed on a route it no longer carries, as the userspace path

@@ -21,7 +21,9 @@ use super::channel_data::{ChannelData, ChannelNumber};
 use super::error::TurnError;
 use super::message::{self, ClientMessage, unknown_required};
 use super::notice::Notice;
-pub use super::output::{AllocationInfo, CoreConfig, Forward, Offload, PeerRoute, Transmit};
+pub use super::output::{
+    AllocationInfo, CoreConfig, Forward, Offload, OffloadedRoute, PeerRoute, Transmit,
+};
 use super::permission::CreatePermissionRequest;
 use super::reply::Reply;
 use super::resources::{RelayOwner, RelayResources, RelaySockets};
@@ -465,22 +467,14 @@ impl<R: RelayResources> Core<R> {
         }
     }
 
-    /// What an operator sees of each allocation of this shard.
+    /// What an operator sees of each allocation of this shard. With the fast path on, the
+    /// bytes it relayed on live routes are in the kernel, not here: each allocation names its
+    /// routes ([`AllocationInfo::offloaded`]) for the shell to read them off the data path.
     pub fn list(&self, now: Instant) -> Vec<AllocationInfo> {
-        self.list_with(now, &|_, _, _, _| (0, 0))
-    }
-
-    /// [`Core::list`] with the bytes the fast path relayed on each live route (ft, channel,
-    /// relay address, peer → (to the peer, to the client)) counted in.
-    pub fn list_with(
-        &self,
-        now: Instant,
-        offloaded: &dyn Fn(FiveTuple, ChannelNumber, SocketAddr, SocketAddr) -> (u64, u64),
-    ) -> Vec<AllocationInfo> {
         self.allocs
             .iter()
             .map(|(key, a)| {
-                let (to_peer, to_client) = self.channel_bytes(a, offloaded);
+                let (to_peer, to_client, offloaded) = self.channel_bytes(a);
                 AllocationInfo {
                     key,
                     serial: a.serial,
@@ -495,6 +489,7 @@ impl<R: RelayResources> Core<R> {
                     channels: a.channels.len(),
                     bytes_to_peer: a.bytes_to_peer + to_peer,
                     bytes_to_client: a.bytes_to_client + to_client,
+                    offloaded,
                 }
             })
             .collect()

@@ -41,7 +41,9 @@ mod test_support;
 pub mod timers;
 pub mod transactions;
 
-pub use self::core::{AllocationInfo, Core, CoreConfig, Forward, Offload, PeerRoute, Transmit};
+pub use self::core::{
+    AllocationInfo, Core, CoreConfig, Forward, Offload, OffloadedRoute, PeerRoute, Transmit,
+};
 pub use channel_data::{ChannelData, ChannelNumber};
 pub use error::TurnError;
 pub use resources::{

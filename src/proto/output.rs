@@ -178,4 +178,21 @@ pub struct AllocationInfo {
     pub bytes_to_peer: u64,
     /// Payload bytes relayed to the client.
     pub bytes_to_client: u64,
+    /// The channel routes the XDP fast path carries: what it relayed on them is counted in the
+    /// kernel and not yet in the two byte counts above.
+    #[serde(skip)]
+    pub offloaded: Vec<OffloadedRoute>,
+}
+
+/// A channel route the XDP fast path carries, as [`AllocationInfo`] names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OffloadedRoute {
+    /// The client's 5-tuple.
+    pub ft: FiveTuple,
+    /// The channel.
+    pub channel: ChannelNumber,
+    /// The relayed address the peer sees.
+    pub relay: SocketAddr,
+    /// The peer.
+    pub peer: SocketAddr,
 }
