@@ -591,34 +591,37 @@ const CHANNEL_RULES: &[&str] = &[
     "after delete: client got nothing",
 ];
 
+/// The channel-rules transcript against natpass with the fast path on or off; asserts that
+/// the bound channel's round trips after the first went through the kernel (on) or that none
+/// did (off).
+fn transcript_through(xdp: bool) -> Vec<String> {
+    let (_server, _) = natpass_with(&[], false, xdp);
+    let before = counts();
+    let transcript = channel_rules_transcript();
+    let after = counts();
+    let fast = (
+        after.xdp_to_peer - before.xdp_to_peer,
+        after.xdp_to_client - before.xdp_to_client,
+    );
+    println!(
+        "fast path {xdp}: XDP packets {fast:?}\n{}",
+        transcript.join("\n")
+    );
+    if xdp {
+        assert!(
+            fast.0 >= 4 && fast.1 >= 4,
+            "XDP carried the channel traffic: {fast:?}"
+        );
+    } else {
+        assert_eq!(fast, (0, 0));
+    }
+    transcript
+}
+
 #[test]
 fn natlab_xdp_channel_rules_read_the_same_with_and_without_the_fast_path() {
     let Some(_lab) = lab_or_skip() else { return };
-    let mut runs = Vec::new();
-    for xdp in [false, true] {
-        let (_server, _) = natpass_with(&[], false, xdp);
-        let before = counts();
-        let transcript = channel_rules_transcript();
-        let after = counts();
-        let fast = (
-            after.xdp_to_peer - before.xdp_to_peer,
-            after.xdp_to_client - before.xdp_to_client,
-        );
-        println!(
-            "fast path {xdp}: XDP packets {fast:?}\n{}",
-            transcript.join("\n")
-        );
-        if xdp {
-            // The bound channel's round trips after the first went through the kernel.
-            assert!(
-                fast.0 >= 4 && fast.1 >= 4,
-                "XDP carried the channel traffic: {fast:?}"
-            );
-        } else {
-            assert_eq!(fast, (0, 0));
-        }
-        runs.push(transcript);
-    }
+    let runs = [transcript_through(false), transcript_through(true)];
     assert_eq!(
         runs[0], runs[1],
         "the fast path changed what the wire shows"
@@ -634,20 +637,11 @@ fn natlab_xdp_channel_rules_hold_when_frames_arrive_as_from_a_nic() {
     let Some(_lab) = lab_or_skip_with(true) else {
         return;
     };
-    let (_server, _) = natpass_with(&[], false, true);
-    let before = counts();
-    let transcript = channel_rules_transcript();
-    let after = counts();
-    let fast = (
-        after.xdp_to_peer - before.xdp_to_peer,
-        after.xdp_to_client - before.xdp_to_client,
+    assert_eq!(
+        transcript_through(true),
+        CHANNEL_RULES,
+        "RFC 8656's channel rules"
     );
-    println!("XDP packets {fast:?}\n{}", transcript.join("\n"));
-    assert!(
-        fast.0 >= 4 && fast.1 >= 4,
-        "XDP carried the channel traffic: {fast:?}"
-    );
-    assert_eq!(transcript, CHANNEL_RULES, "RFC 8656's channel rules");
 }
 
 /// The `turn` crate's client (webrtc-rs, written by others) relays through natpass with the
