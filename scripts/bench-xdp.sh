@@ -6,7 +6,9 @@
 #
 #   scripts/bench-xdp.sh [SECONDS_PER_RUN] [RATE]      (defaults: 5 s, 20000 msg/s)
 #   SIZES="100" ONLY="unpaced" scripts/bench-xdp.sh    (a subset: payload sizes, rows whose
-#                                                       name matches the regex ONLY)
+#                                                       name matches the bash regex ONLY —
+#                                                       escape + ( ): ONLY='natpass \+ XDP')
+#   MODE=media [MEDIA_N="100 200 400"] scripts/bench-xdp.sh [SECONDS]   (calls: see media_row)
 #
 # Method. The server side (natpass / coturn / the echo, one worker each) is pinned to core 0;
 # the generator (`natpass probe load` in the client namespace) and the echo peer (`natpass

@@ -19,6 +19,9 @@
 # NIC's driver hands them to XDP — instead of as the sending socket's skbs, which veth copies
 # into such pages on the receiving side first (on the server's core). The copy now happens at
 # ca/pa, on the wire's side.
+# natpass's ends (xc, xp) must run an XDP program in this mode — natpass's own, or the pass
+# program for a userspace server as scripts/bench-xdp.sh attaches it: veth drops redirected
+# frames for a device without one (or without GRO on).
 #
 #   scripts/xdp-lab.sh up|down       (XDPLAB_PREFIX, default npx)
 set -euo pipefail

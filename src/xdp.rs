@@ -125,6 +125,9 @@ struct Maps {
 /// The attached program and its maps, shared by the shards.
 pub struct FastPath {
     maps: Mutex<Maps>,
+    /// Routes removed so far (their counts handed back to the core): a reader of live routes'
+    /// counts on another thread checks it to see whether its snapshot went stale meanwhile.
+    removed: std::sync::atomic::AtomicU64,
     /// Each interface and the mode it runs in ("native" or "generic").
     pub attached: Vec<(String, &'static str)>,
 }
@@ -215,6 +218,7 @@ impl FastPath {
         // The program holds the devmap (and every map) in the kernel; our handle may go.
         drop(devs);
         Ok(Self {
+            removed: std::sync::atomic::AtomicU64::new(0),
             maps: Mutex::new(Maps {
                 _ebpf: ebpf,
                 chan,
@@ -241,11 +245,23 @@ impl FastPath {
                 relayed.push(r);
             }
         }
+        // Counted before the lock goes: a reader that read a route after this removal then
+        // sees the count move.
+        self.removed
+            .fetch_add(relayed.len() as u64, std::sync::atomic::Ordering::SeqCst);
+        drop(m);
         relayed
     }
 
+    /// How many routes have been removed so far (see [`FastPath::route_bytes`]).
+    pub fn removed(&self) -> u64 {
+        self.removed.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// Payload bytes the program has relayed so far on a live route: (to the peer, to the
-    /// client).
+    /// client); 0 for a direction whose entry is gone or carries another route now. A removed
+    /// route's count goes back to the core, so a caller that listed the core's allocations
+    /// first compares [`FastPath::removed`] from before its listing with after its reads.
     pub fn route_bytes(
         &self,
         ft: &crate::proto::FiveTuple,
@@ -257,14 +273,20 @@ impl FastPath {
             return (0, 0);
         };
         let m = self.maps.lock().unwrap_or_else(|p| p.into_inner());
-        let to_peer = m.chan.get(&chan_key(c, s, channel.get()), 0);
-        // The way back only while it is this route's (a relay port can change hands).
-        let mine = value(s, c, channel.get(), 0);
+        // Each direction only while its entry is this route's (a client's 5-tuple and
+        // channel, or a relay port, can belong to a newer allocation by now).
+        let there = value(r, p, 0, 0);
+        let to_peer = m
+            .chan
+            .get(&chan_key(c, s, channel.get()), 0)
+            .ok()
+            .filter(|v| v[..12] == there[..12]);
+        let back = value(s, c, channel.get(), 0);
         let to_client = m
             .peer
             .get(&peer_key(r, p), 0)
             .ok()
-            .filter(|v| v[4..16] == mine[4..16]);
+            .filter(|v| v[4..16] == back[4..16]);
         (
             to_peer.map_or(0, |v| bytes_of(&v)),
             to_client.map_or(0, |v| bytes_of(&v)),

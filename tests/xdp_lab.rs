@@ -74,6 +74,8 @@ fn lab_or_skip_with(nic: bool) -> Option<Lab> {
     // One lab at a time (the tests of this file share its names).
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let guard = LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    // The guard first: a set-up that fails half-way is taken down too.
+    let lab = Lab { _guard: guard };
     let out = Command::new(repo().join("scripts/xdp-lab.sh"))
         .arg("up")
         .env("XDPLAB_PREFIX", PREFIX)
@@ -85,7 +87,7 @@ fn lab_or_skip_with(nic: bool) -> Option<Lab> {
         "lab up failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    Some(Lab { _guard: guard })
+    Some(lab)
 }
 
 /// Removes the lab however the test ends.
@@ -637,6 +639,10 @@ fn natlab_xdp_channel_rules_hold_when_frames_arrive_as_from_a_nic() {
     let Some(_lab) = lab_or_skip_with(true) else {
         return;
     };
+    assert!(
+        std::path::Path::new(&format!("/run/netns/{}", ns("mid"))).exists(),
+        "the lab runs in its NIC-like mode (the wire namespace is there)"
+    );
     assert_eq!(
         transcript_through(true),
         CHANNEL_RULES,

@@ -231,27 +231,38 @@ impl Control {
 
     /// Every allocation, with its id `shard/key/serial`. What the XDP fast path relayed on
     /// live routes is read from the kernel here, on the caller's thread: two map reads per
-    /// route would otherwise pause a shard's relaying for a long list.
+    /// route would otherwise pause a shard's relaying for a long list. A route removed between
+    /// the listing and the reads has handed its count to the core after the listing, so the
+    /// listing is taken again (up to 3 times; after that, one listing may miss such a route's
+    /// kernel bytes, never count them twice).
     pub fn list_allocations(&self) -> Vec<(String, crate::proto::AllocationInfo)> {
-        let mut out: Vec<_> = self
-            .ask(ShardCmd::List)
-            .into_iter()
-            .flat_map(|(shard, list)| {
-                list.into_iter()
-                    .map(move |a| (format!("{shard}-{}-{}", a.key, a.serial), a))
-            })
-            .collect();
-        if let Some(x) = &self.xdp {
-            for (_, a) in &mut out {
-                for r in std::mem::take(&mut a.offloaded) {
-                    let (to_peer, to_client) = x.route_bytes(&r.ft, r.channel, r.relay, r.peer);
-                    a.bytes_to_peer += to_peer;
-                    a.bytes_to_client += to_client;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let removed = self.xdp.as_ref().map(|x| x.removed());
+            let mut out: Vec<_> = self
+                .ask(ShardCmd::List)
+                .into_iter()
+                .flat_map(|(shard, list)| {
+                    list.into_iter()
+                        .map(move |a| (format!("{shard}-{}-{}", a.key, a.serial), a))
+                })
+                .collect();
+            if let Some(x) = &self.xdp {
+                for (_, a) in &mut out {
+                    for r in std::mem::take(&mut a.offloaded) {
+                        let (to_peer, to_client) = x.route_bytes(&r.ft, r.channel, r.relay, r.peer);
+                        a.bytes_to_peer += to_peer;
+                        a.bytes_to_client += to_client;
+                    }
+                }
+                if removed != Some(x.removed()) && attempt < 3 {
+                    continue;
                 }
             }
+            out.sort_by(|a, b| a.0.cmp(&b.0));
+            return out;
         }
-        out.sort_by(|a, b| a.0.cmp(&b.0));
-        out
     }
 
     /// End one allocation by id (`shard-key-serial`) or all of a user's; returns how many.

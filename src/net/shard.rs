@@ -307,6 +307,8 @@ impl Shard {
         let mut now = Instant::now();
         loop {
             let spinning = self.spin_policy.polling(now);
+            // Only a wait that polls because of the policy alone is scored by it.
+            let polled = spinning && again.is_empty() && !self.spin;
             let waited_from = now;
             let timeout = if again.is_empty() && !self.spin && !spinning {
                 let t = self
@@ -371,7 +373,7 @@ impl Shard {
             std::mem::swap(&mut again, &mut next_again);
             now = Instant::now();
             self.spin_policy
-                .round(waited_from, woke, self.round_datagrams, now);
+                .round(polled, waited_from, woke, self.round_datagrams, now);
             self.round_datagrams = 0;
             let mut relays = Relays {
                 registry: self.poll.registry(),
