@@ -20,6 +20,19 @@ use turn_types::message::{ALLOCATE, DATA};
 
 const PEER: &str = "198.18.0.1:9"; // denied by default (benchmarking range)
 const PUBLIC_PEER: &str = "8.8.8.8:5000";
+
+/// Alice's allocation from `ft` with channel 0x4001 bound to PUBLIC_PEER: (relayed address,
+/// the nonce that signed it).
+fn bound_channel(h: &mut Harness, ft: natpass::proto::FiveTuple) -> (SocketAddr, String) {
+    let relay = h.allocate(ft, "alice", "alicepw");
+    let nonce = h.nonce(ft);
+    let r = h.ask(
+        ft,
+        &channel_bind("alice", "alicepw", &nonce, 0x4001, PUBLIC_PEER),
+    );
+    assert_eq!(error_code(&r), None, "ChannelBind succeeds");
+    (relay, nonce)
+}
 const PUBLIC_PEER2: &str = "1.1.1.1:6000";
 
 fn h() -> Harness {
@@ -1049,12 +1062,7 @@ mod rfc8656_channels {
     fn channel_data_routes_bound_channels_and_drops_the_rest() {
         let mut h = h();
         let ft = udp("203.0.113.9:4000");
-        let relay = h.allocate(ft, "alice", "alicepw");
-        let nonce = h.nonce(ft);
-        h.ask(
-            ft,
-            &channel_bind("alice", "alicepw", &nonce, 0x4001, PUBLIC_PEER),
-        );
+        let (relay, _) = bound_channel(&mut h, ft);
         let cd = channel_data(0x4001, b"media");
         let (_, f) = h.send(ft, &cd);
         let f = f.unwrap();
@@ -1101,12 +1109,7 @@ mod rfc8656_channels {
     fn channel_data_does_not_refresh_permissions() {
         let mut h = h();
         let ft = udp("203.0.113.9:4000");
-        h.allocate(ft, "alice", "alicepw");
-        let nonce = h.nonce(ft);
-        h.ask(
-            ft,
-            &channel_bind("alice", "alicepw", &nonce, 0x4001, PUBLIC_PEER),
-        );
+        bound_channel(&mut h, ft);
         for _ in 0..30 {
             h.advance(10);
             h.send(ft, &channel_data(0x4001, b"x"));
@@ -1158,12 +1161,7 @@ mod rfc8656_channels {
     fn peer_data_on_a_channel_follows_permission_refresh_and_expiry() {
         let mut h = h();
         let ft = udp("203.0.113.9:4000");
-        let relay = h.allocate(ft, "alice", "alicepw");
-        let nonce = h.nonce(ft);
-        h.ask(
-            ft,
-            &channel_bind("alice", "alicepw", &nonce, 0x4001, PUBLIC_PEER),
-        );
+        let (relay, _) = bound_channel(&mut h, ft);
         let channel = PeerRoute::Channel {
             ft,
             channel: natpass::proto::ChannelNumber::new(0x4001).unwrap(),
@@ -1494,12 +1492,7 @@ mod fast_path_routes {
     fn bytes_the_fast_path_relayed_count_for_the_allocation() {
         let mut h = offloading();
         let ft = udp("203.0.113.9:4000");
-        let relay = h.allocate(ft, "alice", "alicepw");
-        let nonce = h.nonce(ft);
-        h.ask(
-            ft,
-            &channel_bind("alice", "alicepw", &nonce, 0x4001, PUBLIC_PEER),
-        );
+        let (relay, nonce) = bound_channel(&mut h, ft);
         let peer: SocketAddr = PUBLIC_PEER.parse().unwrap();
         let channel = ChannelNumber::new(0x4001).unwrap();
         // The userspace path relays 3 bytes; the list names the route the kernel carries, for
